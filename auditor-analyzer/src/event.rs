@@ -1,0 +1,234 @@
+//! The decoded event stream: what the probes saw, in kernel order, with paths
+//! made absolute. Live capture, recordings and the analyzer all speak this
+//! type, so a recording replays to exactly the findings of the live run.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a traced task did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Kernel sequence number; synthetic events (made in userspace) reuse the
+    /// previous kernel number.
+    pub seq: u64,
+    /// Monotonic nanoseconds since boot (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Process (thread group) id, as the host sees it.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A file's identity: device and inode. Paths are for people; this is what
+/// matches a write through one fd to an fsync through another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileId {
+    /// Device number in userspace (`stat.st_dev`) encoding.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// What the kernel said about an open file when the call was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub id: FileId,
+    pub file_type: FileType,
+    /// Filesystem name from the superblock magic ("xfs", "ext4", "tmpfs", ...).
+    pub fs: String,
+    /// Inode size at the time of the call (before a write or truncate).
+    pub size: i64,
+    /// Open flags of the file description (`f_flags`).
+    pub flags: u32,
+    /// The open that produced this description created the file.
+    pub created: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+/// What happened. Return values are the raw syscall return: >= 0 success,
+/// negative errno on failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// open, openat, openat2, creat.
+    Open {
+        call: String,
+        /// As the program gave it; made absolute (against `dirfd` or the
+        /// cwd) by the tracker before anything else reads it.
+        path: String,
+        /// `AT_FDCWD` (-100) or a directory fd.
+        dirfd: i32,
+        flags: u32,
+        mode: u32,
+        ret: i64,
+        /// The opened file (when `ret` is an fd).
+        file: Option<FileInfo>,
+    },
+    /// write, pwrite64, writev, pwritev, pwritev2, copy_file_range, sendfile.
+    Write {
+        call: String,
+        fd: i32,
+        /// Bytes asked for (for vectored writes: unknown, 0).
+        requested: u64,
+        ret: i64,
+        /// Explicit offset, for positioned writes.
+        offset: Option<i64>,
+        file: Option<FileInfo>,
+        /// Time the call was entered; `ts_ns` is when it returned.
+        enter_ns: u64,
+    },
+    /// ftruncate, truncate.
+    Truncate {
+        call: String,
+        fd: Option<i32>,
+        path: Option<String>,
+        length: i64,
+        ret: i64,
+        /// File state before the call (size is the size before truncation).
+        file: Option<FileInfo>,
+    },
+    Fallocate {
+        fd: i32,
+        mode: i32,
+        offset: i64,
+        len: i64,
+        ret: i64,
+        file: Option<FileInfo>,
+    },
+    /// fsync, fdatasync, sync_file_range, syncfs, sync, msync.
+    Sync {
+        call: String,
+        fd: Option<i32>,
+        ret: i64,
+        file: Option<FileInfo>,
+        /// sync_file_range: (offset, nbytes, flags); msync: (addr, len, flags).
+        range: Option<(u64, u64, u32)>,
+        enter_ns: u64,
+    },
+    /// rename, renameat, renameat2, link, linkat.
+    Rename {
+        call: String,
+        old_dirfd: i32,
+        old_path: String,
+        new_dirfd: i32,
+        new_path: String,
+        /// renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE) / linkat flags.
+        flags: u32,
+        ret: i64,
+        /// The inode now at `new_path`, from a stat right after the call was
+        /// seen (the kernel record has no inode for path-based calls).
+        file: Option<FileInfo>,
+    },
+    /// unlink, unlinkat (flags may carry AT_REMOVEDIR).
+    Unlink { call: String, dirfd: i32, path: String, flags: u32, ret: i64 },
+    /// mkdir, mkdirat.
+    Mkdir { call: String, dirfd: i32, path: String, mode: u32, ret: i64 },
+    Close { fd: i32, ret: i64, file: Option<FileInfo> },
+    CloseRange { first: u32, last: u32, flags: u32, ret: i64 },
+    /// dup, dup2, dup3, fcntl(F_DUPFD), fcntl(F_DUPFD_CLOEXEC).
+    Dup {
+        call: String,
+        old_fd: i32,
+        /// Requested new fd (dup2/dup3) or lowest acceptable (F_DUPFD).
+        new_fd: Option<i32>,
+        cloexec: bool,
+        ret: i64,
+        file: Option<FileInfo>,
+    },
+    /// fcntl other than F_DUPFD*: F_SETFD (close-on-exec), F_SETFL (O_APPEND...).
+    Fcntl { fd: i32, cmd: i32, arg: u64, ret: i64, file: Option<FileInfo> },
+    /// mmap of a file with MAP_SHARED and PROT_WRITE.
+    Mmap { fd: i32, addr: u64, len: u64, prot: u32, flags: u32, offset: u64, file: Option<FileInfo> },
+    Chdir { path: String, ret: i64 },
+    Fchdir { fd: i32, ret: i64 },
+    /// A new task. `thread` when it joined the same process.
+    Fork { child_pid: u32, child_tid: u32, thread: bool, shares_files: bool },
+    /// The process replaced its image.
+    Exec { filename: String },
+    /// A task ended; `group_dead` when it was the last of its process.
+    Exit {
+        group_dead: bool,
+        /// Exit status when it exited normally.
+        code: Option<i32>,
+        /// Terminating signal when it was killed.
+        signal: Option<i32>,
+        core_dumped: bool,
+    },
+    /// The event's task sent `signal` to `target_pid`/`target_tid`.
+    SignalSent {
+        signal: i32,
+        target_pid: u32,
+        target_tid: u32,
+        target_comm: String,
+        /// si_code (0 = kill/SI_USER, 0x80 = kernel, negative = queued/tkill).
+        code: i32,
+        group: bool,
+        /// 0 delivered, 1 ignored, 2 already pending, 3 lost (TRACE_SIGNAL_*).
+        result: i32,
+        /// Syscall name the target thread was inside when the signal was sent.
+        target_syscall: Option<String>,
+    },
+    /// A signal reached the event's task; `handler` 0 = default action, 1 = ignored.
+    SignalDelivered { signal: i32, code: i32, handler: u64 },
+    /// Synthetic: a process the auditor started or attached to, with what it
+    /// knew about it at that moment.
+    ProcessStart {
+        /// Working directory, the base of its relative paths.
+        cwd: String,
+        exe: String,
+        argv: Vec<String>,
+        /// Parent pid (0 when unknown).
+        ppid: u32,
+        /// The auditor launched it (as opposed to attaching to it).
+        launched: bool,
+    },
+    /// Synthetic: an fd that was already open when tracing started.
+    FdAtStart { fd: i32, path: String, file: Option<FileInfo>, cloexec: bool },
+    /// Synthetic: records the kernel could not deliver (ring buffer full).
+    Lost { count: u64 },
+}
+
+impl Event {
+    /// The file this event acts on through an fd or path, if any.
+    pub fn file(&self) -> Option<&FileInfo> {
+        match &self.kind {
+            EventKind::Open { file, .. }
+            | EventKind::Write { file, .. }
+            | EventKind::Truncate { file, .. }
+            | EventKind::Fallocate { file, .. }
+            | EventKind::Sync { file, .. }
+            | EventKind::Close { file, .. }
+            | EventKind::Dup { file, .. }
+            | EventKind::Fcntl { file, .. }
+            | EventKind::Mmap { file, .. }
+            | EventKind::FdAtStart { file, .. }
+            | EventKind::Rename { file, .. } => file.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Filesystems whose data does not survive a reboot (or is not data at all):
+/// the analyzer does not judge files on them.
+pub fn is_volatile_fs(fs: &str) -> bool {
+    matches!(
+        fs,
+        "tmpfs" | "ramfs" | "proc" | "sysfs" | "devtmpfs" | "devpts" | "cgroup" | "cgroup2"
+            | "pipefs" | "sockfs" | "anon_inodefs" | "debugfs" | "tracefs" | "securityfs"
+            | "bpf" | "mqueue" | "hugetlbfs" | "nsfs" | "configfs" | "efivarfs" | "pstore"
+            | "binfmt_misc" | "autofs" | "fusectl"
+    )
+}

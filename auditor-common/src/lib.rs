@@ -1,0 +1,213 @@
+//! Records the probes write into the ring buffer.
+//!
+//! Every record starts with a [`Header`]; `Header::kind` tells which record
+//! follows and `Header::size` its full length, so the decoder can check sizes
+//! instead of trusting a transmute. All structs are `#[repr(C)]` with explicit
+//! padding so both sides agree on the layout.
+#![no_std]
+
+pub mod nr;
+
+/// Longest path the probes copy. Longer paths are cut and flagged
+/// with [`FLAG_PATH_TRUNCATED`].
+pub const PATH_MAX: usize = 512;
+
+/// Maximum number of fds the probe walks in `fdtable.fd[]`.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// The first path of a record was cut at [`PATH_MAX`].
+pub const FLAG_PATH_TRUNCATED: u16 = 1;
+/// The second path of a record was cut at [`PATH_MAX`].
+pub const FLAG_PATH2_TRUNCATED: u16 = 2;
+
+/// Record kinds (`Header::kind`).
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A syscall without path arguments: [`SyscallRecord`].
+    Syscall = 1,
+    /// A syscall with one or two path arguments: [`PathRecord`].
+    Path = 2,
+    /// `sched_process_fork`: [`ForkRecord`].
+    Fork = 3,
+    /// `sched_process_exec`: [`PathRecord`] with the new executable as path.
+    Exec = 4,
+    /// `sched_process_exit`: [`ExitRecord`].
+    Exit = 5,
+    /// `signal_generate`: [`SignalRecord`].
+    SignalGenerate = 6,
+    /// `signal_deliver`: [`SignalRecord`].
+    SignalDeliver = 7,
+}
+
+impl Kind {
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Syscall,
+            2 => Kind::Path,
+            3 => Kind::Fork,
+            4 => Kind::Exec,
+            5 => Kind::Exit,
+            6 => Kind::SignalGenerate,
+            7 => Kind::SignalDeliver,
+            _ => return None,
+        })
+    }
+}
+
+/// Common start of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u16,
+    pub flags: u16,
+    /// Full record length in bytes, header included.
+    pub size: u32,
+    /// Global sequence number: a gap means the kernel dropped records.
+    pub seq: u64,
+    /// `bpf_ktime_get_ns`: monotonic time since boot.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// What the kernel says about an open file, read from its `struct file`.
+/// `ino == 0` means the fd did not resolve (closed, or a race).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileIdent {
+    /// `inode.i_ino`.
+    pub ino: u64,
+    /// `inode.i_size` when the call was made.
+    pub size: i64,
+    /// `super_block.s_magic`: tells the filesystem type.
+    pub magic: u64,
+    /// `super_block.s_dev` in the kernel's internal encoding.
+    pub dev: u32,
+    /// `file.f_flags` (O_APPEND, O_SYNC, O_DSYNC, O_DIRECT, ...).
+    pub f_flags: u32,
+    /// `file.f_mode` (FMODE_CREATED tells an open that created the file).
+    pub f_mode: u32,
+    /// `inode.i_mode` (file type bits).
+    pub i_mode: u16,
+    pub _pad: u16,
+}
+
+/// A finished syscall: its number, arguments, return value and the file
+/// behind its fd argument(s), resolved at entry (before a close can drop it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    pub header: Header,
+    /// x86_64 syscall number.
+    pub nr: u32,
+    pub _pad: u32,
+    pub args: [u64; 6],
+    pub ret: i64,
+    /// Time the syscall was entered.
+    pub enter_ns: u64,
+    /// File behind the main fd argument (or the returned fd for opens).
+    pub file: FileIdent,
+    /// File behind a second fd argument (source of copy_file_range/sendfile).
+    pub file2: FileIdent,
+}
+
+/// A finished syscall that carries paths (open, rename, link, unlink, mkdir,
+/// truncate, chdir) or an exec.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathRecord {
+    pub sys: SyscallRecord,
+    pub path: [u8; PATH_MAX],
+    pub path2: [u8; PATH_MAX],
+}
+
+/// A new task: thread or process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: Header,
+    pub child_tgid: u32,
+    pub child_tid: u32,
+    /// 1 when the child shares the parent's fd table (CLONE_FILES or a thread).
+    pub shares_files: u32,
+    pub _pad: u32,
+}
+
+/// A task ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: Header,
+    /// `task.exit_code`: wait-status encoding (signal in the low 7 bits).
+    pub exit_code: u32,
+    /// `signal_struct.group_exit_code` (the group's status on exit_group/fatal signal).
+    pub group_exit_code: u32,
+    /// 1 when this was the last thread of the process.
+    pub group_dead: u32,
+    pub _pad: u32,
+}
+
+/// A signal generated (header = sender) or delivered (header = receiver).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SignalRecord {
+    pub header: Header,
+    pub sig: i32,
+    /// si_code of the siginfo (SI_USER, SI_KERNEL, ...).
+    pub code: i32,
+    /// Target tgid / tid (for delivery: the receiver again).
+    pub target_tgid: u32,
+    pub target_tid: u32,
+    /// signal_generate: TRACE_SIGNAL_* result; signal_deliver: 0.
+    pub result: i32,
+    /// signal_generate: 1 for a process-wide signal.
+    pub group: i32,
+    /// Syscall the target thread was inside when the signal was generated,
+    /// or -1. Tells "killed while inside write()".
+    pub target_syscall: i64,
+    /// signal_deliver: the handler (0 = SIG_DFL, 1 = SIG_IGN, else a handler).
+    pub handler: u64,
+    pub target_comm: [u8; TASK_COMM_LEN],
+}
+
+/// Kernel structure field offsets, read from BTF by userspace at start-up and
+/// written into the probe's globals (rustc emits no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub task_files: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub signal_group_exit_code: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_flags: u32,
+    pub file_mode: u32,
+    pub inode_ino: u32,
+    pub inode_mode: u32,
+    pub inode_size: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub sb_magic: u32,
+    /// `comm` in task_struct (for the signal target's name).
+    pub task_comm: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU counters the probes keep; read by userspace at the end.
+pub const STAT_DROPPED: u32 = 0;
+/// Records the probes skipped because an entry could not be stored.
+pub const STAT_ARGS_FULL: u32 = 1;
+pub const STAT_COUNT: u32 = 2;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::Offsets {}
+}

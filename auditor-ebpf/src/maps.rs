@@ -1,0 +1,62 @@
+//! Maps shared with userspace (names are looked up there).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use auditor_common::{FileIdent, STAT_COUNT};
+
+/// Tgids being traced. Userspace seeds it; forks add children.
+#[map]
+pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+
+/// Syscall arguments saved at entry, keyed by tid, consumed at exit.
+#[map]
+pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Records to userspace. Size is overridden by userspace at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Per-CPU counters (`auditor_common::STAT_*`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Slot 0: next sequence number.
+#[map]
+pub static SEQ: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A syscall in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub nr: u32,
+    pub _pad: u32,
+    pub enter_ns: u64,
+    pub args: [u64; 6],
+    pub file: FileIdent,
+    pub file2: FileIdent,
+}
+
+pub fn count(stat: u32) {
+    if let Some(p) = STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Global order of records; a gap in userspace means a lost record.
+/// (`AtomicU64::fetch_add` is not offered for the BPF target, the intrinsic is.)
+pub fn next_seq() -> u64 {
+    match SEQ.get_ptr_mut(0) {
+        // SAFETY: the pointer is to a live map value; the add is atomic.
+        Some(p) => unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, 1)
+        },
+        None => 0,
+    }
+}
+
+pub fn is_traced(tgid: u32) -> bool {
+    TRACED.get_ptr(tgid).is_some()
+}

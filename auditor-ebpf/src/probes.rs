@@ -1,0 +1,248 @@
+//! Process lifecycle and signal probes.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use auditor_common::{
+    ExitRecord, ForkRecord, Kind, PathRecord, SignalRecord, FLAG_PATH_TRUNCATED, PATH_MAX,
+    STAT_DROPPED,
+};
+
+use crate::{
+    kernel::{current_task, off, read},
+    maps::{count, is_traced, EVENTS, PENDING, TRACED},
+    syscalls::fill_header,
+};
+
+/// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let parent: *const u8 = ctx.arg(0);
+    let child: *const u8 = ctx.arg(1);
+    let (child_tgid, child_tid, pfiles, cfiles) = unsafe {
+        let t: u32 = read(child, off(|o| o.task_tgid))?;
+        let p: u32 = read(child, off(|o| o.task_pid))?;
+        let pf: u64 = read(parent, off(|o| o.task_files))?;
+        let cf: u64 = read(child, off(|o| o.task_files))?;
+        (t, p, pf, cf)
+    };
+    if child_tgid != tgid {
+        // A new process: trace it before it can run.
+        let _ = TRACED.insert(child_tgid, 1, 0);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    unsafe {
+        let r = &mut *entry.as_mut_ptr();
+        fill_header(&mut r.header, Kind::Fork, core::mem::size_of::<ForkRecord>(), pid_tgid);
+        r.child_tgid = child_tgid;
+        r.child_tid = child_tid;
+        r.shares_files = (pfiles == cfiles) as u32;
+        r._pad = 0;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
+    let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
+    let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
+    let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    unsafe {
+        let r = &mut *entry.as_mut_ptr();
+        fill_header(&mut r.sys.header, Kind::Exec, core::mem::size_of::<PathRecord>(), pid_tgid);
+        r.sys.nr = 0;
+        r.sys._pad = 0;
+        r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
+        r.sys.ret = 0;
+        r.sys.enter_ns = r.sys.header.ts_ns;
+        r.sys.file = Default::default();
+        r.sys.file2 = Default::default();
+        r.path2[0] = 0;
+        let src = (ctx.as_ptr_u8()).add((loc & 0xffff) as usize);
+        match bpf_probe_read_kernel_str_bytes(src, &mut r.path) {
+            Ok(s) if s.len() >= PATH_MAX - 1 => r.sys.header.flags |= FLAG_PATH_TRUNCATED,
+            Ok(_) => {}
+            Err(_) => r.path[0] = 0,
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+trait CtxPtr {
+    fn as_ptr_u8(&self) -> *const u8;
+}
+
+impl CtxPtr for TracePointContext {
+    fn as_ptr_u8(&self) -> *const u8 {
+        aya_ebpf::EbpfContext::as_ptr(self) as *const u8
+    }
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let _ = PENDING.remove(pid_tgid as u32);
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(|e| e as i64)?;
+    let task = current_task();
+    let (code, group_code) = unsafe {
+        let code: u32 = read(task, off(|o| o.task_exit_code)).unwrap_or(0);
+        let sig: *const u8 = read(task, off(|o| o.task_signal)).unwrap_or(core::ptr::null());
+        let gc: u32 = if sig.is_null() {
+            0
+        } else {
+            read(sig, off(|o| o.signal_group_exit_code)).unwrap_or(0)
+        };
+        (code, gc)
+    };
+    if group_dead != 0 {
+        // The pid may be reused by an untraced process.
+        let _ = TRACED.remove(tgid);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    unsafe {
+        let r = &mut *entry.as_mut_ptr();
+        fill_header(&mut r.header, Kind::Exit, core::mem::size_of::<ExitRecord>(), pid_tgid);
+        r.exit_code = code;
+        r.group_exit_code = group_code;
+        r.group_dead = group_dead as u32;
+        r._pad = 0;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// raw `signal_generate(int sig, struct kernel_siginfo *info,
+/// struct task_struct *task, int group, int result)`.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let _ = try_signal_generate(&ctx);
+    0
+}
+
+fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let sender_tgid = (pid_tgid >> 32) as u32;
+    let sig: u64 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    let task: *const u8 = ctx.arg(2);
+    let group: u64 = ctx.arg(3);
+    let result: u64 = ctx.arg(4);
+    let (target_tgid, target_tid) = unsafe {
+        let t: u32 = read(task, off(|o| o.task_tgid))?;
+        let p: u32 = read(task, off(|o| o.task_pid))?;
+        (t, p)
+    };
+    if !is_traced(sender_tgid) && !is_traced(target_tgid) {
+        return Ok(());
+    }
+    // SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are not pointers.
+    let code: i32 = match info {
+        0 => 0,
+        1 => 0x80,
+        p => unsafe { read(p as *const u8, 8) }.unwrap_or(0),
+    };
+    let target_syscall = match PENDING.get_ptr(target_tid) {
+        Some(p) => unsafe { (*p).nr as i64 },
+        None => -1,
+    };
+    let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    unsafe {
+        let r = &mut *entry.as_mut_ptr();
+        fill_header(&mut r.header, Kind::SignalGenerate, core::mem::size_of::<SignalRecord>(), pid_tgid);
+        r.sig = sig as i32;
+        r.code = code;
+        r.target_tgid = target_tgid;
+        r.target_tid = target_tid;
+        r.result = result as i32;
+        r.group = group as i32;
+        r.target_syscall = target_syscall;
+        r.handler = 0;
+        r.target_comm = read(task, off(|o| o.task_comm)).unwrap_or([0; 16]);
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    let _ = try_signal_deliver(&ctx);
+    0
+}
+
+fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let (sig, code, handler) = unsafe {
+        let sig: i32 = ctx.read_at(8).map_err(|e| e as i64)?;
+        let code: i32 = ctx.read_at(16).map_err(|e| e as i64)?;
+        let handler: u64 = ctx.read_at(24).map_err(|e| e as i64)?;
+        (sig, code, handler)
+    };
+    let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    unsafe {
+        let r = &mut *entry.as_mut_ptr();
+        fill_header(&mut r.header, Kind::SignalDeliver, core::mem::size_of::<SignalRecord>(), pid_tgid);
+        r.sig = sig;
+        r.code = code;
+        r.target_tgid = tgid;
+        r.target_tid = pid_tgid as u32;
+        r.result = 0;
+        r.group = 0;
+        r.target_syscall = -1;
+        r.handler = handler;
+        r.target_comm = r.header.comm;
+    }
+    entry.submit(0);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Generic syscall probes: one program for every `sys_enter_*` tracepoint and
+//! one for every `sys_exit_*`, told apart by `__syscall_nr`.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+              bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use auditor_common::{
+    FileIdent, Header, Kind, PathRecord, SyscallRecord, FLAG_PATH2_TRUNCATED,
+    FLAG_PATH_TRUNCATED, PATH_MAX, STAT_ARGS_FULL, STAT_DROPPED,
+    nr::{fd_args, path_args, returns_fd},
+};
+
+use crate::{
+    kernel::ident,
+    maps::{count, is_traced, next_seq, Pending, EVENTS, PENDING},
+};
+
+// Layout of the syscalls:sys_{enter,exit}_* records (see their `format`).
+const NR_OFFSET: usize = 8;
+const ARGS_OFFSET: usize = 16;
+const RET_OFFSET: usize = 16;
+
+#[tracepoint]
+pub fn sys_enter(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let nr: i32 = unsafe { ctx.read_at(NR_OFFSET) }.map_err(|e| e as i64)?;
+    let nr = nr as u32;
+    let mut p = Pending {
+        nr,
+        _pad: 0,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        args: [0; 6],
+        file: FileIdent::default(),
+        file2: FileIdent::default(),
+    };
+    for i in 0..6 {
+        // Records of syscalls with fewer arguments are shorter: the extra
+        // slots read whatever follows and are ignored by userspace.
+        p.args[i] = unsafe { ctx.read_at(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+    }
+    let (a, b) = fd_args(nr);
+    if let Some(i) = a {
+        ident(arg(&p.args, i), &mut p.file);
+    }
+    if let Some(i) = b {
+        ident(arg(&p.args, i), &mut p.file2);
+    }
+    if PENDING.insert(pid_tgid as u32, p, 0).is_err() {
+        count(STAT_ARGS_FULL);
+    }
+    Ok(())
+}
+
+fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(pending) = PENDING.get_ptr(tid) else {
+        return Ok(());
+    };
+    // SAFETY: copy out before removing the entry.
+    let p = unsafe { *pending };
+    let _ = PENDING.remove(tid);
+    let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.map_err(|e| e as i64)?;
+
+    let (pa, pb) = path_args(p.nr);
+    if pa.is_none() {
+        let Some(mut entry) = EVENTS.reserve::<SyscallRecord>(0) else {
+            count(STAT_DROPPED);
+            return Ok(());
+        };
+        let rec = entry.as_mut_ptr();
+        unsafe {
+            fill_sys(&mut *rec, Kind::Syscall, core::mem::size_of::<SyscallRecord>(), pid_tgid, &p, ret);
+        }
+        entry.submit(0);
+        return Ok(());
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
+        count(STAT_DROPPED);
+        return Ok(());
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        let rec = &mut *rec;
+        fill_sys(&mut rec.sys, Kind::Path, core::mem::size_of::<PathRecord>(), pid_tgid, &p, ret);
+        if returns_fd(p.nr) && ret >= 0 {
+            ident(ret as u64, &mut rec.sys.file);
+        }
+        rec.path[0] = 0;
+        rec.path2[0] = 0;
+        if let Some(i) = pa {
+            if read_path(arg(&p.args, i), &mut rec.path) {
+                rec.sys.header.flags |= FLAG_PATH_TRUNCATED;
+            }
+        }
+        if let Some(i) = pb {
+            if read_path(arg(&p.args, i), &mut rec.path2) {
+                rec.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+            }
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Copies a user string; true when it did not fit.
+#[inline(always)]
+fn read_path(ptr: u64, out: &mut [u8; PATH_MAX]) -> bool {
+    match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, out) } {
+        Ok(s) => s.len() >= PATH_MAX - 1,
+        Err(_) => {
+            out[0] = 0;
+            false
+        }
+    }
+}
+
+#[inline(always)]
+pub fn fill_header(h: &mut Header, kind: Kind, size: usize, pid_tgid: u64) {
+    h.kind = kind as u16;
+    h.flags = 0;
+    h.size = size as u32;
+    h.seq = next_seq();
+    h.ts_ns = unsafe { bpf_ktime_get_ns() };
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+#[inline(always)]
+fn fill_sys(r: &mut SyscallRecord, kind: Kind, size: usize, pid_tgid: u64, p: &Pending, ret: i64) {
+    fill_header(&mut r.header, kind, size, pid_tgid);
+    r.nr = p.nr;
+    r._pad = 0;
+    r.args = p.args;
+    r.ret = ret;
+    r.enter_ns = p.enter_ns;
+    r.file = p.file;
+    r.file2 = p.file2;
+}
+
+#[inline(always)]
+fn arg(args: &[u64; 6], i: usize) -> u64 {
+    if i < 6 { args[i] } else { 0 }
+}
