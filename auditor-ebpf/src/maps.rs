@@ -51,7 +51,7 @@ pub fn next_seq() -> u64 {
     match SEQ.get_ptr_mut(0) {
         // SAFETY: the pointer is to a live map value; the add is atomic.
         Some(p) => unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, 1)
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(p, 1)
         },
         None => 0,
     }

@@ -3,14 +3,14 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-              bpf_probe_read_user_str_bytes},
+              bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use auditor_common::{
     FileIdent, Header, Kind, PathRecord, SyscallRecord, FLAG_PATH2_TRUNCATED,
     FLAG_PATH_TRUNCATED, PATH_MAX, STAT_ARGS_FULL, STAT_DROPPED,
-    nr::{fd_args, path_args, returns_fd},
+    nr::{fd_args, path_args, returns_fd, MMAP, OPENAT2},
 };
 
 use crate::{
@@ -55,6 +55,14 @@ fn try_sys_enter(ctx: &TracePointContext) -> Result<(), i64> {
         // slots read whatever follows and are ignored by userspace.
         p.args[i] = unsafe { ctx.read_at(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
     }
+    if nr == OPENAT2 {
+        // openat2 passes flags and mode in a user struct open_how
+        // { u64 flags; u64 mode; u64 resolve; }: copy them into the argument
+        // slots openat uses, so userspace decodes both the same way.
+        let how = p.args[2] as *const u64;
+        p.args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+        p.args[3] = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+    }
     let (a, b) = fd_args(nr);
     if let Some(i) = a {
         ident(arg(&p.args, i), &mut p.file);
@@ -79,6 +87,9 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = PENDING.remove(tid);
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.map_err(|e| e as i64)?;
 
+    if p.nr == MMAP && !shared_writable_file_map(&p.args, ret) {
+        return Ok(());
+    }
     let (pa, pb) = path_args(p.nr);
     if pa.is_none() {
         let Some(mut entry) = EVENTS.reserve::<SyscallRecord>(0) else {
@@ -160,4 +171,14 @@ fn fill_sys(r: &mut SyscallRecord, kind: Kind, size: usize, pid_tgid: u64, p: &P
 #[inline(always)]
 fn arg(args: &[u64; 6], i: usize) -> u64 {
     if i < 6 { args[i] } else { 0 }
+}
+
+/// Only writable shared mappings of files can carry data to disk (msync).
+#[inline(always)]
+fn shared_writable_file_map(args: &[u64; 6], ret: i64) -> bool {
+    const PROT_WRITE: u64 = 2;
+    const MAP_SHARED: u64 = 1;
+    const MAP_TYPE: u64 = 0x0f;
+    let shared = matches!(args[3] & MAP_TYPE, MAP_SHARED | 3); // 3 = MAP_SHARED_VALIDATE
+    ret >= 0 && (args[4] as i64) >= 0 && args[2] & PROT_WRITE != 0 && shared
 }

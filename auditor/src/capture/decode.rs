@@ -1,0 +1,541 @@
+//! Kernel records -> [`Event`]s. Sizes and kinds are checked, never trusted:
+//! an unknown or short record is counted and skipped.
+
+use std::mem::size_of;
+
+use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
+use auditor_common::{
+    ExitRecord, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord, SyscallRecord,
+    nr::*,
+};
+
+/// `f_mode` bit set when the open created the file (include/linux/fs.h).
+const FMODE_CREATED: u32 = 1 << 20;
+const O_DSYNC: u32 = 0o10000;
+const O_CLOEXEC: u64 = 0o2000000;
+const O_CREAT: u32 = 0o100;
+const O_WRONLY: u32 = 0o1;
+const O_TRUNC: u32 = 0o1000;
+/// pwritev2 flags that make the write itself durable.
+const RWF_DSYNC: u64 = 0x2;
+const RWF_SYNC: u64 = 0x4;
+const F_DUPFD: u64 = 0;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+const AT_FDCWD: i32 = -100;
+
+/// Counts what could not be decoded; shown in every report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeStats {
+    pub records: u64,
+    pub unknown_kind: u64,
+    pub bad_size: u64,
+}
+
+/// Turns records into events. Losses are not inferred from sequence gaps
+/// (records from different CPUs may commit out of sequence order); the
+/// kernel's drop counters are exact and become `Lost` events instead.
+#[derive(Default)]
+pub struct Decoder {
+    pub stats: DecodeStats,
+}
+
+impl Decoder {
+    /// Decodes one ring-buffer record, appending at most one event.
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        self.stats.records += 1;
+        let Some(h) = read::<Header>(bytes) else {
+            self.stats.bad_size += 1;
+            return;
+        };
+        if h.size as usize != bytes.len() {
+            self.stats.bad_size += 1;
+            return;
+        }
+        let kind = match Kind::from_u16(h.kind) {
+            Some(k) => k,
+            None => {
+                self.stats.unknown_kind += 1;
+                return;
+            }
+        };
+        let decoded = match kind {
+            Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| syscall(&r, None, None)),
+            Kind::Path => read::<PathRecord>(bytes).and_then(|r| {
+                syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))
+            }),
+            Kind::Exec => read::<PathRecord>(bytes)
+                .map(|r| EventKind::Exec { filename: cstr(&r.path) }),
+            Kind::Fork => read::<ForkRecord>(bytes).map(|r| EventKind::Fork {
+                child_pid: r.child_tgid,
+                child_tid: r.child_tid,
+                thread: r.child_tgid == h.tgid,
+                shares_files: r.shares_files != 0,
+            }),
+            Kind::Exit => read::<ExitRecord>(bytes).map(|r| exit(&r)),
+            Kind::SignalGenerate => read::<SignalRecord>(bytes).map(|r| EventKind::SignalSent {
+                signal: r.sig,
+                target_pid: r.target_tgid,
+                target_tid: r.target_tid,
+                target_comm: cstr(&r.target_comm),
+                code: r.code,
+                group: r.group != 0,
+                result: r.result,
+                target_syscall: u32::try_from(r.target_syscall)
+                    .ok()
+                    .and_then(syscall_name)
+                    .map(str::to_owned),
+            }),
+            Kind::SignalDeliver => read::<SignalRecord>(bytes).map(|r| EventKind::SignalDelivered {
+                signal: r.sig,
+                code: r.code,
+                handler: r.handler,
+            }),
+        };
+        match decoded {
+            Some(kind) => out.push(Event {
+                seq: h.seq,
+                ts_ns: h.ts_ns,
+                pid: h.tgid,
+                tid: h.tid,
+                comm: cstr(&h.comm),
+                kind,
+            }),
+            None => self.stats.bad_size += 1,
+        }
+    }
+}
+
+/// Reads a `#[repr(C)]` record from the front of `bytes` after checking
+/// its length.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; every record type is plain data valid for any
+    // bit pattern; read_unaligned copes with the ring buffer's alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn exit(r: &ExitRecord) -> EventKind {
+    let status = r.exit_code;
+    let sig = (status & 0x7f) as i32;
+    EventKind::Exit {
+        group_dead: r.group_dead != 0,
+        code: (sig == 0).then_some(((status >> 8) & 0xff) as i32),
+        signal: (sig != 0).then_some(sig),
+        core_dumped: status & 0x80 != 0,
+    }
+}
+
+/// Kernel `s_dev` (major << 20 | minor) to userspace `st_dev`.
+pub fn user_dev(kdev: u32) -> u64 {
+    libc::makedev(kdev >> 20, kdev & 0xfffff)
+}
+
+pub fn file_info(f: &FileIdent) -> Option<FileInfo> {
+    if f.ino == 0 {
+        return None;
+    }
+    Some(FileInfo {
+        id: FileId { dev: user_dev(f.dev), ino: f.ino },
+        file_type: file_type(f.i_mode as u32),
+        fs: fs_name(f.magic).to_owned(),
+        size: f.size,
+        flags: f.f_flags,
+        created: f.f_mode & FMODE_CREATED != 0,
+    })
+}
+
+pub fn file_type(mode: u32) -> FileType {
+    match mode & 0o170000 {
+        0o100000 => FileType::Regular,
+        0o040000 => FileType::Directory,
+        0o120000 => FileType::Symlink,
+        0o010000 => FileType::Fifo,
+        0o140000 => FileType::Socket,
+        0o020000 => FileType::CharDevice,
+        0o060000 => FileType::BlockDevice,
+        _ => FileType::Unknown,
+    }
+}
+
+/// Filesystem name from a superblock magic (include/uapi/linux/magic.h).
+pub fn fs_name(magic: u64) -> &'static str {
+    match magic {
+        0x5846_5342 => "xfs",
+        0xef53 => "ext4",
+        0x9123_683e => "btrfs",
+        0xf2f5_2010 => "f2fs",
+        0x2fc1_2fc1 => "zfs",
+        0x794c_7630 => "overlay",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x4d44 => "vfat",
+        0x2011_bab0 => "exfat",
+        0x7371_7368 => "squashfs",
+        0x9660 => "isofs",
+        0x0102_1997 => "9p",
+        0x00c3_6400 => "ceph",
+        0xfe53_4d42 | 0xff53_4d42 => "cifs",
+        0x0102_1994 => "tmpfs",
+        0x8584_58f6 => "ramfs",
+        0x9fa0 => "proc",
+        0x6265_6572 => "sysfs",
+        0x1cd1 => "devpts",
+        0x0027_e0eb => "cgroup",
+        0x6367_7270 => "cgroup2",
+        0x5049_5045 => "pipefs",
+        0x534f_434b => "sockfs",
+        0x0904_1934 => "anon_inodefs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0xcafe_4a11 => "bpf",
+        0x6e73_6673 => "nsfs",
+        0x7363_6673 => "securityfs",
+        0x9584_58f6 => "hugetlbfs",
+        0x1980_0202 => "mqueue",
+        _ => "unknown",
+    }
+}
+
+pub fn syscall_name(nr: u32) -> Option<&'static str> {
+    TRACED_SYSCALLS.iter().find(|(_, n)| *n == nr).map(|(name, _)| match *name {
+        "sendfile64" => "sendfile",
+        other => other,
+    })
+}
+
+fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Option<EventKind> {
+    let a = r.args;
+    let ret = r.ret;
+    let call = syscall_name(r.nr)?.to_owned();
+    let file = file_info(&r.file);
+    let fd = |i: usize| a[i] as i32;
+    let path = || path.clone().unwrap_or_default();
+    let path2 = || path2.clone().unwrap_or_default();
+    let write = |requested: u64, offset: Option<i64>, file: Option<FileInfo>| EventKind::Write {
+        call: call.clone(),
+        fd: fd(0),
+        requested,
+        ret,
+        offset,
+        file,
+        enter_ns: r.enter_ns,
+    };
+    Some(match r.nr {
+        WRITE => write(a[2], None, file),
+        PWRITE64 => write(a[2], Some(a[3] as i64), file),
+        // Vectored writes: the byte count asked for is not in the arguments;
+        // a short vectored write is indistinguishable from a full one.
+        WRITEV => write(ret.max(0) as u64, None, file),
+        PWRITEV => write(ret.max(0) as u64, Some(a[3] as i64), file),
+        PWRITEV2 => {
+            // RWF_SYNC/RWF_DSYNC make this one write durable, as O_DSYNC
+            // would: shown as the description's effective flags.
+            let file = file.map(|mut f| {
+                if a[5] & (RWF_SYNC | RWF_DSYNC) != 0 {
+                    f.flags |= O_DSYNC;
+                }
+                f
+            });
+            let off = a[3] as i64;
+            write(ret.max(0) as u64, (off >= 0).then_some(off), file)
+        }
+        COPY_FILE_RANGE => EventKind::Write {
+            call,
+            fd: fd(2),
+            requested: a[4],
+            ret,
+            offset: None,
+            file,
+            enter_ns: r.enter_ns,
+        },
+        SENDFILE => write(a[3], None, file),
+        FTRUNCATE => EventKind::Truncate {
+            call,
+            fd: Some(fd(0)),
+            path: None,
+            length: a[1] as i64,
+            ret,
+            file,
+        },
+        TRUNCATE => EventKind::Truncate {
+            call,
+            fd: None,
+            path: Some(path()),
+            length: a[1] as i64,
+            ret,
+            file: None,
+        },
+        FALLOCATE => EventKind::Fallocate {
+            fd: fd(0),
+            mode: a[1] as i32,
+            offset: a[2] as i64,
+            len: a[3] as i64,
+            ret,
+            file,
+        },
+        FSYNC | FDATASYNC | SYNCFS => EventKind::Sync {
+            call,
+            fd: Some(fd(0)),
+            ret,
+            file,
+            range: None,
+            enter_ns: r.enter_ns,
+        },
+        SYNC_FILE_RANGE => EventKind::Sync {
+            call,
+            fd: Some(fd(0)),
+            ret,
+            file,
+            range: Some((a[1], a[2], a[3] as u32)),
+            enter_ns: r.enter_ns,
+        },
+        SYNC => EventKind::Sync { call, fd: None, ret, file: None, range: None, enter_ns: r.enter_ns },
+        MSYNC => EventKind::Sync {
+            call,
+            fd: None,
+            ret,
+            file: None,
+            range: Some((a[0], a[1], a[2] as u32)),
+            enter_ns: r.enter_ns,
+        },
+        RENAME | LINK => EventKind::Rename {
+            call,
+            old_dirfd: AT_FDCWD,
+            old_path: path(),
+            new_dirfd: AT_FDCWD,
+            new_path: path2(),
+            flags: 0,
+            ret,
+            file: None,
+        },
+        RENAMEAT => EventKind::Rename {
+            call,
+            old_dirfd: fd(0),
+            old_path: path(),
+            new_dirfd: fd(2),
+            new_path: path2(),
+            flags: 0,
+            ret,
+            file: None,
+        },
+        RENAMEAT2 | LINKAT => EventKind::Rename {
+            call,
+            old_dirfd: fd(0),
+            old_path: path(),
+            new_dirfd: fd(2),
+            new_path: path2(),
+            flags: a[4] as u32,
+            ret,
+            file: None,
+        },
+        UNLINK => EventKind::Unlink { call, dirfd: AT_FDCWD, path: path(), flags: 0, ret },
+        UNLINKAT => EventKind::Unlink { call, dirfd: fd(0), path: path(), flags: a[2] as u32, ret },
+        MKDIR => EventKind::Mkdir { call, dirfd: AT_FDCWD, path: path(), mode: a[1] as u32, ret },
+        MKDIRAT => EventKind::Mkdir { call, dirfd: fd(0), path: path(), mode: a[2] as u32, ret },
+        OPEN => EventKind::Open { call, path: path(), dirfd: AT_FDCWD, flags: a[1] as u32, mode: a[2] as u32, ret, file },
+        OPENAT | OPENAT2 => EventKind::Open {
+            call,
+            path: path(),
+            dirfd: fd(0),
+            flags: a[2] as u32,
+            mode: a[3] as u32,
+            ret,
+            file,
+        },
+        CREAT => EventKind::Open {
+            call,
+            path: path(),
+            dirfd: AT_FDCWD,
+            flags: O_CREAT | O_WRONLY | O_TRUNC,
+            mode: a[1] as u32,
+            ret,
+            file,
+        },
+        CLOSE => EventKind::Close { fd: fd(0), ret, file },
+        CLOSE_RANGE => EventKind::CloseRange {
+            first: a[0] as u32,
+            last: a[1] as u32,
+            flags: a[2] as u32,
+            ret,
+        },
+        DUP => EventKind::Dup { call, old_fd: fd(0), new_fd: None, cloexec: false, ret, file },
+        DUP2 => EventKind::Dup { call, old_fd: fd(0), new_fd: Some(fd(1)), cloexec: false, ret, file },
+        DUP3 => EventKind::Dup {
+            call,
+            old_fd: fd(0),
+            new_fd: Some(fd(1)),
+            cloexec: a[2] & O_CLOEXEC != 0,
+            ret,
+            file,
+        },
+        FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => EventKind::Dup {
+            call: if a[1] == F_DUPFD { "fcntl(F_DUPFD)" } else { "fcntl(F_DUPFD_CLOEXEC)" }.to_owned(),
+            old_fd: fd(0),
+            new_fd: Some(fd(2)),
+            cloexec: a[1] == F_DUPFD_CLOEXEC,
+            ret,
+            file,
+        },
+        FCNTL => EventKind::Fcntl { fd: fd(0), cmd: a[1] as i32, arg: a[2], ret, file },
+        MMAP => EventKind::Mmap {
+            fd: fd(4),
+            addr: ret as u64,
+            len: a[1],
+            prot: a[2] as u32,
+            flags: a[3] as u32,
+            offset: a[5],
+            file,
+        },
+        CHDIR => EventKind::Chdir { path: path(), ret },
+        FCHDIR => EventKind::Fchdir { fd: fd(0), ret },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditor_common::FLAG_PATH_TRUNCATED;
+
+    fn header(kind: Kind, size: usize, seq: u64) -> Header {
+        Header {
+            kind: kind as u16,
+            flags: 0,
+            size: size as u32,
+            seq,
+            ts_ns: 1000 + seq,
+            tgid: 42,
+            tid: 43,
+            comm: *b"writer\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test records are plain data.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    fn sys(nr: u32, args: [u64; 6], ret: i64, seq: u64) -> SyscallRecord {
+        SyscallRecord {
+            header: header(Kind::Syscall, size_of::<SyscallRecord>(), seq),
+            nr,
+            _pad: 0,
+            args,
+            ret,
+            enter_ns: 900,
+            file: FileIdent {
+                ino: 77,
+                size: 10,
+                magic: 0x5846_5342,
+                dev: (7 << 20) | 3,
+                f_flags: 0o2000,
+                f_mode: 0,
+                i_mode: 0o100644,
+                _pad: 0,
+            },
+            file2: FileIdent::default(),
+        }
+    }
+
+    #[test]
+    fn decodes_a_write_with_its_file() {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        d.decode(&bytes(&sys(WRITE, [3, 0, 4096, 0, 0, 0], 4096, 1)), &mut out);
+        assert_eq!(out.len(), 1);
+        let e = &out[0];
+        assert_eq!((e.pid, e.tid, e.comm.as_str()), (42, 43, "writer"));
+        match &e.kind {
+            EventKind::Write { call, fd, requested, ret, file: Some(f), .. } => {
+                assert_eq!((call.as_str(), *fd, *requested, *ret), ("write", 3, 4096, 4096));
+                assert_eq!(f.id, FileId { dev: libc::makedev(7, 3), ino: 77 });
+                assert_eq!(f.fs, "xfs");
+                assert_eq!(f.file_type, FileType::Regular);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_rename_paths() {
+        let mut rec = PathRecord {
+            sys: sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(Kind::Path, size_of::<PathRecord>(), 1);
+        rec.sys.header.flags = FLAG_PATH_TRUNCATED;
+        rec.path[..5].copy_from_slice(b"a.tmp");
+        rec.path2[..1].copy_from_slice(b"a");
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        match &out[0].kind {
+            EventKind::Rename { old_path, new_path, old_dirfd, new_dirfd, flags, .. } => {
+                assert_eq!((old_path.as_str(), new_path.as_str()), ("a.tmp", "a"));
+                assert_eq!((*old_dirfd, *new_dirfd, *flags), (AT_FDCWD, 5, 1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_bad_sizes_and_unknown_kinds() {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        d.decode(&[1, 2, 3], &mut out);
+        let mut r = sys(FSYNC, [3, 0, 0, 0, 0, 0], 0, 5);
+        let mut b = bytes(&r);
+        b.pop();
+        d.decode(&b, &mut out);
+        r.header.kind = 99;
+        d.decode(&bytes(&r), &mut out);
+        assert!(out.is_empty());
+        assert_eq!((d.stats.bad_size, d.stats.unknown_kind), (2, 1));
+        d.decode(&bytes(&sys(FSYNC, [3, 0, 0, 0, 0, 0], 0, 7)), &mut out);
+        assert!(matches!(out[0].kind, EventKind::Sync { .. }));
+        assert_eq!(d.stats.records, 4);
+    }
+
+    #[test]
+    fn exit_status_and_signal() {
+        let mut r = ExitRecord {
+            header: header(Kind::Exit, size_of::<ExitRecord>(), 1),
+            exit_code: 3 << 8,
+            group_exit_code: 0,
+            group_dead: 1,
+            _pad: 0,
+        };
+        assert_eq!(
+            exit(&r),
+            EventKind::Exit { group_dead: true, code: Some(3), signal: None, core_dumped: false }
+        );
+        r.exit_code = 9;
+        assert_eq!(
+            exit(&r),
+            EventKind::Exit { group_dead: true, code: None, signal: Some(9), core_dumped: false }
+        );
+    }
+
+    #[test]
+    fn pwritev2_dsync_counts_as_durable_write() {
+        let mut out = Vec::new();
+        Decoder::default().decode(
+            &bytes(&sys(PWRITEV2, [3, 0, 1, u64::MAX, 0, RWF_DSYNC], 100, 1)),
+            &mut out,
+        );
+        match &out[0].kind {
+            EventKind::Write { file: Some(f), offset, .. } => {
+                assert!(f.flags & O_DSYNC != 0);
+                assert_eq!(*offset, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Live capture: probes in the kernel, records out of the ring buffer,
+//! decoded into [`auditor_analyzer::event::Event`]s.
+
+pub mod btf;
+pub mod decode;
+pub mod launch;
+pub mod preflight;
+pub mod probes;

@@ -1,0 +1,182 @@
+//! Loading and attaching the probes, and the maps userspace talks through.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use anyhow::{Context, Result};
+use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, nr::TRACED_SYSCALLS};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+
+use super::{btf, preflight};
+use crate::error::UserError;
+
+static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/auditor-ebpf.o"));
+
+/// Default ring buffer size: room for ~100k syscall records between two
+/// reads, enough for write-heavy programs on a busy host.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// Loaded, attached probes. Dropping this detaches everything.
+pub struct Probes {
+    // Keeps programs and links alive.
+    _ebpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    traced: HashMap<MapData, u32, u32>,
+    stats: PerCpuArray<MapData, u64>,
+    traced_fd: RawFd,
+    /// Tracepoints this kernel does not have (older kernels lack some syscalls).
+    pub missing: Vec<String>,
+}
+
+/// Counters the probes keep in the kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelStats {
+    /// Records lost because the ring buffer was full.
+    pub dropped: u64,
+    /// Syscalls not followed because the in-flight table was full.
+    pub args_full: u64,
+}
+
+impl Probes {
+    /// Checks the host, loads the probes with this kernel's offsets and
+    /// attaches them. Fails with a [`UserError`] for anything fixable.
+    pub fn load(ring_bytes: u32) -> Result<Probes> {
+        if PROBE_OBJECT.is_empty() {
+            return Err(UserError::new(
+                "this auditor binary was built without its probes: build it with `cargo xtask build`",
+            )
+            .into());
+        }
+        preflight::check_privileges()?;
+        preflight::check_btf(std::path::Path::new(btf::VMLINUX_BTF))?;
+        preflight::ensure_tracefs()?;
+        preflight::raise_memlock();
+
+        let raw = std::fs::read(btf::VMLINUX_BTF)
+            .map_err(|e| UserError::new(format!("cannot read {}: {e}", btf::VMLINUX_BTF)))?;
+        let kbtf = btf::Btf::parse(&raw).map_err(|e| {
+            UserError::new(format!("cannot parse {}: {e:#}", btf::VMLINUX_BTF))
+        })?;
+        let offsets = btf::kernel_offsets(&kbtf).map_err(|e| {
+            UserError::new(format!("this kernel's structures are not supported: {e:#}"))
+        })?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(PROBE_OBJECT)
+            .context("loading the probes into the kernel")?;
+
+        let mut missing = Vec::new();
+        attach_syscalls(&mut ebpf, &mut missing)?;
+        for (prog, category, name) in [
+            ("sched_process_exec", "sched", "sched_process_exec"),
+            ("sched_process_exit", "sched", "sched_process_exit"),
+            ("signal_deliver", "signal", "signal_deliver"),
+        ] {
+            let p: &mut TracePoint = program(&mut ebpf, prog)?;
+            p.load().with_context(|| format!("loading {prog}"))?;
+            p.attach(category, name).with_context(|| format!("attaching {category}:{name}"))?;
+        }
+        for name in ["sched_process_fork", "signal_generate"] {
+            let p: &mut RawTracePoint = program(&mut ebpf, name)?;
+            p.load().with_context(|| format!("loading {name}"))?;
+            p.attach(name).with_context(|| format!("attaching raw tracepoint {name}"))?;
+        }
+
+        let traced_fd = match ebpf.map("TRACED") {
+            Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
+            _ => anyhow::bail!("probe object has no TRACED hash map"),
+        };
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+        let traced = HashMap::try_from(ebpf.take_map("TRACED").context("no TRACED map")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
+        Ok(Probes { _ebpf: ebpf, ring, traced, stats, traced_fd, missing })
+    }
+
+    /// Starts tracing a process (its threads and future children too).
+    pub fn trace(&mut self, tgid: u32) -> Result<()> {
+        self.traced.insert(tgid, 1, 0).with_context(|| format!("tracing pid {tgid}"))
+    }
+
+    /// Raw fd of the traced-tgid map, for a child to add itself before exec.
+    pub fn traced_map_fd(&self) -> RawFd {
+        self.traced_fd
+    }
+
+    pub fn kernel_stats(&self) -> KernelStats {
+        let sum = |i: u32| {
+            self.stats.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0)
+        };
+        KernelStats { dropped: sum(STAT_DROPPED), args_full: sum(STAT_ARGS_FULL) }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).with_context(|| format!("probe object has no program {name}"))?;
+    Ok(p.try_into()?)
+}
+
+fn attach_syscalls(ebpf: &mut Ebpf, missing: &mut Vec<String>) -> Result<()> {
+    for (prog, prefix) in [("sys_enter", "sys_enter_"), ("sys_exit", "sys_exit_")] {
+        let p: &mut TracePoint = program(ebpf, prog)?;
+        p.load().with_context(|| format!("loading {prog}"))?;
+        for (name, _) in TRACED_SYSCALLS {
+            let tp = format!("{prefix}{name}");
+            if !tracepoint_exists("syscalls", &tp) {
+                missing.push(tp);
+                continue;
+            }
+            p.attach("syscalls", &tp).with_context(|| format!("attaching syscalls:{tp}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(category).join(name).is_dir())
+}
+
+/// Adds the calling process to the traced-tgid map with a raw `bpf(2)`
+/// call. Runs in a freshly forked child before exec, so the first
+/// instruction of the new program is already traced: only async-signal-safe
+/// calls here.
+pub fn trace_self_before_exec(map_fd: RawFd) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MapUpdate {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    // SAFETY: getpid has no preconditions.
+    let key: u32 = unsafe { libc::getpid() } as u32;
+    let value: u32 = 1;
+    let attr = MapUpdate {
+        map_fd: map_fd as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    // SAFETY: attr points to a valid bpf_attr prefix for BPF_MAP_UPDATE_ELEM.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &attr as *const MapUpdate,
+            std::mem::size_of::<MapUpdate>() as libc::c_uint,
+        )
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
