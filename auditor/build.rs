@@ -10,7 +10,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=AUDITOR_EBPF_OBJECT");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let default = manifest.join("../target/bpfel-unknown-none/release/auditor-ebpf");
-    let object = env::var_os("AUDITOR_EBPF_OBJECT").map(PathBuf::from).unwrap_or(default);
+    let object = env::var_os("AUDITOR_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or(default);
     println!("cargo:rerun-if-changed={}", object.display());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("auditor-ebpf.o");
     match fs::read(&object) {

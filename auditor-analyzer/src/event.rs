@@ -133,11 +133,32 @@ pub enum EventKind {
         file: Option<FileInfo>,
     },
     /// unlink, unlinkat (flags may carry AT_REMOVEDIR).
-    Unlink { call: String, dirfd: i32, path: String, flags: u32, ret: i64 },
+    Unlink {
+        call: String,
+        dirfd: i32,
+        path: String,
+        flags: u32,
+        ret: i64,
+    },
     /// mkdir, mkdirat.
-    Mkdir { call: String, dirfd: i32, path: String, mode: u32, ret: i64 },
-    Close { fd: i32, ret: i64, file: Option<FileInfo> },
-    CloseRange { first: u32, last: u32, flags: u32, ret: i64 },
+    Mkdir {
+        call: String,
+        dirfd: i32,
+        path: String,
+        mode: u32,
+        ret: i64,
+    },
+    Close {
+        fd: i32,
+        ret: i64,
+        file: Option<FileInfo>,
+    },
+    CloseRange {
+        first: u32,
+        last: u32,
+        flags: u32,
+        ret: i64,
+    },
     /// dup, dup2, dup3, fcntl(F_DUPFD), fcntl(F_DUPFD_CLOEXEC).
     Dup {
         call: String,
@@ -149,15 +170,42 @@ pub enum EventKind {
         file: Option<FileInfo>,
     },
     /// fcntl other than F_DUPFD*: F_SETFD (close-on-exec), F_SETFL (O_APPEND...).
-    Fcntl { fd: i32, cmd: i32, arg: u64, ret: i64, file: Option<FileInfo> },
+    Fcntl {
+        fd: i32,
+        cmd: i32,
+        arg: u64,
+        ret: i64,
+        file: Option<FileInfo>,
+    },
     /// mmap of a file with MAP_SHARED and PROT_WRITE.
-    Mmap { fd: i32, addr: u64, len: u64, prot: u32, flags: u32, offset: u64, file: Option<FileInfo> },
-    Chdir { path: String, ret: i64 },
-    Fchdir { fd: i32, ret: i64 },
+    Mmap {
+        fd: i32,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        flags: u32,
+        offset: u64,
+        file: Option<FileInfo>,
+    },
+    Chdir {
+        path: String,
+        ret: i64,
+    },
+    Fchdir {
+        fd: i32,
+        ret: i64,
+    },
     /// A new task. `thread` when it joined the same process.
-    Fork { child_pid: u32, child_tid: u32, thread: bool, shares_files: bool },
+    Fork {
+        child_pid: u32,
+        child_tid: u32,
+        thread: bool,
+        shares_files: bool,
+    },
     /// The process replaced its image.
-    Exec { filename: String },
+    Exec {
+        filename: String,
+    },
     /// A task ended; `group_dead` when it was the last of its process.
     Exit {
         group_dead: bool,
@@ -182,7 +230,11 @@ pub enum EventKind {
         target_syscall: Option<String>,
     },
     /// A signal reached the event's task; `handler` 0 = default action, 1 = ignored.
-    SignalDelivered { signal: i32, code: i32, handler: u64 },
+    SignalDelivered {
+        signal: i32,
+        code: i32,
+        handler: u64,
+    },
     /// Synthetic: a process the auditor started or attached to, with what it
     /// knew about it at that moment.
     ProcessStart {
@@ -196,9 +248,16 @@ pub enum EventKind {
         launched: bool,
     },
     /// Synthetic: an fd that was already open when tracing started.
-    FdAtStart { fd: i32, path: String, file: Option<FileInfo>, cloexec: bool },
+    FdAtStart {
+        fd: i32,
+        path: String,
+        file: Option<FileInfo>,
+        cloexec: bool,
+    },
     /// Synthetic: records the kernel could not deliver (ring buffer full).
-    Lost { count: u64 },
+    Lost {
+        count: u64,
+    },
 }
 
 impl Event {
@@ -226,9 +285,29 @@ impl Event {
 pub fn is_volatile_fs(fs: &str) -> bool {
     matches!(
         fs,
-        "tmpfs" | "ramfs" | "proc" | "sysfs" | "devtmpfs" | "devpts" | "cgroup" | "cgroup2"
-            | "pipefs" | "sockfs" | "anon_inodefs" | "debugfs" | "tracefs" | "securityfs"
-            | "bpf" | "mqueue" | "hugetlbfs" | "nsfs" | "configfs" | "efivarfs" | "pstore"
-            | "binfmt_misc" | "autofs" | "fusectl"
+        "tmpfs"
+            | "ramfs"
+            | "proc"
+            | "sysfs"
+            | "devtmpfs"
+            | "devpts"
+            | "cgroup"
+            | "cgroup2"
+            | "pipefs"
+            | "sockfs"
+            | "anon_inodefs"
+            | "debugfs"
+            | "tracefs"
+            | "securityfs"
+            | "bpf"
+            | "mqueue"
+            | "hugetlbfs"
+            | "nsfs"
+            | "configfs"
+            | "efivarfs"
+            | "pstore"
+            | "binfmt_misc"
+            | "autofs"
+            | "fusectl"
     )
 }

@@ -96,9 +96,10 @@ pub const fn path_args(nr: u32) -> (Option<usize>, Option<usize>) {
 /// (main file, second file).
 pub const fn fd_args(nr: u32) -> (Option<usize>, Option<usize>) {
     match nr {
-        WRITE | PWRITE64 | WRITEV | PWRITEV | PWRITEV2 | CLOSE | FSYNC | FDATASYNC
-        | FTRUNCATE | FALLOCATE | SYNC_FILE_RANGE | SYNCFS | FCNTL | DUP | DUP2 | DUP3
-        | FCHDIR => (Some(0), None),
+        WRITE | PWRITE64 | WRITEV | PWRITEV | PWRITEV2 | CLOSE | FSYNC | FDATASYNC | FTRUNCATE
+        | FALLOCATE | SYNC_FILE_RANGE | SYNCFS | FCNTL | DUP | DUP2 | DUP3 | FCHDIR => {
+            (Some(0), None)
+        }
         MMAP => (Some(4), None),
         COPY_FILE_RANGE => (Some(2), Some(0)),
         SENDFILE => (Some(0), Some(1)),

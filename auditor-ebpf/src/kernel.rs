@@ -1,8 +1,8 @@
 //! Reads of kernel structures at offsets taken from the running kernel's BTF
 //! (userspace writes them into `OFFSETS` before load).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use auditor_common::{FileIdent, Offsets};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets {

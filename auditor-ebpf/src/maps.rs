@@ -1,10 +1,10 @@
 //! Maps shared with userspace (names are looked up there).
 
+use auditor_common::{FileIdent, STAT_COUNT};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use auditor_common::{FileIdent, STAT_COUNT};
 
 /// Tgids being traced. Userspace seeds it; forks add children.
 #[map]
@@ -51,7 +51,9 @@ pub fn next_seq() -> u64 {
     match SEQ.get_ptr_mut(0) {
         // SAFETY: the pointer is to a live map value; the add is atomic.
         Some(p) => unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(p, 1)
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(
+                p, 1,
+            )
         },
         None => 0,
     }

@@ -1,18 +1,18 @@
 //! Process lifecycle and signal probes.
 
+use auditor_common::{
+    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_DROPPED,
+    SignalRecord,
+};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use auditor_common::{
-    ExitRecord, ForkRecord, Kind, PathRecord, SignalRecord, FLAG_PATH_TRUNCATED, PATH_MAX,
-    STAT_DROPPED,
-};
 
 use crate::{
     kernel::{current_task, off, read},
-    maps::{count, is_traced, EVENTS, PENDING, TRACED},
+    maps::{EVENTS, PENDING, TRACED, count, is_traced},
     syscalls::fill_header,
 };
 
@@ -48,7 +48,12 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     unsafe {
         let r = &mut *entry.as_mut_ptr();
-        fill_header(&mut r.header, Kind::Fork, core::mem::size_of::<ForkRecord>(), pid_tgid);
+        fill_header(
+            &mut r.header,
+            Kind::Fork,
+            core::mem::size_of::<ForkRecord>(),
+            pid_tgid,
+        );
         r.child_tgid = child_tgid;
         r.child_tid = child_tid;
         r.shares_files = (pfiles == cfiles) as u32;
@@ -78,7 +83,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     unsafe {
         let r = &mut *entry.as_mut_ptr();
-        fill_header(&mut r.sys.header, Kind::Exec, core::mem::size_of::<PathRecord>(), pid_tgid);
+        fill_header(
+            &mut r.sys.header,
+            Kind::Exec,
+            core::mem::size_of::<PathRecord>(),
+            pid_tgid,
+        );
         r.sys.nr = 0;
         r.sys._pad = 0;
         r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
@@ -143,7 +153,12 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     unsafe {
         let r = &mut *entry.as_mut_ptr();
-        fill_header(&mut r.header, Kind::Exit, core::mem::size_of::<ExitRecord>(), pid_tgid);
+        fill_header(
+            &mut r.header,
+            Kind::Exit,
+            core::mem::size_of::<ExitRecord>(),
+            pid_tgid,
+        );
         r.exit_code = code;
         r.group_exit_code = group_code;
         r.group_dead = group_dead as u32;
@@ -193,7 +208,12 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     unsafe {
         let r = &mut *entry.as_mut_ptr();
-        fill_header(&mut r.header, Kind::SignalGenerate, core::mem::size_of::<SignalRecord>(), pid_tgid);
+        fill_header(
+            &mut r.header,
+            Kind::SignalGenerate,
+            core::mem::size_of::<SignalRecord>(),
+            pid_tgid,
+        );
         r.sig = sig as i32;
         r.code = code;
         r.target_tgid = target_tgid;
@@ -232,7 +252,12 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
     };
     unsafe {
         let r = &mut *entry.as_mut_ptr();
-        fill_header(&mut r.header, Kind::SignalDeliver, core::mem::size_of::<SignalRecord>(), pid_tgid);
+        fill_header(
+            &mut r.header,
+            Kind::SignalDeliver,
+            core::mem::size_of::<SignalRecord>(),
+            pid_tgid,
+        );
         r.sig = sig;
         r.code = code;
         r.target_tgid = tgid;

@@ -1,21 +1,23 @@
 //! Generic syscall probes: one program for every `sys_enter_*` tracepoint and
 //! one for every `sys_exit_*`, told apart by `__syscall_nr`.
 
+use auditor_common::{
+    FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Header, Kind, PATH_MAX, PathRecord,
+    STAT_ARGS_FULL, STAT_DROPPED, SyscallRecord,
+    nr::{MMAP, OPENAT2, fd_args, path_args, returns_fd},
+};
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-              bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::tracepoint,
     programs::TracePointContext,
-};
-use auditor_common::{
-    FileIdent, Header, Kind, PathRecord, SyscallRecord, FLAG_PATH2_TRUNCATED,
-    FLAG_PATH_TRUNCATED, PATH_MAX, STAT_ARGS_FULL, STAT_DROPPED,
-    nr::{fd_args, path_args, returns_fd, MMAP, OPENAT2},
 };
 
 use crate::{
     kernel::ident,
-    maps::{count, is_traced, next_seq, Pending, EVENTS, PENDING},
+    maps::{EVENTS, PENDING, Pending, count, is_traced, next_seq},
 };
 
 // Layout of the syscalls:sys_{enter,exit}_* records (see their `format`).
@@ -98,7 +100,14 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
         };
         let rec = entry.as_mut_ptr();
         unsafe {
-            fill_sys(&mut *rec, Kind::Syscall, core::mem::size_of::<SyscallRecord>(), pid_tgid, &p, ret);
+            fill_sys(
+                &mut *rec,
+                Kind::Syscall,
+                core::mem::size_of::<SyscallRecord>(),
+                pid_tgid,
+                &p,
+                ret,
+            );
         }
         entry.submit(0);
         return Ok(());
@@ -111,7 +120,14 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let rec = entry.as_mut_ptr();
     unsafe {
         let rec = &mut *rec;
-        fill_sys(&mut rec.sys, Kind::Path, core::mem::size_of::<PathRecord>(), pid_tgid, &p, ret);
+        fill_sys(
+            &mut rec.sys,
+            Kind::Path,
+            core::mem::size_of::<PathRecord>(),
+            pid_tgid,
+            &p,
+            ret,
+        );
         if returns_fd(p.nr) && ret >= 0 {
             ident(ret as u64, &mut rec.sys.file);
         }

@@ -1,30 +1,30 @@
-mod capture;
-mod error;
+//! `auditor`: watches programs through eBPF and reports where a crash or
+//! power loss would lose or corrupt their data.
 
-use capture::{launch, probes::Probes};
+mod capture;
+mod cli;
+mod commands;
+mod error;
+mod output;
+
+use clap::Parser;
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut probes = match Probes::load(probes_ring()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("auditor: {e:#}");
-            std::process::exit(2);
-        }
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Run(a) => commands::run::run(a),
+        cli::Command::Record(a) => commands::record::run(a),
+        cli::Command::Report(a) => commands::report::run(a),
     };
-    let out = launch::trace_command(&mut probes, &argv, |ev| {
-        println!("{}", serde_json::to_string(&ev)?);
-        Ok(())
-    });
-    match out {
-        Ok(o) => eprintln!("{o:?}"),
+    match result {
+        Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("auditor: {e:#}");
+            // One line, prefixed with our name; user errors carry their fix.
+            match e.downcast_ref::<error::UserError>() {
+                Some(u) => eprintln!("auditor: {u}"),
+                None => eprintln!("auditor: {}", format!("{e:#}").replace('\n', " ")),
+            }
             std::process::exit(2);
         }
     }
-}
-
-fn probes_ring() -> u32 {
-    capture::probes::DEFAULT_RING_BYTES
 }

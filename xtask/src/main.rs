@@ -1,1 +1,186 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | demo | test | bench`.
+//!
+//! One set-up path serves the README, the tests and CI: it installs what a
+//! fresh machine lacks (rust-src for nightly, bpf-linker built against
+//! rustc's own LLVM, the Debian packages the tests drive) and does nothing
+//! when everything is already there.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "auditor project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain pieces and packages the build and tests need.
+    Setup,
+    /// Build the probes (nightly, bpfel) and the release binary embedding them.
+    Build,
+    /// Set up, build, and audit the bundled demo program.
+    Demo,
+    /// Set up, build, and run every test: formatting, lints, unit and end-to-end.
+    Test {
+        /// Extra arguments for the end-to-end test binaries (a test name filter).
+        filter: Vec<String>,
+    },
+    /// Measure tracing overhead against an untraced run and strace.
+    Bench {
+        /// Writes in the workload.
+        #[arg(long, default_value_t = 200_000)]
+        writes: u64,
+        /// fsync after every N writes.
+        #[arg(long, default_value_t = 100)]
+        fsync_every: u64,
+        /// Repetitions of each configuration (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.task {
+        Task::Setup => setup::all(),
+        Task::Build => build(),
+        Task::Demo => {
+            setup::all()?;
+            build()?;
+            demo()
+        }
+        Task::Test { filter } => {
+            setup::all()?;
+            build()?;
+            test(&filter)
+        }
+        Task::Bench {
+            writes,
+            fsync_every,
+            rounds,
+        } => {
+            setup::all()?;
+            build()?;
+            bench::run(&auditor_bin(), writes, fsync_every, rounds)
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn auditor_bin() -> PathBuf {
+    root().join("target/release/auditor")
+}
+
+fn probe_object() -> PathBuf {
+    root().join("target/bpfel-unknown-none/release/auditor-ebpf")
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    sh(Command::new("cargo")
+        .current_dir(root().join("auditor-ebpf"))
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core"])
+        // The host build's flags do not apply to the BPF target.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "--package", "auditor"])
+        .env("AUDITOR_EBPF_OBJECT", probe_object()))
+}
+
+fn demo() -> Result<()> {
+    let dir = root().join("target/demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "== auditor run -- python3 demo/careless_saver.py   (in {})",
+        dir.display()
+    );
+    let status = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["run", "--", "python3"])
+        .arg(root().join("demo/careless_saver.py"))
+        .status()
+        .context("running auditor")?;
+    // Exit code 1 means findings: that is the point of the demo.
+    match status.code() {
+        Some(0) | Some(1) => Ok(()),
+        _ => bail!("auditor failed on the demo ({status})"),
+    }
+}
+
+fn test(filter: &[String]) -> Result<()> {
+    let r = root();
+    sh(Command::new("cargo")
+        .current_dir(&r)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    sh(Command::new("cargo")
+        .current_dir(&r)
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "auditor-ebpf",
+            "--all-targets",
+        ])
+        .args(["--", "-D", "warnings"])
+        .env("AUDITOR_EBPF_OBJECT", probe_object()))?;
+    sh(Command::new("cargo")
+        .current_dir(&r)
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "auditor-ebpf",
+            "--exclude",
+            "auditor-e2e",
+        ])
+        .env("AUDITOR_EBPF_OBJECT", probe_object()))?;
+    // End-to-end tests load probes (root) and share kernel state: one at a time.
+    sh(Command::new("cargo")
+        .current_dir(&r)
+        .args(["test", "--release", "--package", "auditor-e2e", "--"])
+        .arg("--test-threads=1")
+        .args(filter)
+        .env("AUDITOR_BIN", auditor_bin())
+        .env("AUDITOR_EBPF_OBJECT", probe_object()))
+}

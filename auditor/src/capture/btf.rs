@@ -11,7 +11,6 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
-const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -51,10 +50,14 @@ pub struct Btf {
 impl Btf {
     pub fn parse(data: &[u8]) -> Result<Btf> {
         let u16_at = |o: usize| -> Result<u16> {
-            Ok(u16::from_le_bytes(data.get(o..o + 2).context("BTF truncated")?.try_into()?))
+            Ok(u16::from_le_bytes(
+                data.get(o..o + 2).context("BTF truncated")?.try_into()?,
+            ))
         };
         let u32_at = |o: usize| -> Result<u32> {
-            Ok(u32::from_le_bytes(data.get(o..o + 4).context("BTF truncated")?.try_into()?))
+            Ok(u32::from_le_bytes(
+                data.get(o..o + 4).context("BTF truncated")?.try_into()?,
+            ))
         };
         if u16_at(0)? != BTF_MAGIC {
             bail!("not a little-endian BTF blob");
@@ -69,7 +72,12 @@ impl Btf {
             .context("BTF string section out of bounds")?
             .to_vec();
         // Type ids start at 1; slot 0 is `void`.
-        let mut types = vec![Type { name: 0, kind: 0, size_or_type: 0, members: Vec::new() }];
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: Vec::new(),
+        }];
         let mut pos = hdr_len + type_off;
         let end = pos + type_len;
         while pos < end {
@@ -99,12 +107,23 @@ impl Btf {
                 KIND_DATASEC | KIND_ENUM64 => pos += 12 * vlen,
                 _ => {}
             }
-            types.push(Type { name, kind, size_or_type, members });
+            types.push(Type {
+                name,
+                kind,
+                size_or_type,
+                members,
+            });
         }
-        let mut btf = Btf { strings, types, structs: HashMap::new() };
+        let mut btf = Btf {
+            strings,
+            types,
+            structs: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
-                btf.structs.entry(btf.str_at(t.name).to_owned()).or_insert(id as u32);
+                btf.structs
+                    .entry(btf.str_at(t.name).to_owned())
+                    .or_insert(id as u32);
             }
         }
         Ok(btf)
@@ -137,7 +156,10 @@ impl Btf {
     /// Byte offset of `field` in `struct name`, looking inside anonymous
     /// struct/union members as C does.
     pub fn member_offset(&self, name: &str, field: &str) -> Result<u32> {
-        let id = *self.structs.get(name).with_context(|| format!("struct {name} not in BTF"))?;
+        let id = *self
+            .structs
+            .get(name)
+            .with_context(|| format!("struct {name} not in BTF"))?;
         self.find(id, field)
             .map(|bits| bits / 8)
             .with_context(|| format!("struct {name} has no field {field} in this kernel's BTF"))
@@ -164,8 +186,8 @@ impl Btf {
         None
     }
 
-    /// Whether a struct exists (used to sanity-check the blob).
-    pub fn has_struct(&self, name: &str) -> bool {
+    #[cfg(test)]
+    fn has_struct(&self, name: &str) -> bool {
         self.structs.contains_key(name)
     }
 
@@ -274,7 +296,9 @@ mod tests {
     fn running_kernel_has_every_offset() {
         // Skipped where the kernel exposes no BTF; the end-to-end tests cover
         // the same path as root.
-        let Ok(data) = std::fs::read(VMLINUX_BTF) else { return };
+        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+            return;
+        };
         let btf = Btf::parse(&data).unwrap();
         assert!(btf.has_struct("task_struct"));
         let o = kernel_offsets(&btf).unwrap();

@@ -5,8 +5,7 @@ use std::mem::size_of;
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
 use auditor_common::{
-    ExitRecord, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord, SyscallRecord,
-    nr::*,
+    ExitRecord, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord, SyscallRecord, nr::*,
 };
 
 /// `f_mode` bit set when the open created the file (include/linux/fs.h).
@@ -60,11 +59,11 @@ impl Decoder {
         };
         let decoded = match kind {
             Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| syscall(&r, None, None)),
-            Kind::Path => read::<PathRecord>(bytes).and_then(|r| {
-                syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))
+            Kind::Path => read::<PathRecord>(bytes)
+                .and_then(|r| syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))),
+            Kind::Exec => read::<PathRecord>(bytes).map(|r| EventKind::Exec {
+                filename: cstr(&r.path),
             }),
-            Kind::Exec => read::<PathRecord>(bytes)
-                .map(|r| EventKind::Exec { filename: cstr(&r.path) }),
             Kind::Fork => read::<ForkRecord>(bytes).map(|r| EventKind::Fork {
                 child_pid: r.child_tgid,
                 child_tid: r.child_tid,
@@ -85,11 +84,13 @@ impl Decoder {
                     .and_then(syscall_name)
                     .map(str::to_owned),
             }),
-            Kind::SignalDeliver => read::<SignalRecord>(bytes).map(|r| EventKind::SignalDelivered {
-                signal: r.sig,
-                code: r.code,
-                handler: r.handler,
-            }),
+            Kind::SignalDeliver => {
+                read::<SignalRecord>(bytes).map(|r| EventKind::SignalDelivered {
+                    signal: r.sig,
+                    code: r.code,
+                    handler: r.handler,
+                })
+            }
         };
         match decoded {
             Some(kind) => out.push(Event {
@@ -142,7 +143,10 @@ pub fn file_info(f: &FileIdent) -> Option<FileInfo> {
         return None;
     }
     Some(FileInfo {
-        id: FileId { dev: user_dev(f.dev), ino: f.ino },
+        id: FileId {
+            dev: user_dev(f.dev),
+            ino: f.ino,
+        },
         file_type: file_type(f.i_mode as u32),
         fs: fs_name(f.magic).to_owned(),
         size: f.size,
@@ -204,10 +208,13 @@ pub fn fs_name(magic: u64) -> &'static str {
 }
 
 pub fn syscall_name(nr: u32) -> Option<&'static str> {
-    TRACED_SYSCALLS.iter().find(|(_, n)| *n == nr).map(|(name, _)| match *name {
-        "sendfile64" => "sendfile",
-        other => other,
-    })
+    TRACED_SYSCALLS
+        .iter()
+        .find(|(_, n)| *n == nr)
+        .map(|(name, _)| match *name {
+            "sendfile64" => "sendfile",
+            other => other,
+        })
 }
 
 fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Option<EventKind> {
@@ -296,7 +303,14 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             range: Some((a[1], a[2], a[3] as u32)),
             enter_ns: r.enter_ns,
         },
-        SYNC => EventKind::Sync { call, fd: None, ret, file: None, range: None, enter_ns: r.enter_ns },
+        SYNC => EventKind::Sync {
+            call,
+            fd: None,
+            ret,
+            file: None,
+            range: None,
+            enter_ns: r.enter_ns,
+        },
         MSYNC => EventKind::Sync {
             call,
             fd: None,
@@ -335,11 +349,43 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             ret,
             file: None,
         },
-        UNLINK => EventKind::Unlink { call, dirfd: AT_FDCWD, path: path(), flags: 0, ret },
-        UNLINKAT => EventKind::Unlink { call, dirfd: fd(0), path: path(), flags: a[2] as u32, ret },
-        MKDIR => EventKind::Mkdir { call, dirfd: AT_FDCWD, path: path(), mode: a[1] as u32, ret },
-        MKDIRAT => EventKind::Mkdir { call, dirfd: fd(0), path: path(), mode: a[2] as u32, ret },
-        OPEN => EventKind::Open { call, path: path(), dirfd: AT_FDCWD, flags: a[1] as u32, mode: a[2] as u32, ret, file },
+        UNLINK => EventKind::Unlink {
+            call,
+            dirfd: AT_FDCWD,
+            path: path(),
+            flags: 0,
+            ret,
+        },
+        UNLINKAT => EventKind::Unlink {
+            call,
+            dirfd: fd(0),
+            path: path(),
+            flags: a[2] as u32,
+            ret,
+        },
+        MKDIR => EventKind::Mkdir {
+            call,
+            dirfd: AT_FDCWD,
+            path: path(),
+            mode: a[1] as u32,
+            ret,
+        },
+        MKDIRAT => EventKind::Mkdir {
+            call,
+            dirfd: fd(0),
+            path: path(),
+            mode: a[2] as u32,
+            ret,
+        },
+        OPEN => EventKind::Open {
+            call,
+            path: path(),
+            dirfd: AT_FDCWD,
+            flags: a[1] as u32,
+            mode: a[2] as u32,
+            ret,
+            file,
+        },
         OPENAT | OPENAT2 => EventKind::Open {
             call,
             path: path(),
@@ -358,15 +404,33 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             ret,
             file,
         },
-        CLOSE => EventKind::Close { fd: fd(0), ret, file },
+        CLOSE => EventKind::Close {
+            fd: fd(0),
+            ret,
+            file,
+        },
         CLOSE_RANGE => EventKind::CloseRange {
             first: a[0] as u32,
             last: a[1] as u32,
             flags: a[2] as u32,
             ret,
         },
-        DUP => EventKind::Dup { call, old_fd: fd(0), new_fd: None, cloexec: false, ret, file },
-        DUP2 => EventKind::Dup { call, old_fd: fd(0), new_fd: Some(fd(1)), cloexec: false, ret, file },
+        DUP => EventKind::Dup {
+            call,
+            old_fd: fd(0),
+            new_fd: None,
+            cloexec: false,
+            ret,
+            file,
+        },
+        DUP2 => EventKind::Dup {
+            call,
+            old_fd: fd(0),
+            new_fd: Some(fd(1)),
+            cloexec: false,
+            ret,
+            file,
+        },
         DUP3 => EventKind::Dup {
             call,
             old_fd: fd(0),
@@ -376,14 +440,25 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             file,
         },
         FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => EventKind::Dup {
-            call: if a[1] == F_DUPFD { "fcntl(F_DUPFD)" } else { "fcntl(F_DUPFD_CLOEXEC)" }.to_owned(),
+            call: if a[1] == F_DUPFD {
+                "fcntl(F_DUPFD)"
+            } else {
+                "fcntl(F_DUPFD_CLOEXEC)"
+            }
+            .to_owned(),
             old_fd: fd(0),
             new_fd: Some(fd(2)),
             cloexec: a[1] == F_DUPFD_CLOEXEC,
             ret,
             file,
         },
-        FCNTL => EventKind::Fcntl { fd: fd(0), cmd: a[1] as i32, arg: a[2], ret, file },
+        FCNTL => EventKind::Fcntl {
+            fd: fd(0),
+            cmd: a[1] as i32,
+            arg: a[2],
+            ret,
+            file,
+        },
         MMAP => EventKind::Mmap {
             fd: fd(4),
             addr: ret as u64,
@@ -448,14 +523,33 @@ mod tests {
     fn decodes_a_write_with_its_file() {
         let mut d = Decoder::default();
         let mut out = Vec::new();
-        d.decode(&bytes(&sys(WRITE, [3, 0, 4096, 0, 0, 0], 4096, 1)), &mut out);
+        d.decode(
+            &bytes(&sys(WRITE, [3, 0, 4096, 0, 0, 0], 4096, 1)),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         let e = &out[0];
         assert_eq!((e.pid, e.tid, e.comm.as_str()), (42, 43, "writer"));
         match &e.kind {
-            EventKind::Write { call, fd, requested, ret, file: Some(f), .. } => {
-                assert_eq!((call.as_str(), *fd, *requested, *ret), ("write", 3, 4096, 4096));
-                assert_eq!(f.id, FileId { dev: libc::makedev(7, 3), ino: 77 });
+            EventKind::Write {
+                call,
+                fd,
+                requested,
+                ret,
+                file: Some(f),
+                ..
+            } => {
+                assert_eq!(
+                    (call.as_str(), *fd, *requested, *ret),
+                    ("write", 3, 4096, 4096)
+                );
+                assert_eq!(
+                    f.id,
+                    FileId {
+                        dev: libc::makedev(7, 3),
+                        ino: 77
+                    }
+                );
                 assert_eq!(f.fs, "xfs");
                 assert_eq!(f.file_type, FileType::Regular);
             }
@@ -477,7 +571,14 @@ mod tests {
         let mut out = Vec::new();
         Decoder::default().decode(&bytes(&rec), &mut out);
         match &out[0].kind {
-            EventKind::Rename { old_path, new_path, old_dirfd, new_dirfd, flags, .. } => {
+            EventKind::Rename {
+                old_path,
+                new_path,
+                old_dirfd,
+                new_dirfd,
+                flags,
+                ..
+            } => {
                 assert_eq!((old_path.as_str(), new_path.as_str()), ("a.tmp", "a"));
                 assert_eq!((*old_dirfd, *new_dirfd, *flags), (AT_FDCWD, 5, 1));
             }
@@ -514,12 +615,22 @@ mod tests {
         };
         assert_eq!(
             exit(&r),
-            EventKind::Exit { group_dead: true, code: Some(3), signal: None, core_dumped: false }
+            EventKind::Exit {
+                group_dead: true,
+                code: Some(3),
+                signal: None,
+                core_dumped: false
+            }
         );
         r.exit_code = 9;
         assert_eq!(
             exit(&r),
-            EventKind::Exit { group_dead: true, code: None, signal: Some(9), core_dumped: false }
+            EventKind::Exit {
+                group_dead: true,
+                code: None,
+                signal: Some(9),
+                core_dumped: false
+            }
         );
     }
 
@@ -531,7 +642,11 @@ mod tests {
             &mut out,
         );
         match &out[0].kind {
-            EventKind::Write { file: Some(f), offset, .. } => {
+            EventKind::Write {
+                file: Some(f),
+                offset,
+                ..
+            } => {
                 assert!(f.flags & O_DSYNC != 0);
                 assert_eq!(*offset, None);
             }

@@ -45,14 +45,18 @@ pub struct Outcome {
 pub fn resolve_program(program: &str) -> Result<PathBuf, UserError> {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if program.contains('/') {
         let p = PathBuf::from(program);
         return if is_exec(&p) {
             Ok(p)
         } else if p.exists() {
-            Err(UserError::new(format!("{program} is not an executable file")))
+            Err(UserError::new(format!(
+                "{program} is not an executable file"
+            )))
         } else {
             Err(UserError::new(format!("command not found: {program}")))
         };
@@ -90,7 +94,10 @@ fn install_signal_handlers() {
 
 /// Monotonic nanoseconds on the clock `bpf_ktime_get_ns` uses.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -125,13 +132,21 @@ pub fn trace_command(
     let child_pid = child.id() as i32;
     CHILD.store(child_pid, Ordering::Relaxed);
 
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     sink(Event {
         seq: 0,
         ts_ns: monotonic_ns(),
         pid: child_pid as u32,
         tid: child_pid as u32,
-        comm: argv[0].rsplit('/').next().unwrap_or_default().chars().take(15).collect(),
+        comm: argv[0]
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(15)
+            .collect(),
         kind: EventKind::ProcessStart {
             cwd,
             exe: program.display().to_string(),
@@ -225,7 +240,11 @@ impl Pump {
 
     /// Drains the ring for at most ~100 ms, so drop counters are checked
     /// regularly even under a flood. Returns whether the ring may hold more.
-    fn drain(&mut self, probes: &mut Probes, sink: &mut impl FnMut(Event) -> Result<()>) -> Result<bool> {
+    fn drain(
+        &mut self,
+        probes: &mut Probes,
+        sink: &mut impl FnMut(Event) -> Result<()>,
+    ) -> Result<bool> {
         while let Some(item) = probes.ring.next() {
             self.decoder.decode(&item, &mut self.batch);
             drop(item);
@@ -251,7 +270,7 @@ impl Pump {
             return Ok(());
         }
         self.last_check = Instant::now();
-        let dropped = probes.kernel_stats().dropped;
+        let dropped = probes.kernel_stats().lost();
         if dropped > self.dropped_seen {
             let count = dropped - self.dropped_seen;
             self.dropped_seen = dropped;
@@ -270,12 +289,11 @@ impl Pump {
 
 fn wait_readable(ring: &RingBuf<aya::maps::MapData>, timeout: Duration) {
     use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
-}
-
-/// Number of SIGINT/SIGTERM received while tracing.
-pub fn interrupts() -> i32 {
-    INTERRUPTS.load(Ordering::Relaxed)
 }

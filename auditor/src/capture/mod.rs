@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod decode;
+pub mod enrich;
 pub mod launch;
 pub mod preflight;
 pub mod probes;

@@ -48,7 +48,10 @@ pub fn check_btf(path: &Path) -> Result<(), UserError> {
 pub fn ensure_tracefs() -> Result<(), UserError> {
     const TRACING: &str = "/sys/kernel/tracing";
     let candidates = [TRACING, "/sys/kernel/debug/tracing"];
-    if candidates.iter().any(|d| Path::new(d).join("events").is_dir()) {
+    if candidates
+        .iter()
+        .any(|d| Path::new(d).join("events").is_dir())
+    {
         return Ok(());
     }
     let src = c"nodev";
@@ -56,7 +59,13 @@ pub fn ensure_tracefs() -> Result<(), UserError> {
     let fstype = c"tracefs";
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 && Path::new(TRACING).join("events").is_dir() {
         return Ok(());
@@ -69,7 +78,10 @@ pub fn ensure_tracefs() -> Result<(), UserError> {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 pub fn raise_memlock() {
-    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rl = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain setrlimit with a valid struct; failure is harmless on
     // kernels that account maps to memory cgroups.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };

@@ -6,29 +6,23 @@ use anyhow::{Context, Result};
 use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, nr::TRACED_SYSCALLS};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 
 use super::{btf, preflight};
 use crate::error::UserError;
 
-static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/auditor-ebpf.o"));
-
-/// Default ring buffer size: room for ~100k syscall records between two
-/// reads, enough for write-heavy programs on a busy host.
-pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+static PROBE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/auditor-ebpf.o"));
 
 /// Loaded, attached probes. Dropping this detaches everything.
 pub struct Probes {
     // Keeps programs and links alive.
     _ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
-    traced: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, u64>,
     traced_fd: RawFd,
-    /// Tracepoints this kernel does not have (older kernels lack some syscalls).
-    pub missing: Vec<String>,
 }
 
 /// Counters the probes keep in the kernel.
@@ -38,6 +32,13 @@ pub struct KernelStats {
     pub dropped: u64,
     /// Syscalls not followed because the in-flight table was full.
     pub args_full: u64,
+}
+
+impl KernelStats {
+    /// Every event the kernel could not hand us, whatever the reason.
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.args_full
+    }
 }
 
 impl Probes {
@@ -57,9 +58,8 @@ impl Probes {
 
         let raw = std::fs::read(btf::VMLINUX_BTF)
             .map_err(|e| UserError::new(format!("cannot read {}: {e}", btf::VMLINUX_BTF)))?;
-        let kbtf = btf::Btf::parse(&raw).map_err(|e| {
-            UserError::new(format!("cannot parse {}: {e:#}", btf::VMLINUX_BTF))
-        })?;
+        let kbtf = btf::Btf::parse(&raw)
+            .map_err(|e| UserError::new(format!("cannot parse {}: {e:#}", btf::VMLINUX_BTF)))?;
         let offsets = btf::kernel_offsets(&kbtf).map_err(|e| {
             UserError::new(format!("this kernel's structures are not supported: {e:#}"))
         })?;
@@ -79,12 +79,14 @@ impl Probes {
         ] {
             let p: &mut TracePoint = program(&mut ebpf, prog)?;
             p.load().with_context(|| format!("loading {prog}"))?;
-            p.attach(category, name).with_context(|| format!("attaching {category}:{name}"))?;
+            p.attach(category, name)
+                .with_context(|| format!("attaching {category}:{name}"))?;
         }
         for name in ["sched_process_fork", "signal_generate"] {
             let p: &mut RawTracePoint = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            p.attach(name).with_context(|| format!("attaching raw tracepoint {name}"))?;
+            p.attach(name)
+                .with_context(|| format!("attaching raw tracepoint {name}"))?;
         }
 
         let traced_fd = match ebpf.map("TRACED") {
@@ -92,14 +94,20 @@ impl Probes {
             _ => anyhow::bail!("probe object has no TRACED hash map"),
         };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
-        let traced = HashMap::try_from(ebpf.take_map("TRACED").context("no TRACED map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
-        Ok(Probes { _ebpf: ebpf, ring, traced, stats, traced_fd, missing })
-    }
-
-    /// Starts tracing a process (its threads and future children too).
-    pub fn trace(&mut self, tgid: u32) -> Result<()> {
-        self.traced.insert(tgid, 1, 0).with_context(|| format!("tracing pid {tgid}"))
+        if !missing.is_empty() {
+            // Older kernels lack some syscalls (openat2, close_range, ...).
+            eprintln!(
+                "auditor: note: this kernel has no tracepoint {}: those calls are not seen",
+                missing.join(", ")
+            );
+        }
+        Ok(Probes {
+            _ebpf: ebpf,
+            ring,
+            stats,
+            traced_fd,
+        })
     }
 
     /// Raw fd of the traced-tgid map, for a child to add itself before exec.
@@ -109,9 +117,15 @@ impl Probes {
 
     pub fn kernel_stats(&self) -> KernelStats {
         let sum = |i: u32| {
-            self.stats.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0)
+            self.stats
+                .get(&i, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
         };
-        KernelStats { dropped: sum(STAT_DROPPED), args_full: sum(STAT_ARGS_FULL) }
+        KernelStats {
+            dropped: sum(STAT_DROPPED),
+            args_full: sum(STAT_ARGS_FULL),
+        }
     }
 }
 
@@ -119,7 +133,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).with_context(|| format!("probe object has no program {name}"))?;
+    let p = ebpf
+        .program_mut(name)
+        .with_context(|| format!("probe object has no program {name}"))?;
     Ok(p.try_into()?)
 }
 
@@ -133,16 +149,20 @@ fn attach_syscalls(ebpf: &mut Ebpf, missing: &mut Vec<String>) -> Result<()> {
                 missing.push(tp);
                 continue;
             }
-            p.attach("syscalls", &tp).with_context(|| format!("attaching syscalls:{tp}"))?;
+            p.attach("syscalls", &tp)
+                .with_context(|| format!("attaching syscalls:{tp}"))?;
         }
     }
     Ok(())
 }
 
 fn tracepoint_exists(category: &str, name: &str) -> bool {
-    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .any(|d| std::path::Path::new(d).join(category).join(name).is_dir())
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|d| std::path::Path::new(d).join(category).join(name).is_dir())
 }
 
 /// Adds the calling process to the traced-tgid map with a raw `bpf(2)`
@@ -178,5 +198,9 @@ pub fn trace_self_before_exec(map_fd: RawFd) -> std::io::Result<()> {
             std::mem::size_of::<MapUpdate>() as libc::c_uint,
         )
     };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }

@@ -1,0 +1,314 @@
+//! The public façade: feed events, get findings. Event handlers live in
+//! submodules by concern (files, names, lifecycle); this module holds the
+//! state, the dispatch and the one place findings are emitted (filters and
+//! the inconclusive mark).
+
+mod files;
+mod lifecycle;
+mod names;
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::Result;
+
+use crate::calls::call_ref;
+use crate::config::{Config, Filter};
+use crate::event::{Event, EventKind, FileId, FileInfo};
+use crate::finding::{Finding, ProcessRef};
+use crate::stats::AnalyzerStats;
+use crate::track::dirs::DirJournal;
+use crate::track::fds::{FdSpace, TableId};
+use crate::track::inodes::{Inodes, judged};
+use crate::track::paths::NameTable;
+use crate::track::processes::{ProcKey, ProcessTable};
+
+/// Inode states kept before idle ones are evicted (doubles as needed).
+const GC_START: usize = 50_000;
+/// Distinct ignored files remembered (to count each once).
+const IGNORED_SEEN_MAX: usize = 100_000;
+
+/// Completes an event once its paths are absolute, before any rule sees it.
+pub type Enricher = Box<dyn FnMut(&mut Event)>;
+
+/// Follows an event stream and raises durability findings.
+pub struct Analyzer {
+    config: Config,
+    enricher: Option<Enricher>,
+    filter: Filter,
+    fds: FdSpace,
+    procs: ProcessTable,
+    inodes: Inodes,
+    names: NameTable,
+    dirs: DirJournal,
+    /// Number of `lost` records so far: state older than the current epoch
+    /// may have missed events.
+    epoch: u32,
+    /// True while `finish` raises end-of-trace findings.
+    finishing: bool,
+    finished: bool,
+    findings: Vec<Finding>,
+    stats: AnalyzerStats,
+    ignored_seen: HashSet<FileId>,
+    /// Inodes with deferred exit verdicts (index, so exits need no full scan).
+    deferred_ids: BTreeSet<FileId>,
+    /// Inodes whose appends interleaved, not yet reported.
+    interleaved_ids: BTreeSet<FileId>,
+    gc_at: usize,
+    last_event: Option<(u64, u64)>,
+}
+
+impl Analyzer {
+    /// Checks the config (globs, rule ids) once, so a typo fails before any
+    /// capture starts.
+    pub fn new(config: Config) -> Result<Self> {
+        let filter = Filter::new(&config)?;
+        Ok(Analyzer {
+            config,
+            enricher: None,
+            filter,
+            fds: FdSpace::default(),
+            procs: ProcessTable::default(),
+            inodes: Inodes::default(),
+            names: NameTable::default(),
+            dirs: DirJournal::default(),
+            epoch: 0,
+            finishing: false,
+            finished: false,
+            findings: Vec::new(),
+            stats: AnalyzerStats::default(),
+            ignored_seen: HashSet::new(),
+            deferred_ids: BTreeSet::new(),
+            interleaved_ids: BTreeSet::new(),
+            gc_at: GC_START,
+            last_event: None,
+        })
+    }
+
+    /// Live capture fills in here what only the live system can tell (the
+    /// inode a rename moved, by a stat of its now-absolute new path).
+    /// Recordings already carry it, so replays need none.
+    pub fn set_enricher(&mut self, enricher: Enricher) {
+        self.enricher = Some(enricher);
+    }
+
+    /// The config this analyzer runs with (the report needs `fail_on`).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Resolves relative paths in `ev` IN PLACE (against the dirfd's path or
+    /// the process cwd), then updates state and runs rules. Returns the
+    /// findings raised by this event, for streaming output.
+    pub fn process(&mut self, ev: &mut Event) -> Vec<Finding> {
+        let before = self.findings.len();
+        self.stats.events += 1;
+        self.last_event = Some((ev.seq, ev.ts_ns));
+        if let EventKind::Lost { count } = ev.kind {
+            self.epoch += 1;
+            self.stats.lost_events += count;
+            self.stats.loss_records += 1;
+            return Vec::new();
+        }
+        self.ensure_process(ev);
+        self.resolve_paths(ev);
+        if let Some(enrich) = self.enricher.as_mut() {
+            enrich(ev);
+        }
+        let ev: &Event = ev;
+        match &ev.kind {
+            EventKind::Open { .. } => self.on_open(ev),
+            EventKind::Write { .. } => self.on_write(ev),
+            EventKind::Truncate { .. } => self.on_truncate(ev),
+            EventKind::Fallocate { fd, file, .. } => self.on_fallocate(ev, *fd, file.as_ref()),
+            EventKind::Sync { .. } => self.on_sync(ev),
+            EventKind::Rename { .. } => self.on_rename(ev),
+            EventKind::Unlink { path, ret, .. } => self.on_unlink(path, *ret),
+            EventKind::Mkdir { .. } => self.on_mkdir(ev),
+            EventKind::Close { fd, ret, .. } => self.on_close(ev, *fd, *ret),
+            EventKind::CloseRange {
+                first,
+                last,
+                flags,
+                ret,
+            } => self.on_close_range(ev, *first, *last, *flags, *ret),
+            EventKind::Dup {
+                old_fd,
+                cloexec,
+                ret,
+                file,
+                ..
+            } => self.on_dup(ev, *old_fd, *cloexec, *ret, file.as_ref()),
+            EventKind::Fcntl { .. } => self.on_fcntl(ev),
+            EventKind::Mmap { .. } => self.on_mmap(ev),
+            EventKind::Chdir { path, ret } => self.on_chdir(ev, path, *ret),
+            EventKind::Fchdir { fd, ret } => self.on_fchdir(ev, *fd, *ret),
+            EventKind::Fork { .. } => self.on_fork(ev),
+            EventKind::Exec { filename } => self.on_exec(ev, filename),
+            EventKind::Exit { .. } => self.on_exit(ev),
+            EventKind::SignalSent { .. } => self.on_signal_sent(ev),
+            EventKind::SignalDelivered {
+                signal, handler, ..
+            } => self.on_signal_delivered(ev, *signal, *handler),
+            EventKind::ProcessStart { .. } => self.on_process_start(ev),
+            EventKind::FdAtStart { .. } => self.on_fd_at_start(ev),
+            EventKind::Lost { .. } => {}
+        }
+        self.findings[before..].to_vec()
+    }
+
+    /// End of stream: raises end-of-life findings for processes and files
+    /// still pending. Returns the new ones; later calls return nothing.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        if self.finished {
+            return Vec::new();
+        }
+        self.finished = true;
+        self.finishing = true;
+        let before = self.findings.len();
+        self.judge_end_of_trace();
+        self.findings[before..].to_vec()
+    }
+
+    /// Every finding so far, in the order raised.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Coverage counters for reports.
+    pub fn stats(&self) -> AnalyzerStats {
+        let mut stats = self.stats.clone();
+        stats.processes = self.procs.seen;
+        stats
+    }
+
+    /// The single exit for findings: drops disabled rules and ignored paths,
+    /// and marks a verdict inconclusive when events were lost after the
+    /// state it rests on began (or at all, for end-of-trace verdicts).
+    fn emit(&mut self, mut f: Finding, since_epoch: u32) {
+        if !self.filter.rule_enabled(&f.rule) {
+            return;
+        }
+        if self.filter.path_ignored(&f.path) {
+            self.stats.suppressed_findings += 1;
+            return;
+        }
+        if self.epoch > since_epoch || (self.finishing && self.epoch > 0) {
+            f.inconclusive = true;
+            f.inconclusive_reason = Some(format!(
+                "{} events were lost (ring buffer full) after this state began; the missing calls could have changed the verdict",
+                self.stats.lost_events
+            ));
+        }
+        self.findings.push(f);
+    }
+
+    /// Makes sure the event's process has a record (processes attached
+    /// mid-flight appear implicitly) and knows the thread.
+    fn ensure_process(&mut self, ev: &Event) {
+        if self.procs.get(ev.pid).is_none() {
+            let table = self.fds.new_table();
+            self.procs.start(ev.pid, &ev.comm, table, self.epoch);
+        }
+        if let Some(p) = self.procs.get_mut(ev.pid) {
+            p.threads.insert(ev.tid);
+            if ev.tid == ev.pid && !ev.comm.is_empty() && p.comm != ev.comm {
+                p.comm = ev.comm.clone();
+            }
+        }
+    }
+
+    /// The fd table the event's thread uses.
+    fn table_of(&self, ev: &Event) -> Option<TableId> {
+        self.procs.get(ev.pid).map(|p| p.table_of(ev.tid))
+    }
+
+    /// (key, ref) of the event's process.
+    fn who(&self, ev: &Event) -> (ProcKey, ProcessRef) {
+        match self.procs.get(ev.pid) {
+            Some(p) => (p.key, p.to_ref()),
+            None => (
+                0,
+                ProcessRef {
+                    pid: ev.pid,
+                    comm: ev.comm.clone(),
+                    exe: None,
+                },
+            ),
+        }
+    }
+
+    /// Records kernel facts about a file (and a name for it); returns
+    /// whether the file is judged. First sight counts it in stats.
+    fn observe(&mut self, info: &FileInfo, path: Option<&str>) -> bool {
+        let (st, new) = self.inodes.observe(info);
+        if let Some(path) = path {
+            st.add_name(path);
+        }
+        let verdict = judged(st.file_type, &st.fs);
+        let shown = st.path();
+        if let Some(path) = path {
+            self.names.set(path, info.id);
+        }
+        if new {
+            self.maybe_gc();
+        }
+        match verdict {
+            Ok(()) => {
+                if new {
+                    self.stats.files_tracked += 1;
+                }
+                true
+            }
+            Err(reason) => {
+                if self.ignored_seen.len() < IGNORED_SEEN_MAX && self.ignored_seen.insert(info.id) {
+                    self.stats.ignored_files.add(&shown, &reason);
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the inode `id` is judged (known, persistent, not unlinked).
+    fn is_judged(&self, id: &FileId) -> bool {
+        self.inodes
+            .get(id)
+            .is_some_and(|s| s.judged() && !s.unlinked)
+    }
+
+    /// Pids of live processes holding `id` open.
+    fn live_holders(&self, id: FileId) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|p| p.tables().any(|t| self.fds.holds(t, id)))
+            .map(|p| p.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Bounds memory on long runs: drops idle inode states nothing refers
+    /// to once the table grows past a threshold.
+    fn maybe_gc(&mut self) {
+        if self.inodes.len() <= self.gc_at {
+            return;
+        }
+        let open: BTreeSet<FileId> = self.fds.open_files().collect();
+        self.stats.evicted_inodes += self.inodes.evict_idle(&open) as u64;
+        let inodes = &self.inodes;
+        self.names.retain_ids(|id| inodes.contains(id));
+        for p in self.procs.iter_mut() {
+            p.written
+                .retain(|id| inodes.get(id).is_some_and(|s| s.dirty.is_some()));
+        }
+        self.gc_at = (self.inodes.len() * 2).max(GC_START);
+    }
+
+    /// The call reference of the event (for evidence chains).
+    fn call_of(ev: &Event) -> crate::finding::CallRef {
+        call_ref(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests;

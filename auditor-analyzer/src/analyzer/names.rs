@@ -1,0 +1,307 @@
+//! Handlers for calls on names: path resolution, rename/link, unlink,
+//! mkdir, chdir. Names matter twice: for people (paths in findings) and for
+//! durability (a new name needs an fsync of its directory).
+
+use crate::event::{Event, EventKind, FileInfo};
+use crate::finding::{CallRef, ProcessRef};
+use crate::rules::{rename_without_fsync, sync_file_range_only};
+use crate::track::dirs::{NameOp, PendingName};
+use crate::track::paths::{AT_FDCWD, join, normalize, parent};
+use crate::track::processes::ProcKey;
+
+use super::Analyzer;
+
+/// renameat2 RENAME_EXCHANGE: the two names swap.
+const RENAME_EXCHANGE: u32 = 2;
+
+impl Analyzer {
+    /// The directory a relative path of `ev`'s thread resolves against.
+    fn base_dir(&self, ev: &Event, dirfd: i32) -> Option<String> {
+        let p = self.procs.get(ev.pid)?;
+        if dirfd == AT_FDCWD {
+            return p.cwd.clone();
+        }
+        let d = self.fds.get(p.table_of(ev.tid), dirfd)?;
+        d.path
+            .clone()
+            .or_else(|| d.file.and_then(|id| self.inodes.get(&id)).map(|s| s.path()))
+    }
+
+    fn resolve(&mut self, base: Option<String>, path: &mut String) {
+        if path.starts_with('/') {
+            *path = normalize(path);
+        } else if let Some(base) = base.filter(|b| b.starts_with('/')) {
+            *path = join(&base, path);
+        } else {
+            self.stats.unresolved_paths += 1;
+        }
+    }
+
+    /// Makes every path of `ev` absolute, in place, before anything reads it.
+    pub(super) fn resolve_paths(&mut self, ev: &mut Event) {
+        let bases: Vec<Option<String>> = match &ev.kind {
+            EventKind::Open { dirfd, .. }
+            | EventKind::Unlink { dirfd, .. }
+            | EventKind::Mkdir { dirfd, .. } => {
+                vec![self.base_dir(ev, *dirfd)]
+            }
+            EventKind::Rename {
+                old_dirfd,
+                new_dirfd,
+                ..
+            } => {
+                vec![self.base_dir(ev, *old_dirfd), self.base_dir(ev, *new_dirfd)]
+            }
+            EventKind::Chdir { .. }
+            | EventKind::Exec { .. }
+            | EventKind::Truncate { path: Some(_), .. } => {
+                vec![self.base_dir(ev, AT_FDCWD)]
+            }
+            _ => return,
+        };
+        let mut bases = bases.into_iter();
+        match &mut ev.kind {
+            EventKind::Open { path, .. }
+            | EventKind::Unlink { path, .. }
+            | EventKind::Mkdir { path, .. }
+            | EventKind::Chdir { path, .. }
+            | EventKind::Exec { filename: path }
+            | EventKind::Truncate {
+                path: Some(path), ..
+            } => self.resolve(bases.next().flatten(), path),
+            EventKind::Rename {
+                old_path, new_path, ..
+            } => {
+                self.resolve(bases.next().flatten(), old_path);
+                self.resolve(bases.next().flatten(), new_path);
+            }
+            _ => {}
+        }
+    }
+
+    /// A new name now waits for its directory's fsync.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_name(
+        &mut self,
+        op: NameOp,
+        path: &str,
+        old_path: Option<&str>,
+        file: Option<&FileInfo>,
+        key: ProcKey,
+        process: ProcessRef,
+        call: CallRef,
+    ) {
+        let dir = parent(path);
+        let dir_id = self.names.get(&dir);
+        let fs = file.map(|f| f.fs.clone()).or_else(|| {
+            dir_id
+                .and_then(|d| self.inodes.get(&d))
+                .map(|s| s.fs.clone())
+        });
+        let data_synced = file
+            .and_then(|f| self.inodes.get(&f.id))
+            .is_some_and(|s| s.dirty.is_none() && s.last_sync.is_some());
+        self.dirs.record(PendingName {
+            op,
+            path: path.to_string(),
+            old_path: old_path.map(str::to_string),
+            dir,
+            dir_id,
+            file: file.map(|f| f.id),
+            fs,
+            key,
+            process,
+            data_synced,
+            call,
+            since_epoch: self.epoch,
+        });
+    }
+
+    pub(super) fn on_rename(&mut self, ev: &Event) {
+        let EventKind::Rename {
+            call: name,
+            old_path,
+            new_path,
+            flags,
+            ret,
+            file,
+            ..
+        } = &ev.kind
+        else {
+            return;
+        };
+        if *ret < 0 {
+            return;
+        }
+        let call = Self::call_of(ev);
+        let (key, process) = self.who(ev);
+        let is_link = name.starts_with("link");
+        let exchange = !is_link && flags & RENAME_EXCHANGE != 0;
+        let src = file
+            .as_ref()
+            .map(|f| f.id)
+            .or_else(|| self.names.get(old_path));
+        if let Some(info) = file {
+            self.observe(info, None);
+        }
+        let Some(id) = src else {
+            self.stats.unknown_renames += 1;
+            self.dirs.forget(old_path);
+            self.names.remove(old_path);
+            return;
+        };
+        let prior = self.names.get(new_path).filter(|d| *d != id);
+        let judged = self.is_judged(&id);
+        if judged && let Some(st) = self.inodes.get_mut(&id) {
+            st.remember(call.clone());
+        }
+        // Update the name table first, so findings name the destination.
+        let prior_source_name = if exchange {
+            self.names.get(old_path)
+        } else {
+            None
+        };
+        self.names.set(new_path, id);
+        if let Some(st) = self.inodes.get_mut(&id) {
+            if !is_link {
+                st.current_names.remove(old_path.as_str());
+            }
+            st.add_name(new_path);
+        }
+        if exchange {
+            if let Some(other) = prior.or(prior_source_name.filter(|o| *o != id)) {
+                self.names.set(old_path, other);
+                if let Some(st) = self.inodes.get_mut(&other) {
+                    st.current_names.remove(new_path.as_str());
+                    st.add_name(old_path);
+                }
+            }
+        } else {
+            if !is_link {
+                self.names.remove(old_path);
+                self.dirs.forget(old_path);
+            }
+            if let Some(replaced) = prior
+                && let Some(st) = self.inodes.get_mut(&replaced)
+            {
+                st.remove_name(new_path);
+            }
+        }
+        if judged {
+            self.check_rename(
+                id,
+                is_link,
+                old_path,
+                new_path,
+                prior.map(|_| true),
+                &call,
+                &process,
+            );
+            let op = if is_link {
+                NameOp::Link
+            } else {
+                NameOp::Rename
+            };
+            let info = self.inodes.get(&id).map(|s| FileInfo {
+                id,
+                file_type: s.file_type,
+                fs: s.fs.clone(),
+                size: s.size.unwrap_or(0),
+                flags: 0,
+                created: false,
+            });
+            self.record_name(
+                op,
+                new_path,
+                Some(old_path),
+                info.as_ref(),
+                key,
+                process,
+                call,
+            );
+        }
+    }
+
+    /// The rename-time rules on the renamed inode.
+    #[allow(clippy::too_many_arguments)]
+    fn check_rename(
+        &mut self,
+        id: crate::event::FileId,
+        is_link: bool,
+        old_path: &str,
+        new_path: &str,
+        replaced: Option<bool>,
+        call: &CallRef,
+        process: &ProcessRef,
+    ) {
+        let Some(st) = self.inodes.get(&id) else {
+            return;
+        };
+        let rename = rename_without_fsync::Rename {
+            op: if is_link { "link" } else { "rename" },
+            source: old_path,
+            destination: new_path,
+            replaced,
+            call: call.clone(),
+            process: process.clone(),
+        };
+        let since = st.dirty.as_ref().map_or(self.epoch, |d| d.since_epoch);
+        let found = rename_without_fsync::check(st, &rename);
+        let sfr = sync_file_range_only::check(st, "rename", call, process.clone());
+        if let Some(d) = self.inodes.get_mut(&id).and_then(|s| s.dirty.as_mut()) {
+            d.rename_reported |= found.is_some();
+            d.sfr_reported |= sfr.is_some();
+        }
+        if let Some(f) = found {
+            self.emit(f, since);
+        }
+        if let Some(f) = sfr {
+            self.emit(f, since);
+        }
+        let key = self.procs.get(process.pid).map_or(0, |p| p.key);
+        self.answer_failed_fsync(id, key, "rename", call, process);
+    }
+
+    pub(super) fn on_unlink(&mut self, path: &str, ret: i64) {
+        if ret < 0 {
+            return;
+        }
+        self.dirs.forget(path);
+        if let Some(id) = self.names.remove(path)
+            && let Some(st) = self.inodes.get_mut(&id)
+        {
+            st.remove_name(path);
+        }
+    }
+
+    pub(super) fn on_mkdir(&mut self, ev: &Event) {
+        let EventKind::Mkdir { path, ret, .. } = &ev.kind else {
+            return;
+        };
+        if *ret < 0 {
+            return;
+        }
+        let (key, process) = self.who(ev);
+        let call = Self::call_of(ev);
+        self.record_name(NameOp::Mkdir, path, None, None, key, process, call);
+    }
+
+    pub(super) fn on_chdir(&mut self, ev: &Event, path: &str, ret: i64) {
+        if ret < 0 {
+            return;
+        }
+        if let Some(p) = self.procs.get_mut(ev.pid) {
+            p.cwd = path.starts_with('/').then(|| path.to_string());
+        }
+    }
+
+    pub(super) fn on_fchdir(&mut self, ev: &Event, fd: i32, ret: i64) {
+        if ret < 0 {
+            return;
+        }
+        let dir = self.base_dir(ev, fd);
+        if let Some(p) = self.procs.get_mut(ev.pid) {
+            p.cwd = dir;
+        }
+    }
+}

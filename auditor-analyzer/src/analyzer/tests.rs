@@ -1,0 +1,626 @@
+//! Tracking edge cases, end to end through the façade: fd tables, process
+//! lifecycles, identity, paths, lost events, configuration.
+
+use crate::event::{EventKind, FileInfo, FileType};
+use crate::test_support::*;
+use crate::track::fds::flags::{O_CLOEXEC, O_CREAT, O_SYNC};
+use crate::track::paths::AT_FDCWD;
+use crate::{Analyzer, Config, Severity};
+
+/// A process that wrote 10 bytes to /d/f (inode 11) through fd 3.
+fn wrote(pid: u32) -> Vec<crate::Event> {
+    vec![
+        start(pid, "/d"),
+        open_existing(pid, "/d/f", 3, sized(reg(11), 5)),
+        write(pid, 3, 10),
+    ]
+}
+
+fn dup(pid: u32, call: &str, old_fd: i32, new_fd: Option<i32>, ret: i64) -> crate::Event {
+    ev(
+        pid,
+        EventKind::Dup {
+            call: call.into(),
+            old_fd,
+            new_fd,
+            cloexec: false,
+            ret,
+            file: None,
+        },
+    )
+}
+
+fn thread_exit(pid: u32, tid: u32) -> crate::Event {
+    on_tid(
+        ev(
+            pid,
+            EventKind::Exit {
+                group_dead: false,
+                code: Some(0),
+                signal: None,
+                core_dumped: false,
+            },
+        ),
+        tid,
+    )
+}
+
+fn exec(pid: u32) -> crate::Event {
+    ev(
+        pid,
+        EventKind::Exec {
+            filename: "/usr/bin/next".into(),
+        },
+    )
+}
+
+#[test]
+fn fd_reuse_does_not_confuse_files() {
+    let events = vec![
+        start(100, "/d"),
+        open_existing(100, "/d/a", 3, reg(20)),
+        write(100, 3, 10),
+        close(100, 3),
+        open_existing(100, "/d/b", 3, reg(21)),
+        fsync(100, 3),
+        exit(100, 0),
+    ];
+    let findings = run(events);
+    let f = one(&findings, "unsynced-at-exit");
+    assert_eq!(
+        f.path, "/d/a",
+        "the fsync through the reused fd 3 was for /d/b"
+    );
+}
+
+#[test]
+fn fsync_through_a_dup_is_clean() {
+    let mut events = wrote(100);
+    events.extend([
+        dup(100, "dup", 3, None, 4),
+        close(100, 3),
+        fsync(100, 4),
+        exit(100, 0),
+    ]);
+    assert_clean(&run(events));
+}
+
+#[test]
+fn dup2_onto_an_open_fd_closes_it_first() {
+    let mut events = wrote(100);
+    events.extend([
+        open_existing(100, "/d/other", 4, reg(30)),
+        write(100, 4, 10),
+        dup(100, "dup2", 3, Some(4), 4),
+        fsync(100, 4),
+        exit(100, 0),
+    ]);
+    let findings = run(events);
+    assert_eq!(one(&findings, "unsynced-at-exit").path, "/d/other");
+}
+
+#[test]
+fn threads_share_the_fd_table() {
+    let events = vec![
+        start(100, "/d"),
+        spawn_thread(100, 101),
+        on_tid(open_existing(100, "/d/f", 3, reg(11)), 101),
+        on_tid(write(100, 3, 10), 101),
+        fsync(100, 3),
+        thread_exit(100, 101),
+        exit(100, 0),
+    ];
+    assert_clean(&run(events));
+}
+
+#[test]
+fn clone_files_shares_the_table_and_fork_copies_it() {
+    let child_opens = |shares_files: bool| {
+        vec![
+            start(100, "/d"),
+            ev(
+                100,
+                EventKind::Fork {
+                    child_pid: 200,
+                    child_tid: 200,
+                    thread: false,
+                    shares_files,
+                },
+            ),
+            open_existing(200, "/d/f", 5, reg(11)),
+            write(200, 5, 10),
+            fsync(100, 5),
+            exit(200, 0),
+            exit(100, 0),
+        ]
+    };
+    assert_clean(&run(child_opens(true)));
+    let (a, findings) = run_with(Config::default(), child_opens(false));
+    assert_eq!(one(&findings, "unsynced-at-exit").process.pid, 200);
+    assert_eq!(
+        a.stats().unknown_fds,
+        1,
+        "the parent's fd 5 was never opened"
+    );
+}
+
+#[test]
+fn exec_closes_cloexec_fds_only() {
+    let opened = |fl: u32| {
+        vec![
+            start(100, "/d"),
+            open_with(100, "/d/f", AT_FDCWD, O_WRONLY | fl, 3, Some(reg(11))),
+            write(100, 3, 10),
+            exec(100),
+            fsync(100, 3),
+            exit(100, 0),
+        ]
+    };
+    assert_clean(&run(opened(0)));
+    let (a, findings) = run_with(Config::default(), opened(O_CLOEXEC));
+    assert_eq!(
+        one(&findings, "unsynced-at-exit").process.exe.as_deref(),
+        Some("/usr/bin/next"),
+        "exe after exec"
+    );
+    assert_eq!(a.stats().unknown_fds, 1);
+}
+
+#[test]
+fn f_setfd_and_close_range_cloexec_mark_fds() {
+    let fcntl = ev(
+        100,
+        EventKind::Fcntl {
+            fd: 3,
+            cmd: 2,
+            arg: 1,
+            ret: 0,
+            file: None,
+        },
+    );
+    let mut events = wrote(100);
+    events.extend([fcntl, exec(100), fsync(100, 3), exit(100, 0)]);
+    one(&run(events), "unsynced-at-exit");
+    let range = ev(
+        100,
+        EventKind::CloseRange {
+            first: 3,
+            last: u32::MAX,
+            flags: 4,
+            ret: 0,
+        },
+    );
+    let mut events = wrote(100);
+    events.extend([range, fsync(100, 3), exit(100, 0)]);
+    assert_clean(&run(events));
+}
+
+#[test]
+fn o_sync_writes_are_durable_at_once() {
+    let fl = O_WRONLY | O_SYNC;
+    let mut events = vec![
+        start(100, "/d"),
+        open_with(
+            100,
+            "/d/f",
+            AT_FDCWD,
+            fl | O_CREAT,
+            3,
+            Some(FileInfo {
+                flags: fl,
+                created: true,
+                ..reg(11)
+            }),
+        ),
+        write(100, 3, 10),
+        close(100, 3),
+    ];
+    events.extend(fsync_dir(100, "/d", 4, 2));
+    events.push(exit(100, 0));
+    assert_clean(&run(events));
+}
+
+#[test]
+fn syncfs_and_sync_make_everything_durable() {
+    let mut events = wrote(100);
+    events.extend([sync_call(100, "syncfs", Some(3), 0, None), exit(100, 0)]);
+    assert_clean(&run(events));
+    let mut events = wrote(100);
+    events.extend([
+        open_new(100, "/d/n.tmp", 4, reg(12)),
+        write(100, 4, 10),
+        rename(100, "/d/n.tmp", "/d/n"),
+        sync_call(100, "sync", None, 0, None),
+        exit(100, 0),
+    ]);
+    let findings = run(events);
+    assert_eq!(
+        rules(&findings),
+        vec!["rename-without-fsync"],
+        "sync comes too late for the rename, but covers the rest"
+    );
+}
+
+#[test]
+fn syncfs_of_another_filesystem_does_not_help() {
+    let mut events = wrote(100);
+    let other = FileInfo {
+        id: crate::FileId { dev: 7, ino: 1 },
+        ..reg(1)
+    };
+    events.extend([
+        open_existing(100, "/mnt/x", 4, other),
+        sync_call(100, "syncfs", Some(4), 0, None),
+        exit(100, 0),
+    ]);
+    one(&run(events), "unsynced-at-exit");
+}
+
+#[test]
+fn msync_ms_sync_of_a_mapping_is_durable() {
+    let mapped = |flags: u32| {
+        let mut events = wrote(100);
+        events.extend([
+            ev(
+                100,
+                EventKind::Mmap {
+                    fd: 3,
+                    addr: 0x7000_0000,
+                    len: 8192,
+                    prot: 3,
+                    flags: 1,
+                    offset: 0,
+                    file: None,
+                },
+            ),
+            sync_call(100, "msync", None, 0, Some((0x7000_1000, 4096, flags))),
+            exit(100, 0),
+        ]);
+        events
+    };
+    assert_clean(&run(mapped(4)));
+    one(&run(mapped(1)), "unsynced-at-exit");
+}
+
+#[test]
+fn volatile_files_pipes_and_devices_are_not_judged() {
+    let pipe = FileInfo {
+        file_type: FileType::Fifo,
+        fs: "pipefs".into(),
+        ..reg(2)
+    };
+    let events = vec![
+        start(100, "/d"),
+        open_new(100, "/dev/shm/x", 3, on_fs(reg(1), "tmpfs")),
+        write(100, 3, 10),
+        rename(100, "/dev/shm/x", "/dev/shm/y"),
+        write_full(100, 1, 10, 10, None, Some(pipe)),
+        exit(100, 0),
+    ];
+    let (a, findings) = run_with(Config::default(), events);
+    assert_clean(&findings);
+    let ignored = a.stats().ignored_files;
+    assert_eq!(ignored.count, 2);
+    assert_eq!(ignored.by_reason["volatile filesystem (tmpfs)"], 1);
+    assert_eq!(ignored.by_reason["pipe"], 1);
+    assert!(
+        ignored.examples[0].starts_with("/dev/shm/x"),
+        "{:?}",
+        ignored.examples
+    );
+}
+
+#[test]
+fn lost_events_make_older_verdicts_inconclusive() {
+    let mut events = wrote(100);
+    events.extend([lost(12), exit(100, 0)]);
+    let (a, findings) = run_with(Config::default(), events);
+    let f = one(&findings, "unsynced-at-exit");
+    assert!(f.inconclusive);
+    assert!(
+        f.inconclusive_reason
+            .as_ref()
+            .unwrap()
+            .contains("12 events were lost")
+    );
+    assert_eq!(a.stats().lost_events, 12);
+}
+
+#[test]
+fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
+    let events = vec![
+        start(100, "/d"),
+        lost(3),
+        open_new(100, "/d/a.tmp", 3, reg(10)),
+        write(100, 3, 10),
+        rename(100, "/d/a.tmp", "/d/a"),
+    ];
+    let findings = run(events);
+    assert!(!one(&findings, "rename-without-fsync").inconclusive);
+    // End-of-trace verdicts are inconclusive whenever anything was lost.
+    let f = one(&findings, "rename-without-dir-fsync");
+    assert!(f.inconclusive, "{f:#?}");
+}
+
+#[test]
+fn pid_reuse_starts_a_fresh_process() {
+    let mut events = wrote(100);
+    events.extend([
+        exit(100, 0),
+        start(1, "/"),
+        fork(1, 100),
+        fsync(100, 3),
+        exit(100, 0),
+    ]);
+    let (a, findings) = run_with(Config::default(), events);
+    assert_eq!(one(&findings, "unsynced-at-exit").process.pid, 100);
+    assert_eq!(
+        a.stats().unknown_fds,
+        1,
+        "the new pid 100 does not inherit the dead one's fds"
+    );
+    assert_eq!(a.stats().processes, 3);
+}
+
+#[test]
+fn relative_paths_resolve_against_cwd_and_dirfd_in_place() {
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut events = number(vec![
+        start(100, "/home/u"),
+        open_with(
+            100,
+            "data/../db/a.tmp",
+            AT_FDCWD,
+            O_WRONLY | O_CREAT,
+            3,
+            Some(FileInfo {
+                created: true,
+                ..reg(10)
+            }),
+        ),
+        open_dir(100, "/srv/db", 5, dir(3)),
+        open_with(
+            100,
+            "x.tmp",
+            5,
+            O_WRONLY | O_CREAT,
+            6,
+            Some(FileInfo {
+                created: true,
+                ..reg(11)
+            }),
+        ),
+        rename_full(100, "renameat", "x.tmp", "x", 5, None),
+        ev(
+            100,
+            EventKind::Chdir {
+                path: "../v".into(),
+                ret: 0,
+            },
+        ),
+        ev(100, EventKind::Fchdir { fd: 5, ret: 0 }),
+    ]);
+    for e in &mut events {
+        a.process(e);
+    }
+    let path_of = |e: &crate::Event| match &e.kind {
+        EventKind::Open { path, .. } => path.clone(),
+        EventKind::Rename {
+            old_path, new_path, ..
+        } => format!("{old_path} -> {new_path}"),
+        EventKind::Chdir { path, .. } => path.clone(),
+        _ => String::new(),
+    };
+    assert_eq!(path_of(&events[1]), "/home/u/db/a.tmp");
+    assert_eq!(path_of(&events[3]), "/srv/db/x.tmp");
+    assert_eq!(path_of(&events[4]), "/srv/db/x.tmp -> /srv/db/x");
+    assert_eq!(path_of(&events[5]), "/home/v");
+    assert_eq!(
+        a.cwd_of(100).as_deref(),
+        Some("/srv/db"),
+        "fchdir to the dirfd"
+    );
+    assert_eq!(a.live_pids(), vec![100]);
+}
+
+#[test]
+fn unlinked_temp_files_do_not_matter() {
+    let events = vec![
+        start(100, "/d"),
+        open_new(100, "/d/scratch", 3, reg(10)),
+        write(100, 3, 10),
+        ev(
+            100,
+            EventKind::Unlink {
+                call: "unlinkat".into(),
+                dirfd: AT_FDCWD,
+                path: "scratch".into(),
+                flags: 0,
+                ret: 0,
+            },
+        ),
+        write(100, 3, 10),
+        exit(100, 0),
+    ];
+    assert_clean(&run(events));
+}
+
+#[test]
+fn process_streams_findings_as_they_are_raised_and_finish_once() {
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut out = Vec::new();
+    for mut e in number(vec![
+        start(100, "/d"),
+        open_new(100, "/d/a.tmp", 3, reg(10)),
+        write(100, 3, 1),
+        rename(100, "/d/a.tmp", "/d/a"),
+    ]) {
+        out.push(a.process(&mut e).len());
+    }
+    assert_eq!(out, vec![0, 0, 0, 1]);
+    let end = a.finish();
+    assert_eq!(
+        rules(&end),
+        vec!["rename-without-dir-fsync"],
+        "the rename already covers the unsynced data"
+    );
+    assert!(a.finish().is_empty());
+    assert_eq!(a.findings().len(), 2);
+}
+
+#[test]
+fn ignore_globs_and_rule_selection() {
+    let events = || {
+        let mut v = wrote(100);
+        v.extend([
+            open_new(100, "/d/a.tmp", 4, reg(10)),
+            write(100, 4, 1),
+            rename(100, "/d/a.tmp", "/d/a"),
+            exit(100, 0),
+        ]);
+        v
+    };
+    let all = run(events());
+    assert_eq!(
+        rules(&all),
+        vec![
+            "rename-without-fsync",
+            "unsynced-at-exit",
+            "rename-without-dir-fsync"
+        ]
+    );
+    let config = Config {
+        ignore: vec!["/d/f".into()],
+        ..Config::default()
+    };
+    let (a, findings) = run_with(config, events());
+    assert_eq!(
+        rules(&findings),
+        vec!["rename-without-fsync", "rename-without-dir-fsync"]
+    );
+    assert_eq!(a.stats().suppressed_findings, 1);
+    let config = Config {
+        only_rules: vec!["rename-without-fsync".into()],
+        ..Config::default()
+    };
+    assert_eq!(
+        rules(&run_with(config, events()).1),
+        vec!["rename-without-fsync"]
+    );
+    let config = Config {
+        skip_rules: vec!["rename-without-fsync".into()],
+        ..Config::default()
+    };
+    assert_eq!(
+        rules(&run_with(config, events()).1),
+        vec!["unsynced-at-exit", "rename-without-dir-fsync"]
+    );
+    assert!(
+        Analyzer::new(Config {
+            only_rules: vec!["nope".into()],
+            ..Config::default()
+        })
+        .is_err()
+    );
+    assert_eq!(Config::default().fail_on, Severity::Medium);
+}
+
+#[test]
+fn unlinking_one_of_two_names_keeps_the_data_relevant() {
+    let unlink = |path: &str| {
+        ev(
+            100,
+            EventKind::Unlink {
+                call: "unlink".into(),
+                dirfd: AT_FDCWD,
+                path: path.into(),
+                flags: 0,
+                ret: 0,
+            },
+        )
+    };
+    let mut events = wrote(100);
+    events.extend([
+        rename_full(100, "link", "/d/f", "/d/g", AT_FDCWD, Some(reg(11))),
+        unlink("/d/f"),
+        exit(100, 0),
+    ]);
+    let findings = run(events);
+    assert_eq!(one(&findings, "rename-without-fsync").path, "/d/g");
+    assert!(
+        findings.iter().all(|f| f.rule != "unsynced-at-exit"),
+        "already reported at the link"
+    );
+    let mut events = wrote(100);
+    events.extend([unlink("/d/f"), exit(100, 0)]);
+    assert_clean(&run(events));
+}
+
+#[test]
+fn rename_exchange_swaps_names() {
+    let mut events = vec![
+        start(100, "/d"),
+        open_existing(100, "/d/b", 4, reg(12)),
+        fsync(100, 4),
+        close(100, 4),
+    ];
+    events.extend(wrote(100).into_iter().skip(1));
+    let mut exchange = rename_full(100, "renameat2", "/d/f", "/d/b", AT_FDCWD, Some(reg(11)));
+    if let EventKind::Rename { flags, .. } = &mut exchange.kind {
+        *flags = 2;
+    }
+    events.extend([exchange, sync_call(100, "fdatasync", Some(3), 0, None)]);
+    events.extend(fsync_dir(100, "/d", 5, 2));
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut all = Vec::new();
+    for mut e in number(events) {
+        all.extend(a.process(&mut e));
+    }
+    let f = one(&all, "rename-without-fsync");
+    assert_eq!(f.path, "/d/b");
+    assert_eq!(f.evidence["destination_existed"], true);
+    // The other inode now answers to the old name.
+    let mut unlink = ev(
+        100,
+        EventKind::Unlink {
+            call: "unlink".into(),
+            dirfd: AT_FDCWD,
+            path: "/d/f".into(),
+            flags: 0,
+            ret: 0,
+        },
+    );
+    unlink.seq = 100;
+    a.process(&mut unlink);
+    assert!(a.finish().is_empty());
+}
+
+#[test]
+fn long_runs_stay_bounded() {
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut seq = 0;
+    let mut feed = |a: &mut Analyzer, e: crate::Event| {
+        seq += 1;
+        let mut e = crate::Event {
+            seq,
+            ts_ns: seq * 1000,
+            ..e
+        };
+        a.process(&mut e)
+    };
+    feed(&mut a, start(100, "/d"));
+    for i in 0..60_000u64 {
+        feed(
+            &mut a,
+            open_existing(100, &format!("/d/f{i}"), 3, reg(100 + i)),
+        );
+        feed(&mut a, write(100, 3, 10));
+        feed(&mut a, fsync(100, 3));
+        feed(&mut a, close(100, 3));
+    }
+    feed(&mut a, exit(100, 0));
+    assert!(a.finish().is_empty());
+    let stats = a.stats();
+    assert!(stats.evicted_inodes >= 50_000, "{stats:?}");
+    assert_eq!(stats.files_tracked, 60_000);
+}

@@ -1,0 +1,329 @@
+//! Renders events as the calls people recognise (`write(fd=3, 4096) = 4096`),
+//! with errno and signal names, for the evidence chain of findings.
+
+use crate::event::{Event, EventKind};
+use crate::finding::CallRef;
+use crate::track::fds::flags;
+
+/// Name of a signal number (Linux x86-64/arm64 numbering).
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        20 => "SIGTSTP",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+/// Name of an errno value (positive), for failed calls.
+pub fn errno_name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        13 => "EACCES",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        18 => "EXDEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        39 => "ENOTEMPTY",
+        122 => "EDQUOT",
+        _ => return None,
+    })
+}
+
+/// ` = 3` or ` = -5 (EIO)`.
+fn ret_str(ret: i64) -> String {
+    match (ret < 0).then(|| errno_name(-ret)).flatten() {
+        Some(name) => format!(" = {ret} ({name})"),
+        None => format!(" = {ret}"),
+    }
+}
+
+/// `O_WRONLY|O_CREAT|O_TRUNC` for open flags.
+pub fn open_flags(f: u32) -> String {
+    let mut parts = vec![match f & flags::O_ACCMODE {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        _ => "O_RDWR",
+    }];
+    let named = [
+        (flags::O_CREAT, "O_CREAT"),
+        (flags::O_EXCL, "O_EXCL"),
+        (flags::O_TRUNC, "O_TRUNC"),
+        (flags::O_APPEND, "O_APPEND"),
+        (flags::O_DIRECTORY, "O_DIRECTORY"),
+        (flags::O_CLOEXEC, "O_CLOEXEC"),
+    ];
+    parts.extend(
+        named
+            .iter()
+            .filter(|(bit, _)| f & bit != 0)
+            .map(|&(_, n)| n),
+    );
+    if f & flags::O_SYNC == flags::O_SYNC {
+        parts.push("O_SYNC");
+    } else if f & flags::O_DSYNC != 0 {
+        parts.push("O_DSYNC");
+    }
+    parts.join("|")
+}
+
+fn opt_fd(fd: Option<i32>) -> String {
+    fd.map_or_else(String::new, |fd| format!("fd={fd}"))
+}
+
+/// The human form of one event, as a call.
+pub fn describe(ev: &Event) -> String {
+    match &ev.kind {
+        EventKind::Open {
+            call,
+            path,
+            flags,
+            ret,
+            ..
+        } => {
+            format!("{call}({path:?}, {}){}", open_flags(*flags), ret_str(*ret))
+        }
+        EventKind::Write {
+            call,
+            fd,
+            requested,
+            ret,
+            offset,
+            ..
+        } => match offset {
+            Some(off) => format!("{call}(fd={fd}, {requested}, off={off}){}", ret_str(*ret)),
+            None => format!("{call}(fd={fd}, {requested}){}", ret_str(*ret)),
+        },
+        EventKind::Truncate {
+            call,
+            fd,
+            path,
+            length,
+            ret,
+            ..
+        } => {
+            let target = path
+                .as_ref()
+                .map_or_else(|| opt_fd(*fd), |p| format!("{p:?}"));
+            format!("{call}({target}, {length}){}", ret_str(*ret))
+        }
+        EventKind::Fallocate {
+            fd,
+            mode,
+            offset,
+            len,
+            ret,
+            ..
+        } => {
+            format!(
+                "fallocate(fd={fd}, mode={mode}, {offset}, {len}){}",
+                ret_str(*ret)
+            )
+        }
+        EventKind::Sync {
+            call,
+            fd,
+            ret,
+            range,
+            ..
+        } => {
+            let mut args = opt_fd(*fd);
+            if let Some((a, b, f)) = range {
+                if !args.is_empty() {
+                    args.push_str(", ");
+                }
+                args.push_str(&format!("{a:#x}, {b}, flags={f}"));
+            }
+            format!("{call}({args}){}", ret_str(*ret))
+        }
+        EventKind::Rename {
+            call,
+            old_path,
+            new_path,
+            flags,
+            ret,
+            ..
+        } => {
+            let extra = if *flags != 0 {
+                format!(", flags={flags}")
+            } else {
+                String::new()
+            };
+            format!("{call}({old_path:?}, {new_path:?}{extra}){}", ret_str(*ret))
+        }
+        EventKind::Unlink {
+            call, path, ret, ..
+        } => format!("{call}({path:?}){}", ret_str(*ret)),
+        EventKind::Mkdir {
+            call,
+            path,
+            mode,
+            ret,
+            ..
+        } => format!("{call}({path:?}, {mode:#o}){}", ret_str(*ret)),
+        EventKind::Close { fd, ret, .. } => format!("close(fd={fd}){}", ret_str(*ret)),
+        EventKind::CloseRange {
+            first,
+            last,
+            flags,
+            ret,
+        } => {
+            format!("close_range({first}, {last}, {flags}){}", ret_str(*ret))
+        }
+        EventKind::Dup {
+            call,
+            old_fd,
+            new_fd,
+            ret,
+            ..
+        } => match new_fd {
+            Some(n) => format!("{call}(fd={old_fd}, {n}){}", ret_str(*ret)),
+            None => format!("{call}(fd={old_fd}){}", ret_str(*ret)),
+        },
+        EventKind::Fcntl {
+            fd, cmd, arg, ret, ..
+        } => format!("fcntl(fd={fd}, {cmd}, {arg:#x}){}", ret_str(*ret)),
+        EventKind::Mmap { fd, addr, len, .. } => {
+            format!("mmap({addr:#x}, {len}, MAP_SHARED, fd={fd})")
+        }
+        EventKind::Chdir { path, ret } => format!("chdir({path:?}){}", ret_str(*ret)),
+        EventKind::Fchdir { fd, ret } => format!("fchdir(fd={fd}){}", ret_str(*ret)),
+        EventKind::Fork {
+            child_pid,
+            child_tid,
+            thread,
+            ..
+        } => {
+            if *thread {
+                format!("clone(thread) = {child_tid}")
+            } else {
+                format!("fork() = {child_pid}")
+            }
+        }
+        EventKind::Exec { filename } => format!("execve({filename:?})"),
+        EventKind::Exit {
+            group_dead,
+            code,
+            signal,
+            ..
+        } => {
+            let scope = if *group_dead { "exit_group" } else { "exit" };
+            match (signal, code) {
+                (Some(s), _) => format!("{scope}: killed by {}", signal_name(*s)),
+                (None, Some(c)) => format!("{scope}({c})"),
+                (None, None) => format!("{scope}()"),
+            }
+        }
+        EventKind::SignalSent {
+            signal,
+            target_pid,
+            target_tid,
+            target_comm,
+            ..
+        } => {
+            let who = if target_tid != target_pid && *target_tid != 0 {
+                format!("pid={target_pid} tid={target_tid}")
+            } else {
+                format!("pid={target_pid}")
+            };
+            format!("kill({who} {target_comm}, {})", signal_name(*signal))
+        }
+        EventKind::SignalDelivered {
+            signal, handler, ..
+        } => {
+            let how = match handler {
+                0 => "default action",
+                1 => "ignored",
+                _ => "handler",
+            };
+            format!("{} delivered ({how})", signal_name(*signal))
+        }
+        EventKind::ProcessStart { exe, .. } => format!("process start ({exe})"),
+        EventKind::FdAtStart { fd, path, .. } => format!("fd {fd} open at start: {path:?}"),
+        EventKind::Lost { count } => format!("{count} events lost"),
+    }
+}
+
+/// The call reference of an event, for evidence chains.
+pub fn call_ref(ev: &Event) -> CallRef {
+    CallRef {
+        seq: ev.seq,
+        ts_ns: ev.ts_ns,
+        pid: ev.pid,
+        tid: ev.tid,
+        comm: ev.comm.clone(),
+        call: describe(ev),
+    }
+}
+
+/// `1 write` / `2 writes`.
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// `1.234s` style durations for summaries.
+pub fn human_duration(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.1}s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn calls_read_like_strace() {
+        assert_eq!(describe(&write(1, 3, 4096)), "write(fd=3, 4096) = 4096");
+        assert_eq!(
+            describe(&rename(1, "/d/a.tmp", "/d/a")),
+            "rename(\"/d/a.tmp\", \"/d/a\") = 0"
+        );
+        assert_eq!(describe(&fsync_ret(1, 3, -5)), "fsync(fd=3) = -5 (EIO)");
+        assert_eq!(
+            describe(&open_new(1, "/d/a", 3, reg(1))),
+            "openat(\"/d/a\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC) = 3"
+        );
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(human_duration(2_500_000_000), "2.5s");
+    }
+}

@@ -1,0 +1,110 @@
+//! What the user chose: when to fail, which paths and rules to leave out.
+
+use anyhow::{Result, bail};
+
+use crate::finding::Severity;
+use crate::glob::Glob;
+use crate::rules::RULES;
+
+/// Options of one analysis, as the CLI gathers them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Lowest severity that makes the exit code 1.
+    pub fail_on: Severity,
+    /// Globs on finding paths to leave out of the report.
+    pub ignore: Vec<String>,
+    /// When not empty, only these rule ids run.
+    pub only_rules: Vec<String>,
+    /// Rule ids that never report.
+    pub skip_rules: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fail_on: Severity::Medium,
+            ignore: Vec::new(),
+            only_rules: Vec::new(),
+            skip_rules: Vec::new(),
+        }
+    }
+}
+
+/// The config checked and compiled once, so per-finding filtering is cheap.
+#[derive(Clone, Debug)]
+pub(crate) struct Filter {
+    ignore: Vec<Glob>,
+    enabled: Vec<&'static str>,
+}
+
+impl Filter {
+    /// Checks globs and rule ids; errors name the culprit and the valid ids.
+    pub(crate) fn new(config: &Config) -> Result<Filter> {
+        let ignore = config
+            .ignore
+            .iter()
+            .map(|p| Glob::new(p))
+            .collect::<Result<Vec<_>>>()?;
+        for id in config.only_rules.iter().chain(&config.skip_rules) {
+            if !RULES.iter().any(|r| r.id == id) {
+                let valid: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+                bail!("unknown rule id `{id}` (valid: {})", valid.join(", "));
+            }
+        }
+        let enabled = RULES
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| config.only_rules.is_empty() || config.only_rules.iter().any(|o| o == id))
+            .filter(|id| !config.skip_rules.iter().any(|s| s == id))
+            .collect();
+        Ok(Filter { ignore, enabled })
+    }
+
+    /// Whether findings of this rule are wanted at all.
+    pub(crate) fn rule_enabled(&self, id: &str) -> bool {
+        self.enabled.contains(&id)
+    }
+
+    /// Whether a finding on this path is left out by an ignore glob.
+    pub(crate) fn path_ignored(&self, path: &str) -> bool {
+        self.ignore.iter().any(|g| g.is_match(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_rule_ids_list_the_valid_ones() {
+        let config = Config {
+            skip_rules: vec!["rename-no-fsync".into()],
+            ..Config::default()
+        };
+        let err = Filter::new(&config).unwrap_err().to_string();
+        assert!(err.contains("unknown rule id `rename-no-fsync`"), "{err}");
+        assert!(err.contains("rename-without-fsync"), "{err}");
+    }
+
+    #[test]
+    fn only_and_skip_select_rules() {
+        let config = Config {
+            only_rules: vec!["rename-without-fsync".into(), "unsynced-at-exit".into()],
+            skip_rules: vec!["unsynced-at-exit".into()],
+            ..Config::default()
+        };
+        let f = Filter::new(&config).unwrap();
+        assert!(f.rule_enabled("rename-without-fsync"));
+        assert!(!f.rule_enabled("unsynced-at-exit"));
+        assert!(!f.rule_enabled("truncate-in-place"));
+    }
+
+    #[test]
+    fn bad_globs_are_errors() {
+        let config = Config {
+            ignore: vec!["/x/[".into()],
+            ..Config::default()
+        };
+        assert!(Filter::new(&config).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! What the analyzer tells people: one durability problem, with the process,
+//! the file, the structured evidence and the ordered calls that prove it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::FileId;
+
+/// How bad a finding is; ordered so `--fail-on` can compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    /// Every severity, worst first, for counts and listings.
+    pub const ALL_WORST_FIRST: [Severity; 3] = [Severity::High, Severity::Medium, Severity::Low];
+
+    /// The lowercase name used in reports and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = anyhow::Error;
+
+    /// Parses `--fail-on` values so the CLI gets one clear error message.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            _ => anyhow::bail!("unknown severity `{s}` (valid: low, medium, high)"),
+        }
+    }
+}
+
+/// The process a finding is about, copied out so findings outlive the
+/// tracker's process records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub comm: String,
+    /// Executable path when known (exec or process start), else null.
+    pub exe: Option<String>,
+}
+
+/// One call in the chain of evidence, already rendered for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRef {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// e.g. `write(fd=3, 4096) = 4096` or `rename("/d/a.tmp", "/d/a") = 0`.
+    pub call: String,
+}
+
+/// Most calls a finding carries; the first and last ones are kept when a
+/// chain is longer, so a report stays readable and bounded.
+pub const MAX_CALLS: usize = 20;
+
+/// One durability problem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable rule id (`rename-without-fsync`, ...).
+    pub rule: String,
+    pub severity: Severity,
+    /// The file (or directory entry) at risk, as people know it.
+    pub path: String,
+    /// Identity of the file; null when the kernel never told us.
+    pub inode: Option<FileId>,
+    pub process: ProcessRef,
+    /// One line for people.
+    pub summary: String,
+    /// Structured, rule-specific facts.
+    pub evidence: Map<String, Value>,
+    /// The ordered calls that led to the finding (at most [`MAX_CALLS`]).
+    pub calls: Vec<CallRef>,
+    /// Lost events could have changed this verdict.
+    pub inconclusive: bool,
+    pub inconclusive_reason: Option<String>,
+}
+
+impl Finding {
+    /// Starts a finding of `rule` with no evidence; rules add their facts.
+    pub fn new(
+        rule: &str,
+        severity: Severity,
+        path: impl Into<String>,
+        inode: Option<FileId>,
+        process: ProcessRef,
+        summary: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            rule: rule.to_string(),
+            severity,
+            path: path.into(),
+            inode,
+            process,
+            summary: summary.into(),
+            evidence: Map::new(),
+            calls: Vec::new(),
+            inconclusive: false,
+            inconclusive_reason: None,
+        }
+    }
+
+    /// Adds one evidence entry (builder style, so rules read top-down).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Finding {
+        self.evidence.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Sets the call chain, keeping the first and last calls when too long.
+    pub fn with_calls(mut self, calls: Vec<CallRef>) -> Finding {
+        self.calls = bound_calls(calls);
+        self
+    }
+}
+
+/// Keeps at most [`MAX_CALLS`] calls in order, without duplicates: the first
+/// few (how it started) and the last ones (what triggered the finding).
+pub fn bound_calls(mut calls: Vec<CallRef>) -> Vec<CallRef> {
+    calls.sort_by_key(|c| (c.seq, c.ts_ns));
+    calls.dedup_by(|a, b| a.seq == b.seq && a.tid == b.tid && a.call == b.call);
+    if calls.len() > MAX_CALLS {
+        let head = 5;
+        let tail = MAX_CALLS - head;
+        calls.drain(head..calls.len() - tail);
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(seq: u64) -> CallRef {
+        CallRef {
+            seq,
+            ts_ns: seq,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            call: format!("c{seq}"),
+        }
+    }
+
+    #[test]
+    fn severities_order_and_parse() {
+        assert!(Severity::High > Severity::Medium && Severity::Medium > Severity::Low);
+        assert_eq!("HIGH".parse::<Severity>().unwrap(), Severity::High);
+        let err = "urgent".parse::<Severity>().unwrap_err().to_string();
+        assert!(err.contains("low, medium, high"), "{err}");
+    }
+
+    #[test]
+    fn long_call_chains_keep_first_and_last() {
+        let calls = bound_calls((0..50).rev().map(call).collect());
+        assert_eq!(calls.len(), MAX_CALLS);
+        assert_eq!(calls[0].seq, 0);
+        assert_eq!(calls[4].seq, 4);
+        assert_eq!(calls[5].seq, 35);
+        assert_eq!(calls.last().unwrap().seq, 49);
+    }
+}

@@ -1,0 +1,114 @@
+//! The JSON report (`auditor.report/v1`), documented field by field in
+//! docs/report-schema.md.
+
+use serde_json::{Value, json};
+
+use super::{REPORT_SCHEMA, Report};
+use crate::calls::signal_name;
+
+impl Report {
+    /// Run facts, counts and stats: everything but the findings (shared
+    /// with the JSON Lines summary).
+    pub(crate) fn header_json(&self) -> serde_json::Map<String, Value> {
+        let mut stats = serde_json::to_value(&self.stats).unwrap_or_else(|_| json!({}));
+        if let Some(s) = stats.as_object_mut() {
+            s.insert("events".into(), self.stats.events.into());
+            s.insert("events_captured".into(), self.run.events.into());
+            s.insert("dropped".into(), self.dropped().into());
+        }
+        let exit_status = self.run.exit_status.map(|e| {
+            json!({
+                "code": e.code(),
+                "signal": e.signal(),
+                "signal_name": e.signal().map(signal_name),
+                "description": e.describe(),
+            })
+        });
+        let Value::Object(map) = json!({
+            "schema": REPORT_SCHEMA,
+            "tool_version": self.run.tool_version,
+            "mode": self.run.mode,
+            "command": self.run.command,
+            "exit_status": exit_status,
+            "started_at": self.run.started_at,
+            "ended_at": self.run.ended_at,
+            "complete": self.dropped() == 0,
+            "summary": self.summary_line(),
+            "counts": self.counts(),
+            "stats": stats,
+        }) else {
+            unreachable!("json! of an object literal is an object")
+        };
+        map
+    }
+
+    /// The whole report as one JSON document.
+    pub fn to_json(&self) -> Value {
+        let mut map = self.header_json();
+        map.insert(
+            "findings".into(),
+            serde_json::to_value(&self.findings).unwrap_or(Value::Array(Vec::new())),
+        );
+        Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::tests::sample_report;
+
+    #[test]
+    fn report_json_has_the_documented_shape() {
+        let v = sample_report().to_json();
+        assert_eq!(v["schema"], "auditor.report/v1");
+        assert_eq!(v["tool_version"], "0.1.0");
+        assert_eq!(v["mode"], "run");
+        assert_eq!(v["command"][1], "--save");
+        assert_eq!(v["exit_status"]["code"], 0);
+        assert!(v["exit_status"]["signal"].is_null());
+        assert_eq!(v["started_at"], "2024-07-01T14:14:56.000Z");
+        assert_eq!(v["complete"], true);
+        assert_eq!(v["counts"]["total"], 3);
+        assert_eq!(v["counts"]["by_severity"]["high"], 1);
+        assert_eq!(v["counts"]["by_rule"]["rename-without-fsync"], 1);
+        for key in [
+            "events",
+            "dropped",
+            "ignored_files",
+            "processes",
+            "files_tracked",
+            "unknown_fds",
+        ] {
+            assert!(
+                v["stats"].get(key).is_some(),
+                "stats.{key} missing: {}",
+                v["stats"]
+            );
+        }
+        assert_eq!(v["stats"]["files_tracked"], 2);
+        let f = &v["findings"][0];
+        assert_eq!(f["rule"], "rename-without-fsync");
+        assert_eq!(f["severity"], "high");
+        assert_eq!(f["path"], "/d/a");
+        assert_eq!(f["inode"]["dev"], 2049);
+        assert_eq!(f["inode"]["ino"], 10);
+        assert_eq!(f["process"]["pid"], 100);
+        assert_eq!(f["process"]["exe"], "/usr/bin/app");
+        assert_eq!(f["evidence"]["unsynced_bytes"], 4096);
+        assert_eq!(f["inconclusive"], false);
+        assert!(f["inconclusive_reason"].is_null());
+        let calls = f["calls"].as_array().unwrap();
+        assert_eq!(
+            calls.last().unwrap()["call"],
+            "rename(\"/d/a.tmp\", \"/d/a\") = 0"
+        );
+        assert!(
+            calls
+                .iter()
+                .any(|c| c["call"] == "write(fd=3, 4096) = 4096")
+        );
+        for key in ["seq", "ts_ns", "pid", "tid", "comm", "call"] {
+            assert!(calls[0].get(key).is_some(), "call.{key} missing");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! JSON Lines output: one finding per line as it is raised (so a live run
+//! streams), then a summary line.
+
+use serde_json::Value;
+
+use super::Report;
+use crate::finding::Finding;
+
+/// `{"type":"finding", ...}` for one finding, without a trailing newline.
+pub fn jsonl_finding_line(f: &Finding) -> String {
+    let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("type".into(), "finding".into());
+    }
+    v.to_string()
+}
+
+/// `{"type":"summary", ...}`: run facts, counts and stats, no findings.
+pub fn jsonl_summary_line(report: &Report) -> String {
+    let mut map = report.header_json();
+    map.insert("type".into(), "summary".into());
+    Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample_report;
+
+    #[test]
+    fn one_finding_per_line_then_a_summary() {
+        let r = sample_report();
+        let mut lines: Vec<String> = r.findings.iter().map(jsonl_finding_line).collect();
+        lines.push(jsonl_summary_line(&r));
+        assert_eq!(lines.len(), 4);
+        for line in &lines[..3] {
+            assert!(!line.contains('\n'));
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["type"], "finding");
+            assert!(v["rule"].is_string() && v["evidence"].is_object());
+            let back: Finding = serde_json::from_str(line).unwrap();
+            assert!(r.findings.contains(&back));
+        }
+        let summary: Value = serde_json::from_str(&lines[3]).unwrap();
+        assert_eq!(summary["type"], "summary");
+        assert_eq!(summary["schema"], "auditor.report/v1");
+        assert_eq!(summary["counts"]["total"], 3);
+        assert!(summary.get("findings").is_none());
+    }
+}

@@ -1,0 +1,274 @@
+//! A finished analysis as people and machines receive it: the run, the
+//! findings worst first, counts and coverage stats, and the exit code.
+
+pub mod json;
+pub mod jsonl;
+pub mod text;
+
+pub use jsonl::{jsonl_finding_line, jsonl_summary_line};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analyzer::Analyzer;
+use crate::calls::signal_name;
+use crate::finding::{Finding, Severity};
+use crate::rules::RULES;
+use crate::stats::AnalyzerStats;
+
+/// Schema id of the JSON report (and the JSON Lines summary).
+pub const REPORT_SCHEMA: &str = "auditor.report/v1";
+
+/// How the traced command ended: `{"code": 0}` or `{"signal": 9}` in
+/// recordings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatusInfo {
+    /// Exited normally with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatusInfo {
+    /// Exit code when it exited normally.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatusInfo::Code(c) => Some(c),
+            ExitStatusInfo::Signal(_) => None,
+        }
+    }
+
+    /// Terminating signal when it was killed.
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ExitStatusInfo::Signal(s) => Some(s),
+            ExitStatusInfo::Code(_) => None,
+        }
+    }
+
+    /// `exited with code 0` / `killed by SIGKILL`.
+    pub fn describe(self) -> String {
+        match self {
+            ExitStatusInfo::Code(c) => format!("exited with code {c}"),
+            ExitStatusInfo::Signal(s) => format!("killed by {}", signal_name(s)),
+        }
+    }
+}
+
+/// What the capture side knows about the run the events came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub tool_version: String,
+    pub command: Vec<String>,
+    pub exit_status: Option<ExitStatusInfo>,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub ended_at: String,
+    /// Events the kernel could not deliver (per-CPU drop counters).
+    pub dropped: u64,
+    /// Events captured.
+    pub events: u64,
+    /// "run" (live) or "report" (from a recording).
+    pub mode: String,
+}
+
+/// Findings per rule and severity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: usize,
+    pub by_severity: BTreeMap<String, usize>,
+    /// Every rule id, zero included, so consumers need no rule list.
+    pub by_rule: BTreeMap<String, usize>,
+    pub inconclusive: usize,
+    /// Distinct paths with findings.
+    pub files: usize,
+}
+
+/// One analysis, ready to render.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub run: RunInfo,
+    /// Worst first, then by path and order raised.
+    pub findings: Vec<Finding>,
+    pub stats: AnalyzerStats,
+}
+
+impl Report {
+    /// Snapshots the analyzer with the run facts. Call
+    /// [`Analyzer::finish`] first, or end-of-life findings are missing.
+    pub fn new(analyzer: &Analyzer, run: RunInfo) -> Report {
+        let mut findings: Vec<(usize, Finding)> =
+            analyzer.findings().iter().cloned().enumerate().collect();
+        findings.sort_by(|(ia, a), (ib, b)| {
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| a.path.cmp(&b.path))
+                .then(ia.cmp(ib))
+        });
+        Report {
+            run,
+            findings: findings.into_iter().map(|(_, f)| f).collect(),
+            stats: analyzer.stats(),
+        }
+    }
+
+    /// Events lost, from whichever side counted more.
+    pub fn dropped(&self) -> u64 {
+        self.run.dropped.max(self.stats.lost_events)
+    }
+
+    /// Events analyzed (or captured, if the capture side counted more).
+    pub fn events(&self) -> u64 {
+        self.stats.events.max(self.run.events)
+    }
+
+    /// Per rule / severity counts.
+    pub fn counts(&self) -> Counts {
+        let mut by_severity: BTreeMap<String, usize> = Severity::ALL_WORST_FIRST
+            .iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+        let mut by_rule: BTreeMap<String, usize> =
+            RULES.iter().map(|r| (r.id.to_string(), 0)).collect();
+        for f in &self.findings {
+            *by_severity.entry(f.severity.to_string()).or_default() += 1;
+            *by_rule.entry(f.rule.clone()).or_default() += 1;
+        }
+        let mut paths: Vec<&str> = self.findings.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        Counts {
+            total: self.findings.len(),
+            by_severity,
+            by_rule,
+            inconclusive: self.findings.iter().filter(|f| f.inconclusive).count(),
+            files: paths.len(),
+        }
+    }
+
+    /// 0 when no finding reaches `fail_on`, 1 when one does. Inconclusive
+    /// findings count: a verdict we could not confirm is not a clean one.
+    pub fn exit_code(&self, fail_on: Severity) -> i32 {
+        i32::from(self.findings.iter().any(|f| f.severity >= fail_on))
+    }
+
+    /// `3 findings (1 high, 2 medium) in 2 files; 12345 events, 0 dropped`.
+    pub fn summary_line(&self) -> String {
+        let c = self.counts();
+        let tail = format!("{} events, {} dropped", self.events(), self.dropped());
+        if c.total == 0 {
+            return format!("no durability findings; {tail}");
+        }
+        let parts: Vec<String> = Severity::ALL_WORST_FIRST
+            .iter()
+            .filter_map(|s| {
+                c.by_severity
+                    .get(s.as_str())
+                    .filter(|&&n| n > 0)
+                    .map(|n| format!("{n} {s}"))
+            })
+            .collect();
+        let plural = |n: usize, w: &str| {
+            if n == 1 {
+                format!("{n} {w}")
+            } else {
+                format!("{n} {w}s")
+            }
+        };
+        let mut line = format!(
+            "{} ({}) in {}; {tail}",
+            plural(c.total, "finding"),
+            parts.join(", "),
+            plural(c.files, "file")
+        );
+        if c.inconclusive > 0 {
+            line.push_str(&format!("; {} inconclusive", c.inconclusive));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crate::{Analyzer, Config};
+
+    /// A small analyzed run with one high and one medium finding.
+    pub(crate) fn sample_report() -> Report {
+        let mut a = Analyzer::new(Config::default()).unwrap();
+        let events = vec![
+            start(100, "/d"),
+            open_new(100, "a.tmp", 3, reg(10)),
+            write(100, 3, 4096),
+            close(100, 3),
+            rename(100, "a.tmp", "a"),
+            open_new(100, "/d/log", 4, reg(11)),
+            write(100, 4, 10),
+            exit(100, 0),
+        ];
+        for mut e in number(events) {
+            a.process(&mut e);
+        }
+        a.finish();
+        Report::new(
+            &a,
+            RunInfo {
+                tool_version: "0.1.0".into(),
+                command: vec!["app".into(), "--save".into()],
+                exit_status: Some(ExitStatusInfo::Code(0)),
+                started_at: "2024-07-01T14:14:56.000Z".into(),
+                ended_at: "2024-07-01T14:14:57.500Z".into(),
+                dropped: 0,
+                events: 8,
+                mode: "run".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn findings_sort_worst_first_and_count() {
+        let r = sample_report();
+        let sev: Vec<Severity> = r.findings.iter().map(|f| f.severity).collect();
+        assert_eq!(
+            sev,
+            vec![Severity::High, Severity::Medium, Severity::Medium],
+            "{:#?}",
+            r.findings
+        );
+        let c = r.counts();
+        assert_eq!(c.by_rule["rename-without-fsync"], 1);
+        assert_eq!(c.by_rule["rename-without-dir-fsync"], 1);
+        assert_eq!(c.by_rule["unsynced-at-exit"], 1);
+        assert_eq!(c.by_rule["truncate-in-place"], 0);
+        assert_eq!(
+            r.summary_line(),
+            "3 findings (1 high, 2 medium) in 2 files; 8 events, 0 dropped"
+        );
+    }
+
+    #[test]
+    fn exit_code_follows_fail_on() {
+        let r = sample_report();
+        assert_eq!(r.exit_code(Severity::High), 1);
+        assert_eq!(r.exit_code(Severity::Medium), 1);
+        let mut only_medium = r.clone();
+        only_medium
+            .findings
+            .retain(|f| f.severity == Severity::Medium);
+        assert_eq!(only_medium.exit_code(Severity::High), 0);
+        assert_eq!(only_medium.exit_code(Severity::Low), 1);
+        let mut clean = r.clone();
+        clean.findings.clear();
+        assert_eq!(clean.exit_code(Severity::Low), 0);
+        let mut inconclusive = only_medium.clone();
+        inconclusive.findings[0].inconclusive = true;
+        assert_eq!(
+            inconclusive.exit_code(Severity::Medium),
+            1,
+            "inconclusive findings count"
+        );
+    }
+}

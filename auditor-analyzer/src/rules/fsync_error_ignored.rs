@@ -1,0 +1,124 @@
+//! `fsync-error-ignored`: fsync failed, and the process carried on as if the
+//! data were safe. On Linux a failed fsync may have dropped the dirty pages:
+//! a retry can succeed while the data is gone ("fsyncgate").
+
+use crate::calls::errno_name;
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::track::inodes::{FailedSync, InodeState};
+
+use super::RuleInfo;
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "fsync-error-ignored",
+    severity: Severity::High,
+    title: "fsync failed and the process went on (renamed, wrote more, or retried)",
+};
+
+/// A failed fsync followed by `follow_up` ("rename", "write", "fsync retry").
+pub fn finding(
+    inode: &InodeState,
+    failed: &FailedSync,
+    follow_up: &str,
+    call: &CallRef,
+    process: ProcessRef,
+) -> Finding {
+    let errno = errno_name(-failed.ret).map_or_else(|| failed.ret.to_string(), str::to_string);
+    let summary = format!(
+        "fsync of {:?} failed with {errno}, then the process went on with a {follow_up} as if the data were safe; the failed data may already be lost",
+        inode.path()
+    );
+    let mut calls = inode.calls();
+    calls.push(failed.call.clone());
+    calls.push(call.clone());
+    Finding::new(
+        INFO.id,
+        INFO.severity,
+        inode.path(),
+        Some(inode.id),
+        process,
+        summary,
+    )
+    .with("errno", errno)
+    .with("failed_call", failed.call.call.clone())
+    .with("failed_seq", failed.call.seq)
+    .with("follow_up", follow_up)
+    .with("follow_up_call", call.call.clone())
+    .with("fs", inode.fs.clone())
+    .with(
+        "fix",
+        "treat an fsync error as data loss: rewrite the data from a safe copy or stop",
+    )
+    .with_calls(calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::EventKind;
+    use crate::test_support::*;
+
+    fn failed_fsync() -> Vec<crate::Event> {
+        vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 10),
+            fsync_ret(100, 3, -5),
+        ]
+    }
+
+    #[test]
+    fn rename_after_failed_fsync() {
+        let mut events = failed_fsync();
+        events.push(rename(100, "/d/a.tmp", "/d/a"));
+        let findings = run(events);
+        let f = one(&findings, "fsync-error-ignored");
+        assert_eq!((f.path.as_str(), f.process.pid), ("/d/a", 100));
+        assert_eq!(f.evidence["errno"], "EIO");
+        assert_eq!(f.evidence["follow_up"], "rename");
+        assert!(
+            findings.iter().any(|f| f.rule == "rename-without-fsync"),
+            "the data is still not durable"
+        );
+    }
+
+    #[test]
+    fn retry_after_failed_fsync() {
+        let mut events = failed_fsync();
+        events.push(fsync(100, 3));
+        let findings = run(events);
+        assert_eq!(
+            one(&findings, "fsync-error-ignored").evidence["follow_up"],
+            "fsync retry"
+        );
+    }
+
+    #[test]
+    fn writing_on_after_failed_fsync() {
+        let mut events = failed_fsync();
+        events.push(write(100, 3, 10));
+        let findings = run(events);
+        assert_eq!(
+            one(&findings, "fsync-error-ignored").evidence["follow_up"],
+            "write"
+        );
+    }
+
+    #[test]
+    fn giving_up_on_the_file_is_clean() {
+        let mut events = failed_fsync();
+        events.extend([
+            close(100, 3),
+            ev(
+                100,
+                EventKind::Unlink {
+                    call: "unlink".into(),
+                    dirfd: -100,
+                    path: "/d/a.tmp".into(),
+                    flags: 0,
+                    ret: 0,
+                },
+            ),
+            exit(100, 1),
+        ]);
+        assert_clean(&run(events));
+    }
+}

@@ -1,0 +1,220 @@
+//! `killed-while-dirty`: a process was killed by a signal while files it
+//! wrote held data that was not durable: the buildkitd "SIGTERM, timeout,
+//! SIGKILL, snapshot the disk" incident. The evidence names who sent the
+//! signal and what came before it.
+
+use serde_json::{Map, Value, json};
+
+use crate::calls::{human_duration, signal_name};
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::track::inodes::InodeState;
+use crate::track::processes::Process;
+
+use super::{RuleInfo, with_dirty_evidence};
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "killed-while-dirty",
+    severity: Severity::High,
+    title: "process killed by a signal while its written data was not durable",
+};
+
+/// Facts about a kill, shared by every file the process left dirty.
+pub struct Kill {
+    pub evidence: Map<String, Value>,
+    pub calls: Vec<CallRef>,
+}
+
+fn handling(p: &Process, signal: i32, after_ns: u64) -> &'static str {
+    match p
+        .deliveries
+        .iter()
+        .find(|d| d.signal == signal && d.ts_ns >= after_ns)
+    {
+        Some(d) if d.handler == 0 => "default action",
+        Some(d) if d.handler == 1 => "ignored",
+        Some(_) => "caught by a handler",
+        None => "no delivery seen",
+    }
+}
+
+/// Who killed `p` with `signal`, and what signals came before.
+pub fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
+    let mut ev = Map::new();
+    ev.insert("signal".into(), signal_name(signal).into());
+    ev.insert("signal_number".into(), signal.into());
+    let fatal = p.signals.iter().rev().find(|s| s.signal == signal);
+    ev.insert(
+        "sender".into(),
+        fatal.map_or(Value::Null, |s| {
+            json!({
+                "pid": s.sender_pid,
+                "comm": s.sender_comm,
+                "parent_pid": s.sender_parent.as_ref().map(|p| p.0),
+                "parent_comm": s.sender_parent.as_ref().map(|p| p.1.clone()),
+            })
+        }),
+    );
+    let signals: Vec<Value> = p
+        .signals
+        .iter()
+        .map(|s| {
+            json!({
+                "signal": signal_name(s.signal),
+                "sender_pid": s.sender_pid,
+                "sender_comm": s.sender_comm,
+                "ts_ns": s.call.ts_ns,
+                "before_exit": human_duration(exit_call.ts_ns.saturating_sub(s.call.ts_ns)),
+                "handling": handling(p, s.signal, s.call.ts_ns),
+            })
+        })
+        .collect();
+    ev.insert("signals".into(), signals.into());
+    if let Some(fatal) = fatal
+        && let Some(earlier) = p
+            .signals
+            .iter()
+            .find(|s| s.signal != signal && s.call.ts_ns <= fatal.call.ts_ns)
+    {
+        let gap = fatal.call.ts_ns.saturating_sub(earlier.call.ts_ns);
+        ev.insert(
+            "escalation".into(),
+            format!(
+                "{} ({}), then {} {} later",
+                signal_name(earlier.signal),
+                handling(p, earlier.signal, earlier.call.ts_ns),
+                signal_name(signal),
+                human_duration(gap)
+            )
+            .into(),
+        );
+        ev.insert("escalation_gap_ns".into(), gap.into());
+    }
+    let mut calls: Vec<CallRef> = p.signals.iter().map(|s| s.call.clone()).collect();
+    calls.push(exit_call.clone());
+    Kill {
+        evidence: ev,
+        calls,
+    }
+}
+
+/// The verdict for one dirty file of a killed process.
+pub fn check(
+    inode: &InodeState,
+    process: ProcessRef,
+    context: &Map<String, Value>,
+    calls: &[CallRef],
+) -> Option<Finding> {
+    let dirty = inode.dirty.as_ref()?;
+    let signal = context
+        .get("signal")
+        .and_then(Value::as_str)
+        .unwrap_or("a signal");
+    let by = context
+        .get("sender")
+        .and_then(|s| {
+            Some(format!(
+                " sent by {} ({})",
+                s.get("comm")?.as_str()?,
+                s.get("pid")?
+            ))
+        })
+        .unwrap_or_default();
+    let summary = format!(
+        "{} ({}) was killed by {signal}{by} while {:?} held {} unsynced bytes",
+        process.comm,
+        process.pid,
+        inode.path(),
+        dirty.bytes
+    );
+    let end = calls.last().map_or(dirty.last_write_ns, |c| c.ts_ns);
+    let mut f = Finding::new(
+        INFO.id,
+        INFO.severity,
+        inode.path(),
+        Some(inode.id),
+        process,
+        summary,
+    );
+    for (k, v) in context {
+        f = f.with(k, v.clone());
+    }
+    let mut all = inode.calls();
+    all.extend(calls.iter().cloned());
+    Some(
+        with_dirty_evidence(f, inode, dirty, end)
+            .with("fix", "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL")
+            .with_calls(all),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::EventKind;
+    use crate::test_support::*;
+
+    fn daemon_writes() -> Vec<crate::Event> {
+        vec![
+            start(1, "/"),
+            fork(1, 50),
+            start(100, "/var/lib/bk"),
+            open_existing(100, "/var/lib/bk/meta.db", 3, sized(reg(40), 4096)),
+            write_full(100, 3, 8192, 8192, Some(4096), None),
+        ]
+    }
+
+    #[test]
+    fn sigterm_wait_sigkill_with_dirty_data_is_flagged() {
+        let mut events = daemon_writes();
+        events.extend([
+            at(signal(50, 100, SIGTERM), 1_000_000_000),
+            ev(
+                100,
+                EventKind::SignalDelivered {
+                    signal: SIGTERM,
+                    code: 0,
+                    handler: 0x4005d0,
+                },
+            ),
+            at(signal(50, 100, SIGKILL), 11_000_000_000),
+            killed(100, SIGKILL),
+        ]);
+        let findings = run(events);
+        assert_eq!(
+            rules(&findings),
+            vec!["killed-while-dirty"],
+            "no unsynced-at-exit for the same file"
+        );
+        let f = &findings[0];
+        assert_eq!(
+            (f.path.as_str(), f.process.pid, f.severity),
+            ("/var/lib/bk/meta.db", 100, crate::Severity::High)
+        );
+        assert_eq!(f.evidence["signal"], "SIGKILL");
+        assert_eq!(f.evidence["sender"]["pid"], 50);
+        assert_eq!(f.evidence["sender"]["parent_pid"], 1);
+        assert_eq!(f.evidence["unsynced_bytes"], 8192);
+        assert_eq!(f.evidence["unsynced_ranges"][0][0], 4096);
+        assert_eq!(
+            f.evidence["escalation"],
+            "SIGTERM (caught by a handler), then SIGKILL 10.0s later"
+        );
+        assert_eq!(f.evidence["signals"].as_array().unwrap().len(), 2);
+        assert!(f.summary.contains("sent by app (50)"), "{}", f.summary);
+        assert!(
+            f.calls
+                .iter()
+                .any(|c| c.call.starts_with("kill(pid=100 app, SIGTERM)"))
+        );
+    }
+
+    #[test]
+    fn killed_after_fsync_is_clean() {
+        let mut events = daemon_writes();
+        events.extend([
+            fsync(100, 3),
+            signal(50, 100, SIGKILL),
+            killed(100, SIGKILL),
+        ]);
+        assert_clean(&run(events));
+    }
+}

@@ -1,0 +1,95 @@
+//! `rename-without-dir-fsync`: a rename (or link) whose destination
+//! directory was never fsynced before the process ended: after a crash the
+//! old name (or no name) can come back.
+
+use crate::finding::{Finding, Severity};
+use crate::track::dirs::{NameOp, PendingName};
+
+use super::RuleInfo;
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "rename-without-dir-fsync",
+    severity: Severity::Medium,
+    title: "rename never made durable by an fsync of the destination directory",
+};
+
+/// The verdict for a pending rename when its process ends.
+pub fn check(p: &PendingName) -> Option<Finding> {
+    if !matches!(p.op, NameOp::Rename | NameOp::Link) {
+        return None;
+    }
+    let summary = format!(
+        "{} to {:?} was never made durable: directory {:?} was not fsynced afterwards, so a crash can bring back the old name",
+        p.op.as_str(),
+        p.path,
+        p.dir
+    );
+    Some(
+        Finding::new(
+            INFO.id,
+            INFO.severity,
+            p.path.clone(),
+            p.file,
+            p.process.clone(),
+            summary,
+        )
+        .with("operation", p.op.as_str())
+        .with("source", p.old_path.clone())
+        .with("destination", p.path.clone())
+        .with("directory", p.dir.clone())
+        .with("fs", p.fs.clone())
+        .with("data_synced", p.data_synced)
+        .with("fix", "open the directory and fsync it after the rename")
+        .with_calls(vec![p.call.clone()]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+
+    fn replaced_without_dir_fsync() -> Vec<crate::Event> {
+        vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 10),
+            fsync(100, 3),
+            close(100, 3),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ]
+    }
+
+    #[test]
+    fn rename_never_followed_by_dir_fsync() {
+        let mut events = replaced_without_dir_fsync();
+        events.push(exit(100, 0));
+        let findings = run(events);
+        assert_eq!(rules(&findings), vec!["rename-without-dir-fsync"]);
+        let f = &findings[0];
+        assert_eq!(
+            (f.path.as_str(), f.process.pid, f.severity),
+            ("/d/a", 100, crate::Severity::Medium)
+        );
+        assert_eq!(f.evidence["directory"], "/d");
+        assert_eq!(f.evidence["source"], "/d/a.tmp");
+        assert_eq!(f.evidence["data_synced"], true);
+    }
+
+    #[test]
+    fn dir_fsync_through_a_relative_name_matches_by_identity() {
+        let mut events = replaced_without_dir_fsync();
+        // The directory is known by identity from an earlier open.
+        events.insert(1, open_dir(100, "/d", 9, dir(2)));
+        events.insert(2, close(100, 9));
+        events.extend([open_dir(100, ".", 4, dir(2)), fsync(100, 4), exit(100, 0)]);
+        assert_clean(&run(events));
+    }
+
+    #[test]
+    fn dir_fsync_after_rename_is_clean() {
+        let mut events = replaced_without_dir_fsync();
+        events.extend(fsync_dir(100, "/d", 4, 2));
+        events.push(exit(100, 0));
+        assert_clean(&run(events));
+    }
+}

@@ -1,0 +1,239 @@
+//! `rename-without-fsync`: data renamed (or linked) into place before it was
+//! made durable. After a crash the new name can point to an empty or partial
+//! file, replacing a good one: the `docker load` empty-layer incident.
+
+use crate::calls::{human_duration, plural};
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::track::inodes::InodeState;
+
+use super::{RuleInfo, with_dirty_evidence};
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "rename-without-fsync",
+    severity: Severity::High,
+    title: "file renamed or linked into place while its data was not durable",
+};
+
+/// The rename as the rule needs it.
+pub struct Rename<'a> {
+    /// "rename" or "link".
+    pub op: &'a str,
+    pub source: &'a str,
+    pub destination: &'a str,
+    /// Some(true) when another inode was known at the destination.
+    pub replaced: Option<bool>,
+    pub call: CallRef,
+    pub process: ProcessRef,
+}
+
+/// Flags a rename of an inode holding unsynced data (once per dirty spell).
+pub fn check(inode: &InodeState, r: &Rename<'_>) -> Option<Finding> {
+    let dirty = inode.dirty.as_ref().filter(|d| !d.rename_reported)?;
+    let age = r.call.ts_ns.saturating_sub(dirty.first_write.ts_ns);
+    let replace = if r.replaced == Some(true) {
+        ", replacing the previous file"
+    } else {
+        ""
+    };
+    let summary = format!(
+        "{}d {:?} to {:?}{replace} with {} unsynced bytes ({}, first {} earlier) and no fsync: a crash can leave {:?} empty or partial",
+        r.op,
+        r.source,
+        r.destination,
+        dirty.bytes,
+        plural(dirty.writes, "write"),
+        human_duration(age),
+        r.destination
+    );
+    let mut f = Finding::new(
+        INFO.id,
+        INFO.severity,
+        r.destination,
+        Some(inode.id),
+        r.process.clone(),
+        summary,
+    )
+    .with("operation", r.op)
+    .with("source", r.source)
+    .with("destination", r.destination)
+    .with("destination_existed", r.replaced);
+    f = with_dirty_evidence(f, inode, dirty, r.call.ts_ns);
+    if inode.fs == "ext4" && r.replaced == Some(true) {
+        f = f.with(
+            "fs_note",
+            "ext4's auto_da_alloc flushes data on rename-over-existing and may hide this; XFS and btrfs do not",
+        );
+    }
+    let mut calls = inode.calls();
+    calls.push(r.call.clone());
+    Some(
+        f.with(
+            "fix",
+            "fsync (or fdatasync) the file before renaming it, then fsync the directory",
+        )
+        .with_calls(calls),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::EventKind;
+    use crate::test_support::*;
+
+    #[test]
+    fn rename_of_unsynced_tmp_is_flagged_with_evidence() {
+        let mut events = vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 4000),
+            write(100, 3, 96),
+            close(100, 3),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ];
+        events.extend(fsync_dir(100, "/d", 4, 2));
+        events.push(exit(100, 0));
+        let findings = run(events);
+        assert_eq!(
+            rules(&findings),
+            vec!["rename-without-fsync"],
+            "the exit adds nothing for the same data"
+        );
+        let f = &findings[0];
+        assert_eq!(f.severity, crate::Severity::High);
+        assert_eq!(f.path, "/d/a");
+        assert_eq!(f.process.pid, 100);
+        assert_eq!(f.inode.unwrap().ino, 10);
+        assert_eq!(f.evidence["source"], "/d/a.tmp");
+        assert_eq!(f.evidence["destination"], "/d/a");
+        assert_eq!(f.evidence["unsynced_bytes"], 4096);
+        assert_eq!(f.evidence["writes"], 2);
+        assert_eq!(f.evidence["fs"], "ext4");
+        assert_eq!(
+            f.evidence["unsynced_age_ns"], 3_000_000,
+            "first write at 3 ms, rename at 6 ms"
+        );
+        assert!(f.evidence["destination_existed"].is_null());
+        assert!(!f.inconclusive);
+        let calls: Vec<&str> = f.calls.iter().map(|c| c.call.as_str()).collect();
+        assert_eq!(
+            calls.first(),
+            Some(&"openat(\"/d/a.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC) = 3")
+        );
+        assert_eq!(calls.last(), Some(&"rename(\"/d/a.tmp\", \"/d/a\") = 0"));
+    }
+
+    #[test]
+    fn atomic_replace_done_right_is_clean() {
+        let mut events = vec![
+            start(100, "/d"),
+            open_existing(100, "/d/a", 5, sized(reg(9), 100)),
+            close(100, 5),
+        ];
+        events.extend(atomic_replace(100, "/d/a", 3, 10));
+        events.push(exit(100, 0));
+        assert_clean(&run(events));
+    }
+
+    #[test]
+    fn replacing_an_existing_file_says_so() {
+        let events = vec![
+            start(100, "/d"),
+            open_existing(100, "/d/a", 5, sized(reg(9), 100)),
+            close(100, 5),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 10),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ];
+        let findings = run(events);
+        let f = one(&findings, "rename-without-fsync");
+        assert_eq!(f.evidence["destination_existed"], true);
+        assert!(
+            f.evidence["fs_note"]
+                .as_str()
+                .unwrap()
+                .contains("auto_da_alloc")
+        );
+    }
+
+    #[test]
+    fn file_written_before_tracing_is_found_by_fd_at_start() {
+        let events = vec![
+            start(100, "/d"),
+            ev(
+                100,
+                EventKind::FdAtStart {
+                    fd: 3,
+                    path: "/d/a.tmp".into(),
+                    file: Some(reg(10)),
+                    cloexec: false,
+                },
+            ),
+            write(100, 3, 100),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ];
+        let f = run(events);
+        let f = one(&f, "rename-without-fsync");
+        assert_eq!(
+            (f.path.as_str(), f.evidence["unsynced_bytes"].as_u64()),
+            ("/d/a", Some(100))
+        );
+    }
+
+    #[test]
+    fn file_known_only_by_kernel_identity_is_matched_by_inode() {
+        let events = vec![
+            start(100, "/d"),
+            write_full(100, 7, 100, 100, None, Some(reg(10))),
+            rename_full(
+                100,
+                "renameat",
+                "/d/a.tmp",
+                "/d/a",
+                crate::track::paths::AT_FDCWD,
+                Some(reg(10)),
+            ),
+        ];
+        let (a, findings) = run_with(crate::Config::default(), events);
+        let f = one(&findings, "rename-without-fsync");
+        assert_eq!(f.path, "/d/a");
+        assert_eq!(f.inode.unwrap().ino, 10);
+        assert_eq!(a.stats().adopted_fds, 1);
+        // The same with the fsync through the adopted fd: clean.
+        let events = vec![
+            start(100, "/d"),
+            write_full(100, 7, 100, 100, None, Some(reg(10))),
+            fsync(100, 7),
+            rename_full(
+                100,
+                "renameat",
+                "/d/a.tmp",
+                "/d/a",
+                crate::track::paths::AT_FDCWD,
+                Some(reg(10)),
+            ),
+        ];
+        assert!(run(events).iter().all(|f| f.rule != "rename-without-fsync"));
+    }
+
+    #[test]
+    fn link_of_unsynced_data_is_flagged() {
+        let events = vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 10),
+            rename_full(
+                100,
+                "linkat",
+                "/d/a.tmp",
+                "/d/a",
+                crate::track::paths::AT_FDCWD,
+                None,
+            ),
+        ];
+        let findings = run(events);
+        assert_eq!(
+            one(&findings, "rename-without-fsync").evidence["operation"],
+            "link"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! `sync-file-range-only`: the program "synced" with sync_file_range, which
+//! starts writeback of data pages only: no metadata, no disk cache flush, no
+//! durability guarantee.
+
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::track::inodes::InodeState;
+
+use super::{RuleInfo, with_dirty_evidence};
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "sync-file-range-only",
+    severity: Severity::Low,
+    title: "data made \"durable\" only with sync_file_range before a rename or exit",
+};
+
+/// Flags dirty data whose only sync was sync_file_range, at `moment`
+/// ("rename" or "exit"), once per dirty spell.
+pub fn check(
+    inode: &InodeState,
+    moment: &str,
+    trigger: &CallRef,
+    process: ProcessRef,
+) -> Option<Finding> {
+    let dirty = inode.dirty.as_ref().filter(|d| !d.sfr_reported)?;
+    let sfr = dirty.sync_file_range.as_ref()?;
+    let summary = format!(
+        "{:?} was only sync_file_range'd before {moment}: {} bytes are still not durable (sync_file_range flushes no metadata and no disk cache)",
+        inode.path(),
+        dirty.bytes
+    );
+    let f = Finding::new(
+        INFO.id,
+        INFO.severity,
+        inode.path(),
+        Some(inode.id),
+        process,
+        summary,
+    )
+    .with("moment", moment)
+    .with("sync_file_range_seq", sfr.seq);
+    let mut calls = inode.calls();
+    calls.push(sfr.clone());
+    calls.push(trigger.clone());
+    Some(
+        with_dirty_evidence(f, inode, dirty, trigger.ts_ns)
+            .with("fix", "use fdatasync or fsync")
+            .with_calls(calls),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+
+    fn written() -> Vec<crate::Event> {
+        vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            write(100, 3, 4096),
+            sync_call(100, "sync_file_range", Some(3), 0, Some((0, 4096, 2))),
+        ]
+    }
+
+    #[test]
+    fn sync_file_range_is_not_durability() {
+        let mut events = written();
+        events.push(rename(100, "/d/a.tmp", "/d/a"));
+        let findings = run(events);
+        let f = one(&findings, "sync-file-range-only");
+        assert_eq!(
+            (f.path.as_str(), f.process.pid, f.severity),
+            ("/d/a", 100, crate::Severity::Low)
+        );
+        assert_eq!(f.evidence["moment"], "rename");
+        one(&findings, "rename-without-fsync");
+    }
+
+    #[test]
+    fn at_exit_too() {
+        let mut events = written();
+        events.push(exit(100, 0));
+        let findings = run(events);
+        assert_eq!(
+            one(&findings, "sync-file-range-only").evidence["moment"],
+            "exit"
+        );
+        one(&findings, "unsynced-at-exit");
+    }
+
+    #[test]
+    fn followed_by_fdatasync_is_clean() {
+        let mut events = written();
+        events.extend([
+            sync_call(100, "fdatasync", Some(3), 0, None),
+            close(100, 3),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ]);
+        events.extend(fsync_dir(100, "/d", 4, 2));
+        events.push(exit(100, 0));
+        assert_clean(&run(events));
+    }
+}

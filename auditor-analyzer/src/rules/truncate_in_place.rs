@@ -1,0 +1,144 @@
+//! `truncate-in-place`: a file with content truncated and rewritten in
+//! place. Until the rewrite is durable, a crash leaves it empty or partial;
+//! writing aside and renaming keeps the old content until the new is safe.
+
+use serde_json::Value;
+
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::track::inodes::{InodeState, Truncation};
+
+use super::RuleInfo;
+
+pub const INFO: RuleInfo = RuleInfo {
+    id: "truncate-in-place",
+    severity: Severity::High,
+    title: "file with content truncated and rewritten in place",
+};
+
+/// Raised at the first write after the truncation.
+pub fn finding(
+    inode: &InodeState,
+    trunc: &Truncation,
+    write: &CallRef,
+    process: ProcessRef,
+) -> Finding {
+    let before = trunc
+        .size_before
+        .map_or_else(|| "unknown".to_string(), |s| format!("{s} bytes"));
+    let summary = format!(
+        "{:?} (size before: {before}) was truncated and rewritten in place: a crash before the new data is durable leaves it empty or partial",
+        inode.path()
+    );
+    let mut calls: Vec<CallRef> = inode.history.iter().cloned().collect();
+    calls.push(trunc.call.clone());
+    calls.push(write.clone());
+    Finding::new(INFO.id, INFO.severity, inode.path(), Some(inode.id), process, summary)
+        .with("size_before", trunc.size_before.map_or(Value::from("unknown"), Value::from))
+        .with("truncated_by", trunc.call.call.clone())
+        .with("rewrite", write.call.clone())
+        .with("fs", inode.fs.clone())
+        .with("fix", "write the new content to a temporary file, fsync it, rename it over the old one, fsync the directory")
+        .with_calls(calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::EventKind;
+    use crate::test_support::*;
+    use crate::track::fds::flags::O_TRUNC;
+    use crate::track::paths::AT_FDCWD;
+
+    #[test]
+    fn o_trunc_of_an_existing_file_then_rewrite() {
+        let events = vec![
+            start(100, "/etc/app"),
+            open_with(
+                100,
+                "state.json",
+                AT_FDCWD,
+                O_WRONLY | O_TRUNC,
+                3,
+                Some(reg(30)),
+            ),
+            write(100, 3, 200),
+            fsync(100, 3),
+            close(100, 3),
+            exit(100, 0),
+        ];
+        let findings = run(events);
+        assert_eq!(rules(&findings), vec!["truncate-in-place"]);
+        let f = &findings[0];
+        assert_eq!(
+            (f.path.as_str(), f.process.pid, f.severity),
+            ("/etc/app/state.json", 100, crate::Severity::High)
+        );
+        assert_eq!(f.evidence["size_before"], "unknown");
+        assert_eq!(f.evidence["rewrite"], "write(fd=3, 200) = 200");
+    }
+
+    #[test]
+    fn ftruncate_to_zero_knows_the_size_before() {
+        let events = vec![
+            start(100, "/d"),
+            open_existing(100, "/d/state", 3, sized(reg(30), 500)),
+            ev(
+                100,
+                EventKind::Truncate {
+                    call: "ftruncate".into(),
+                    fd: Some(3),
+                    path: None,
+                    length: 0,
+                    ret: 0,
+                    file: Some(sized(reg(30), 500)),
+                },
+            ),
+            write_full(100, 3, 200, 200, Some(0), None),
+            fsync(100, 3),
+        ];
+        let findings = run(events);
+        assert_eq!(
+            one(&findings, "truncate-in-place").evidence["size_before"],
+            500
+        );
+    }
+
+    #[test]
+    fn created_or_known_empty_files_are_not_truncate_in_place() {
+        let mut events = vec![
+            start(100, "/d"),
+            open_new(100, "/d/new", 3, reg(31)),
+            write(100, 3, 10),
+            fsync(100, 3),
+            close(100, 3),
+        ];
+        events.extend(fsync_dir(100, "/d", 4, 2));
+        events.extend([
+            open_existing(100, "/d/empty", 5, sized(reg(32), 0)),
+            close(100, 5),
+            open_with(
+                100,
+                "/d/empty",
+                AT_FDCWD,
+                O_WRONLY | O_TRUNC,
+                5,
+                Some(reg(32)),
+            ),
+            write(100, 5, 10),
+            fsync(100, 5),
+            exit(100, 0),
+        ]);
+        assert_clean(&run(events));
+    }
+
+    #[test]
+    fn write_aside_and_rename_is_clean() {
+        let mut events = vec![
+            start(100, "/d"),
+            open_existing(100, "/d/state", 5, sized(reg(30), 500)),
+            close(100, 5),
+        ];
+        events.extend(atomic_replace(100, "/d/state", 3, 33));
+        events.push(exit(100, 0));
+        assert_clean(&run(events));
+    }
+}

@@ -1,0 +1,59 @@
+//! Counters that say how complete and how wide the analysis was: what was
+//! seen, what was left out and why, what could not be attributed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Examples of ignored files kept for the report.
+const IGNORED_EXAMPLES: usize = 5;
+
+/// Files the analyzer saw but does not judge (volatile fs, pipes...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IgnoredFiles {
+    pub count: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    /// A few `path (reason)` examples.
+    pub examples: Vec<String>,
+}
+
+impl IgnoredFiles {
+    pub(crate) fn add(&mut self, path: &str, reason: &str) {
+        self.count += 1;
+        *self.by_reason.entry(reason.to_string()).or_default() += 1;
+        if self.examples.len() < IGNORED_EXAMPLES {
+            self.examples.push(format!("{path} ({reason})"));
+        }
+    }
+}
+
+/// What one analysis covered; reports show it so "no findings" can be read
+/// for what it is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzerStats {
+    /// Events processed.
+    pub events: u64,
+    /// Events the kernel could not deliver (sum of `lost` records).
+    pub lost_events: u64,
+    /// `lost` records seen (each one a gap in the stream).
+    pub loss_records: u64,
+    /// Process records started (pid reuse counts twice).
+    pub processes: u64,
+    /// Distinct files judged (regular files and directories on persistent
+    /// filesystems).
+    pub files_tracked: u64,
+    pub ignored_files: IgnoredFiles,
+    /// Calls on fds the trace never saw opened and the kernel gave no
+    /// identity for: their effect is unknown.
+    pub unknown_fds: u64,
+    /// fds learned from the kernel's file identity instead of an open.
+    pub adopted_fds: u64,
+    /// Relative paths whose base (cwd or dirfd) was unknown.
+    pub unresolved_paths: u64,
+    /// Renames/links of inodes the trace could not identify (not judged).
+    pub unknown_renames: u64,
+    /// Findings left out by `--ignore` globs.
+    pub suppressed_findings: u64,
+    /// Idle inode states dropped to bound memory.
+    pub evicted_inodes: u64,
+}

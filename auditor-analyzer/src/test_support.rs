@@ -1,0 +1,391 @@
+//! Small constructors for synthetic event sequences, so rule tests read
+//! like the syscall traces they stand for.
+
+use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
+use crate::finding::Finding;
+use crate::track::fds::flags;
+use crate::track::paths::AT_FDCWD;
+use crate::{Analyzer, Config};
+
+pub const DEV: u64 = 2049;
+pub const O_WRONLY: u32 = 1;
+pub const SIGTERM: i32 = 15;
+pub const SIGKILL: i32 = 9;
+
+/// A regular file on ext4, as the kernel would describe it.
+pub fn reg(ino: u64) -> FileInfo {
+    FileInfo {
+        id: FileId { dev: DEV, ino },
+        file_type: FileType::Regular,
+        fs: "ext4".into(),
+        size: 0,
+        flags: O_WRONLY,
+        created: false,
+    }
+}
+
+/// A directory on ext4.
+pub fn dir(ino: u64) -> FileInfo {
+    FileInfo {
+        file_type: FileType::Directory,
+        flags: flags::O_DIRECTORY,
+        ..reg(ino)
+    }
+}
+
+/// `info` with another size.
+pub fn sized(info: FileInfo, size: i64) -> FileInfo {
+    FileInfo { size, ..info }
+}
+
+/// `info` on another filesystem.
+pub fn on_fs(info: FileInfo, fs: &str) -> FileInfo {
+    FileInfo {
+        fs: fs.into(),
+        ..info
+    }
+}
+
+/// An event of `pid`'s main thread; seq and time are filled by [`run`].
+pub fn ev(pid: u32, kind: EventKind) -> Event {
+    Event {
+        seq: 0,
+        ts_ns: 0,
+        pid,
+        tid: pid,
+        comm: "app".into(),
+        kind,
+    }
+}
+
+/// The same event from thread `tid`.
+pub fn on_tid(mut e: Event, tid: u32) -> Event {
+    e.tid = tid;
+    e
+}
+
+/// The same event at time `ts_ns`.
+pub fn at(mut e: Event, ts_ns: u64) -> Event {
+    e.ts_ns = ts_ns;
+    e
+}
+
+pub fn start(pid: u32, cwd: &str) -> Event {
+    ev(
+        pid,
+        EventKind::ProcessStart {
+            cwd: cwd.into(),
+            exe: "/usr/bin/app".into(),
+            argv: vec!["app".into()],
+            ppid: 1,
+            launched: true,
+        },
+    )
+}
+
+pub fn open_with(
+    pid: u32,
+    path: &str,
+    dirfd: i32,
+    fl: u32,
+    fd: i64,
+    file: Option<FileInfo>,
+) -> Event {
+    ev(
+        pid,
+        EventKind::Open {
+            call: "openat".into(),
+            path: path.into(),
+            dirfd,
+            flags: fl,
+            mode: 0o644,
+            ret: fd,
+            file,
+        },
+    )
+}
+
+/// open(path, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC) creating the file.
+pub fn open_new(pid: u32, path: &str, fd: i64, info: FileInfo) -> Event {
+    let fl = O_WRONLY | flags::O_CREAT | flags::O_TRUNC | flags::O_CLOEXEC;
+    open_with(
+        pid,
+        path,
+        AT_FDCWD,
+        fl,
+        fd,
+        Some(FileInfo {
+            created: true,
+            flags: O_WRONLY,
+            ..info
+        }),
+    )
+}
+
+/// open(path, O_WRONLY) of an existing file.
+pub fn open_existing(pid: u32, path: &str, fd: i64, info: FileInfo) -> Event {
+    open_with(pid, path, AT_FDCWD, O_WRONLY, fd, Some(info))
+}
+
+/// open(path, O_RDONLY|O_DIRECTORY) of a directory.
+pub fn open_dir(pid: u32, path: &str, fd: i64, info: FileInfo) -> Event {
+    open_with(pid, path, AT_FDCWD, flags::O_DIRECTORY, fd, Some(info))
+}
+
+pub fn write_full(
+    pid: u32,
+    fd: i32,
+    requested: u64,
+    ret: i64,
+    offset: Option<i64>,
+    file: Option<FileInfo>,
+) -> Event {
+    let call = if offset.is_some() {
+        "pwrite64"
+    } else {
+        "write"
+    };
+    ev(
+        pid,
+        EventKind::Write {
+            call: call.into(),
+            fd,
+            requested,
+            ret,
+            offset,
+            file,
+            enter_ns: 0,
+        },
+    )
+}
+
+/// write(fd, n) = n.
+pub fn write(pid: u32, fd: i32, n: u64) -> Event {
+    write_full(pid, fd, n, n as i64, None, None)
+}
+
+pub fn sync_call(
+    pid: u32,
+    call: &str,
+    fd: Option<i32>,
+    ret: i64,
+    range: Option<(u64, u64, u32)>,
+) -> Event {
+    ev(
+        pid,
+        EventKind::Sync {
+            call: call.into(),
+            fd,
+            ret,
+            file: None,
+            range,
+            enter_ns: 0,
+        },
+    )
+}
+
+pub fn fsync(pid: u32, fd: i32) -> Event {
+    sync_call(pid, "fsync", Some(fd), 0, None)
+}
+
+pub fn fsync_ret(pid: u32, fd: i32, ret: i64) -> Event {
+    sync_call(pid, "fsync", Some(fd), ret, None)
+}
+
+pub fn rename(pid: u32, old: &str, new: &str) -> Event {
+    rename_full(pid, "rename", old, new, AT_FDCWD, None)
+}
+
+pub fn rename_full(
+    pid: u32,
+    call: &str,
+    old: &str,
+    new: &str,
+    dirfd: i32,
+    file: Option<FileInfo>,
+) -> Event {
+    ev(
+        pid,
+        EventKind::Rename {
+            call: call.into(),
+            old_dirfd: dirfd,
+            old_path: old.into(),
+            new_dirfd: dirfd,
+            new_path: new.into(),
+            flags: 0,
+            ret: 0,
+            file,
+        },
+    )
+}
+
+pub fn close(pid: u32, fd: i32) -> Event {
+    ev(
+        pid,
+        EventKind::Close {
+            fd,
+            ret: 0,
+            file: None,
+        },
+    )
+}
+
+pub fn exit(pid: u32, code: i32) -> Event {
+    ev(
+        pid,
+        EventKind::Exit {
+            group_dead: true,
+            code: Some(code),
+            signal: None,
+            core_dumped: false,
+        },
+    )
+}
+
+pub fn killed(pid: u32, signal: i32) -> Event {
+    ev(
+        pid,
+        EventKind::Exit {
+            group_dead: true,
+            code: None,
+            signal: Some(signal),
+            core_dumped: false,
+        },
+    )
+}
+
+pub fn fork(pid: u32, child: u32) -> Event {
+    ev(
+        pid,
+        EventKind::Fork {
+            child_pid: child,
+            child_tid: child,
+            thread: false,
+            shares_files: false,
+        },
+    )
+}
+
+pub fn spawn_thread(pid: u32, tid: u32) -> Event {
+    ev(
+        pid,
+        EventKind::Fork {
+            child_pid: pid,
+            child_tid: tid,
+            thread: true,
+            shares_files: true,
+        },
+    )
+}
+
+pub fn signal(from: u32, to: u32, sig: i32) -> Event {
+    ev(
+        from,
+        EventKind::SignalSent {
+            signal: sig,
+            target_pid: to,
+            target_tid: to,
+            target_comm: "app".into(),
+            code: 0,
+            group: true,
+            result: 0,
+            target_syscall: None,
+        },
+    )
+}
+
+pub fn lost(count: u64) -> Event {
+    ev(0, EventKind::Lost { count })
+}
+
+/// Gives events increasing seq numbers and 1 ms steps where no time was
+/// set, writes entering 100 µs before they return.
+pub fn number(events: Vec<Event>) -> Vec<Event> {
+    let mut last_ts = 0;
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.seq = i as u64 + 1;
+            if e.ts_ns == 0 {
+                e.ts_ns = last_ts + 1_000_000;
+            }
+            last_ts = e.ts_ns;
+            if let EventKind::Write { enter_ns, .. } | EventKind::Sync { enter_ns, .. } =
+                &mut e.kind
+                && *enter_ns == 0
+            {
+                *enter_ns = e.ts_ns - 100_000;
+            }
+            e
+        })
+        .collect()
+}
+
+/// Runs the events through a default analyzer, then finishes it.
+pub fn run(events: Vec<Event>) -> Vec<Finding> {
+    run_with(Config::default(), events).1
+}
+
+/// Runs with `config`; returns the analyzer (for stats) and all findings.
+pub fn run_with(config: Config, events: Vec<Event>) -> (Analyzer, Vec<Finding>) {
+    let mut a = Analyzer::new(config).expect("valid config");
+    for mut e in number(events) {
+        a.process(&mut e);
+    }
+    a.finish();
+    let findings = a.findings().to_vec();
+    (a, findings)
+}
+
+/// Rule ids of `findings`, in order.
+pub fn rules(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| f.rule.as_str()).collect()
+}
+
+/// The one finding of `rule` (fails with the full list otherwise).
+pub fn one<'a>(findings: &'a [Finding], rule: &str) -> &'a Finding {
+    let matching: Vec<&Finding> = findings.iter().filter(|f| f.rule == rule).collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one {rule}, got {:#?}",
+        rules(findings)
+    );
+    matching[0]
+}
+
+/// Fails, listing them, when there are any findings.
+pub fn assert_clean(findings: &[Finding]) {
+    assert!(
+        findings.is_empty(),
+        "expected no findings, got {:#?}",
+        findings
+            .iter()
+            .map(|f| (&f.rule, &f.summary))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// open the directory, fsync it, close it: what makes new names durable.
+pub fn fsync_dir(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
+    vec![
+        open_dir(pid, path, fd as i64, dir(ino)),
+        fsync(pid, fd),
+        close(pid, fd),
+    ]
+}
+
+/// The canonical safe replace of `path` through `path.tmp` (dir inode 2).
+pub fn atomic_replace(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
+    let tmp = format!("{path}.tmp");
+    let mut v = vec![
+        open_new(pid, &tmp, fd as i64, reg(ino)),
+        write(pid, fd, 4096),
+        fsync(pid, fd),
+        close(pid, fd),
+        rename(pid, &tmp, path),
+    ];
+    v.extend(fsync_dir(pid, &crate::track::paths::parent(path), fd, 2));
+    v
+}

@@ -1,0 +1,114 @@
+//! Directory entries not yet durable: names created, renamed or linked into
+//! a directory that has not been fsynced since. A crash can lose such a name
+//! even when the file's data is on disk.
+
+use std::collections::BTreeMap;
+
+use crate::event::FileId;
+use crate::finding::{CallRef, ProcessRef};
+
+use super::processes::ProcKey;
+
+/// How the name came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameOp {
+    Create,
+    Mkdir,
+    Rename,
+    Link,
+}
+
+impl NameOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameOp::Create => "create",
+            NameOp::Mkdir => "mkdir",
+            NameOp::Rename => "rename",
+            NameOp::Link => "link",
+        }
+    }
+}
+
+/// A name whose parent directory still needs an fsync.
+#[derive(Clone, Debug)]
+pub struct PendingName {
+    pub op: NameOp,
+    pub path: String,
+    /// Source of a rename or link.
+    pub old_path: Option<String>,
+    pub dir: String,
+    pub dir_id: Option<FileId>,
+    /// The inode the name points to, when known.
+    pub file: Option<FileId>,
+    /// Filesystem of the entry, when known (needed to judge it).
+    pub fs: Option<String>,
+    pub key: ProcKey,
+    pub process: ProcessRef,
+    /// The file's own data was made durable after the name appeared.
+    pub data_synced: bool,
+    pub call: CallRef,
+    pub since_epoch: u32,
+}
+
+/// All pending names, by path (a later operation on the same name replaces
+/// the earlier one, which keeps this bounded by distinct names).
+#[derive(Debug, Default)]
+pub struct DirJournal {
+    by_path: BTreeMap<String, PendingName>,
+}
+
+impl DirJournal {
+    pub fn record(&mut self, p: PendingName) {
+        self.by_path.insert(p.path.clone(), p);
+    }
+
+    /// The name went away (renamed from, unlinked): nothing to persist.
+    pub fn forget(&mut self, path: &str) -> Option<PendingName> {
+        self.by_path.remove(path)
+    }
+
+    /// The directory (by identity or any of its names) was fsynced.
+    pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String]) {
+        self.by_path
+            .retain(|_, p| !(p.dir_id == Some(dir) || dir_paths.contains(&p.dir)));
+    }
+
+    /// A file's data became durable; names pointing to it remember that
+    /// (and learn its identity and fs when they only had a path).
+    pub fn data_synced(&mut self, file: FileId, fs: &str, paths: &[String]) {
+        for p in self.by_path.values_mut() {
+            if p.file == Some(file) || (p.file.is_none() && paths.contains(&p.path)) {
+                p.data_synced = true;
+                p.file = Some(file);
+                if p.fs.is_none() {
+                    p.fs = Some(fs.to_string());
+                }
+            }
+        }
+    }
+
+    /// syncfs of `dev` (or sync() with None) made every name durable.
+    pub fn synced_fs(&mut self, dev: Option<u64>) {
+        self.by_path
+            .retain(|_, p| dev.is_some_and(|d| p.file.is_none_or(|f| f.dev != d)));
+    }
+
+    /// Removes and returns the names `key` left pending.
+    pub fn take_for(&mut self, key: ProcKey) -> Vec<PendingName> {
+        let paths: Vec<String> = self
+            .by_path
+            .values()
+            .filter(|p| p.key == key)
+            .map(|p| p.path.clone())
+            .collect();
+        paths
+            .iter()
+            .filter_map(|path| self.by_path.remove(path))
+            .collect()
+    }
+
+    /// Removes and returns everything still pending (end of trace).
+    pub fn take_all(&mut self) -> Vec<PendingName> {
+        std::mem::take(&mut self.by_path).into_values().collect()
+    }
+}

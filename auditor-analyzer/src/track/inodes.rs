@@ -1,0 +1,462 @@
+//! Per-inode durability state: unsynced bytes and ranges, who wrote them,
+//! the last fsync and its result, and the facts rules need (truncations,
+//! appenders, verdicts waiting for the last holder to close).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use serde_json::{Map, Value};
+
+use crate::event::{FileId, FileInfo, FileType, is_volatile_fs};
+use crate::finding::{CallRef, ProcessRef};
+
+use super::processes::ProcKey;
+
+/// Recent relevant calls kept per inode (plus the first unsynced write).
+const HISTORY: usize = 12;
+/// Names remembered per inode.
+const NAMES: usize = 8;
+/// Distinct unsynced ranges kept before the closest ones are merged.
+const RANGES: usize = 32;
+/// Distinct writers remembered per inode.
+const WRITERS: usize = 8;
+
+/// A task that wrote to an inode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Writer {
+    pub key: ProcKey,
+    pub tid: u32,
+    pub process: ProcessRef,
+}
+
+/// Sorted, merged byte ranges `[start, end)`, bounded in count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// Adds `[start, end)`, merging overlaps; past the bound, the two
+    /// closest ranges are merged (approximate, never loses bytes).
+    pub fn add(&mut self, start: u64, end: u64) {
+        if end <= start {
+            return;
+        }
+        self.0.push((start, end));
+        self.0.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
+        for &(s, e) in &self.0 {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        while merged.len() > RANGES {
+            let i = (0..merged.len() - 1)
+                .min_by_key(|&i| merged[i + 1].0 - merged[i].1)
+                .unwrap_or(0);
+            merged[i].1 = merged[i + 1].1;
+            merged.remove(i + 1);
+        }
+        self.0 = merged;
+    }
+
+    pub fn as_slice(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    /// Evidence form: `[[start, end], ...]`.
+    pub fn to_json(&self) -> Value {
+        Value::Array(
+            self.0
+                .iter()
+                .map(|&(s, e)| Value::from(vec![s, e]))
+                .collect(),
+        )
+    }
+}
+
+/// Data written and not yet durable.
+#[derive(Clone, Debug)]
+pub struct Dirty {
+    /// Bytes written since the inode was last durable.
+    pub bytes: u64,
+    pub writes: u64,
+    pub ranges: Ranges,
+    pub first_write: CallRef,
+    pub last_write_ns: u64,
+    pub writers: Vec<Writer>,
+    /// Lost-event epoch when the data became dirty.
+    pub since_epoch: u32,
+    /// sync_file_range was the only "sync" since the data became dirty.
+    pub sync_file_range: Option<CallRef>,
+    /// A rename of this dirty data was reported already.
+    pub rename_reported: bool,
+    /// sync-file-range-only was reported already.
+    pub sfr_reported: bool,
+    /// killed-while-dirty was reported: unsynced-at-exit stays quiet.
+    pub killed_reported: bool,
+    /// Processes whose exit (or end of trace) already judged this data.
+    pub exit_judged: Vec<ProcKey>,
+}
+
+impl Dirty {
+    /// Whether the record `key` wrote some of this data.
+    pub fn written_by(&self, key: ProcKey) -> bool {
+        self.writers.iter().any(|w| w.key == key)
+    }
+
+    /// Writer pids for evidence.
+    pub fn writer_pids(&self) -> Value {
+        let mut pids: Vec<u32> = self.writers.iter().map(|w| w.process.pid).collect();
+        pids.dedup();
+        Value::from(pids)
+    }
+}
+
+/// An fsync that failed and whose failure the process has not yet answered.
+#[derive(Clone, Debug)]
+pub struct FailedSync {
+    pub key: ProcKey,
+    pub ret: i64,
+    pub call: CallRef,
+    pub since_epoch: u32,
+}
+
+/// A truncation of a file that had content, waiting for the rewrite.
+#[derive(Clone, Debug)]
+pub struct Truncation {
+    pub key: ProcKey,
+    pub size_before: Option<i64>,
+    pub call: CallRef,
+    pub since_epoch: u32,
+}
+
+/// Appenders of an inode, in the order they alternated.
+#[derive(Clone, Debug, Default)]
+pub struct Appends {
+    pub last_tid: Option<u32>,
+    pub before_last_tid: Option<u32>,
+    pub writers: Vec<Writer>,
+    /// Calls showing the A, B, A pattern once it was seen.
+    pub interleaved: Option<Vec<CallRef>>,
+    pub recent: VecDeque<CallRef>,
+    /// A write not at the end of file: not an append-only inode.
+    pub not_append_only: bool,
+    pub reported: bool,
+    pub since_epoch: u32,
+}
+
+/// An exit-time verdict waiting because another live process still holds
+/// the file open and could yet fsync it.
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    pub rule: &'static str,
+    pub process: ProcessRef,
+    pub evidence: Map<String, Value>,
+    pub calls: Vec<CallRef>,
+}
+
+/// Everything known about one inode.
+#[derive(Clone, Debug)]
+pub struct InodeState {
+    pub id: FileId,
+    pub file_type: FileType,
+    pub fs: String,
+    /// Names it had, oldest first (bounded).
+    pub names: VecDeque<String>,
+    /// Names it has now, as far as the trace showed.
+    pub current_names: BTreeSet<String>,
+    /// Size as last seen (event `size` or our writes); None when unknown.
+    pub size: Option<i64>,
+    pub created_in_trace: bool,
+    /// Its last known name was removed: its data no longer matters.
+    pub unlinked: bool,
+    pub dirty: Option<Dirty>,
+    pub last_sync: Option<CallRef>,
+    pub failed_sync: Option<FailedSync>,
+    pub truncation: Option<Truncation>,
+    pub appends: Appends,
+    pub deferred: Vec<Deferred>,
+    pub history: VecDeque<CallRef>,
+}
+
+impl InodeState {
+    fn new(info: &FileInfo) -> InodeState {
+        InodeState {
+            id: info.id,
+            file_type: info.file_type,
+            fs: info.fs.clone(),
+            names: VecDeque::new(),
+            current_names: BTreeSet::new(),
+            size: None,
+            created_in_trace: false,
+            unlinked: false,
+            dirty: None,
+            last_sync: None,
+            failed_sync: None,
+            truncation: None,
+            appends: Appends::default(),
+            deferred: Vec::new(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Whether the analyzer judges this file: regular files and
+    /// directories on persistent filesystems.
+    pub fn judged(&self) -> bool {
+        judged(self.file_type, &self.fs).is_ok()
+    }
+
+    /// The name people know it by now.
+    pub fn path(&self) -> String {
+        self.names
+            .back()
+            .cloned()
+            .unwrap_or_else(|| format!("<inode {}:{}>", self.id.dev, self.id.ino))
+    }
+
+    /// Records a (new) name.
+    pub fn add_name(&mut self, path: &str) {
+        self.unlinked = false;
+        self.current_names.insert(path.to_string());
+        if self.names.back().map(String::as_str) != Some(path) {
+            self.names.retain(|n| n != path);
+            if self.names.len() == NAMES {
+                self.names.pop_front();
+            }
+            self.names.push_back(path.to_string());
+        }
+    }
+
+    /// `path` no longer names this inode; when it was the last known name
+    /// the file is gone and nothing about its data can be lost any more.
+    pub fn remove_name(&mut self, path: &str) {
+        if self.current_names.remove(path) && self.current_names.is_empty() {
+            self.unlinked = true;
+            self.dirty = None;
+            self.deferred.clear();
+            self.truncation = None;
+            self.failed_sync = None;
+        }
+    }
+
+    /// Remembers a relevant call (bounded ring).
+    pub fn remember(&mut self, call: CallRef) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(call);
+    }
+
+    /// The evidence chain: first unsynced write, then recent calls.
+    pub fn calls(&self) -> Vec<CallRef> {
+        let mut calls: Vec<CallRef> = self.dirty.iter().map(|d| d.first_write.clone()).collect();
+        calls.extend(self.history.iter().cloned());
+        calls
+    }
+
+    /// Adds written bytes that are not durable yet.
+    pub fn add_dirty(
+        &mut self,
+        bytes: u64,
+        offset: u64,
+        call: &CallRef,
+        writer: Writer,
+        epoch: u32,
+    ) {
+        let dirty = self.dirty.get_or_insert_with(|| Dirty {
+            bytes: 0,
+            writes: 0,
+            ranges: Ranges::default(),
+            first_write: call.clone(),
+            last_write_ns: call.ts_ns,
+            writers: Vec::new(),
+            since_epoch: epoch,
+            sync_file_range: None,
+            rename_reported: false,
+            sfr_reported: false,
+            killed_reported: false,
+            exit_judged: Vec::new(),
+        });
+        dirty.bytes += bytes;
+        dirty.writes += 1;
+        dirty.ranges.add(offset, offset.saturating_add(bytes));
+        dirty.last_write_ns = call.ts_ns;
+        if !dirty
+            .writers
+            .iter()
+            .any(|w| w.key == writer.key && w.tid == writer.tid)
+            && dirty.writers.len() < WRITERS
+        {
+            dirty.writers.push(writer);
+        }
+    }
+
+    /// The data is durable now: nothing waits on it any more.
+    pub fn make_durable(&mut self, call: &CallRef) {
+        self.dirty = None;
+        self.deferred.clear();
+        self.last_sync = Some(call.clone());
+    }
+
+    /// Whether nothing about this inode could still produce a finding (so
+    /// its state may be evicted when idle).
+    pub fn idle(&self) -> bool {
+        self.dirty.is_none()
+            && self.failed_sync.is_none()
+            && self.truncation.is_none()
+            && self.deferred.is_empty()
+            && (self.appends.interleaved.is_none() || self.appends.reported)
+    }
+}
+
+/// Why a file is not judged, or Ok when it is.
+pub fn judged(file_type: FileType, fs: &str) -> Result<(), String> {
+    match file_type {
+        FileType::Regular | FileType::Directory if is_volatile_fs(fs) => {
+            Err(format!("volatile filesystem ({fs})"))
+        }
+        FileType::Regular | FileType::Directory => Ok(()),
+        FileType::Fifo => Err("pipe".into()),
+        FileType::Socket => Err("socket".into()),
+        FileType::CharDevice => Err("character device".into()),
+        FileType::BlockDevice => Err("block device".into()),
+        FileType::Symlink => Err("symlink".into()),
+        FileType::Unknown => Err("unknown file type".into()),
+    }
+}
+
+/// All inodes seen, by identity.
+#[derive(Debug, Default)]
+pub struct Inodes {
+    map: HashMap<FileId, InodeState>,
+}
+
+impl Inodes {
+    /// The state of `info.id`, created on first sight; kernel facts (type,
+    /// fs, size) refresh it. Returns whether it is new.
+    pub fn observe(&mut self, info: &FileInfo) -> (&mut InodeState, bool) {
+        let mut new = false;
+        let st = self.map.entry(info.id).or_insert_with(|| {
+            new = true;
+            InodeState::new(info)
+        });
+        if st.file_type == FileType::Unknown {
+            st.file_type = info.file_type;
+        }
+        if st.fs.is_empty() {
+            st.fs = info.fs.clone();
+        }
+        (st, new)
+    }
+
+    pub fn get(&self, id: &FileId) -> Option<&InodeState> {
+        self.map.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &FileId) -> Option<&mut InodeState> {
+        self.map.get_mut(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut InodeState> {
+        self.map.values_mut()
+    }
+
+    /// Ids sorted, so findings raised in bulk come out in a stable order.
+    pub fn ids_where(&self, pred: impl Fn(&InodeState) -> bool) -> Vec<FileId> {
+        let mut ids: Vec<FileId> = self
+            .map
+            .values()
+            .filter(|s| pred(s))
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Those of `ids` (an index kept elsewhere) that still match `pred`,
+    /// sorted; avoids scanning every inode at each process exit.
+    pub fn select(
+        &self,
+        ids: &BTreeSet<FileId>,
+        pred: impl Fn(&InodeState) -> bool,
+    ) -> Vec<FileId> {
+        ids.iter()
+            .filter(|id| self.map.get(id).is_some_and(&pred))
+            .copied()
+            .collect()
+    }
+
+    /// Drops idle inodes no fd refers to; returns how many went.
+    pub fn evict_idle(&mut self, open: &BTreeSet<FileId>) -> usize {
+        let before = self.map.len();
+        self.map.retain(|id, st| !st.idle() || open.contains(id));
+        before - self.map.len()
+    }
+
+    pub fn contains(&self, id: &FileId) -> bool {
+        self.map.contains_key(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_stay_bounded() {
+        let mut r = Ranges::default();
+        r.add(0, 10);
+        r.add(5, 20);
+        r.add(30, 40);
+        assert_eq!(r.as_slice(), &[(0, 20), (30, 40)]);
+        for i in 0..100u64 {
+            r.add(1000 + i * 10, 1000 + i * 10 + 5);
+        }
+        assert!(r.as_slice().len() <= RANGES);
+        assert_eq!(r.as_slice()[0], (0, 20));
+        assert_eq!(r.as_slice().last().unwrap().1, 1000 + 99 * 10 + 5);
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+    use crate::test_support::reg;
+
+    #[test]
+    fn only_idle_closed_inodes_are_evicted() {
+        let mut inodes = Inodes::default();
+        for ino in 1..=3 {
+            inodes.observe(&reg(ino));
+        }
+        let call = CallRef {
+            seq: 1,
+            ts_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            call: "write".into(),
+        };
+        let writer = Writer {
+            key: 1,
+            tid: 1,
+            process: ProcessRef {
+                pid: 1,
+                comm: "t".into(),
+                exe: None,
+            },
+        };
+        inodes
+            .get_mut(&reg(1).id)
+            .unwrap()
+            .add_dirty(10, 0, &call, writer, 0);
+        let open = BTreeSet::from([reg(2).id]);
+        assert_eq!(inodes.evict_idle(&open), 1);
+        assert!(inodes.contains(&reg(1).id), "dirty state stays");
+        assert!(inodes.contains(&reg(2).id), "open files stay");
+        assert!(!inodes.contains(&reg(3).id));
+    }
+}

@@ -1,0 +1,87 @@
+//! What only the live system can add to an event. The kernel record of a
+//! path-based call (rename, link) carries no inode; right after the call a
+//! `lstat` of the new name finds the inode that was moved. A later rename
+//! of the same name could race this, which is why fd-based identities from
+//! the kernel are always preferred and this is only a fallback.
+
+use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
+
+use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo};
+
+use super::decode::{file_type, fs_name};
+
+/// Fills `Rename.file` for successful renames and links.
+pub fn enrich(ev: &mut Event) {
+    if let EventKind::Rename {
+        new_path,
+        ret: 0,
+        file: file @ None,
+        ..
+    } = &mut ev.kind
+        && new_path.starts_with('/')
+    {
+        *file = stat_file(Path::new(new_path));
+    }
+}
+
+fn stat_file(path: &Path) -> Option<FileInfo> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed statfs is a valid out buffer; the path is NUL-terminated.
+    let magic = unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut s) == 0 {
+            s.f_type as u64
+        } else {
+            0
+        }
+    };
+    Some(FileInfo {
+        id: FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        file_type: file_type(m.mode()),
+        fs: fs_name(magic).to_owned(),
+        size: m.size() as i64,
+        flags: 0,
+        created: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_the_inode_of_a_renamed_file() {
+        let dir = std::env::temp_dir().join(format!("auditor-enrich-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let mut ev = Event {
+            seq: 1,
+            ts_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            kind: EventKind::Rename {
+                call: "rename".into(),
+                old_dirfd: -100,
+                old_path: "/x".into(),
+                new_dirfd: -100,
+                new_path: p.to_str().unwrap().into(),
+                flags: 0,
+                ret: 0,
+                file: None,
+            },
+        };
+        enrich(&mut ev);
+        let f = ev.file().expect("filled");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(f.id.ino, std::fs::metadata(&p).unwrap().ino());
+        assert_eq!(f.size, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

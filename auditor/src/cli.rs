@@ -1,0 +1,135 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  auditor run -- python3 save_state.py
+      Run a program traced and print its durability findings.
+  auditor run --format json --output report.json -- make test
+      Audit a whole test suite; exit code 1 when a finding reaches --fail-on.
+  auditor run --events --format jsonl -- git commit -m wip
+      Print every traced call as JSON Lines instead of findings.
+  auditor record -o build.rec -- ./build.sh
+  auditor report build.rec
+      Save the event stream once, analyze it later (same findings).
+
+Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 auditor error.";
+
+#[derive(Parser)]
+#[command(
+    name = "auditor",
+    version,
+    about = "Finds where a crash or power loss would lose or corrupt a program's data, by watching it through eBPF.",
+    after_help = EXAMPLES,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a command traced (with all its descendants) and report durability findings.
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Run a command traced and save its event stream for `auditor report`.
+    Record(RecordArgs),
+    /// Analyze a recording made by `auditor record`.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable, grouped by file, worst first.
+    Text,
+    /// One JSON document (schema auditor.report/v1).
+    Json,
+    /// One JSON object per line: findings as they are found, then a summary.
+    Jsonl,
+}
+
+/// Options shared by everything that produces a report.
+#[derive(Args, Clone)]
+pub struct ReportOptions {
+    /// Output format [default: text; json or jsonl when --output ends in .json/.jsonl]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write the report to FILE (atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Lowest severity that makes the exit code 1.
+    #[arg(long, value_name = "SEVERITY", default_value = "medium",
+          value_parser = ["low", "medium", "high"])]
+    pub fail_on: String,
+    /// Leave out findings whose path matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub ignore: Vec<String>,
+    /// Run only rule ID (repeatable).
+    #[arg(long = "rule", value_name = "ID")]
+    pub rules: Vec<String>,
+    /// Do not run rule ID (repeatable).
+    #[arg(long = "skip-rule", value_name = "ID")]
+    pub skip_rules: Vec<String>,
+}
+
+impl ReportOptions {
+    pub fn format(&self) -> Format {
+        self.format.unwrap_or_else(|| {
+            match self
+                .output
+                .as_ref()
+                .and_then(|p| p.extension())
+                .and_then(|e| e.to_str())
+            {
+                Some("json") => Format::Json,
+                Some("jsonl") => Format::Jsonl,
+                _ => Format::Text,
+            }
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct CaptureOptions {
+    /// Kernel ring buffer size in MiB (a power of two); larger loses fewer
+    /// events under bursts.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub ring_mb: u32,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub report: ReportOptions,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// Print the decoded event stream instead of findings.
+    #[arg(long)]
+    pub events: bool,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// Recording file to write (atomically, when the command has finished).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub report: ReportOptions,
+    /// A recording made by `auditor record`.
+    pub recording: PathBuf,
+}

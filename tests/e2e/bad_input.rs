@@ -1,0 +1,95 @@
+//! Bad input gets one clear line naming the fix and exit code 2; never a
+//! panic, never a partial report.
+
+use std::process::Command;
+
+use auditor_e2e::*;
+
+fn one_line_error(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code 2 for: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {err}");
+    assert!(
+        lines[0].starts_with("auditor: "),
+        "prefixed with our name: {err}"
+    );
+    assert!(lines[0].contains(needle), "mentions {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn command_not_found() {
+    let dir = scratch("bad_cmd");
+    one_line_error(
+        &auditor(&dir, &["run", "--", "no-such-program-xyz"]),
+        "command not found: no-such-program-xyz",
+    );
+    one_line_error(
+        &auditor(&dir, &["run", "--", "./missing.sh"]),
+        "command not found: ./missing.sh",
+    );
+}
+
+#[test]
+fn unwritable_output() {
+    let dir = scratch("bad_output");
+    one_line_error(
+        &auditor(
+            &dir,
+            &["run", "--output", "/nonexistent-dir/r.json", "--", "true"],
+        ),
+        "cannot write --output /nonexistent-dir/r.json",
+    );
+}
+
+#[test]
+fn not_root() {
+    require_root();
+    let dir = scratch("not_root");
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(auditor_bin())
+        .args(["run", "--", "true"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    one_line_error(&out, "needs root");
+}
+
+#[test]
+fn unknown_rule_and_bad_glob() {
+    let dir = scratch("bad_rule");
+    one_line_error(
+        &auditor(&dir, &["run", "--rule", "no-such-rule", "--", "true"]),
+        "unknown rule id",
+    );
+}
+
+#[test]
+fn not_a_recording() {
+    let dir = scratch("bad_recording");
+    std::fs::write(dir.join("junk.rec"), "hello\n").unwrap();
+    one_line_error(
+        &auditor(&dir, &["report", "junk.rec"]),
+        "not an auditor recording",
+    );
+    one_line_error(&auditor(&dir, &["report", "missing.rec"]), "missing.rec");
+}
+
+#[test]
+fn tracefs_unmounted_is_mounted_again() {
+    require_root();
+    let dir = scratch("tracefs");
+    // Leave tracefs unmounted, as on a fresh host; the auditor mounts it.
+    let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
+    let evs = events(&dir, &["true"]);
+    assert!(std::path::Path::new("/sys/kernel/tracing/events").is_dir());
+    assert!(evs.iter().any(|e| e["type"] == "exec"));
+}

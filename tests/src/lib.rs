@@ -1,0 +1,154 @@
+//! Helpers for the end-to-end tests: run the real `auditor` binary (built by
+//! `cargo xtask build`) on real programs and read what it printed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+/// The binary under test: `$AUDITOR_BIN`, else the release build.
+pub fn auditor_bin() -> PathBuf {
+    let p = std::env::var_os("AUDITOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/auditor"));
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask build` (or `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+/// These tests load probes: they need root. Failing loudly beats skipping
+/// silently, which would let a broken capture pass.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "end-to-end tests load eBPF probes: run them as root"
+    );
+}
+
+/// A fresh directory on a persistent filesystem (not tmpfs: files there are
+/// not judged).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.canonicalize().unwrap()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Runs `auditor <args>` in `dir`.
+pub fn auditor(dir: &Path, args: &[&str]) -> Output {
+    require_root();
+    Command::new(auditor_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running auditor")
+}
+
+/// `auditor run --events --format jsonl -- cmd` in `dir`; the parsed events.
+pub fn events(dir: &Path, cmd: &[&str]) -> Vec<Value> {
+    let out_file = dir.join("events.jsonl");
+    let mut args = vec!["run", "--events", "--format", "jsonl", "--output"];
+    let out_str = out_file.to_str().unwrap().to_owned();
+    args.push(&out_str);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let out = auditor(dir, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "auditor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    std::fs::remove_file(&out_file).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect()
+}
+
+/// `auditor run --format json --output report.json [extra] -- cmd`: exit
+/// code and the parsed report.
+pub fn report(dir: &Path, extra: &[&str], cmd: &[&str]) -> (i32, Value) {
+    let out_file = dir.join("auditor-report.json");
+    let out_str = out_file.to_str().unwrap().to_owned();
+    let mut args = vec!["run", "--format", "json", "--output", &out_str];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let out = auditor(dir, &args);
+    let code = out.status.code().expect("auditor killed by a signal");
+    assert!(
+        code == 0 || code == 1,
+        "auditor error {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    std::fs::remove_file(&out_file).unwrap();
+    (code, doc)
+}
+
+/// Events of one type.
+pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// (dev, ino) as `stat` sees the file.
+pub fn identity(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.dev(), m.ino())
+}
+
+/// (dev, ino) of an event's `file`.
+pub fn event_identity(ev: &Value) -> (u64, u64) {
+    let id = &ev["file"]["id"];
+    (id["dev"].as_u64().unwrap(), id["ino"].as_u64().unwrap())
+}
+
+/// Findings of a report for one rule.
+pub fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == rule)
+        .collect()
+}
+
+/// Findings at or above `low` — every one of them, for correct twins.
+pub fn all_findings(report: &Value) -> Vec<&Value> {
+    report["findings"].as_array().unwrap().iter().collect()
+}
+
+/// Debian's interpreter, run without writing bytecode caches so fixtures
+/// do only what their source says.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// `[PYTHON, -B, fixture]` as owned strings.
+pub fn py(name: &str) -> Vec<String> {
+    vec![
+        PYTHON.into(),
+        "-B".into(),
+        fixture(name).to_str().unwrap().into(),
+    ]
+}
+
+/// Borrowed view of an owned argv.
+pub fn argv(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

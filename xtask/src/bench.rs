@@ -1,0 +1,142 @@
+//! `cargo xtask bench`: the same write-heavy workload untraced, under
+//! `auditor run` and under `strace -f`, side by side in one run; prints the
+//! ratios and the events the kernel dropped.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{root, sh};
+
+struct Sample {
+    /// The workload's own loop time.
+    loop_ns: u64,
+    /// The whole command, tracer start-up included.
+    wall_ns: u64,
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+pub fn run(auditor: &Path, writes: u64, every: u64, rounds: usize) -> Result<()> {
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "xtask",
+        "--bin",
+        "write_workload",
+    ]))?;
+    let workload = root().join("target/release/write_workload");
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("workload.dat");
+    let report = dir.join("report.json");
+    let args = [
+        data.to_str().unwrap().to_owned(),
+        writes.to_string(),
+        every.to_string(),
+    ];
+
+    let time = |cmd: &mut Command| -> Result<Sample> {
+        let start = Instant::now();
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("{cmd:?}"))?;
+        let wall_ns = start.elapsed().as_nanos() as u64;
+        if !matches!(out.status.code(), Some(0) | Some(1)) {
+            bail!("{cmd:?} failed: {}", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let loop_ns = text
+            .lines()
+            .find_map(|l| l.trim().parse().ok())
+            .context("workload printed no timing")?;
+        Ok(Sample { loop_ns, wall_ns })
+    };
+
+    let mut base = Vec::new();
+    let mut traced = Vec::new();
+    let mut straced = Vec::new();
+    let mut dropped = 0u64;
+    let mut events = 0u64;
+    println!(
+        "workload: {writes} writes of 64 bytes, fsync every {every}; {rounds} rounds, interleaved"
+    );
+    for round in 0..rounds {
+        base.push(time(Command::new(&workload).args(&args))?);
+        traced.push(time(
+            Command::new(auditor)
+                .args(["run", "--format", "json", "--output"])
+                .arg(&report)
+                .arg("--")
+                .arg(&workload)
+                .args(&args),
+        )?);
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        dropped = dropped.max(
+            doc["stats"]["dropped"]
+                .as_u64()
+                .context("report has no stats.dropped")?,
+        );
+        events = doc["stats"]["events"].as_u64().unwrap_or(0);
+        straced.push(time(
+            Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null"])
+                .arg(&workload)
+                .args(&args),
+        )?);
+        println!(
+            "  round {}: untraced {:.3}s  auditor {:.3}s  strace {:.3}s",
+            round + 1,
+            base[round].loop_ns as f64 / 1e9,
+            traced[round].loop_ns as f64 / 1e9,
+            straced[round].loop_ns as f64 / 1e9
+        );
+    }
+    let m = |v: &[Sample], f: fn(&Sample) -> u64| median(v.iter().map(f).collect());
+    let (b, a, s) = (
+        m(&base, |x| x.loop_ns),
+        m(&traced, |x| x.loop_ns),
+        m(&straced, |x| x.loop_ns),
+    );
+    let (bw, aw, sw) = (
+        m(&base, |x| x.wall_ns),
+        m(&traced, |x| x.wall_ns),
+        m(&straced, |x| x.wall_ns),
+    );
+    println!(
+        "median workload loop: untraced {:.3}s, auditor {:.3}s, strace -f {:.3}s",
+        b as f64 / 1e9,
+        a as f64 / 1e9,
+        s as f64 / 1e9
+    );
+    println!(
+        "ratio (workload loop): auditor {:.3}x untraced, strace {:.3}x untraced",
+        a as f64 / b as f64,
+        s as f64 / b as f64
+    );
+    println!(
+        "ratio (whole command, start-up included): auditor {:.3}x, strace {:.3}x",
+        aw as f64 / bw as f64,
+        sw as f64 / bw as f64
+    );
+    println!("events captured per run: {events}; dropped (worst run): {dropped}");
+    println!(
+        "target: auditor <= 1.10x untraced with 0 dropped -> {}",
+        if (a as f64 / b as f64) <= 1.10 && dropped == 0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
