@@ -88,7 +88,11 @@ fn tracefs_unmounted_is_mounted_again() {
     require_root();
     let dir = scratch("tracefs");
     // Leave tracefs unmounted, as on a fresh host; the auditor mounts it.
-    let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
+    let _ = Command::new("umount").arg("/sys/kernel/tracing").output();
+    assert!(
+        !std::path::Path::new("/sys/kernel/tracing/events").exists(),
+        "precondition: tracefs unmounted"
+    );
     let evs = events(&dir, &["true"]);
     assert!(std::path::Path::new("/sys/kernel/tracing/events").is_dir());
     assert!(evs.iter().any(|e| e["type"] == "exec"));

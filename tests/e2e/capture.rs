@@ -55,6 +55,7 @@ fn write_then_fsync_through_dup_then_rename() {
         "fsync",
         "close",
         "close",
+        "rename",
     ];
     // Python's os.dup is fcntl(F_DUPFD_CLOEXEC); the order is what matters.
     assert_eq!(kinds, want, "calls on the file, in order");

@@ -35,8 +35,8 @@ pub fn require_root() {
 /// A fresh directory on a persistent filesystem (not tmpfs: files there are
 /// not judged).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("e2e")
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/e2e")
         .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
