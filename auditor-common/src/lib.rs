@@ -197,6 +197,8 @@ pub struct Offsets {
     pub sb_magic: u32,
     /// `comm` in task_struct (for the signal target's name).
     pub task_comm: u32,
+    /// Syscall argument registers in `struct pt_regs` (x86_64 ABI order).
+    pub regs_args: [u32; 6],
     pub _pad: u32,
 }
 

@@ -39,7 +39,8 @@ pub const PWRITEV2: u32 = 328;
 pub const CLOSE_RANGE: u32 = 436;
 pub const OPENAT2: u32 = 437;
 
-/// Tracepoint name suffix (`sys_enter_<name>`) and number of every traced syscall.
+/// Name and number of every traced syscall (the name is also the
+/// `syscalls:sys_enter_<name>` tracepoint's suffix).
 pub const TRACED_SYSCALLS: &[(&str, u32)] = &[
     ("write", WRITE),
     ("open", OPEN),
@@ -80,6 +81,51 @@ pub const TRACED_SYSCALLS: &[(&str, u32)] = &[
     ("close_range", CLOSE_RANGE),
     ("openat2", OPENAT2),
 ];
+
+/// Whether the probes follow this syscall.
+pub const fn is_traced_syscall(nr: u32) -> bool {
+    matches!(
+        nr,
+        WRITE
+            | OPEN
+            | CLOSE
+            | MMAP
+            | PWRITE64
+            | WRITEV
+            | MSYNC
+            | DUP
+            | DUP2
+            | SENDFILE
+            | FCNTL
+            | FSYNC
+            | FDATASYNC
+            | TRUNCATE
+            | FTRUNCATE
+            | CHDIR
+            | FCHDIR
+            | RENAME
+            | MKDIR
+            | CREAT
+            | LINK
+            | UNLINK
+            | SYNC
+            | OPENAT
+            | MKDIRAT
+            | UNLINKAT
+            | RENAMEAT
+            | LINKAT
+            | SYNC_FILE_RANGE
+            | FALLOCATE
+            | DUP3
+            | PWRITEV
+            | SYNCFS
+            | RENAMEAT2
+            | COPY_FILE_RANGE
+            | PWRITEV2
+            | CLOSE_RANGE
+            | OPENAT2
+    )
+}
 
 /// Argument indexes holding user-space path pointers, if any.
 pub const fn path_args(nr: u32) -> (Option<usize>, Option<usize>) {

@@ -25,6 +25,7 @@ static OFFSETS: Offsets = Offsets {
     sb_dev: 0,
     sb_magic: 0,
     task_comm: 0,
+    regs_args: [0; 6],
     _pad: 0,
 };
 

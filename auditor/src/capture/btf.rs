@@ -225,6 +225,14 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
         sb_dev: o("super_block", "s_dev")?,
         sb_magic: o("super_block", "s_magic")?,
         task_comm: o("task_struct", "comm")?,
+        regs_args: [
+            o("pt_regs", "di")?,
+            o("pt_regs", "si")?,
+            o("pt_regs", "dx")?,
+            o("pt_regs", "r10")?,
+            o("pt_regs", "r8")?,
+            o("pt_regs", "r9")?,
+        ],
         _pad: 0,
     })
 }

@@ -3,11 +3,13 @@
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use anyhow::{Context, Result};
-use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, nr::TRACED_SYSCALLS};
+use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
+    },
 };
 
 use super::{btf, preflight};
@@ -18,7 +20,8 @@ static PROBE_OBJECT: &[u8] =
 
 /// Loaded, attached probes. Dropping this detaches everything.
 pub struct Probes {
-    // Keeps programs and links alive.
+    links: Links,
+    // Keeps programs and maps alive; dropped after the links.
     _ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
@@ -70,8 +73,7 @@ impl Probes {
             .load(PROBE_OBJECT)
             .context("loading the probes into the kernel")?;
 
-        let mut missing = Vec::new();
-        attach_syscalls(&mut ebpf, &mut missing)?;
+        let mut links = Links::default();
         for (prog, category, name) in [
             ("sched_process_exec", "sched", "sched_process_exec"),
             ("sched_process_exit", "sched", "sched_process_exit"),
@@ -79,14 +81,23 @@ impl Probes {
         ] {
             let p: &mut TracePoint = program(&mut ebpf, prog)?;
             p.load().with_context(|| format!("loading {prog}"))?;
-            p.attach(category, name)
+            let id = p
+                .attach(category, name)
                 .with_context(|| format!("attaching {category}:{name}"))?;
+            links.tracepoints.push(p.take_link(id)?);
         }
-        for name in ["sched_process_fork", "signal_generate"] {
+        for name in [
+            "sys_enter",
+            "sys_exit",
+            "sched_process_fork",
+            "signal_generate",
+        ] {
             let p: &mut RawTracePoint = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            p.attach(name)
+            let id = p
+                .attach(name)
                 .with_context(|| format!("attaching raw tracepoint {name}"))?;
+            links.raw.push(p.take_link(id)?);
         }
 
         let traced_fd = match ebpf.map("TRACED") {
@@ -95,14 +106,8 @@ impl Probes {
         };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
-        if !missing.is_empty() {
-            // Older kernels lack some syscalls (openat2, close_range, ...).
-            eprintln!(
-                "auditor: note: this kernel has no tracepoint {}: those calls are not seen",
-                missing.join(", ")
-            );
-        }
         Ok(Probes {
+            links,
             _ebpf: ebpf,
             ring,
             stats,
@@ -139,30 +144,27 @@ where
     Ok(p.try_into()?)
 }
 
-fn attach_syscalls(ebpf: &mut Ebpf, missing: &mut Vec<String>) -> Result<()> {
-    for (prog, prefix) in [("sys_enter", "sys_enter_"), ("sys_exit", "sys_exit_")] {
-        let p: &mut TracePoint = program(ebpf, prog)?;
-        p.load().with_context(|| format!("loading {prog}"))?;
-        for (name, _) in TRACED_SYSCALLS {
-            let tp = format!("{prefix}{name}");
-            if !tracepoint_exists("syscalls", &tp) {
-                missing.push(tp);
-                continue;
-            }
-            p.attach("syscalls", &tp)
-                .with_context(|| format!("attaching syscalls:{tp}"))?;
-        }
-    }
-    Ok(())
+/// The attachments, owned so they can be closed in parallel.
+#[derive(Default)]
+struct Links {
+    tracepoints: Vec<TracePointLink>,
+    raw: Vec<RawTracePointLink>,
 }
 
-fn tracepoint_exists(category: &str, name: &str) -> bool {
-    [
-        "/sys/kernel/tracing/events",
-        "/sys/kernel/debug/tracing/events",
-    ]
-    .iter()
-    .any(|d| std::path::Path::new(d).join(category).join(name).is_dir())
+impl Drop for Probes {
+    /// Detaching a perf tracepoint waits for an RCU grace period; doing the
+    /// few we have at once lets them share the wait.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|s| {
+            for l in links.tracepoints {
+                s.spawn(move || drop(l));
+            }
+            for l in links.raw {
+                s.spawn(move || drop(l));
+            }
+        });
+    }
 }
 
 /// Adds the calling process to the traced-tgid map with a raw `bpf(2)`
