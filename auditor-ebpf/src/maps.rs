@@ -62,3 +62,19 @@ pub fn next_seq() -> u64 {
 pub fn is_traced(tgid: u32) -> bool {
     TRACED.get_ptr(tgid).is_some()
 }
+
+/// Flags for `submit`: wake the reader only once a batch has built up.
+/// A wakeup per record cost more than the probes themselves on write-heavy
+/// programs; the reader also polls every 50 ms, so nothing waits long.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    const BATCH_BYTES: u64 = 256 << 10;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}

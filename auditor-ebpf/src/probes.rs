@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{current_task, off, read},
-    maps::{EVENTS, PENDING, TRACED, count, is_traced},
+    maps::{EVENTS, PENDING, TRACED, count, is_traced, wakeup_flags},
     syscalls::fill_header,
 };
 
@@ -59,7 +59,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.shares_files = (pfiles == cfiles) as u32;
         r._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -104,7 +104,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             Err(_) => r.path[0] = 0,
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -164,7 +164,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         r.group_dead = group_dead as u32;
         r._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -224,7 +224,7 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.handler = 0;
         r.target_comm = read(task, off(|o| o.task_comm)).unwrap_or([0; 16]);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -268,6 +268,6 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
         r.handler = handler;
         r.target_comm = r.header.comm;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }

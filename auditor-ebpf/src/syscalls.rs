@@ -21,7 +21,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{ident, off, read},
-    maps::{EVENTS, PENDING, Pending, count, is_traced, next_seq},
+    maps::{EVENTS, PENDING, Pending, count, is_traced, next_seq, wakeup_flags},
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -115,7 +115,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 ret,
             );
         }
-        entry.submit(0);
+        entry.submit(wakeup_flags());
         return Ok(());
     }
 
@@ -150,7 +150,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 

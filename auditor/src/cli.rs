@@ -39,6 +39,11 @@ pub enum Command {
     Record(RecordArgs),
     /// Analyze a recording made by `auditor record`.
     Report(ReportArgs),
+    /// Attach to running processes (by pid, name or cgroup) and report until stopped.
+    Attach(AttachArgs),
+    /// Run a command on a scratch filesystem, cut the power at chosen points,
+    /// and check which findings really lose data.
+    Crashtest(CrashtestArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,6 +114,70 @@ pub struct RunArgs {
     /// Print the decoded event stream instead of findings.
     #[arg(long)]
     pub events: bool,
+    /// Watch live in a terminal UI (the report is still written on quit).
+    #[arg(long, conflicts_with = "events")]
+    pub tui: bool,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub report: ReportOptions,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// Attach to this process (repeatable).
+    #[arg(long, value_name = "PID", required_unless_present_any = ["comm", "cgroup"])]
+    pub pid: Vec<u32>,
+    /// Attach to processes with this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Attach to the processes of this cgroup v2 path or container id (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+    /// Also attach to processes that start later under a matching name or cgroup.
+    #[arg(long)]
+    pub follow_new: bool,
+    /// Stop after this long (e.g. 30s, 10m, 2h); else at SIGINT or SIGTERM.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464), path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Watch live in a terminal UI.
+    #[arg(long)]
+    pub tui: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrashFs {
+    Xfs,
+    Ext4,
+}
+
+#[derive(Args)]
+pub struct CrashtestArgs {
+    #[command(flatten)]
+    pub report: ReportOptions,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// Filesystem of the scratch image.
+    #[arg(long, value_enum, default_value = "xfs")]
+    pub fs: CrashFs,
+    /// Size of the scratch image (e.g. 512M, 1G).
+    #[arg(long, default_value = "512M")]
+    pub size: String,
+    /// Crash points: exit, renames, fsyncs, or a number N of random points among them.
+    #[arg(long, default_value = "exit")]
+    pub at: String,
+    /// Seed for `--at N` (printed when chosen at random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the image files for inspection.
+    #[arg(long)]
+    pub keep: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

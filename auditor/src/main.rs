@@ -15,6 +15,8 @@ fn main() {
         cli::Command::Run(a) => commands::run::run(a),
         cli::Command::Record(a) => commands::record::run(a),
         cli::Command::Report(a) => commands::report::run(a),
+        cli::Command::Attach(a) => commands::attach::run(a),
+        cli::Command::Crashtest(a) => commands::crashtest::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

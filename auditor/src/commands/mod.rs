@@ -1,5 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod attach;
+pub mod crashtest;
 pub mod record;
 pub mod report;
 pub mod run;
