@@ -199,8 +199,17 @@ pub struct Offsets {
     pub task_comm: u32,
     /// Syscall argument registers in `struct pt_regs` (x86_64 ABI order).
     pub regs_args: [u32; 6],
-    pub _pad: u32,
+    /// Start of the [`WINDOW`]-byte span read at once from each structure;
+    /// every field above lies inside its structure's window. One read of a
+    /// span costs about what one read of a field does.
+    pub file_win: u32,
+    pub inode_win: u32,
+    pub sb_win: u32,
+    pub regs_win: u32,
 }
+
+/// Bytes read at once from a kernel structure (see [`Offsets`]).
+pub const WINDOW: usize = 128;
 
 /// Per-CPU counters the probes keep; read by userspace at the end.
 pub const STAT_DROPPED: u32 = 0;

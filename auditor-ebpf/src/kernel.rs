@@ -1,11 +1,11 @@
 //! Reads of kernel structures at offsets taken from the running kernel's BTF
 //! (userspace writes them into `OFFSETS` before load).
 
-use auditor_common::{FileIdent, Offsets};
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use auditor_common::{FileIdent, Offsets, WINDOW};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 
 #[unsafe(no_mangle)]
-static OFFSETS: Offsets = Offsets {
+pub(crate) static OFFSETS: Offsets = Offsets {
     task_files: 0,
     task_tgid: 0,
     task_pid: 0,
@@ -26,16 +26,29 @@ static OFFSETS: Offsets = Offsets {
     sb_magic: 0,
     task_comm: 0,
     regs_args: [0; 6],
-    _pad: 0,
+    file_win: 0,
+    inode_win: 0,
+    sb_win: 0,
+    regs_win: 0,
 };
 
-#[inline(always)]
-pub fn off(f: fn(&Offsets) -> u32) -> usize {
-    // SAFETY: a read of our own global; volatile so the compiler does not
-    // fold the zeros it was compiled with.
-    let o = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    f(&o) as usize
+/// One field of `OFFSETS`, read volatile so the compiler does not fold the
+/// zeros it was compiled with (userspace rewrites them at load time).
+/// Reading the field alone matters: copying the whole struct on every use
+/// cost more than the kernel reads themselves.
+macro_rules! off {
+    ($($field:tt)+) => {
+        {
+            // SAFETY: an aligned read of our own global.
+            #[allow(unused_unsafe)]
+            let v = unsafe {
+                core::ptr::read_volatile(core::ptr::addr_of!($crate::kernel::OFFSETS.$($field)+))
+            };
+            v as usize
+        }
+    };
 }
+pub(crate) use off;
 
 #[inline(always)]
 pub unsafe fn read<T>(base: *const u8, offset: usize) -> Result<T, i64> {
@@ -48,21 +61,54 @@ pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
+/// A span of a kernel structure copied in one read; fields are picked out
+/// of it by their offset relative to the span's start.
+pub struct Window([u64; WINDOW / 8]);
+
+impl Window {
+    #[inline(always)]
+    pub fn new() -> Window {
+        Window([0; WINDOW / 8])
+    }
+
+    /// Copies `WINDOW` bytes starting at `base + start`.
+    #[inline(always)]
+    pub fn load(&mut self, base: *const u8, start: usize) -> Result<(), i64> {
+        // SAFETY: the buffer is WINDOW bytes; the read is fault-checked.
+        let dst = unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, WINDOW) };
+        unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(start), dst) }.map_err(|e| e as i64)
+    }
+
+    /// The `T` at absolute offset `off` of a window loaded at `start`.
+    /// Offsets are checked at start-up to fall inside the window and be
+    /// naturally aligned; the masks keep the verifier sure of it.
+    #[inline(always)]
+    pub fn get<T: Copy + Default>(&self, off: usize, start: usize) -> T {
+        let rel = off.wrapping_sub(start) & (WINDOW - 1);
+        if rel + core::mem::size_of::<T>() > WINDOW {
+            return T::default();
+        }
+        // SAFETY: in bounds (checked above) and aligned (checked at start-up).
+        unsafe { ((self.0.as_ptr() as *const u8).add(rel) as *const T).read() }
+    }
+}
+
 /// `struct file *` behind `fd` in the current task's fd table.
 #[inline(always)]
 pub fn fd_file(fd: u64) -> Result<*const u8, i64> {
     unsafe {
         let task = current_task();
-        let files: *const u8 = read(task, off(|o| o.task_files))?;
+        let files: *const u8 = read(task, off!(task_files))?;
         if files.is_null() {
             return Err(-1);
         }
-        let fdt: *const u8 = read(files, off(|o| o.files_fdt))?;
-        let max: u32 = read(fdt, off(|o| o.fdt_max_fds))?;
+        let fdt: *const u8 = read(files, off!(files_fdt))?;
+        // fdtable is smaller than a window: two plain reads.
+        let max: u32 = read(fdt, off!(fdt_max_fds))?;
         if fd >= max as u64 {
             return Err(-1);
         }
-        let fds: *const u8 = read(fdt, off(|o| o.fdt_fd))?;
+        let fds: *const u8 = read(fdt, off!(fdt_fd))?;
         let file: *const u8 = read(fds, (fd as usize) * 8)?;
         if file.is_null() {
             return Err(-1);
@@ -79,21 +125,30 @@ pub fn ident(fd: u64, out: &mut FileIdent) {
     }
 }
 
+/// Three window reads (file, inode, super_block) instead of nine field reads.
 #[inline(always)]
 fn fill(file: *const u8, out: &mut FileIdent) -> Result<(), i64> {
-    unsafe {
-        out.f_flags = read(file, off(|o| o.file_flags))?;
-        out.f_mode = read(file, off(|o| o.file_mode))?;
-        let inode: *const u8 = read(file, off(|o| o.file_inode))?;
-        if inode.is_null() {
-            return Err(-1);
-        }
-        out.i_mode = read(inode, off(|o| o.inode_mode))?;
-        out.size = read(inode, off(|o| o.inode_size))?;
-        let sb: *const u8 = read(inode, off(|o| o.inode_sb))?;
-        out.dev = read(sb, off(|o| o.sb_dev))?;
-        out.magic = read(sb, off(|o| o.sb_magic))?;
-        out.ino = read(inode, off(|o| o.inode_ino))?;
+    let mut w = Window::new();
+    let start = off!(file_win);
+    w.load(file, start)?;
+    out.f_flags = w.get(off!(file_flags), start);
+    out.f_mode = w.get(off!(file_mode), start);
+    let inode = w.get::<u64>(off!(file_inode), start) as *const u8;
+    if inode.is_null() {
+        return Err(-1);
     }
+    let start = off!(inode_win);
+    w.load(inode, start)?;
+    out.i_mode = w.get(off!(inode_mode), start);
+    out.size = w.get(off!(inode_size), start);
+    out.ino = w.get(off!(inode_ino), start);
+    let sb = w.get::<u64>(off!(inode_sb), start) as *const u8;
+    if sb.is_null() {
+        return Err(-1);
+    }
+    let start = off!(sb_win);
+    w.load(sb, start)?;
+    out.dev = w.get(off!(sb_dev), start);
+    out.magic = w.get(off!(sb_magic), start);
     Ok(())
 }

@@ -32,10 +32,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let parent: *const u8 = ctx.arg(0);
     let child: *const u8 = ctx.arg(1);
     let (child_tgid, child_tid, pfiles, cfiles) = unsafe {
-        let t: u32 = read(child, off(|o| o.task_tgid))?;
-        let p: u32 = read(child, off(|o| o.task_pid))?;
-        let pf: u64 = read(parent, off(|o| o.task_files))?;
-        let cf: u64 = read(child, off(|o| o.task_files))?;
+        let t: u32 = read(child, off!(task_tgid))?;
+        let p: u32 = read(child, off!(task_pid))?;
+        let pf: u64 = read(parent, off!(task_files))?;
+        let cf: u64 = read(child, off!(task_files))?;
         (t, p, pf, cf)
     };
     if child_tgid != tgid {
@@ -134,12 +134,12 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(|e| e as i64)?;
     let task = current_task();
     let (code, group_code) = unsafe {
-        let code: u32 = read(task, off(|o| o.task_exit_code)).unwrap_or(0);
-        let sig: *const u8 = read(task, off(|o| o.task_signal)).unwrap_or(core::ptr::null());
+        let code: u32 = read(task, off!(task_exit_code)).unwrap_or(0);
+        let sig: *const u8 = read(task, off!(task_signal)).unwrap_or(core::ptr::null());
         let gc: u32 = if sig.is_null() {
             0
         } else {
-            read(sig, off(|o| o.signal_group_exit_code)).unwrap_or(0)
+            read(sig, off!(signal_group_exit_code)).unwrap_or(0)
         };
         (code, gc)
     };
@@ -185,8 +185,8 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
     let group: u64 = ctx.arg(3);
     let result: u64 = ctx.arg(4);
     let (target_tgid, target_tid) = unsafe {
-        let t: u32 = read(task, off(|o| o.task_tgid))?;
-        let p: u32 = read(task, off(|o| o.task_pid))?;
+        let t: u32 = read(task, off!(task_tgid))?;
+        let p: u32 = read(task, off!(task_pid))?;
         (t, p)
     };
     if !is_traced(sender_tgid) && !is_traced(target_tgid) {
@@ -222,7 +222,7 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.group = group as i32;
         r.target_syscall = target_syscall;
         r.handler = 0;
-        r.target_comm = read(task, off(|o| o.task_comm)).unwrap_or([0; 16]);
+        r.target_comm = read(task, off!(task_comm)).unwrap_or([0; 16]);
     }
     entry.submit(wakeup_flags());
     Ok(())

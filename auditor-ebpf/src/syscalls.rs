@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{ident, off, read},
+    kernel::{Window, ident, off},
     maps::{EVENTS, PENDING, Pending, count, is_traced, next_seq, wakeup_flags},
 };
 
@@ -57,12 +57,15 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         file: FileIdent::default(),
         file2: FileIdent::default(),
     };
-    p.args[0] = unsafe { read(regs, off(|o| o.regs_args[0])) }.unwrap_or(0);
-    p.args[1] = unsafe { read(regs, off(|o| o.regs_args[1])) }.unwrap_or(0);
-    p.args[2] = unsafe { read(regs, off(|o| o.regs_args[2])) }.unwrap_or(0);
-    p.args[3] = unsafe { read(regs, off(|o| o.regs_args[3])) }.unwrap_or(0);
-    p.args[4] = unsafe { read(regs, off(|o| o.regs_args[4])) }.unwrap_or(0);
-    p.args[5] = unsafe { read(regs, off(|o| o.regs_args[5])) }.unwrap_or(0);
+    let mut w = Window::new();
+    let start = off!(regs_win);
+    w.load(regs, start)?;
+    p.args[0] = w.get(off!(regs_args[0]), start);
+    p.args[1] = w.get(off!(regs_args[1]), start);
+    p.args[2] = w.get(off!(regs_args[2]), start);
+    p.args[3] = w.get(off!(regs_args[3]), start);
+    p.args[4] = w.get(off!(regs_args[4]), start);
+    p.args[5] = w.get(off!(regs_args[5]), start);
     if nr == OPENAT2 {
         // openat2 passes flags and mode in a user struct open_how
         // { u64 flags; u64 mode; u64 resolve; }: copy them into the argument

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
-use auditor_common::Offsets;
+use auditor_common::{Offsets, WINDOW};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -186,6 +186,12 @@ impl Btf {
         None
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32> {
+        let id = *self.structs.get(name).with_context(|| format!("struct {name} not in BTF"))?;
+        Ok(self.types[id as usize].size_or_type)
+    }
+
     #[cfg(test)]
     fn has_struct(&self, name: &str) -> bool {
         self.structs.contains_key(name)
@@ -202,10 +208,30 @@ impl Btf {
     }
 }
 
+/// Start of the span the probes read from `strukt` at once: 8-aligned, at or
+/// before the first field, holding every field (each `(offset, size)`,
+/// naturally aligned), and ending inside the structure (reading past it
+/// could cross into an unmapped page).
+fn window(btf: &Btf, strukt: &str, fields: &[(u32, u32)]) -> Result<u32> {
+    let window = WINDOW as u32;
+    let size = btf.struct_size(strukt)?;
+    if size < window {
+        bail!("struct {strukt} ({size} bytes) is smaller than the span read from it");
+    }
+    let first = fields.iter().map(|f| f.0).min().unwrap_or(0);
+    let start = (first & !7).min((size - window) & !7);
+    for &(off, len) in fields {
+        if off < start || off + len > start + window || off % len != 0 {
+            bail!("fields of struct {strukt} are too far apart for one read (offset {off})");
+        }
+    }
+    Ok(start)
+}
+
 /// Offsets the probes need, from the running kernel.
 pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
     let o = |s: &str, f: &str| btf.member_offset(s, f);
-    Ok(Offsets {
+    let mut offsets = Offsets {
         task_files: o("task_struct", "files")?,
         task_tgid: o("task_struct", "tgid")?,
         task_pid: o("task_struct", "pid")?,
@@ -233,8 +259,23 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
             o("pt_regs", "r8")?,
             o("pt_regs", "r9")?,
         ],
-        _pad: 0,
-    })
+        file_win: 0,
+        inode_win: 0,
+        sb_win: 0,
+        regs_win: 0,
+    };
+    let x = offsets;
+    offsets.file_win =
+        window(btf, "file", &[(x.file_mode, 4), (x.file_flags, 4), (x.file_inode, 8)])?;
+    offsets.inode_win = window(
+        btf,
+        "inode",
+        &[(x.inode_mode, 2), (x.inode_size, 8), (x.inode_ino, 8), (x.inode_sb, 8)],
+    )?;
+    offsets.sb_win = window(btf, "super_block", &[(x.sb_dev, 4), (x.sb_magic, 8)])?;
+    let regs: Vec<(u32, u32)> = x.regs_args.iter().map(|&r| (r, 8)).collect();
+    offsets.regs_win = window(btf, "pt_regs", &regs)?;
+    Ok(offsets)
 }
 
 #[cfg(test)]
