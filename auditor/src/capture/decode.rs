@@ -30,6 +30,13 @@ pub struct DecodeStats {
     pub bad_size: u64,
 }
 
+impl DecodeStats {
+    /// Records that reached us but could not be read.
+    pub fn undecodable(&self) -> u64 {
+        self.bad_size + self.unknown_kind
+    }
+}
+
 /// Turns records into events. Losses are not inferred from sequence gaps
 /// (records from different CPUs may commit out of sequence order); the
 /// kernel's drop counters are exact and become `Lost` events instead.
@@ -44,16 +51,19 @@ impl Decoder {
         self.stats.records += 1;
         let Some(h) = read::<Header>(bytes) else {
             self.stats.bad_size += 1;
+            out.push(lost(0));
             return;
         };
         if h.size as usize != bytes.len() {
             self.stats.bad_size += 1;
+            out.push(lost(h.ts_ns));
             return;
         }
         let kind = match Kind::from_u16(h.kind) {
             Some(k) => k,
             None => {
                 self.stats.unknown_kind += 1;
+                out.push(lost(h.ts_ns));
                 return;
             }
         };
@@ -101,8 +111,24 @@ impl Decoder {
                 comm: cstr(&h.comm),
                 kind,
             }),
-            None => self.stats.bad_size += 1,
+            None => {
+                self.stats.bad_size += 1;
+                out.push(lost(h.ts_ns));
+            }
         }
+    }
+}
+
+/// A record we could not read is an event the analyzer missed: it must
+/// know, so the verdicts it could change become inconclusive.
+fn lost(ts_ns: u64) -> Event {
+    Event {
+        seq: 0,
+        ts_ns,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        kind: EventKind::Lost { count: 1 },
     }
 }
 
@@ -597,7 +623,9 @@ mod tests {
         d.decode(&b, &mut out);
         r.header.kind = 99;
         d.decode(&bytes(&r), &mut out);
-        assert!(out.is_empty());
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|e| e.kind == EventKind::Lost { count: 1 }));
+        out.clear();
         assert_eq!((d.stats.bad_size, d.stats.unknown_kind), (2, 1));
         d.decode(&bytes(&sys(FSYNC, [3, 0, 0, 0, 0, 0], 0, 7)), &mut out);
         assert!(matches!(out[0].kind, EventKind::Sync { .. }));

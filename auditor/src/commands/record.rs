@@ -33,7 +33,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let file = writer.finish(
         &rfc3339(outcome.ended),
         exit,
-        outcome.kernel.dropped,
+        outcome.kernel.lost() + outcome.decode.undecodable(),
         outcome.decode.records,
     )?;
     file.commit()
@@ -42,8 +42,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         "auditor: recorded {} events to {}{}",
         outcome.decode.records,
         args.output.display(),
-        if outcome.kernel.dropped > 0 {
-            format!(" ({} dropped)", outcome.kernel.dropped)
+        if outcome.kernel.lost() > 0 {
+            format!(" ({} dropped)", outcome.kernel.lost())
         } else {
             String::new()
         }

@@ -57,10 +57,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         }
         out.commit()
             .map_err(|e| UserError::new(format!("cannot write the output: {e}")))?;
-        if outcome.kernel.dropped > 0 {
+        if outcome.kernel.lost() > 0 {
             eprintln!(
-                "auditor: {} events were dropped by the kernel (ring buffer full): try a larger --ring-mb",
-                outcome.kernel.dropped
+                "auditor: {} events were lost in the kernel (buffers full): try a larger --ring-mb",
+                outcome.kernel.lost()
             );
         }
         return Ok(0);
@@ -75,7 +75,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     });
     info.started_at = rfc3339(outcome.started);
     info.ended_at = rfc3339(outcome.ended);
-    info.dropped = outcome.kernel.dropped;
+    info.dropped = outcome.kernel.lost() + outcome.decode.undecodable();
     info.events = outcome.decode.records;
     let report = Report::new(&analyzer, info);
     finish_report(out, format, &report, &args.report)
