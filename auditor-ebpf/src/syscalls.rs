@@ -142,15 +142,15 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         rec.path[0] = 0;
         rec.path2[0] = 0;
-        if let Some(i) = pa {
-            if read_path(arg(&p.args, i), &mut rec.path) {
-                rec.sys.header.flags |= FLAG_PATH_TRUNCATED;
-            }
+        if let Some(i) = pa
+            && read_path(arg(&p.args, i), &mut rec.path)
+        {
+            rec.sys.header.flags |= FLAG_PATH_TRUNCATED;
         }
-        if let Some(i) = pb {
-            if read_path(arg(&p.args, i), &mut rec.path2) {
-                rec.sys.header.flags |= FLAG_PATH2_TRUNCATED;
-            }
+        if let Some(i) = pb
+            && read_path(arg(&p.args, i), &mut rec.path2)
+        {
+            rec.sys.header.flags |= FLAG_PATH2_TRUNCATED;
         }
     }
     entry.submit(wakeup_flags());

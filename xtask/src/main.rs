@@ -165,6 +165,18 @@ fn test(filter: &[String]) -> Result<()> {
         .args(["--", "-D", "warnings"])
         .env("AUDITOR_EBPF_OBJECT", probe_object()))?;
     sh(Command::new("cargo")
+        .current_dir(r.join("auditor-ebpf"))
+        .args([
+            "+nightly",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
+    sh(Command::new("cargo")
         .current_dir(&r)
         .args([
             "test",
