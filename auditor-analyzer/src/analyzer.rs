@@ -15,6 +15,7 @@ use crate::calls::call_ref;
 use crate::config::{Config, Filter};
 use crate::event::{Event, EventKind, FileId, FileInfo};
 use crate::finding::{Finding, ProcessRef};
+use crate::snapshot::{self, Recent, Snapshot};
 use crate::stats::AnalyzerStats;
 use crate::track::dirs::DirJournal;
 use crate::track::fds::{FdSpace, TableId};
@@ -28,7 +29,7 @@ const GC_START: usize = 50_000;
 const IGNORED_SEEN_MAX: usize = 100_000;
 
 /// Completes an event once its paths are absolute, before any rule sees it.
-pub type Enricher = Box<dyn FnMut(&mut Event)>;
+pub type Enricher = Box<dyn FnMut(&mut Event) + Send>;
 
 /// Follows an event stream and raises durability findings.
 pub struct Analyzer {
@@ -55,6 +56,8 @@ pub struct Analyzer {
     interleaved_ids: BTreeSet<FileId>,
     gc_at: usize,
     last_event: Option<(u64, u64)>,
+    /// Ended processes and signals, for live views.
+    recent: Recent,
 }
 
 impl Analyzer {
@@ -81,6 +84,7 @@ impl Analyzer {
             interleaved_ids: BTreeSet::new(),
             gc_at: GC_START,
             last_event: None,
+            recent: Recent::default(),
         })
     }
 
@@ -114,6 +118,8 @@ impl Analyzer {
         if let Some(enrich) = self.enricher.as_mut() {
             enrich(ev);
         }
+        self.recent
+            .observe(ev, &self.procs, &self.inodes, &self.fds);
         let ev: &Event = ev;
         match &ev.kind {
             EventKind::Open { .. } => self.on_open(ev),
@@ -179,6 +185,23 @@ impl Analyzer {
         let mut stats = self.stats.clone();
         stats.processes = self.procs.seen;
         stats
+    }
+
+    /// A bounded picture of the live state (processes, files, signals,
+    /// newest findings) for views that refresh during capture; ages are
+    /// measured against `now_ns` (the events' monotonic clock).
+    pub fn snapshot(&self, now_ns: u64) -> Snapshot {
+        snapshot::build(
+            snapshot::Parts {
+                procs: &self.procs,
+                inodes: &self.inodes,
+                fds: &self.fds,
+                recent: &self.recent,
+                findings: &self.findings,
+                stats: self.stats(),
+            },
+            now_ns,
+        )
     }
 
     /// The single exit for findings: drops disabled rules and ignored paths,

@@ -15,6 +15,7 @@ mod glob;
 pub mod recording;
 pub mod report;
 pub mod rules;
+pub mod snapshot;
 pub mod stats;
 pub mod time;
 mod track;

@@ -253,6 +253,11 @@ impl FdSpace {
         self.tables.get(&table)?.fds.get(&fd).map(|s| s.cloexec)
     }
 
+    /// Open fds in `table` (shown by live views).
+    pub fn fd_count(&self, table: TableId) -> usize {
+        self.tables.get(&table).map_or(0, |t| t.fds.len())
+    }
+
     /// Whether any fd of `table` refers to `file`.
     pub fn holds(&self, table: TableId, file: FileId) -> bool {
         self.tables.get(&table).is_some_and(|t| {

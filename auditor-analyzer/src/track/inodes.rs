@@ -171,6 +171,8 @@ pub struct InodeState {
     pub unlinked: bool,
     pub dirty: Option<Dirty>,
     pub last_sync: Option<CallRef>,
+    /// Times the data was made durable (shown by live views).
+    pub syncs: u64,
     pub failed_sync: Option<FailedSync>,
     pub truncation: Option<Truncation>,
     pub appends: Appends,
@@ -191,6 +193,7 @@ impl InodeState {
             unlinked: false,
             dirty: None,
             last_sync: None,
+            syncs: 0,
             failed_sync: None,
             truncation: None,
             appends: Appends::default(),
@@ -295,6 +298,7 @@ impl InodeState {
         self.dirty = None;
         self.deferred.clear();
         self.last_sync = Some(call.clone());
+        self.syncs += 1;
     }
 
     /// Whether nothing about this inode could still produce a finding (so
@@ -358,6 +362,10 @@ impl Inodes {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &InodeState> {
+        self.map.values()
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut InodeState> {

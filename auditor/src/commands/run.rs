@@ -12,6 +12,9 @@ use crate::{
 };
 
 pub fn run(args: RunArgs) -> Result<i32> {
+    if args.tui {
+        return crate::tui::run_command(args);
+    }
     let mut analyzer = Analyzer::new(analyzer_config(&args.report)?)
         .map_err(|e| UserError::new(format!("{e:#}")))?;
     analyzer.set_enricher(Box::new(enrich::enrich));

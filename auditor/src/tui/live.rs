@@ -1,0 +1,244 @@
+//! The live loop: capture and analysis in their own thread, the UI drawing
+//! at a fixed rate from bounded snapshots, and the normal report at the end.
+//!
+//! The capture thread holds the analyzer's lock only for one event at a
+//! time; the UI takes it ten times a second for a bounded snapshot. A burst
+//! of events therefore neither waits for drawing nor grows the UI's memory.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use auditor_analyzer::{Analyzer, Event, RunInfo, report::Report};
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
+
+use super::{
+    app::{App, Effect, Msg},
+    terminal::Guard,
+    view,
+};
+use crate::{
+    capture::launch::monotonic_ns,
+    cli::{Format, ReportOptions},
+    commands::{finish_report, rfc3339, stream_findings},
+    error::UserError,
+    output::{AtomicFile, Output},
+};
+
+/// Drawing rate.
+const TICK: Duration = Duration::from_millis(100);
+/// How long quitting waits for a stopped workload to end before writing
+/// the report from what was seen.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Where each event goes; the capture calls it in kernel order.
+pub type Sink<'a> = &'a mut dyn FnMut(Event) -> Result<()>;
+/// Runs the capture to its end (blocking) and returns what the report needs
+/// to know about the run (exit status, times, kernel counters).
+pub type Capture = Box<dyn FnOnce(Sink<'_>) -> Result<RunInfo> + Send>;
+/// Asks a running capture to end (quit was pressed).
+pub type Stop = Box<dyn Fn() + Send>;
+
+/// What the live view needs besides the capture itself.
+pub struct Live {
+    /// Shown in the header (`python3 app.py`, `pids 12, 34`).
+    pub target: String,
+    /// The run as known before capture ends; used for exports and when
+    /// the capture does not end in time after quit.
+    pub info: RunInfo,
+    pub report: ReportOptions,
+    /// Opened before the UI starts, so a bad --output fails first.
+    pub out: Output,
+    /// Where stdout/stderr go while the UI runs (inherited by a launched
+    /// command).
+    pub command_log: PathBuf,
+}
+
+/// Where a launched command's output goes under the UI: beside --output
+/// (`report.json` -> `report.cmd.log`), else nowhere. Returns the path and
+/// the footer's wording.
+pub fn command_log(output: Option<&Path>) -> (PathBuf, String) {
+    match output {
+        Some(p) => {
+            let log = p.with_extension("cmd.log");
+            let note = log.display().to_string();
+            (log, note)
+        }
+        None => (
+            PathBuf::from("/dev/null"),
+            "discarded (--output keeps it beside the report)".into(),
+        ),
+    }
+}
+
+fn lock(a: &Mutex<Analyzer>) -> MutexGuard<'_, Analyzer> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the UI over `capture` until the user quits, then writes the report
+/// where --output says. Returns the findings' exit code.
+pub fn run_live(analyzer: Analyzer, live: Live, capture: Capture, stop: Stop) -> Result<i32> {
+    let shared = Arc::new(Mutex::new(analyzer));
+    let mut guard = Guard::enter(&live.command_log)?;
+    let note = if live.command_log == Path::new("/dev/null") {
+        command_log(None).1
+    } else {
+        live.command_log.display().to_string()
+    };
+    let mut app = App::new(live.target.clone(), note);
+    let (tx, rx) = mpsc::channel::<Result<RunInfo>>();
+    let worker = shared.clone();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let mut sink = |mut ev: Event| {
+                lock(&worker).process(&mut ev);
+                Ok(())
+            };
+            let result = capture(&mut sink);
+            if result.is_ok() {
+                // End-of-trace verdicts show while the UI stays up.
+                lock(&worker).finish();
+            }
+            let _ = tx.send(result);
+        })?;
+
+    let ended = ui_loop(&mut guard, &mut app, &shared, &rx, &live)?;
+    let ended = match ended {
+        Some(info) => Some(info),
+        None => {
+            app.update(Msg::Notice("stopping the traced workload…".into()));
+            guard.terminal.draw(|f| view::render(f, &app))?;
+            stop();
+            match rx.recv_timeout(STOP_WAIT) {
+                Ok(r) => Some(r?),
+                Err(_) => None,
+            }
+        }
+    };
+    drop(guard);
+    if ended.is_none() {
+        eprintln!(
+            "auditor: the traced workload did not end within {}s of quitting; the report covers what was seen until then",
+            STOP_WAIT.as_secs()
+        );
+    }
+    let mut analyzer = lock(&shared);
+    analyzer.finish();
+    let report = Report::new(&analyzer, run_info(&live.info, ended.as_ref(), &analyzer));
+    let format = live.report.format();
+    let mut out = live.out;
+    if format == Format::Jsonl {
+        stream_findings(&mut out, analyzer.findings())?;
+    }
+    finish_report(out, format, &report, &live.report)
+}
+
+/// Draws and handles keys until quit; returns the capture's run info when
+/// it ended first.
+fn ui_loop(
+    guard: &mut Guard,
+    app: &mut App,
+    shared: &Mutex<Analyzer>,
+    rx: &mpsc::Receiver<Result<RunInfo>>,
+    live: &Live,
+) -> Result<Option<RunInfo>> {
+    let started = Instant::now();
+    let mut ended: Option<RunInfo> = None;
+    let mut next = Instant::now();
+    loop {
+        if !guard.active() {
+            bail!("the terminal UI stopped after a panic (see above)");
+        }
+        if Instant::now() >= next {
+            next += TICK;
+            if next < Instant::now() {
+                next = Instant::now() + TICK;
+            }
+            if ended.is_none() {
+                match rx.try_recv() {
+                    Ok(Ok(info)) => {
+                        let how = info
+                            .exit_status
+                            .map(|e| format!("command {}", e.describe()))
+                            .unwrap_or_else(|| "capture ended".into());
+                        app.update(Msg::CaptureEnded(format!("{how}; q writes the report")));
+                        ended = Some(info);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(mpsc::TryRecvError::Disconnected) => bail!("the capture thread failed"),
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
+            }
+            app.update(Msg::Tick(started.elapsed()));
+            let snap = lock(shared).snapshot(monotonic_ns());
+            app.update(Msg::Snapshot(Box::new(snap)));
+            guard.terminal.draw(|f| view::render(f, app))?;
+        }
+        if !event::poll(next.saturating_duration_since(Instant::now()))? {
+            continue;
+        }
+        match event::read()? {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => match app.update(Msg::Key(k)) {
+                Effect::Quit => return Ok(ended),
+                Effect::Export => {
+                    let notice = match export(shared, live, ended.as_ref()) {
+                        Ok(p) => format!("exported the report to {}", p.display()),
+                        Err(e) => format!("export failed: {e:#}"),
+                    };
+                    app.update(Msg::Notice(notice));
+                }
+                Effect::None => {}
+            },
+            TermEvent::Resize(..) => {}
+            _ => continue,
+        }
+        guard.terminal.draw(|f| view::render(f, app))?;
+    }
+}
+
+/// The run as far as it is known: the capture's own account once it ended,
+/// else the start info with the analyzer's counters and the time now.
+fn run_info(start: &RunInfo, ended: Option<&RunInfo>, a: &Analyzer) -> RunInfo {
+    if let Some(info) = ended {
+        return info.clone();
+    }
+    let stats = a.stats();
+    RunInfo {
+        ended_at: rfc3339(std::time::SystemTime::now()),
+        events: stats.events,
+        dropped: stats.lost_events,
+        ..start.clone()
+    }
+}
+
+/// Writes the current report as JSON beside --output (or in the current
+/// directory), atomically, under a name that does not replace the final one.
+fn export(shared: &Mutex<Analyzer>, live: &Live, ended: Option<&RunInfo>) -> Result<PathBuf> {
+    let report = {
+        let a = lock(shared);
+        Report::new(&a, run_info(&live.info, ended, &a))
+    };
+    let dir = live
+        .report
+        .output
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let path = dir.join(format!("auditor-export-{secs}.json"));
+    let mut file = AtomicFile::create(&path)?;
+    let mut doc = serde_json::to_vec_pretty(&report.to_json())?;
+    doc.push(b'\n');
+    std::io::Write::write_all(&mut file, &doc)?;
+    file.commit()
+        .map_err(|e| UserError::new(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}

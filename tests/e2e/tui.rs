@@ -1,0 +1,234 @@
+//! `run --tui` in a real terminal (tmux): the finding appears on screen
+//! while the command still runs, the command's own output stays off the
+//! UI, and quitting leaves the normal report and exit code.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use auditor_e2e::*;
+use serde_json::Value;
+
+/// A tmux server of our own (its own socket), killed on drop, so tests
+/// never touch anyone else's sessions.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(dir: &Path, shell_cmd: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("auditor-e2e-{}", std::process::id()),
+        };
+        let status = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "ui",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                "-c",
+            ])
+            .arg(dir)
+            .arg(shell_cmd)
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "ui"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .cmd()
+            .args(["send-keys", "-t", "ui"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn text(&self, text: &str) {
+        let status = self
+            .cmd()
+            .args(["send-keys", "-t", "ui", "-l", text])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Polls the screen until `pred` holds; panics with the last screen.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .arg("kill-server")
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `auditor run --tui` on the careless saver in tmux; the shell
+/// records the exit code in `exit.code` once the auditor is gone, then
+/// keeps the pane open so the restored screen can be read.
+fn start(dir: &Path) -> (Tmux, PathBuf) {
+    require_root();
+    let report = dir.join("report.json");
+    let cmd = format!(
+        "{} run --tui --output {} -- {} -B {} {}; echo $? > {}; sleep 60",
+        auditor_bin().display(),
+        report.display(),
+        PYTHON,
+        fixture("tui/careless_save.py").display(),
+        dir.display(),
+        dir.join("exit.code").display(),
+    );
+    let tmux = Tmux::start(dir, &cmd);
+    tmux.wait_for("the finding on screen", |s| {
+        s.contains("rename-without-fsync") && s.contains(&format!("{}/state.json", dir.display()))
+    });
+    (tmux, report)
+}
+
+fn exit_code(dir: &Path) -> i32 {
+    let path = dir.join("exit.code");
+    wait_for_file(&path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Ok(code) = text.trim().parse() {
+            return code;
+        }
+        assert!(Instant::now() < deadline, "exit.code holds {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_report(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("report written on quit");
+    serde_json::from_str(&text).expect("the report is valid JSON")
+}
+
+#[test]
+fn finding_on_screen_detail_then_quit_writes_the_report() {
+    let dir = scratch("tui_quit_after_exit");
+    let (tmux, report) = start(&dir);
+    let screen = tmux.screen();
+    assert!(
+        !screen.contains("NOISE"),
+        "the command's output must not scribble over the UI:\n{screen}"
+    );
+    let log = dir.join("report.cmd.log");
+    assert!(
+        screen.contains(&format!("command output: {}", log.display())),
+        "the footer says where the command's output went:\n{screen}"
+    );
+
+    // Filter to the finding, open its detail: evidence and timeline.
+    tmux.text("/rename-without-fsync");
+    tmux.keys(&["Enter", "Enter"]);
+    let screen = tmux.wait_for("the detail pane", |s| {
+        s.contains("Timeline") && s.contains("rename(")
+    });
+    assert!(screen.contains("filter:rename-without-fsync"), "{screen}");
+    assert!(screen.contains("state.json.tmp"), "{screen}");
+
+    // The command finishes; the UI stays up and says so.
+    std::fs::write(dir.join("go"), b"").unwrap();
+    tmux.wait_for("the command's end", |s| {
+        s.contains("command exited with code 0")
+    });
+    tmux.keys(&["q"]);
+    assert_eq!(exit_code(&dir), 1, "a high finding fails the run");
+
+    let report = read_report(&report);
+    let found = findings(&report, "rename-without-fsync");
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(
+        found[0]["path"].as_str().unwrap(),
+        dir.join("state.json").to_str().unwrap()
+    );
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("NOISE-ON-STDOUT") && log.contains("NOISE-ON-STDERR"),
+        "the command's output is kept in the log: {log:?}"
+    );
+}
+
+#[test]
+fn quitting_while_the_command_runs_stops_it_and_still_reports() {
+    let dir = scratch("tui_quit_while_running");
+    let (tmux, report) = start(&dir);
+    tmux.keys(&["q"]);
+    assert_eq!(exit_code(&dir), 1);
+    let report = read_report(&report);
+    assert_eq!(findings(&report, "rename-without-fsync").len(), 1);
+    assert!(
+        !dir.join("go").exists(),
+        "the command was stopped, not released"
+    );
+    let screen = tmux.screen();
+    assert!(
+        !screen.contains("Findings "),
+        "the terminal is back from the alternate screen:\n{screen}"
+    );
+}
+
+#[test]
+fn refuses_without_a_terminal() {
+    let dir = scratch("tui_no_tty");
+    let out = auditor(&dir, &["run", "--tui", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one clear line: {err:?}");
+    assert!(err.contains("--tui needs a terminal"), "{err}");
+    assert!(out.stdout.is_empty());
+}
