@@ -75,7 +75,8 @@ impl Window {
     #[inline(always)]
     pub fn load(&mut self, base: *const u8, start: usize) -> Result<(), i64> {
         // SAFETY: the buffer is WINDOW bytes; the read is fault-checked.
-        let dst = unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, WINDOW) };
+        let dst =
+            unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, WINDOW) };
         unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(start), dst) }.map_err(|e| e as i64)
     }
 

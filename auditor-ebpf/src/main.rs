@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod crash;
 mod kernel;
 mod maps;
 mod probes;

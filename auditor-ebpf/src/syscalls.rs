@@ -117,6 +117,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 &p,
                 ret,
             );
+            crate::crash::check(p.nr, ret, (*rec).header.seq);
         }
         entry.submit(wakeup_flags());
         return Ok(());
@@ -152,6 +153,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         {
             rec.sys.header.flags |= FLAG_PATH2_TRUNCATED;
         }
+        crate::crash::check(p.nr, ret, rec.sys.header.seq);
     }
     entry.submit(wakeup_flags());
     Ok(())

@@ -166,8 +166,8 @@ pub struct CrashtestArgs {
     /// Filesystem of the scratch image.
     #[arg(long, value_enum, default_value = "xfs")]
     pub fs: CrashFs,
-    /// Size of the scratch image (e.g. 512M, 1G).
-    #[arg(long, default_value = "512M")]
+    /// Size of the scratch image (e.g. 300M, 1G; XFS needs at least 300M).
+    #[arg(long, default_value = "300M")]
     pub size: String,
     /// Crash points: exit, renames, fsyncs, or a number N of random points among them.
     #[arg(long, default_value = "exit")]

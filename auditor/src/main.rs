@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod commands;
+mod crashtest;
 mod error;
 mod output;
 mod tui;

@@ -188,7 +188,10 @@ impl Btf {
 
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Result<u32> {
-        let id = *self.structs.get(name).with_context(|| format!("struct {name} not in BTF"))?;
+        let id = *self
+            .structs
+            .get(name)
+            .with_context(|| format!("struct {name} not in BTF"))?;
         Ok(self.types[id as usize].size_or_type)
     }
 
@@ -265,12 +268,20 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
         regs_win: 0,
     };
     let x = offsets;
-    offsets.file_win =
-        window(btf, "file", &[(x.file_mode, 4), (x.file_flags, 4), (x.file_inode, 8)])?;
+    offsets.file_win = window(
+        btf,
+        "file",
+        &[(x.file_mode, 4), (x.file_flags, 4), (x.file_inode, 8)],
+    )?;
     offsets.inode_win = window(
         btf,
         "inode",
-        &[(x.inode_mode, 2), (x.inode_size, 8), (x.inode_ino, 8), (x.inode_sb, 8)],
+        &[
+            (x.inode_mode, 2),
+            (x.inode_size, 8),
+            (x.inode_ino, 8),
+            (x.inode_sb, 8),
+        ],
     )?;
     offsets.sb_win = window(btf, "super_block", &[(x.sb_dev, 4), (x.sb_magic, 8)])?;
     let regs: Vec<(u32, u32)> = x.regs_args.iter().map(|&r| (r, 8)).collect();

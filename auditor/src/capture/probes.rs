@@ -120,6 +120,27 @@ impl Probes {
         self.traced_fd
     }
 
+    /// Arms the crash point of `auditor crashtest`: the traced process whose
+    /// `ordinal`-th (1-based) successful call of `class` (1 renames, 2
+    /// fsyncs; 0 disarms) returns is stopped with SIGSTOP before it runs on.
+    /// Returns the map's raw fd, whose slot 3 then tells the sequence number
+    /// (+1) of that call's record.
+    pub fn arm_crash(&mut self, class: u64, ordinal: u64) -> Result<RawFd> {
+        let map = self
+            ._ebpf
+            .map_mut("CRASH")
+            .context("probe object has no CRASH map")?;
+        let fd = match &*map {
+            Map::Array(m) => m.fd().as_fd().as_raw_fd(),
+            _ => anyhow::bail!("CRASH is not an array map"),
+        };
+        let mut slots: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)?;
+        for (i, v) in [(2, 0), (3, 0), (1, ordinal), (0, class)] {
+            slots.set(i, v, 0)?;
+        }
+        Ok(fd)
+    }
+
     pub fn kernel_stats(&self) -> KernelStats {
         let sum = |i: u32| {
             self.stats

@@ -1,9 +1,10 @@
-//! `auditor crashtest`.
+//! `auditor crashtest -- CMD`: prove findings with real power cuts on a
+//! scratch filesystem (the work is in [`crate::crashtest`]).
 
 use anyhow::Result;
 
-use crate::{cli::CrashtestArgs, error::UserError};
+use crate::cli::CrashtestArgs;
 
-pub fn run(_args: CrashtestArgs) -> Result<i32> {
-    Err(UserError::new("`auditor crashtest` is not available in this build").into())
+pub fn run(args: CrashtestArgs) -> Result<i32> {
+    crate::crashtest::run(args)
 }

@@ -1,0 +1,449 @@
+//! `auditor crashtest`: run a command on a scratch filesystem, cut the power
+//! at chosen points (its exit, or right after a rename or fsync with the
+//! process frozen there by the probes), recover, and check which files lost
+//! what the program believed it had written. Each loss is linked to the
+//! finding that predicted it, so findings are proven by a real crash, and
+//! losses no finding predicted show where the analyzer is blind.
+
+mod files;
+mod freeze;
+mod scratch;
+mod verdict;
+
+use std::{os::fd::RawFd, path::Path};
+
+use anyhow::Result;
+use auditor_analyzer::{
+    Analyzer, Event, EventKind, ExitStatusInfo, Finding, calls, report::Report,
+};
+
+use crate::{
+    capture::{enrich, launch, probes::Probes},
+    cli::CrashtestArgs,
+    commands::{analyzer_config, rfc3339, run_info},
+    error::UserError,
+    output::Output,
+};
+use files::Snapshot;
+use scratch::Scratch;
+use verdict::{Crash, Where};
+
+/// The calls a crash point can follow; the numbers are the probes' codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    Rename = 1,
+    Fsync = 2,
+}
+
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Rename => "rename",
+            Class::Fsync => "fsync",
+        }
+    }
+
+    /// Whether the event is a successful call of this class, counted the
+    /// way the probes count.
+    fn matches(self, ev: &Event) -> bool {
+        match (&ev.kind, self) {
+            (EventKind::Rename { call, ret, .. }, Class::Rename) => {
+                *ret == 0 && matches!(call.as_str(), "rename" | "renameat" | "renameat2")
+            }
+            (EventKind::Sync { call, ret, .. }, Class::Fsync) => {
+                *ret == 0 && matches!(call.as_str(), "fsync" | "fdatasync")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where the power goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Point {
+    /// Right after the last process of the command ended.
+    Exit,
+    /// Right after the `ordinal`-th (1-based) successful call of a class.
+    After(Class, u64),
+}
+
+impl Point {
+    pub fn describe(self) -> String {
+        match self {
+            Point::Exit => "exit".into(),
+            Point::After(c, n) => format!("{} #{n}", c.name()),
+        }
+    }
+}
+
+/// What `--at` asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    Exit,
+    Every(Class),
+    Random(usize),
+}
+
+fn parse_at(s: &str) -> Result<At, UserError> {
+    match s {
+        "exit" => Ok(At::Exit),
+        "renames" => Ok(At::Every(Class::Rename)),
+        "fsyncs" => Ok(At::Every(Class::Fsync)),
+        n => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(At::Random(n)),
+            _ => Err(UserError::new(format!(
+                "--at {s}: expected exit, renames, fsyncs or a number of random points"
+            ))),
+        },
+    }
+}
+
+/// splitmix64: a seeded, reproducible choice of points needs no crate.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `n` distinct points among every rename and fsync, in run order per class.
+fn choose(n: usize, renames: u64, fsyncs: u64, seed: u64) -> Vec<Point> {
+    let mut all: Vec<Point> = (1..=renames)
+        .map(|i| Point::After(Class::Rename, i))
+        .chain((1..=fsyncs).map(|i| Point::After(Class::Fsync, i)))
+        .collect();
+    let mut state = seed;
+    // Partial Fisher-Yates: the first n slots end up a uniform sample.
+    let n = n.min(all.len());
+    for i in 0..n {
+        let j = i + (splitmix(&mut state) % (all.len() - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(n);
+    all.sort();
+    all
+}
+
+pub fn run(args: CrashtestArgs) -> Result<i32> {
+    // First, before any thread exists, so every thread inherits the mask.
+    freeze::watch_interrupts();
+    let at = parse_at(&args.at)?;
+    let size = scratch::parse_size(&args.size)?;
+    scratch::preflight(args.fs, size)?;
+    let config = analyzer_config(&args.report)?;
+    Analyzer::new(config.clone()).map_err(|e| UserError::new(format!("{e:#}")))?;
+    launch::resolve_program(&args.command[0])?;
+    let out = Output::open(args.report.output.as_deref())?;
+    let mut probes = Probes::load(crate::commands::run::ring_bytes(args.capture.ring_mb)?)?;
+    let mut scratch = Scratch::new(args.fs, size, args.keep)?;
+    // SAFETY: set while only the signal watcher runs, which reads no
+    // environment; the traced command inherits it.
+    unsafe { std::env::set_var("AUDITOR_CRASH_DIR", &scratch.mnt) };
+
+    let result = run_points(&args, at, &mut probes, &mut scratch);
+    freeze::set_current_run(None);
+    scratch.leave();
+    if freeze::interrupted() {
+        drop(scratch);
+        eprintln!("auditor: interrupted; the scratch filesystem was unmounted and removed");
+        return Ok(130);
+    }
+    let (reference, crashes, plan) = result?;
+    drop(probes);
+    if args.keep {
+        for img in &scratch.kept {
+            eprintln!("auditor: kept image {}", img.display());
+        }
+    }
+    drop(scratch);
+    verdict::finish(out, &args, reference, crashes, plan)
+}
+
+/// The reference analysis (a complete run) and every crash.
+type Results = (Report, Vec<Crash>, verdict::Plan);
+
+fn run_points(
+    args: &CrashtestArgs,
+    at: At,
+    probes: &mut Probes,
+    scratch: &mut Scratch,
+) -> Result<Results> {
+    let mut plan = verdict::Plan {
+        fs: args.fs.name(),
+        size: scratch.size,
+        at: args.at.clone(),
+        seed: None,
+        renames: 0,
+        fsyncs: 0,
+    };
+    let mut crashes = Vec::new();
+    let mut reference = {
+        scratch.fresh(0)?;
+        let mut run = traced_run(args, probes, scratch, None)?;
+        run.analyzer.finish();
+        plan.renames = run.renames;
+        plan.fsyncs = run.fsyncs;
+        if at == At::Exit {
+            let believed = files::snapshot(&scratch.mnt);
+            scratch.power_cut()?;
+            crashes.push(recover(
+                scratch,
+                Point::Exit,
+                None,
+                believed,
+                run.analyzer.findings().to_vec(),
+            )?);
+        }
+        run.report()
+    };
+    let points: Vec<Point> = match at {
+        At::Exit => Vec::new(),
+        At::Every(Class::Rename) => (1..=plan.renames)
+            .map(|i| Point::After(Class::Rename, i))
+            .collect(),
+        At::Every(Class::Fsync) => (1..=plan.fsyncs)
+            .map(|i| Point::After(Class::Fsync, i))
+            .collect(),
+        At::Random(n) => {
+            let seed = args.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+            eprintln!("auditor: crash points chosen with --seed {seed}");
+            plan.seed = Some(seed);
+            choose(n, plan.renames, plan.fsyncs, seed)
+        }
+    };
+    for (i, point) in points.into_iter().enumerate() {
+        if freeze::interrupted() {
+            break;
+        }
+        let Point::After(class, ordinal) = point else {
+            continue;
+        };
+        scratch.fresh(i + 1)?;
+        let mut run = traced_run(args, probes, scratch, Some((class, ordinal)))?;
+        if freeze::interrupted() {
+            break;
+        }
+        let crash = match run.crash.take() {
+            Some(c) => {
+                if let Some(e) = c.error {
+                    return Err(e);
+                }
+                run.analyzer.finish();
+                recover(
+                    scratch,
+                    point,
+                    Some(c.at),
+                    c.believed,
+                    run.analyzer.findings().to_vec(),
+                )?
+            }
+            // The command did fewer such calls this time: nothing to cut.
+            None => Crash::not_reached(point),
+        };
+        crashes.push(crash);
+    }
+    reference.run.mode = "crashtest".into();
+    Ok((reference, crashes, plan))
+}
+
+/// Unmounts the cut filesystem, mounts it again (log recovery) and judges
+/// every believed file.
+fn recover(
+    scratch: &mut Scratch,
+    point: Point,
+    at: Option<Where>,
+    believed: Snapshot,
+    predictions: Vec<Finding>,
+) -> Result<Crash> {
+    scratch.unmount()?;
+    scratch.mount()?;
+    let compared = believed
+        .into_iter()
+        .map(|(path, b)| {
+            let after = files::recovered(&path);
+            let outcome = files::judge(&b, after.as_ref());
+            verdict::Compared {
+                path: path.display().to_string(),
+                believed: b,
+                after,
+                outcome,
+            }
+        })
+        .collect();
+    scratch.unmount()?;
+    Ok(Crash {
+        point,
+        reached: true,
+        at,
+        files: compared,
+        predictions,
+        links: Vec::new(),
+    })
+}
+
+/// What happened at a crash point inside a traced run.
+struct CutState {
+    at: Where,
+    believed: Snapshot,
+    /// Events from before this moment still belong to the analysis.
+    cut_ns: u64,
+    error: Option<anyhow::Error>,
+}
+
+struct TracedRun {
+    analyzer: Analyzer,
+    outcome: launch::Outcome,
+    command: Vec<String>,
+    renames: u64,
+    fsyncs: u64,
+    crash: Option<CutState>,
+}
+
+impl TracedRun {
+    fn report(&self) -> Report {
+        let mut info = run_info("crashtest", &self.command);
+        info.exit_status = self.outcome.exit.map(|e| match e {
+            launch::CommandExit::Code(c) => ExitStatusInfo::Code(c),
+            launch::CommandExit::Signal(s) => ExitStatusInfo::Signal(s),
+        });
+        info.started_at = rfc3339(self.outcome.started);
+        info.ended_at = rfc3339(self.outcome.ended);
+        info.dropped = self.outcome.kernel.dropped;
+        info.events = self.outcome.decode.records;
+        Report::new(&self.analyzer, info)
+    }
+}
+
+/// Runs the command once on the mounted scratch filesystem. With a crash
+/// point armed, the probes freeze the process at that call; then every
+/// other traced process is stopped, the live files are read (what the
+/// program believes it wrote), the power is cut and everything is killed.
+fn traced_run(
+    args: &CrashtestArgs,
+    probes: &mut Probes,
+    scratch: &Scratch,
+    arm: Option<(Class, u64)>,
+) -> Result<TracedRun> {
+    let mut analyzer = Analyzer::new(analyzer_config(&args.report)?)
+        .map_err(|e| UserError::new(format!("{e:#}")))?;
+    analyzer.set_enricher(Box::new(enrich::enrich));
+    let (class, ordinal) = arm.map_or((0, 0), |(c, n)| (c as u64, n));
+    let crash_fd = probes.arm_crash(class, ordinal)?;
+    let traced_fd = probes.traced_map_fd();
+    freeze::set_current_run(Some(traced_fd));
+    scratch.enter()?;
+    let (mut renames, mut fsyncs) = (0u64, 0u64);
+    let mut crash: Option<CutState> = None;
+    let outcome = launch::trace_command(probes, &args.command, |mut ev| {
+        if let Some(c) = &crash {
+            if ev.ts_ns < c.cut_ns {
+                analyzer.process(&mut ev);
+            }
+            return Ok(());
+        }
+        analyzer.process(&mut ev);
+        renames += u64::from(Class::Rename.matches(&ev));
+        fsyncs += u64::from(Class::Fsync.matches(&ev));
+        if let Some((c, _)) = arm
+            && c.matches(&ev)
+            && freeze::read_slot(crash_fd, 3) == Some(ev.seq + 1)
+        {
+            crash = Some(cut(&ev, scratch, traced_fd));
+        }
+        Ok(())
+    });
+    scratch.leave();
+    freeze::set_current_run(None);
+    // Disarm, so a later run cannot stop at a stale point.
+    probes.arm_crash(0, 0)?;
+    let outcome = outcome?;
+    Ok(TracedRun {
+        analyzer,
+        outcome,
+        command: args.command.clone(),
+        renames,
+        fsyncs,
+        crash,
+    })
+}
+
+/// The crash itself, at the record of the frozen call. Never fails the
+/// capture: a traced run must always be able to end, so an error is kept
+/// for later and the processes are killed regardless.
+fn cut(ev: &Event, scratch: &Scratch, traced_fd: RawFd) -> CutState {
+    freeze::stop_all(traced_fd);
+    let path = match &ev.kind {
+        EventKind::Rename { new_path, .. } => Some(absolute(new_path, &scratch.mnt)),
+        EventKind::Sync { fd: Some(fd), .. } => {
+            std::fs::read_link(format!("/proc/{}/fd/{fd}", ev.pid))
+                .ok()
+                .map(|p| p.display().to_string())
+        }
+        _ => None,
+    };
+    let at = Where {
+        call: calls::describe(ev),
+        path,
+        pid: ev.pid,
+        tid: ev.tid,
+        seq: ev.seq,
+    };
+    let believed = files::snapshot(&scratch.mnt);
+    let cut_ns = launch::monotonic_ns();
+    let error = scratch.power_cut().err();
+    freeze::kill_all(traced_fd);
+    CutState {
+        at,
+        believed,
+        cut_ns,
+        error,
+    }
+}
+
+fn absolute(p: &str, base: &Path) -> String {
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        base.join(p).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_parses_modes_and_counts() {
+        assert_eq!(parse_at("exit").unwrap(), At::Exit);
+        assert_eq!(parse_at("renames").unwrap(), At::Every(Class::Rename));
+        assert_eq!(parse_at("fsyncs").unwrap(), At::Every(Class::Fsync));
+        assert_eq!(parse_at("3").unwrap(), At::Random(3));
+        assert!(parse_at("0").is_err());
+        assert!(parse_at("sometimes").is_err());
+    }
+
+    #[test]
+    fn random_points_are_distinct_seeded_and_bounded() {
+        let a = choose(3, 4, 5, 42);
+        assert_eq!(a, choose(3, 4, 5, 42), "same seed, same points");
+        assert_eq!(a.len(), 3);
+        let mut d = a.clone();
+        d.dedup();
+        assert_eq!(d.len(), 3, "distinct: {a:?}");
+        assert!(a.iter().all(|p| match p {
+            Point::After(Class::Rename, n) => (1..=4).contains(n),
+            Point::After(Class::Fsync, n) => (1..=5).contains(n),
+            Point::Exit => false,
+        }));
+        assert_eq!(choose(50, 2, 1, 7).len(), 3, "never more than exist");
+        let seeds: std::collections::BTreeSet<Vec<Point>> =
+            (0..20).map(|s| choose(2, 4, 5, s)).collect();
+        assert!(seeds.len() > 1, "the seed matters");
+    }
+}

@@ -1,0 +1,461 @@
+//! Linking what each crash destroyed to the findings that predicted it, and
+//! the report: the usual one with `confirmed` on every finding, plus the
+//! crashes.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use auditor_analyzer::{Finding, report::Report};
+use serde_json::{Value, json};
+
+use super::{
+    Point,
+    files::{FileState, Outcome},
+};
+use crate::{
+    cli::{CrashtestArgs, Format},
+    commands::use_color,
+    error::UserError,
+    output::Output,
+};
+
+/// How the crash test was set up, for the report.
+pub struct Plan {
+    pub fs: &'static str,
+    pub size: u64,
+    pub at: String,
+    pub seed: Option<u64>,
+    /// Successful renames and fsyncs of the complete (reference) run.
+    pub renames: u64,
+    pub fsyncs: u64,
+}
+
+/// The call the process was frozen at.
+pub struct Where {
+    pub call: String,
+    pub path: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub seq: u64,
+}
+
+/// One believed file against what recovery brought back.
+pub struct Compared {
+    pub path: String,
+    pub believed: FileState,
+    pub after: Option<FileState>,
+    pub outcome: Outcome,
+}
+
+impl Compared {
+    /// The name did not survive: no file, or another inode under it (a
+    /// rename that was undone brings the older file back).
+    pub fn name_lost(&self) -> bool {
+        self.after
+            .as_ref()
+            .is_none_or(|a| a.id.ino != self.believed.id.ino)
+    }
+}
+
+/// Why a file lost data, as far as the analysis can tell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Link {
+    /// Findings of the complete run predicted it (indexes into its
+    /// findings, the best explanation first).
+    Confirmed(Vec<usize>),
+    /// Only the analysis up to the crash point called the data not yet
+    /// durable; the complete run went on to make it durable, so this is the
+    /// program's protocol caught half-way, not a defect.
+    InFlight { rule: String, path: String },
+    /// No finding predicted it: a blind spot of the analyzer.
+    Unpredicted,
+}
+
+pub struct Crash {
+    pub point: Point,
+    /// False when the command made fewer such calls than in the first run.
+    pub reached: bool,
+    pub at: Option<Where>,
+    pub files: Vec<Compared>,
+    /// The findings of the analysis cut at the crash point.
+    pub predictions: Vec<Finding>,
+    /// One per file, None for intact files.
+    pub links: Vec<Option<Link>>,
+}
+
+impl Crash {
+    pub fn not_reached(point: Point) -> Crash {
+        Crash {
+            point,
+            reached: false,
+            at: None,
+            files: Vec::new(),
+            predictions: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+/// Which rule explains lost data best when several name the file: the
+/// specific before the general.
+const DATA_RULES: &[&str] = &[
+    "rename-without-fsync",
+    "truncate-in-place",
+    "killed-mid-write",
+    "killed-while-dirty",
+    "fsync-error-ignored",
+    "unsynced-at-exit",
+    "sync-file-range-only",
+    "interleaved-writers",
+];
+
+/// Rules about a name rather than the data: only a missing file proves them.
+const NAME_RULES: &[&str] = &["rename-without-dir-fsync", "create-without-dir-fsync"];
+
+/// Rank of a rule for a lost file; None when the loss cannot confirm it.
+fn rank(rule: &str, name_lost: bool) -> Option<usize> {
+    let name = NAME_RULES.iter().position(|r| *r == rule);
+    let data = DATA_RULES.iter().position(|r| *r == rule);
+    if name_lost {
+        // The name is gone or points at an older file: the name rules say
+        // exactly that, and the data went with it.
+        name.or(data.map(|d| d + NAME_RULES.len()))
+    } else {
+        data
+    }
+}
+
+/// Links one lost file: the analysis up to the crash point must have named
+/// it (same inode or path); those findings are confirmed when the complete
+/// run raised the same rule on the same path.
+pub fn link(c: &Compared, predictions: &[Finding], reference: &[Finding]) -> Link {
+    let mut local: Vec<(usize, &Finding)> = predictions
+        .iter()
+        .filter(|f| f.path == c.path || f.inode == Some(c.believed.id))
+        .filter_map(|f| rank(&f.rule, c.name_lost()).map(|r| (r, f)))
+        .collect();
+    local.sort_by_key(|(r, _)| *r);
+    let mut confirmed: Vec<usize> = Vec::new();
+    for (_, f) in &local {
+        if let Some(i) = reference
+            .iter()
+            .position(|r| r.rule == f.rule && r.path == f.path)
+            && !confirmed.contains(&i)
+        {
+            confirmed.push(i);
+        }
+    }
+    if !confirmed.is_empty() {
+        return Link::Confirmed(confirmed);
+    }
+    match local.first() {
+        Some((_, f)) => Link::InFlight {
+            rule: f.rule.clone(),
+            path: f.path.clone(),
+        },
+        None => Link::Unpredicted,
+    }
+}
+
+/// Totals the exit code and summary rest on.
+struct Tally {
+    /// Per finding: the crashes (1-based) that confirmed it.
+    confirmed_by: Vec<Vec<usize>>,
+    losses: usize,
+    unpredicted: usize,
+    in_flight: usize,
+}
+
+fn tally(reference: &Report, crashes: &mut [Crash]) -> Tally {
+    let mut t = Tally {
+        confirmed_by: vec![Vec::new(); reference.findings.len()],
+        losses: 0,
+        unpredicted: 0,
+        in_flight: 0,
+    };
+    for (ci, c) in crashes.iter_mut().enumerate() {
+        c.links = c
+            .files
+            .iter()
+            .map(|f| {
+                f.outcome
+                    .is_loss()
+                    .then(|| link(f, &c.predictions, &reference.findings))
+            })
+            .collect();
+        for l in c.links.iter().flatten() {
+            match l {
+                Link::Confirmed(ids) => {
+                    t.losses += 1;
+                    for &i in ids {
+                        if !t.confirmed_by[i].contains(&(ci + 1)) {
+                            t.confirmed_by[i].push(ci + 1);
+                        }
+                    }
+                }
+                Link::InFlight { .. } => t.in_flight += 1,
+                Link::Unpredicted => {
+                    t.losses += 1;
+                    t.unpredicted += 1;
+                }
+            }
+        }
+    }
+    t
+}
+
+fn state_json(s: &FileState) -> Value {
+    json!({"size": s.size, "hash": s.hash})
+}
+
+fn link_json(l: &Link, reference: &Report) -> Value {
+    match l {
+        Link::Confirmed(ids) => json!({
+            "kind": "confirmed",
+            "finding_id": ids[0] + 1,
+            "rule": reference.findings[ids[0]].rule,
+            "finding_path": reference.findings[ids[0]].path,
+            "finding_ids": ids.iter().map(|i| i + 1).collect::<Vec<_>>(),
+        }),
+        Link::InFlight { rule, path } => json!({
+            "kind": "in_flight",
+            "finding_id": null,
+            "rule": rule,
+            "finding_path": path,
+            "finding_ids": [],
+        }),
+        Link::Unpredicted => json!({
+            "kind": "unpredicted",
+            "finding_id": null,
+            "rule": null,
+            "finding_path": null,
+            "finding_ids": [],
+        }),
+    }
+}
+
+fn crash_json(i: usize, c: &Crash, reference: &Report) -> Value {
+    let (call, ordinal) = match c.point {
+        Point::Exit => ("exit", None),
+        Point::After(class, n) => (class.name(), Some(n)),
+    };
+    json!({
+        "index": i + 1,
+        "point": c.point.describe(),
+        "call_class": call,
+        "ordinal": ordinal,
+        "reached": c.reached,
+        "where": c.at.as_ref().map(|w| json!({
+            "call": w.call, "path": w.path, "pid": w.pid, "tid": w.tid, "seq": w.seq,
+        })),
+        "files": c.files.iter().zip(&c.links).map(|(f, l)| json!({
+            "path": f.path,
+            "outcome": f.outcome.as_str(),
+            "name_lost": f.outcome.is_loss() && f.name_lost(),
+            "believed": state_json(&f.believed),
+            "after": f.after.as_ref().map(state_json),
+            "link": l.as_ref().map(|l| link_json(l, reference)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn plan_json(plan: &Plan, t: &Tally, crashes: &[Crash]) -> Value {
+    json!({
+        "fs": plan.fs,
+        "image_bytes": plan.size,
+        "at": plan.at,
+        "seed": plan.seed,
+        "points_available": {"renames": plan.renames, "fsyncs": plan.fsyncs},
+        "crashes": crashes.len(),
+        "losses": t.losses,
+        "unpredicted_losses": t.unpredicted,
+        "in_flight": t.in_flight,
+        "confirmed_findings": t.confirmed_by.iter().filter(|c| !c.is_empty()).count(),
+        "unconfirmed_findings": t.confirmed_by.iter().filter(|c| c.is_empty()).count(),
+    })
+}
+
+fn finding_json(i: usize, f: &Finding, t: &Tally) -> Value {
+    let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("id".into(), (i + 1).into());
+        m.insert("confirmed".into(), (!t.confirmed_by[i].is_empty()).into());
+        m.insert("confirmed_by".into(), json!(t.confirmed_by[i]));
+    }
+    v
+}
+
+pub fn finish(
+    mut out: Output,
+    args: &CrashtestArgs,
+    reference: Report,
+    mut crashes: Vec<Crash>,
+    plan: Plan,
+) -> Result<i32> {
+    let t = tally(&reference, &mut crashes);
+    match args.report.format() {
+        Format::Json => {
+            let mut doc = reference.to_json();
+            doc["findings"] = reference
+                .findings
+                .iter()
+                .enumerate()
+                .map(|(i, f)| finding_json(i, f, &t))
+                .collect();
+            doc["crashtest"] = plan_json(&plan, &t, &crashes);
+            doc["crashes"] = crashes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| crash_json(i, c, &reference))
+                .collect();
+            let mut text = serde_json::to_vec_pretty(&doc)?;
+            text.push(b'\n');
+            out.write_chunk(&text)?;
+        }
+        Format::Jsonl => {
+            for (i, f) in reference.findings.iter().enumerate() {
+                let mut v = finding_json(i, f, &t);
+                v["type"] = "finding".into();
+                out.write_chunk(format!("{v}\n").as_bytes())?;
+            }
+            for (i, c) in crashes.iter().enumerate() {
+                let mut v = crash_json(i, c, &reference);
+                v["type"] = "crash".into();
+                out.write_chunk(format!("{v}\n").as_bytes())?;
+            }
+            let mut v: Value =
+                serde_json::from_str(&auditor_analyzer::jsonl_summary_line(&reference))?;
+            v["crashtest"] = plan_json(&plan, &t, &crashes);
+            out.write_chunk(format!("{v}\n").as_bytes())?;
+        }
+        Format::Text => {
+            let color = use_color(&out);
+            let mut text = reference.render_text(color);
+            text.push_str(&render_text(&reference, &crashes, &plan, &t, color));
+            out.write_chunk(text.as_bytes())?;
+        }
+    }
+    out.commit()
+        .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
+    let fail_on = crate::commands::analyzer_config(&args.report)?.fail_on;
+    Ok(i32::from(reference.exit_code(fail_on) == 1 || t.losses > 0))
+}
+
+fn render_text(
+    reference: &Report,
+    crashes: &[Crash],
+    plan: &Plan,
+    t: &Tally,
+    color: bool,
+) -> String {
+    let paint = |style: &str, s: &str| {
+        if color {
+            format!("{style}{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut o = String::new();
+    let seed = plan.seed.map(|s| format!(", seed {s}")).unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "\ncrash test: {} image of {}M, --at {}{seed}; the complete run made {} renames and {} fsyncs",
+        plan.fs,
+        plan.size >> 20,
+        plan.at,
+        plan.renames,
+        plan.fsyncs
+    );
+    for (i, c) in crashes.iter().enumerate() {
+        let place = match (&c.at, c.point) {
+            (_, Point::Exit) => "after the command's last process exited".to_owned(),
+            (Some(w), _) => format!(
+                "right after {}{} (pid {}, seq {})",
+                w.call,
+                w.path
+                    .as_deref()
+                    .filter(|_| !w.call.starts_with("rename"))
+                    .map(|p| format!(" on {p}"))
+                    .unwrap_or_default(),
+                w.pid,
+                w.seq
+            ),
+            (None, p) => format!("at {}: not reached in this run", p.describe()),
+        };
+        let _ = writeln!(
+            o,
+            "  crash {} ({}): power cut {place}",
+            i + 1,
+            c.point.describe()
+        );
+        for (f, l) in c.files.iter().zip(&c.links) {
+            let found = f
+                .after
+                .as_ref()
+                .map_or("no file".to_owned(), |a| format!("{} bytes", a.size));
+            let why = match l {
+                None => String::new(),
+                Some(Link::Confirmed(ids)) => {
+                    let names: Vec<String> = ids
+                        .iter()
+                        .map(|i| format!("#{} {}", i + 1, reference.findings[*i].rule))
+                        .collect();
+                    format!("  -> confirms finding {}", names.join(", "))
+                }
+                Some(Link::InFlight { rule, .. }) => format!(
+                    "  -> not yet durable at this point ({rule} so far), made durable later: expected"
+                ),
+                Some(Link::Unpredicted) => paint(
+                    "\x1b[1;31m",
+                    "  -> LOST WITH NO FINDING PREDICTING IT (analyzer false negative)",
+                ),
+            };
+            let outcome = if f.outcome.is_loss() && !matches!(l, Some(Link::InFlight { .. })) {
+                paint("\x1b[1;31m", f.outcome.as_str())
+            } else {
+                f.outcome.as_str().to_owned()
+            };
+            let _ = writeln!(
+                o,
+                "      {:<9} {} (believed {} bytes, found {found}){why}",
+                outcome, f.path, f.believed.size
+            );
+        }
+        if c.reached && c.files.is_empty() {
+            let _ = writeln!(o, "      (no files on the scratch filesystem)");
+        }
+    }
+    for (i, f) in reference.findings.iter().enumerate() {
+        let by = &t.confirmed_by[i];
+        let verdict = if by.is_empty() {
+            "unconfirmed: no crash point lost this data".to_owned()
+        } else {
+            let list: Vec<String> = by.iter().map(|c| c.to_string()).collect();
+            paint(
+                "\x1b[1m",
+                &format!("CONFIRMED by crash {}", list.join(", ")),
+            )
+        };
+        let _ = writeln!(o, "  finding #{} {} {}: {verdict}", i + 1, f.rule, f.path);
+    }
+    let _ = writeln!(
+        o,
+        "crash test: {} crash points, {} files lost data, {} of them predicted by no finding; {} of {} findings confirmed",
+        crashes.len(),
+        t.losses,
+        t.unpredicted,
+        t.confirmed_by.iter().filter(|c| !c.is_empty()).count(),
+        reference.findings.len()
+    );
+    if t.unpredicted > 0 {
+        let _ = writeln!(
+            o,
+            "{}",
+            paint(
+                "\x1b[1;31m",
+                "warning: data was lost where the analyzer reported nothing: please report this as an auditor bug"
+            )
+        );
+    }
+    o
+}
