@@ -152,3 +152,92 @@ pub fn py(name: &str) -> Vec<String> {
 pub fn argv(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// What one `auditor run --format json` printed and decided.
+pub struct Run {
+    pub code: i32,
+    pub report: Value,
+    /// The traced program's stdout (it inherits the auditor's): fixtures
+    /// print the pids the findings must name.
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `auditor run --format json --output report.json [extra] -- cmd` in
+/// `dir`, keeping the traced program's output.
+pub fn run_report(dir: &Path, extra: &[&str], cmd: &[&str]) -> Run {
+    let out_file = dir.join("auditor-report.json");
+    let out_str = out_file.to_str().unwrap().to_owned();
+    let mut args = vec!["run", "--format", "json", "--output", &out_str];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let out = auditor(dir, &args);
+    let code = out.status.code().expect("auditor killed by a signal");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
+    let report =
+        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    std::fs::remove_file(&out_file).unwrap();
+    Run {
+        code,
+        report,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    }
+}
+
+/// `name=pid` pairs a fixture printed. Lines from forked processes may
+/// run together, so this scans for `letters=digits` anywhere.
+pub fn printed_pids(stdout: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let b = stdout.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' {
+            let mut s = i;
+            while s > 0 && b[s - 1].is_ascii_alphabetic() {
+                s -= 1;
+            }
+            let mut e = i + 1;
+            while e < b.len() && b[e].is_ascii_digit() {
+                e += 1;
+            }
+            if s < i && e > i + 1 {
+                out.insert(stdout[s..i].to_owned(), stdout[i + 1..e].parse().unwrap());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The pid a fixture printed as `name=pid`.
+pub fn printed_pid(stdout: &str, name: &str) -> u64 {
+    *printed_pids(stdout)
+        .get(name)
+        .unwrap_or_else(|| panic!("fixture did not print {name}=PID; stdout: {stdout:?}"))
+}
+
+/// The rule ids of a report's findings, sorted (duplicates kept), so a
+/// test can demand exactly the expected verdicts and nothing else.
+pub fn rule_ids(report: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = all_findings(report)
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The one finding of `rule`; fails with the whole report otherwise.
+pub fn the_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
+    let found = findings(report, rule);
+    assert_eq!(
+        found.len(),
+        1,
+        "want exactly one {rule} finding in {}",
+        serde_json::to_string_pretty(report).unwrap()
+    );
+    found[0]
+}

@@ -21,6 +21,7 @@ pub const PACKAGES: &[&str] = &[
     "tmux",
     "redis-server",
     "redis-tools",
+    "qemu-utils",
 ];
 
 pub fn all() -> Result<()> {

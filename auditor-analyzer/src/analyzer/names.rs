@@ -137,16 +137,22 @@ impl Analyzer {
         let (key, process) = self.who(ev);
         let is_link = name.starts_with("link");
         let exchange = !is_link && flags & RENAME_EXCHANGE != 0;
-        let src = file
-            .as_ref()
-            .map(|f| f.id)
-            .or_else(|| self.names.get(old_path));
+        // The inode behind `old_path` as this trace saw it (from the kernel's
+        // identity at open) beats `file`: that one comes from an lstat of
+        // the new name after the fact, which a quick later rename to the
+        // same name (a state file saved twice) has already replaced.
+        let known = self.names.get(old_path);
+        let file = file.as_ref().filter(|f| known.is_none_or(|k| k == f.id));
+        let src = known.or_else(|| file.map(|f| f.id));
         if let Some(info) = file {
             self.observe(info, None);
         }
         let Some(id) = src else {
             self.stats.unknown_renames += 1;
             self.dirs.forget(old_path);
+            if !is_link {
+                self.dirs.dir_moved(old_path, new_path);
+            }
             self.names.remove(old_path);
             return;
         };
@@ -180,6 +186,7 @@ impl Analyzer {
             if !is_link {
                 self.names.remove(old_path);
                 self.dirs.forget(old_path);
+                self.dirs.dir_moved(old_path, new_path);
             }
             if let Some(replaced) = prior
                 && let Some(st) = self.inodes.get_mut(&replaced)

@@ -624,3 +624,87 @@ fn long_runs_stay_bounded() {
     assert!(stats.evicted_inodes >= 50_000, "{stats:?}");
     assert_eq!(stats.files_tracked, 60_000);
 }
+
+/// Files written into a temporary directory that is then renamed into
+/// place (moby's layer write-set): fsyncing the directory by its new name
+/// makes the names created inside it durable.
+fn write_set_renamed(fsync_files: bool) -> Vec<crate::Event> {
+    let mut events = vec![
+        start(100, "/d"),
+        ev(
+            100,
+            EventKind::Mkdir {
+                call: "mkdir".into(),
+                dirfd: AT_FDCWD,
+                path: "/d/ws".into(),
+                mode: 0o755,
+                ret: 0,
+            },
+        ),
+        open_new(100, "/d/ws/diff", 3, reg(21)),
+        write(100, 3, 71),
+    ];
+    if fsync_files {
+        events.push(fsync(100, 3));
+    }
+    events.extend([
+        close(100, 3),
+        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
+    ]);
+    events.extend(fsync_dir(100, "/d/final", 4, 20));
+    events.extend(fsync_dir(100, "/d", 4, 2));
+    events.push(exit(100, 0));
+    events
+}
+
+#[test]
+fn names_inside_a_renamed_directory_follow_it() {
+    assert_clean(&run(write_set_renamed(true)));
+    let findings = run(write_set_renamed(false));
+    assert_eq!(rules(&findings), vec!["unsynced-at-exit"], "only the data");
+}
+
+/// The inode a rename reports may come from an lstat of the new name made
+/// after a later rename replaced it; the trace's own knowledge of the
+/// source wins, so each unsynced save is judged on its own data.
+#[test]
+fn rename_trusts_the_traced_source_over_a_late_lookup() {
+    let events = vec![
+        start(100, "/d"),
+        open_new(100, "/d/s1.tmp", 3, reg(10)),
+        write(100, 3, 100),
+        close(100, 3),
+        rename_full(
+            100,
+            "rename",
+            "/d/s1.tmp",
+            "/d/state",
+            AT_FDCWD,
+            Some(reg(10)),
+        ),
+        open_new(100, "/d/s2.tmp", 3, reg(11)),
+        write(100, 3, 200),
+        close(100, 3),
+        // Looked up after a third save had already put inode 12 there.
+        rename_full(
+            100,
+            "rename",
+            "/d/s2.tmp",
+            "/d/state",
+            AT_FDCWD,
+            Some(reg(12)),
+        ),
+    ];
+    let findings = run(events);
+    let renames: Vec<(u64, u64)> = findings
+        .iter()
+        .filter(|f| f.rule == "rename-without-fsync")
+        .map(|f| {
+            (
+                f.inode.unwrap().ino,
+                f.evidence["unsynced_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(renames, vec![(10, 100), (11, 200)]);
+}

@@ -67,6 +67,30 @@ impl DirJournal {
         self.by_path.remove(path)
     }
 
+    /// A directory was renamed from `old` to `new`: names pending inside it
+    /// now live under `new`, and an fsync of the directory by its new name
+    /// (the write-set-then-rename-the-directory pattern) makes them durable.
+    pub fn dir_moved(&mut self, old: &str, new: &str) {
+        let prefix = format!("{old}/");
+        let moved: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let rehome = |s: &str| format!("{new}{}", &s[old.len()..]);
+        for path in moved {
+            let Some(mut p) = self.by_path.remove(&path) else {
+                continue;
+            };
+            p.path = rehome(&p.path);
+            if p.dir == old || p.dir.starts_with(&prefix) {
+                p.dir = rehome(&p.dir);
+            }
+            self.by_path.insert(p.path.clone(), p);
+        }
+    }
+
     /// The directory (by identity or any of its names) was fsynced.
     pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String]) {
         self.by_path

@@ -1,0 +1,431 @@
+//! Every rule on a real program: each fixture in `fixtures/rules/` runs in
+//! a `bug` mode, which must be flagged by exactly the expected rules with
+//! the right severity, path, pid and evidence, and an `ok` mode (its
+//! correct twin), which must produce no finding at all, even at `low`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use auditor_e2e::*;
+use serde_json::Value;
+
+/// Runs `fixtures/rules/<fixture>.py <mode> [args]` under the auditor in a
+/// fresh scratch directory prepared by `prepare`. `--fail-on low` makes
+/// the exit code 1 for any finding, so the twins prove a full pass.
+fn audit(fixture: &str, mode: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> (PathBuf, Run) {
+    let dir = scratch(&format!("rules_{fixture}_{mode}"));
+    prepare(&dir);
+    let mut cmd = py(&format!("rules/{fixture}.py"));
+    cmd.push(mode.into());
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let run = run_report(&dir, &["--fail-on", "low"], &argv(&cmd));
+    assert_eq!(
+        run.report["complete"], true,
+        "events were dropped; verdicts would be inconclusive"
+    );
+    (dir, run)
+}
+
+fn bug(fixture: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Run) {
+    let (dir, run) = audit(fixture, "bug", &[], prepare);
+    assert_eq!(run.code, 1, "findings make the exit code 1");
+    (dir, run)
+}
+
+fn assert_clean(run: &Run) {
+    assert!(
+        all_findings(&run.report).is_empty(),
+        "the correct twin must be clean: {}",
+        serde_json::to_string_pretty(&run.report["findings"]).unwrap()
+    );
+    assert_eq!(run.code, 0, "no finding, exit 0");
+    assert_eq!(run.report["exit_status"]["code"], 0, "{}", run.stderr);
+}
+
+fn ok(fixture: &str, prepare: impl FnOnce(&Path)) {
+    let (_, run) = audit(fixture, "ok", &[], prepare);
+    assert_clean(&run);
+}
+
+fn nothing(_: &Path) {}
+
+/// The finding names this file, this severity and this process.
+fn assert_names(f: &Value, path: &Path, severity: &str, pid: u64) {
+    assert_eq!(f["path"].as_str(), Some(path.to_str().unwrap()), "{f:#}");
+    assert_eq!(f["severity"], severity, "{f:#}");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(pid), "{f:#}");
+    assert_eq!(f["inconclusive"], false, "{f:#}");
+    assert_eq!(
+        (f["inode"]["dev"].as_u64(), f["inode"]["ino"].as_u64()),
+        {
+            let (d, i) = identity(path);
+            (Some(d), Some(i))
+        },
+        "the inode is the file's, as stat sees it"
+    );
+}
+
+fn existing_journal(dir: &Path) {
+    std::fs::write(dir.join("journal"), "journal v1\n").unwrap();
+}
+
+fn existing_settings(dir: &Path) {
+    std::fs::write(dir.join("settings.ini"), "k=1\n".repeat(150)).unwrap();
+}
+
+#[test]
+fn rename_without_fsync() {
+    let (dir, run) = bug("rename_without_fsync", nothing);
+    assert_eq!(rule_ids(&run.report), ["rename-without-fsync"]);
+    let f = the_finding(&run.report, "rename-without-fsync");
+    let pid = printed_pid(&run.stdout, "pid");
+    assert_names(f, &dir.join("state.json"), "high", pid);
+    let ev = &f["evidence"];
+    assert_eq!(ev["unsynced_bytes"], 1800);
+    assert_eq!(ev["unsynced_ranges"], serde_json::json!([[0, 1800]]));
+    assert_eq!(ev["source"].as_str(), dir.join("state.json.tmp").to_str());
+    assert_eq!(ev["operation"], "rename");
+    assert_eq!(ev["writer_pids"], serde_json::json!([pid]));
+    assert_eq!(ev["fs"], "ext4");
+    assert!(ev["last_successful_fsync"].is_null());
+}
+
+#[test]
+fn rename_without_fsync_twin() {
+    ok("rename_without_fsync", nothing);
+}
+
+#[test]
+fn rename_without_dir_fsync() {
+    let (dir, run) = bug("rename_without_dir_fsync", nothing);
+    assert_eq!(rule_ids(&run.report), ["rename-without-dir-fsync"]);
+    let f = the_finding(&run.report, "rename-without-dir-fsync");
+    assert_names(
+        f,
+        &dir.join("config"),
+        "medium",
+        printed_pid(&run.stdout, "pid"),
+    );
+    let ev = &f["evidence"];
+    assert_eq!(ev["directory"].as_str(), dir.to_str());
+    assert_eq!(ev["source"].as_str(), dir.join("config.tmp").to_str());
+    assert_eq!(ev["data_synced"], true);
+}
+
+#[test]
+fn rename_without_dir_fsync_twin() {
+    ok("rename_without_dir_fsync", nothing);
+}
+
+#[test]
+fn create_without_dir_fsync() {
+    let (dir, run) = bug("create_without_dir_fsync", nothing);
+    assert_eq!(rule_ids(&run.report), ["create-without-dir-fsync"]);
+    let f = the_finding(&run.report, "create-without-dir-fsync");
+    assert_names(
+        f,
+        &dir.join("segment-0001"),
+        "low",
+        printed_pid(&run.stdout, "pid"),
+    );
+    assert_eq!(f["evidence"]["operation"], "create");
+    assert_eq!(f["evidence"]["directory"].as_str(), dir.to_str());
+    // Low is below the default --fail-on medium.
+    let mut cmd = py("rules/create_without_dir_fsync.py");
+    cmd.push("bug".into());
+    let again = scratch("rules_create_default_fail_on");
+    let (code, _) = report(&again, &[], &argv(&cmd));
+    assert_eq!(code, 0, "a low finding alone does not fail by default");
+}
+
+#[test]
+fn create_without_dir_fsync_twin() {
+    ok("create_without_dir_fsync", nothing);
+}
+
+#[test]
+fn unsynced_at_exit() {
+    let (dir, run) = bug("unsynced_at_exit", existing_journal);
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    let f = the_finding(&run.report, "unsynced-at-exit");
+    assert_names(
+        f,
+        &dir.join("journal"),
+        "medium",
+        printed_pid(&run.stdout, "pid"),
+    );
+    let ev = &f["evidence"];
+    assert_eq!(
+        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
+        (Some(36), Some(3))
+    );
+    // Appended after the 11 bytes that were there before.
+    assert_eq!(ev["unsynced_ranges"], serde_json::json!([[11, 47]]));
+    assert_eq!(ev["exit_code"], 0);
+}
+
+#[test]
+fn unsynced_at_exit_twin() {
+    ok("unsynced_at_exit", existing_journal);
+}
+
+#[test]
+fn killed_while_dirty() {
+    let (dir, run) = bug("killed_while_dirty", nothing);
+    assert_eq!(rule_ids(&run.report), ["killed-while-dirty"]);
+    let f = the_finding(&run.report, "killed-while-dirty");
+    let worker = printed_pid(&run.stdout, "worker");
+    let supervisor = printed_pid(&run.stdout, "supervisor");
+    assert_names(f, &dir.join("worker.db"), "high", worker);
+    let ev = &f["evidence"];
+    assert_eq!(ev["unsynced_bytes"], 8192);
+    assert_eq!(ev["signal"], "SIGKILL");
+    assert_eq!(ev["sender"]["pid"].as_u64(), Some(supervisor));
+    assert_eq!(ev["sender"]["comm"], "python3");
+    assert_eq!(ev["signals"][0]["handling"], "default action");
+}
+
+#[test]
+fn killed_while_dirty_twin() {
+    ok("killed_while_dirty", nothing);
+}
+
+#[test]
+fn killed_mid_write() {
+    let (dir, run) = bug("killed_mid_write", nothing);
+    // The torn write's first page is also data the kill left unsynced.
+    assert_eq!(
+        rule_ids(&run.report),
+        ["killed-mid-write", "killed-while-dirty"]
+    );
+    let f = the_finding(&run.report, "killed-mid-write");
+    let worker = printed_pid(&run.stdout, "worker");
+    let supervisor = printed_pid(&run.stdout, "supervisor");
+    assert_names(f, &dir.join("records.bin"), "high", worker);
+    let ev = &f["evidence"];
+    assert_eq!(ev["kind"], "in_flight");
+    assert_eq!(ev["tid"].as_u64(), Some(worker), "the main thread wrote");
+    assert_eq!(ev["requested"], 8192);
+    assert_eq!(ev["written"], 4096, "only the page that was there");
+    assert_eq!(ev["sender"]["pid"].as_u64(), Some(supervisor));
+    let (entered, sent, returned) = (
+        ev["write_entered_ns"].as_u64().unwrap(),
+        ev["signal_sent_ns"].as_u64().unwrap(),
+        ev["write_returned_ns"].as_u64().unwrap(),
+    );
+    assert!(entered <= sent && sent <= returned, "{ev:#}");
+    let dirty = the_finding(&run.report, "killed-while-dirty");
+    assert_eq!(dirty["evidence"]["unsynced_bytes"], 4096);
+}
+
+#[test]
+fn killed_mid_write_twin() {
+    ok("killed_mid_write", nothing);
+}
+
+#[test]
+fn interleaved_writers() {
+    let (dir, run) = bug("interleaved_writers", nothing);
+    assert_eq!(rule_ids(&run.report), ["interleaved-writers"]);
+    let f = the_finding(&run.report, "interleaved-writers");
+    let a = printed_pid(&run.stdout, "A");
+    let b = printed_pid(&run.stdout, "B");
+    assert_names(f, &dir.join("app.log"), "medium", a);
+    let writers: Vec<u64> = f["evidence"]["writers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(writers, [a, b], "A appended first, then B");
+    // The content really interleaved: A1, B1, A2.
+    let log = std::fs::read_to_string(dir.join("app.log")).unwrap();
+    let order: Vec<&str> = log.lines().map(|l| &l[..2]).collect();
+    assert_eq!(order, ["A1", "B1", "A2"]);
+}
+
+#[test]
+fn interleaved_writers_twin() {
+    ok("interleaved_writers", nothing);
+}
+
+#[test]
+fn truncate_in_place() {
+    let (dir, run) = bug("truncate_in_place", existing_settings);
+    assert_eq!(rule_ids(&run.report), ["truncate-in-place"]);
+    let f = the_finding(&run.report, "truncate-in-place");
+    assert_names(
+        f,
+        &dir.join("settings.ini"),
+        "high",
+        printed_pid(&run.stdout, "pid"),
+    );
+    let ev = &f["evidence"];
+    assert_eq!(ev["size_before"], 600);
+    assert_eq!(ev["rewrite"], "write(fd=3, 600) = 600");
+    assert!(
+        ev["truncated_by"].as_str().unwrap().contains("O_TRUNC"),
+        "{ev:#}"
+    );
+}
+
+#[test]
+fn truncate_in_place_twin() {
+    ok("truncate_in_place", existing_settings);
+}
+
+#[test]
+fn sync_file_range_only() {
+    let (dir, run) = bug("sync_file_range_only", nothing);
+    assert_eq!(
+        rule_ids(&run.report),
+        ["sync-file-range-only", "unsynced-at-exit"]
+    );
+    let pid = printed_pid(&run.stdout, "pid");
+    let path = dir.join("data.bin");
+    let f = the_finding(&run.report, "sync-file-range-only");
+    assert_names(f, &path, "low", pid);
+    assert_eq!(f["evidence"]["moment"], "exit");
+    assert_eq!(f["evidence"]["unsynced_bytes"], 65536);
+    assert!(
+        f["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["call"].as_str().unwrap().starts_with("sync_file_range(")),
+        "the sync_file_range call is in the evidence: {f:#}"
+    );
+    let exit = the_finding(&run.report, "unsynced-at-exit");
+    assert_names(exit, &path, "medium", pid);
+}
+
+#[test]
+fn sync_file_range_only_twin() {
+    ok("sync_file_range_only", nothing);
+}
+
+/// An ext4 filesystem on a loop device whose backing file lives on a
+/// 6 MiB tmpfs, though it claims 64 MiB: writes land in the page cache,
+/// and writeback of more than the tmpfs holds fails, so fsync reports the
+/// error - a real device failing under a real filesystem.
+struct FailingDevice {
+    back: PathBuf,
+    mnt: PathBuf,
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl FailingDevice {
+    fn new(dir: &Path) -> Self {
+        let (back, mnt) = (dir.join("back"), dir.join("mnt"));
+        std::fs::create_dir_all(&back).unwrap();
+        std::fs::create_dir_all(&mnt).unwrap();
+        let img = back.join("img");
+        sh(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+            .arg(&back));
+        let dev = FailingDevice { back, mnt };
+        sh(Command::new("truncate").args(["-s", "64M"]).arg(&img));
+        sh(Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+            ])
+            .arg(&img));
+        sh(Command::new("mount")
+            .args(["-o", "loop,errors=continue"])
+            .arg(&img)
+            .arg(&dev.mnt));
+        dev
+    }
+}
+
+impl Drop for FailingDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("umount").arg(&self.back).status();
+    }
+}
+
+/// Leftover mounts from an interrupted run would make `scratch` fail.
+fn unmount_leftovers(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/e2e")
+        .join(name);
+    for m in ["mnt", "back"] {
+        let _ = Command::new("umount")
+            .arg(dir.join(m))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn failing_fsync(mode: &str) -> (PathBuf, Run) {
+    let name = format!("rules_fsync_error_ignored_{mode}");
+    unmount_leftovers(&name);
+    let dir = scratch(&name);
+    let dev = FailingDevice::new(&dir);
+    let mut cmd = py("rules/fsync_error_ignored.py");
+    cmd.push(mode.into());
+    cmd.push(dev.mnt.to_str().unwrap().into());
+    let run = run_report(&dir, &["--fail-on", "low"], &argv(&cmd));
+    assert_eq!(
+        printed_pid(&run.stdout, "errno"),
+        28,
+        "fsync failed with ENOSPC: {}",
+        run.stdout
+    );
+    let mnt = dev.mnt.clone();
+    drop(dev);
+    (mnt, run)
+}
+
+#[test]
+fn fsync_error_ignored() {
+    let (mnt, run) = failing_fsync("bug");
+    // The rename after the failed fsync also moves undurable data into
+    // place, and the directory was never fsynced: both true, both reported.
+    assert_eq!(
+        rule_ids(&run.report),
+        [
+            "fsync-error-ignored",
+            "rename-without-dir-fsync",
+            "rename-without-fsync"
+        ]
+    );
+    let f = the_finding(&run.report, "fsync-error-ignored");
+    let pid = printed_pid(&run.stdout, "pid");
+    // The device is unmounted by now: check the identity fields directly.
+    assert_eq!(f["path"].as_str(), mnt.join("blob").to_str());
+    assert_eq!(f["severity"], "high");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(pid));
+    let ev = &f["evidence"];
+    assert_eq!(ev["errno"], "ENOSPC");
+    assert_eq!(ev["failed_call"], "fsync(fd=3) = -28 (ENOSPC)");
+    assert_eq!(ev["follow_up"], "rename");
+    assert_eq!(ev["fs"], "ext4");
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn fsync_error_ignored_twin() {
+    let (_, run) = failing_fsync("ok");
+    assert!(
+        all_findings(&run.report).is_empty(),
+        "giving up on the data after a failed fsync is correct: {:#}",
+        run.report["findings"]
+    );
+    assert_eq!(run.code, 0);
+    assert_eq!(run.report["exit_status"]["code"], 1, "the program exits 1");
+}
