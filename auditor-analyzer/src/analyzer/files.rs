@@ -119,6 +119,9 @@ impl Analyzer {
         if let Some(info) = file {
             id = Some(info.id);
             desc_flags = info.flags | (open_flags & flags::O_ACCMODE);
+            if info.created {
+                self.inodes.forget(&info.id);
+            }
             let size_before = self.inodes.get(&info.id).and_then(|s| s.size);
             let judged = self.observe(info, Some(path));
             let truncating = open_flags & flags::O_TRUNC != 0

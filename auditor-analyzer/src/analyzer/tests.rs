@@ -708,3 +708,26 @@ fn rename_trusts_the_traced_source_over_a_late_lookup() {
         .collect();
     assert_eq!(renames, vec![(10, 100), (11, 200)]);
 }
+
+/// git replaces its index (fsynced, renamed over the old one, whose inode is
+/// freed) and then creates COMMIT_EDITMSG, which ext4 gives the freed inode
+/// number. The new file never saw an fsync: it is unsynced at exit, not a
+/// "fsynced file whose directory entry was not".
+#[test]
+fn a_created_file_starts_fresh_on_a_reused_inode_number() {
+    let mut events = vec![start(100, "/d")];
+    events.extend(atomic_replace(100, "/d/index", 3, 10));
+    events.extend(atomic_replace(100, "/d/index", 3, 11));
+    events.extend([
+        open_new(100, "/d/COMMIT_EDITMSG", 3, reg(10)),
+        write(100, 3, 6),
+        close(100, 3),
+        exit(100, 0),
+    ]);
+    let findings = run(events);
+    assert_eq!(rules(&findings), vec!["unsynced-at-exit"]);
+    let f = one(&findings, "unsynced-at-exit");
+    assert_eq!(f.path, "/d/COMMIT_EDITMSG");
+    assert_eq!(f.evidence["unsynced_bytes"], 6);
+    assert!(f.evidence["last_successful_fsync"].is_null(), "{f:?}");
+}

@@ -356,6 +356,16 @@ impl Inodes {
         self.map.get(id)
     }
 
+    /// Drops what is known about `id`. A create (the kernel's
+    /// FMODE_CREATED) always yields a brand-new inode, so a state kept under
+    /// the same identity belongs to an earlier file whose inode number the
+    /// filesystem freed and reused (git's COMMIT_EDITMSG gets the number of
+    /// the index it just replaced): its fsyncs, names and dirt must not
+    /// carry over to the new file.
+    pub fn forget(&mut self, id: &FileId) {
+        self.map.remove(id);
+    }
+
     pub fn get_mut(&mut self, id: &FileId) -> Option<&mut InodeState> {
         self.map.get_mut(id)
     }
