@@ -10,6 +10,17 @@ use aya_ebpf::{
 #[map]
 pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
 
+/// Process names (`comm`, zero-padded) whose later execs start tracing:
+/// `attach --comm NAME --follow-new`. Checked only at exec, so it costs
+/// nothing on the syscall path.
+#[map]
+pub static WATCH_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0);
+
+/// cgroup v2 ids whose processes (at any depth below) start tracing when
+/// they exec: `attach --cgroup PATH --follow-new`.
+#[map]
+pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
+
 /// Syscall arguments saved at entry, keyed by tid, consumed at exit.
 #[map]
 pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
@@ -61,6 +72,31 @@ pub fn next_seq() -> u64 {
 
 pub fn is_traced(tgid: u32) -> bool {
     TRACED.get_ptr(tgid).is_some()
+}
+
+/// Whether the current task, which is not traced, just exec'd into a
+/// watched name or runs in a watched cgroup (or below one). Container
+/// runtimes move a process into its cgroup before exec, so exec is the
+/// moment both are settled.
+pub fn exec_is_watched() -> bool {
+    if let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm()
+        && WATCH_COMMS.get_ptr(comm).is_some()
+    {
+        return true;
+    }
+    // cgroup v2 nesting is shallow in practice; eight levels cover systemd
+    // slices plus container scopes.
+    for level in 0..8 {
+        // SAFETY: helper with a plain integer argument.
+        let id = unsafe { aya_ebpf::helpers::bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        if WATCH_CGROUPS.get_ptr(id).is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Flags for `submit`: wake the reader only once a batch has built up.

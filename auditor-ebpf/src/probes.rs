@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{current_task, off, read},
-    maps::{EVENTS, PENDING, TRACED, count, is_traced, wakeup_flags},
+    maps::{EVENTS, PENDING, TRACED, count, exec_is_watched, is_traced, wakeup_flags},
     syscalls::fill_header,
 };
 
@@ -71,8 +71,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        if !exec_is_watched() {
+            return Ok(());
+        }
+        let _ = TRACED.insert(tgid, 1, 0);
     }
     // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
     let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;

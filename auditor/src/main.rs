@@ -1,6 +1,7 @@
 //! `auditor`: watches programs through eBPF and reports where a crash or
 //! power loss would lose or corrupt their data.
 
+mod attach;
 mod capture;
 mod cli;
 mod commands;

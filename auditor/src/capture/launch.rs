@@ -217,8 +217,8 @@ pub fn trace_command(
 
 /// Moves records from the ring buffer to the sink and turns increases of
 /// the kernel's drop counter into `Lost` events at the point they were seen.
-struct Pump {
-    decoder: Decoder,
+pub(crate) struct Pump {
+    pub(crate) decoder: Decoder,
     batch: Vec<Event>,
     dropped_seen: u64,
     last_check: Instant,
@@ -227,7 +227,7 @@ struct Pump {
 }
 
 impl Pump {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Pump {
             decoder: Decoder::default(),
             batch: Vec::new(),
@@ -240,7 +240,7 @@ impl Pump {
 
     /// Drains the ring for at most ~100 ms, so drop counters are checked
     /// regularly even under a flood. Returns whether the ring may hold more.
-    fn drain(
+    pub(crate) fn drain(
         &mut self,
         probes: &mut Probes,
         sink: &mut impl FnMut(Event) -> Result<()>,
@@ -260,7 +260,7 @@ impl Pump {
         Ok(false)
     }
 
-    fn check_drops(
+    pub(crate) fn check_drops(
         &mut self,
         probes: &Probes,
         sink: &mut impl FnMut(Event) -> Result<()>,
@@ -287,7 +287,7 @@ impl Pump {
     }
 }
 
-fn wait_readable(ring: &RingBuf<aya::maps::MapData>, timeout: Duration) {
+pub(crate) fn wait_readable(ring: &RingBuf<aya::maps::MapData>, timeout: Duration) {
     use std::os::fd::AsRawFd;
     let mut pfd = libc::pollfd {
         fd: ring.as_raw_fd(),

@@ -120,6 +120,34 @@ impl Probes {
         self.traced_fd
     }
 
+    /// Starts tracing a process that is already running (`attach`); its
+    /// forks are followed from then on by the fork probe.
+    pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
+        self.map_insert("TRACED", pid)
+    }
+
+    /// Makes later execs under `comm` (zero-padded, at most 15 bytes) start
+    /// tracing, for `attach --comm NAME --follow-new`.
+    pub fn watch_comm(&mut self, comm: [u8; 16]) -> Result<()> {
+        self.map_insert("WATCH_COMMS", comm)
+    }
+
+    /// Makes later execs inside cgroup v2 `id` (or below it) start tracing,
+    /// for `attach --cgroup PATH --follow-new`.
+    pub fn watch_cgroup(&mut self, id: u64) -> Result<()> {
+        self.map_insert("WATCH_CGROUPS", id)
+    }
+
+    fn map_insert<K: aya::Pod>(&mut self, name: &str, key: K) -> Result<()> {
+        let map = self
+            ._ebpf
+            .map_mut(name)
+            .with_context(|| format!("probe object has no {name} map"))?;
+        let mut m = aya::maps::HashMap::<_, K, u32>::try_from(map)?;
+        m.insert(key, 1, 0)
+            .with_context(|| format!("adding to the {name} map"))
+    }
+
     /// Arms the crash point of `auditor crashtest`: the traced process whose
     /// `ordinal`-th (1-based) successful call of `class` (1 renames, 2
     /// fsyncs; 0 disarms) returns is stopped with SIGSTOP before it runs on.
