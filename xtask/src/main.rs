@@ -176,23 +176,85 @@ fn test(filter: &[String]) -> Result<()> {
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
-    sh(Command::new("cargo")
-        .current_dir(&r)
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "auditor-ebpf",
-            "--exclude",
-            "auditor-e2e",
-        ])
-        .env("AUDITOR_EBPF_OBJECT", probe_object()))?;
+    let mut total = Tally::default();
+    total.add(counted(
+        Command::new("cargo")
+            .current_dir(&r)
+            .args(["test", "--workspace", "--exclude", "auditor-ebpf"])
+            .args(["--exclude", "auditor-e2e", "--lib", "--bins", "--tests"])
+            .env("AUDITOR_EBPF_OBJECT", probe_object()),
+    )?);
     // End-to-end tests load probes (root) and share kernel state: one at a time.
-    sh(Command::new("cargo")
-        .current_dir(&r)
-        .args(["test", "--release", "--package", "auditor-e2e", "--"])
-        .arg("--test-threads=1")
-        .args(filter)
-        .env("AUDITOR_BIN", auditor_bin())
-        .env("AUDITOR_EBPF_OBJECT", probe_object()))
+    total.add(counted(
+        Command::new("cargo")
+            .current_dir(&r)
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "auditor-e2e",
+                "--tests",
+                "--",
+            ])
+            .arg("--test-threads=1")
+            .args(filter)
+            .env("AUDITOR_BIN", auditor_bin())
+            .env("AUDITOR_EBPF_OBJECT", probe_object()),
+    )?);
+    println!("\ntests: {} passed, {} failed", total.passed, total.failed);
+    if total.failed > 0 || total.passed == 0 {
+        bail!("{} tests failed, {} passed", total.failed, total.passed);
+    }
+    Ok(())
+}
+
+/// Tests counted over several `cargo test` runs.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// Runs `cargo test`, passing its output through, and adds up the
+/// `test result:` lines so the suite ends with one total.
+fn counted(cmd: &mut Command) -> Result<Tally> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let mut tally = Tally::default();
+    for line in BufReader::new(child.stdout.take().context("no stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            tally.passed += num("passed");
+            tally.failed += num("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(tally)
 }
