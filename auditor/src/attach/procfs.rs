@@ -2,16 +2,11 @@
 //! time, pid in their own namespace, cgroup) and the files they already
 //! hold open, so tracing can start in the middle of a process's life.
 
-use std::{
-    ffi::CString,
-    io,
-    os::unix::{ffi::OsStrExt, fs::MetadataExt},
-    path::{Path, PathBuf},
-};
+use std::{io, path::PathBuf};
 
-use auditor_analyzer::event::{FileId, FileInfo};
+use auditor_analyzer::event::FileInfo;
 
-use crate::capture::decode::{file_type, fs_name};
+use crate::capture::enrich::stat_info;
 
 /// A /proc tree (the real one, or a copy in tests).
 #[derive(Clone, Debug)]
@@ -149,7 +144,7 @@ impl ProcFs {
             };
             out.push(OpenFd {
                 fd,
-                info: file_info(&link, flags),
+                info: stat_info(&link, true, flags),
                 path,
                 flags,
                 pos,
@@ -157,33 +152,6 @@ impl ProcFs {
         }
         Ok(out)
     }
-}
-
-/// stat and statfs through the magic link reach the open file itself, even
-/// a deleted one.
-fn file_info(link: &Path, flags: u32) -> Option<FileInfo> {
-    let m = std::fs::metadata(link).ok()?;
-    let c = CString::new(link.as_os_str().as_bytes()).ok()?;
-    // SAFETY: zeroed statfs is a valid out buffer; the path is NUL-terminated.
-    let magic = unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        if libc::statfs(c.as_ptr(), &mut s) == 0 {
-            s.f_type as u64
-        } else {
-            0
-        }
-    };
-    Some(FileInfo {
-        id: FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        },
-        file_type: file_type(m.mode()),
-        fs: fs_name(magic).to_owned(),
-        size: m.size() as i64,
-        flags,
-        created: false,
-    })
 }
 
 /// (comm, ppid, starttime) from /proc/PID/stat; comm may hold spaces and
@@ -288,6 +256,7 @@ mod tests {
         assert_ne!(mine.flags & libc::O_APPEND as u32, 0);
         assert_ne!(mine.flags & libc::O_CLOEXEC as u32, 0, "std opens CLOEXEC");
         let id = mine.info.as_ref().unwrap().id;
+        use std::os::unix::fs::MetadataExt;
         assert_eq!(id.ino, std::fs::metadata(&p).unwrap().ino());
         std::fs::remove_file(&p).unwrap();
         let fds = proc.open_files(pid).unwrap();

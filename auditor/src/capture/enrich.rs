@@ -20,13 +20,22 @@ pub fn enrich(ev: &mut Event) {
     } = &mut ev.kind
         && new_path.starts_with('/')
     {
-        *file = stat_file(Path::new(new_path));
+        *file = stat_info(Path::new(new_path), false, 0);
     }
 }
 
-fn stat_file(path: &Path) -> Option<FileInfo> {
+/// What stat and statfs say about `path`, in the shape the kernel gives for
+/// an open file. `follow` follows a final symlink (a `/proc/PID/fd/N` link
+/// reaches the open file itself, even a deleted one); a renamed name is
+/// looked at as it is. `flags` are the open flags when known.
+pub(crate) fn stat_info(path: &Path, follow: bool, flags: u32) -> Option<FileInfo> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(path).ok()?;
+    let m = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .ok()?;
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: zeroed statfs is a valid out buffer; the path is NUL-terminated.
     let magic = unsafe {
@@ -45,7 +54,7 @@ fn stat_file(path: &Path) -> Option<FileInfo> {
         file_type: file_type(m.mode()),
         fs: fs_name(magic).to_owned(),
         size: m.size() as i64,
-        flags: 0,
+        flags,
         created: false,
     })
 }
