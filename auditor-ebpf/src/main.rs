@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 
 mod crash;
+mod emit;
 mod kernel;
 mod maps;
 mod probes;

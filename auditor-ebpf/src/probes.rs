@@ -1,7 +1,7 @@
 //! Process lifecycle and signal probes.
 
 use auditor_common::{
-    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_DROPPED,
+    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_TRACED_FULL,
     SignalRecord,
 };
 use aya_ebpf::{
@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 
 use crate::{
+    emit::emit,
     kernel::{current_task, off, read},
-    maps::{EVENTS, PENDING, TRACED, count, exec_is_watched, is_traced, wakeup_flags},
-    syscalls::fill_header,
+    maps::{PENDING, TRACED, count, exec_is_watched, is_traced},
 };
 
 /// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
@@ -40,26 +40,16 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     if child_tgid != tgid {
         // A new process: trace it before it can run.
-        let _ = TRACED.insert(child_tgid, 1, 0);
+        if TRACED.insert(child_tgid, 1, 0).is_err() {
+            count(STAT_TRACED_FULL);
+        }
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    unsafe {
-        let r = &mut *entry.as_mut_ptr();
-        fill_header(
-            &mut r.header,
-            Kind::Fork,
-            core::mem::size_of::<ForkRecord>(),
-            pid_tgid,
-        );
+    emit(Kind::Fork, pid_tgid, |r: &mut ForkRecord| {
         r.child_tgid = child_tgid;
         r.child_tid = child_tid;
         r.shares_files = (pfiles == cfiles) as u32;
         r._pad = 0;
-    }
-    entry.submit(wakeup_flags());
+    });
     Ok(())
 }
 
@@ -76,23 +66,15 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         if !exec_is_watched() {
             return Ok(());
         }
-        let _ = TRACED.insert(tgid, 1, 0);
+        if TRACED.insert(tgid, 1, 0).is_err() {
+            count(STAT_TRACED_FULL);
+            return Ok(());
+        }
     }
     // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
     let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
     let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
-    let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    unsafe {
-        let r = &mut *entry.as_mut_ptr();
-        fill_header(
-            &mut r.sys.header,
-            Kind::Exec,
-            core::mem::size_of::<PathRecord>(),
-            pid_tgid,
-        );
+    emit(Kind::Exec, pid_tgid, |r: &mut PathRecord| {
         r.sys.nr = 0;
         r.sys._pad = 0;
         r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
@@ -101,14 +83,14 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
         r.path2[0] = 0;
-        let src = (ctx.as_ptr_u8()).add((loc & 0xffff) as usize);
-        match bpf_probe_read_kernel_str_bytes(src, &mut r.path) {
+        let src = ctx.as_ptr_u8().wrapping_add((loc & 0xffff) as usize);
+        // SAFETY: a fault-checked kernel read into the record.
+        match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut r.path) } {
             Ok(s) if s.len() >= PATH_MAX - 1 => r.sys.header.flags |= FLAG_PATH_TRUNCATED,
             Ok(_) => {}
             Err(_) => r.path[0] = 0,
         }
-    }
-    entry.submit(wakeup_flags());
+    });
     Ok(())
 }
 
@@ -151,24 +133,12 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         // The pid may be reused by an untraced process.
         let _ = TRACED.remove(tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    unsafe {
-        let r = &mut *entry.as_mut_ptr();
-        fill_header(
-            &mut r.header,
-            Kind::Exit,
-            core::mem::size_of::<ExitRecord>(),
-            pid_tgid,
-        );
+    emit(Kind::Exit, pid_tgid, |r: &mut ExitRecord| {
         r.exit_code = code;
         r.group_exit_code = group_code;
         r.group_dead = group_dead as u32;
         r._pad = 0;
-    }
-    entry.submit(wakeup_flags());
+    });
     Ok(())
 }
 
@@ -206,18 +176,7 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         Some(p) => unsafe { (*p).nr as i64 },
         None => -1,
     };
-    let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    unsafe {
-        let r = &mut *entry.as_mut_ptr();
-        fill_header(
-            &mut r.header,
-            Kind::SignalGenerate,
-            core::mem::size_of::<SignalRecord>(),
-            pid_tgid,
-        );
+    emit(Kind::SignalGenerate, pid_tgid, |r: &mut SignalRecord| {
         r.sig = sig as i32;
         r.code = code;
         r.target_tgid = target_tgid;
@@ -226,9 +185,9 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.group = group as i32;
         r.target_syscall = target_syscall;
         r.handler = 0;
-        r.target_comm = read(task, off!(task_comm)).unwrap_or([0; 16]);
-    }
-    entry.submit(wakeup_flags());
+        // SAFETY: a fault-checked kernel read.
+        r.target_comm = unsafe { read(task, off!(task_comm)) }.unwrap_or([0; 16]);
+    });
     Ok(())
 }
 
@@ -250,18 +209,7 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
         let handler: u64 = ctx.read_at(24).map_err(|e| e as i64)?;
         (sig, code, handler)
     };
-    let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    unsafe {
-        let r = &mut *entry.as_mut_ptr();
-        fill_header(
-            &mut r.header,
-            Kind::SignalDeliver,
-            core::mem::size_of::<SignalRecord>(),
-            pid_tgid,
-        );
+    emit(Kind::SignalDeliver, pid_tgid, |r: &mut SignalRecord| {
         r.sig = sig;
         r.code = code;
         r.target_tgid = tgid;
@@ -271,7 +219,6 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
         r.target_syscall = -1;
         r.handler = handler;
         r.target_comm = r.header.comm;
-    }
-    entry.submit(wakeup_flags());
+    });
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! number before touching anything else.
 
 use auditor_common::{
-    FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Header, Kind, PATH_MAX, PathRecord,
-    STAT_ARGS_FULL, STAT_DROPPED, SyscallRecord,
+    FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Kind, PATH_MAX, PathRecord,
+    STAT_ARGS_FULL, SyscallRecord,
     nr::{MMAP, OPENAT2, fd_args, is_traced_syscall, path_args, returns_fd},
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes,
     },
     macros::raw_tracepoint,
@@ -20,8 +20,9 @@ use aya_ebpf::{
 };
 
 use crate::{
+    emit::emit,
     kernel::{Window, ident, off},
-    maps::{EVENTS, PENDING, Pending, count, is_traced, next_seq, wakeup_flags},
+    maps::{PENDING, Pending, count, is_traced},
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -103,59 +104,31 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     let (pa, pb) = path_args(p.nr);
     if pa.is_none() {
-        let Some(mut entry) = EVENTS.reserve::<SyscallRecord>(0) else {
-            count(STAT_DROPPED);
-            return Ok(());
-        };
-        let rec = entry.as_mut_ptr();
-        unsafe {
-            fill_sys(
-                &mut *rec,
-                Kind::Syscall,
-                core::mem::size_of::<SyscallRecord>(),
-                pid_tgid,
-                &p,
-                ret,
-            );
-            crate::crash::check(p.nr, ret, (*rec).header.seq);
-        }
-        entry.submit(wakeup_flags());
+        emit(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
+            fill_sys(r, &p, ret);
+            crate::crash::check(p.nr, ret, r.header.seq);
+        });
         return Ok(());
     }
-
-    let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
-        count(STAT_DROPPED);
-        return Ok(());
-    };
-    let rec = entry.as_mut_ptr();
-    unsafe {
-        let rec = &mut *rec;
-        fill_sys(
-            &mut rec.sys,
-            Kind::Path,
-            core::mem::size_of::<PathRecord>(),
-            pid_tgid,
-            &p,
-            ret,
-        );
+    emit(Kind::Path, pid_tgid, |r: &mut PathRecord| {
+        fill_sys(&mut r.sys, &p, ret);
         if returns_fd(p.nr) && ret >= 0 {
-            ident(ret as u64, &mut rec.sys.file);
+            ident(ret as u64, &mut r.sys.file);
         }
-        rec.path[0] = 0;
-        rec.path2[0] = 0;
+        r.path[0] = 0;
+        r.path2[0] = 0;
         if let Some(i) = pa
-            && read_path(arg(&p.args, i), &mut rec.path)
+            && read_path(arg(&p.args, i), &mut r.path)
         {
-            rec.sys.header.flags |= FLAG_PATH_TRUNCATED;
+            r.sys.header.flags |= FLAG_PATH_TRUNCATED;
         }
         if let Some(i) = pb
-            && read_path(arg(&p.args, i), &mut rec.path2)
+            && read_path(arg(&p.args, i), &mut r.path2)
         {
-            rec.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+            r.sys.header.flags |= FLAG_PATH2_TRUNCATED;
         }
-        crate::crash::check(p.nr, ret, rec.sys.header.seq);
-    }
-    entry.submit(wakeup_flags());
+        crate::crash::check(p.nr, ret, r.sys.header.seq);
+    });
     Ok(())
 }
 
@@ -171,21 +144,9 @@ fn read_path(ptr: u64, out: &mut [u8; PATH_MAX]) -> bool {
     }
 }
 
+/// The body of a syscall record (the header is already filled).
 #[inline(always)]
-pub fn fill_header(h: &mut Header, kind: Kind, size: usize, pid_tgid: u64) {
-    h.kind = kind as u16;
-    h.flags = 0;
-    h.size = size as u32;
-    h.seq = next_seq();
-    h.ts_ns = unsafe { bpf_ktime_get_ns() };
-    h.tgid = (pid_tgid >> 32) as u32;
-    h.tid = pid_tgid as u32;
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-}
-
-#[inline(always)]
-fn fill_sys(r: &mut SyscallRecord, kind: Kind, size: usize, pid_tgid: u64, p: &Pending, ret: i64) {
-    fill_header(&mut r.header, kind, size, pid_tgid);
+fn fill_sys(r: &mut SyscallRecord, p: &Pending, ret: i64) {
     r.nr = p.nr;
     r._pad = 0;
     r.args = p.args;
