@@ -40,13 +40,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
+    // The number first: most syscalls on a host (reads, polls, futexes) are
+    // not ours, and comparing costs less than the traced-tgid lookup.
     let id: u64 = ctx.arg(1);
     let nr = id as u32;
     if id > u32::MAX as u64 || !is_traced_syscall(nr) {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     let regs: *const u8 = ctx.arg(0);
