@@ -7,13 +7,14 @@ mod files;
 mod lifecycle;
 mod names;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use crate::calls::call_ref;
+use crate::calls::{Call, CommCache};
 use crate::config::{Config, Filter};
 use crate::event::{Event, EventKind, FileId, FileInfo};
+use crate::fast_hash::FastSet;
 use crate::finding::{Finding, ProcessRef};
 use crate::snapshot::{self, Recent, Snapshot};
 use crate::stats::AnalyzerStats;
@@ -23,7 +24,8 @@ use crate::track::inodes::{Inodes, judged};
 use crate::track::paths::NameTable;
 use crate::track::processes::{ProcKey, ProcessTable};
 
-/// Inode states kept before idle ones are evicted (doubles as needed).
+/// Inode states kept before idle ones are evicted (doubles as needed, up
+/// to the `max_files` cap).
 const GC_START: usize = 50_000;
 /// Distinct ignored files remembered (to count each once).
 const IGNORED_SEEN_MAX: usize = 100_000;
@@ -49,7 +51,7 @@ pub struct Analyzer {
     finished: bool,
     findings: Vec<Finding>,
     stats: AnalyzerStats,
-    ignored_seen: HashSet<FileId>,
+    ignored_seen: FastSet<FileId>,
     /// Inodes with deferred exit verdicts (index, so exits need no full scan).
     deferred_ids: BTreeSet<FileId>,
     /// Inodes whose appends interleaved, not yet reported.
@@ -58,6 +60,8 @@ pub struct Analyzer {
     last_event: Option<(u64, u64)>,
     /// Ended processes and signals, for live views.
     recent: Recent,
+    /// Shared comm strings for kept calls.
+    comms: CommCache,
 }
 
 impl Analyzer {
@@ -79,12 +83,13 @@ impl Analyzer {
             finished: false,
             findings: Vec::new(),
             stats: AnalyzerStats::default(),
-            ignored_seen: HashSet::new(),
+            ignored_seen: FastSet::default(),
             deferred_ids: BTreeSet::new(),
             interleaved_ids: BTreeSet::new(),
             gc_at: GC_START,
             last_event: None,
             recent: Recent::default(),
+            comms: CommCache::default(),
         })
     }
 
@@ -184,6 +189,8 @@ impl Analyzer {
     pub fn stats(&self) -> AnalyzerStats {
         let mut stats = self.stats.clone();
         stats.processes = self.procs.seen;
+        stats.tracked_inodes = self.inodes.len() as u64;
+        stats.max_files = self.config.max_files as u64;
         stats
     }
 
@@ -221,6 +228,15 @@ impl Analyzer {
                 "{} events were lost (ring buffer full) after this state began; the missing calls could have changed the verdict",
                 self.stats.lost_events
             ));
+        } else if f
+            .inode
+            .is_some_and(|id| self.inodes.get(&id).is_some_and(|s| s.evicted))
+        {
+            f.inconclusive = true;
+            f.inconclusive_reason = Some(format!(
+                "state evicted (limit {} files, {} processes): what this file held before the eviction is unknown",
+                self.config.max_files, self.config.max_processes
+            ));
         }
         self.findings.push(f);
     }
@@ -228,15 +244,21 @@ impl Analyzer {
     /// Makes sure the event's process has a record (processes attached
     /// mid-flight appear implicitly) and knows the thread.
     fn ensure_process(&mut self, ev: &Event) {
-        if self.procs.get(ev.pid).is_none() {
+        let new = self.procs.get(ev.pid).is_none();
+        if new {
             let table = self.fds.new_table();
             self.procs.start(ev.pid, &ev.comm, table, self.epoch);
         }
+        let tick = self.stats.events;
         if let Some(p) = self.procs.get_mut(ev.pid) {
+            p.last_active = tick;
             p.threads.insert(ev.tid);
             if ev.tid == ev.pid && !ev.comm.is_empty() && p.comm != ev.comm {
                 p.comm = ev.comm.clone();
             }
+        }
+        if new {
+            self.bound_processes();
         }
     }
 
@@ -268,12 +290,18 @@ impl Analyzer {
             st.add_name(path);
         }
         let verdict = judged(st.file_type, &st.fs);
-        let shown = st.path();
+        // Named only for the ignored-files count: the common (judged) case
+        // needs no copy of the path.
+        let shown = if verdict.is_err() {
+            st.path()
+        } else {
+            String::new()
+        };
         if let Some(path) = path {
             self.names.set(path, info.id);
         }
         if new {
-            self.maybe_gc();
+            self.maybe_gc(info.id);
         }
         match verdict {
             Ok(()) => {
@@ -311,13 +339,25 @@ impl Analyzer {
     }
 
     /// Bounds memory on long runs: drops idle inode states nothing refers
-    /// to once the table grows past a threshold.
-    fn maybe_gc(&mut self) {
-        if self.inodes.len() <= self.gc_at {
+    /// to once the table grows past a threshold, and past `max_files` the
+    /// least recently used ones whatever they hold (a tenth of the cap at
+    /// once, so the sort is paid rarely). `current` is the inode the call
+    /// being handled just brought in: its fd may not be installed yet.
+    fn maybe_gc(&mut self, current: FileId) {
+        let cap = self.config.max_files.max(1);
+        if self.inodes.len() <= self.gc_at.min(cap) {
             return;
         }
-        let open: BTreeSet<FileId> = self.fds.open_files().collect();
-        self.stats.evicted_inodes += self.inodes.evict_idle(&open) as u64;
+        let mut open: BTreeSet<FileId> = self.fds.open_files().collect();
+        open.insert(current);
+        let keep = if self.inodes.len() > cap {
+            cap - cap / 10
+        } else {
+            usize::MAX
+        };
+        let out = self.inodes.evict(&open, keep);
+        self.stats.evicted_inodes += out.total as u64;
+        self.stats.evicted_dirty += out.pending as u64;
         let inodes = &self.inodes;
         self.names.retain_ids(|id| inodes.contains(id));
         for p in self.procs.iter_mut() {
@@ -325,13 +365,36 @@ impl Analyzer {
                 .retain(|id| inodes.get(id).is_some_and(|s| s.dirty.is_some()));
         }
         self.gc_at = (self.inodes.len() * 2).max(GC_START);
+        self.deferred_ids.retain(|id| inodes.contains(id));
+        self.interleaved_ids.retain(|id| inodes.contains(id));
+    }
+
+    /// Past `max_processes`, drops the least recently active records (a
+    /// tenth of the cap at once). Their fd tables go; the files they left
+    /// unsynced keep their state, but no exit will be seen for them, so
+    /// verdicts on those files are marked inconclusive.
+    pub(super) fn bound_processes(&mut self) {
+        let cap = self.config.max_processes.max(1);
+        if self.procs.len() <= cap {
+            return;
+        }
+        for p in self.procs.evict_lru(cap - cap / 10) {
+            p.tables().for_each(|t| self.fds.release(t));
+            for id in &p.written {
+                self.inodes.taint(id);
+            }
+            self.stats.evicted_processes += 1;
+        }
     }
 
     /// The call reference of the event (for evidence chains).
-    fn call_of(ev: &Event) -> crate::finding::CallRef {
-        call_ref(ev)
+    fn call_of(&mut self, ev: &Event) -> Call {
+        let comm = self.comms.get(&ev.comm);
+        Call::new(ev, comm)
     }
 }
 
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,8 @@
 //! Renders events as the calls people recognise (`write(fd=3, 4096) = 4096`),
 //! with errno and signal names, for the evidence chain of findings.
 
+use std::sync::Arc;
+
 use crate::event::{Event, EventKind};
 use crate::finding::CallRef;
 use crate::track::fds::flags;
@@ -120,10 +122,7 @@ pub fn describe(ev: &Event) -> String {
             ret,
             offset,
             ..
-        } => match offset {
-            Some(off) => format!("{call}(fd={fd}, {requested}, off={off}){}", ret_str(*ret)),
-            None => format!("{call}(fd={fd}, {requested}){}", ret_str(*ret)),
-        },
+        } => write_text(call, *fd, *requested, *ret, *offset),
         EventKind::Truncate {
             call,
             fd,
@@ -156,16 +155,7 @@ pub fn describe(ev: &Event) -> String {
             ret,
             range,
             ..
-        } => {
-            let mut args = opt_fd(*fd);
-            if let Some((a, b, f)) = range {
-                if !args.is_empty() {
-                    args.push_str(", ");
-                }
-                args.push_str(&format!("{a:#x}, {b}, flags={f}"));
-            }
-            format!("{call}({args}){}", ret_str(*ret))
-        }
+        } => sync_text(call, *fd, *ret, *range),
         EventKind::Rename {
             call,
             old_path,
@@ -191,7 +181,7 @@ pub fn describe(ev: &Event) -> String {
             ret,
             ..
         } => format!("{call}({path:?}, {mode:#o}){}", ret_str(*ret)),
-        EventKind::Close { fd, ret, .. } => format!("close(fd={fd}){}", ret_str(*ret)),
+        EventKind::Close { fd, ret, .. } => close_text(*fd, *ret),
         EventKind::CloseRange {
             first,
             last,
@@ -274,6 +264,204 @@ pub fn describe(ev: &Event) -> String {
     }
 }
 
+fn write_text(call: &str, fd: i32, requested: u64, ret: i64, offset: Option<i64>) -> String {
+    match offset {
+        Some(off) => format!("{call}(fd={fd}, {requested}, off={off}){}", ret_str(ret)),
+        None => format!("{call}(fd={fd}, {requested}){}", ret_str(ret)),
+    }
+}
+
+fn sync_text(call: &str, fd: Option<i32>, ret: i64, range: Option<(u64, u64, u32)>) -> String {
+    let mut args = opt_fd(fd);
+    if let Some((a, b, f)) = range {
+        if !args.is_empty() {
+            args.push_str(", ");
+        }
+        args.push_str(&format!("{a:#x}, {b}, flags={f}"));
+    }
+    format!("{call}({args}){}", ret_str(ret))
+}
+
+fn close_text(fd: i32, ret: i64) -> String {
+    format!("close(fd={fd}){}", ret_str(ret))
+}
+
+/// The names of the calls kept in compact form, as static strings so a
+/// kept call needs no allocation.
+fn static_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "write" => "write",
+        "pwrite64" => "pwrite64",
+        "writev" => "writev",
+        "pwritev" => "pwritev",
+        "pwritev2" => "pwritev2",
+        "copy_file_range" => "copy_file_range",
+        "sendfile" => "sendfile",
+        "fsync" => "fsync",
+        "fdatasync" => "fdatasync",
+        "sync_file_range" => "sync_file_range",
+        "syncfs" => "syncfs",
+        "sync" => "sync",
+        "msync" => "msync",
+        _ => return None,
+    })
+}
+
+/// A call the analyzer keeps (per-inode history, first unsynced write, last
+/// sync, ...). Most kept calls never reach a finding or a view, and the
+/// frequent ones (writes, syncs, closes) keep only their arguments: the
+/// text is rendered by [`Call::text`] when a finding or snapshot needs it,
+/// identical to [`describe`] of the event. Cloning never allocates.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    comm: Arc<str>,
+    what: What,
+}
+
+#[derive(Clone, Debug)]
+enum What {
+    /// Rendered when kept (rarer calls, whose text needs paths anyway).
+    Text(Arc<str>),
+    Write {
+        name: &'static str,
+        fd: i32,
+        requested: u64,
+        ret: i64,
+        offset: Option<i64>,
+    },
+    Sync {
+        name: &'static str,
+        fd: Option<i32>,
+        ret: i64,
+        range: Option<(u64, u64, u32)>,
+    },
+    Close {
+        fd: i32,
+        ret: i64,
+    },
+}
+
+impl Call {
+    /// Keeps `ev` as a call; `comm` is the event's comm, shared.
+    pub fn new(ev: &Event, comm: Arc<str>) -> Call {
+        let what = match &ev.kind {
+            EventKind::Write {
+                call,
+                fd,
+                requested,
+                ret,
+                offset,
+                ..
+            } => static_name(call).map(|name| What::Write {
+                name,
+                fd: *fd,
+                requested: *requested,
+                ret: *ret,
+                offset: *offset,
+            }),
+            EventKind::Sync {
+                call,
+                fd,
+                ret,
+                range,
+                ..
+            } => static_name(call).map(|name| What::Sync {
+                name,
+                fd: *fd,
+                ret: *ret,
+                range: *range,
+            }),
+            EventKind::Close { fd, ret, .. } => Some(What::Close { fd: *fd, ret: *ret }),
+            _ => None,
+        };
+        Call {
+            seq: ev.seq,
+            ts_ns: ev.ts_ns,
+            pid: ev.pid,
+            tid: ev.tid,
+            comm,
+            what: what.unwrap_or_else(|| What::Text(describe(ev).into())),
+        }
+    }
+
+    /// The human form (`write(fd=3, 4096) = 4096`).
+    pub fn text(&self) -> String {
+        match &self.what {
+            What::Text(t) => t.to_string(),
+            What::Write {
+                name,
+                fd,
+                requested,
+                ret,
+                offset,
+            } => write_text(name, *fd, *requested, *ret, *offset),
+            What::Sync {
+                name,
+                fd,
+                ret,
+                range,
+            } => sync_text(name, *fd, *ret, *range),
+            What::Close { fd, ret } => close_text(*fd, *ret),
+        }
+    }
+
+    /// The rendered reference findings carry.
+    pub fn to_ref(&self) -> CallRef {
+        CallRef {
+            seq: self.seq,
+            ts_ns: self.ts_ns,
+            pid: self.pid,
+            tid: self.tid,
+            comm: self.comm.to_string(),
+            call: self.text(),
+        }
+    }
+}
+
+impl From<&CallRef> for Call {
+    fn from(c: &CallRef) -> Call {
+        Call {
+            seq: c.seq,
+            ts_ns: c.ts_ns,
+            pid: c.pid,
+            tid: c.tid,
+            comm: c.comm.as_str().into(),
+            what: What::Text(c.call.as_str().into()),
+        }
+    }
+}
+
+impl From<&Call> for Call {
+    fn from(c: &Call) -> Call {
+        c.clone()
+    }
+}
+
+/// Shares one allocation of a comm across the calls of a stream: events
+/// come in runs from the same task, so the last comm is almost always the
+/// next one.
+#[derive(Debug, Default)]
+pub struct CommCache {
+    last: Option<Arc<str>>,
+}
+
+impl CommCache {
+    pub fn get(&mut self, comm: &str) -> Arc<str> {
+        match &self.last {
+            Some(c) if &**c == comm => c.clone(),
+            _ => {
+                let c: Arc<str> = comm.into();
+                self.last = Some(c.clone());
+                c
+            }
+        }
+    }
+}
+
 /// The call reference of an event, for evidence chains.
 pub fn call_ref(ev: &Event) -> CallRef {
     CallRef {
@@ -325,5 +513,35 @@ mod tests {
         );
         assert_eq!(signal_name(9), "SIGKILL");
         assert_eq!(human_duration(2_500_000_000), "2.5s");
+    }
+
+    #[test]
+    fn kept_calls_render_as_described() {
+        let mut pwrite = write(1, 3, 100);
+        if let EventKind::Write { offset, ret, .. } = &mut pwrite.kind {
+            *offset = Some(4096);
+            *ret = -28;
+        }
+        let mut odd = write(1, 3, 10);
+        if let EventKind::Write { call, .. } = &mut odd.kind {
+            *call = "not_a_syscall".into();
+        }
+        let events = [
+            write(1, 3, 4096),
+            pwrite,
+            odd,
+            fsync_ret(1, 3, -5),
+            sync_call(2, "sync_file_range", Some(3), 0, Some((0, 4096, 2))),
+            sync_call(2, "sync", None, 0, None),
+            close(1, 3),
+            rename(1, "/d/a.tmp", "/d/a"),
+        ];
+        let mut comms = CommCache::default();
+        for ev in &events {
+            let call = Call::new(ev, comms.get(&ev.comm));
+            assert_eq!(call.to_ref(), call_ref(ev));
+            assert_eq!(call.text(), describe(ev));
+            assert_eq!(Call::from(&call_ref(ev)).to_ref(), call_ref(ev));
+        }
     }
 }

@@ -17,7 +17,23 @@ pub struct Config {
     pub only_rules: Vec<String>,
     /// Rule ids that never report.
     pub skip_rules: Vec<String>,
+    /// Most inode states kept at once. Past it the least recently used go
+    /// (idle ones first); a state evicted while it still carried unsynced
+    /// data or a pending verdict is counted, and later verdicts on that
+    /// inode are marked inconclusive. Bounds memory on long attaches.
+    pub max_files: usize,
+    /// Most process records kept at once (live ones whose exit was never
+    /// seen pile up only when events are lost); past it the least recently
+    /// active go, and verdicts on the files they wrote become inconclusive.
+    pub max_processes: usize,
 }
+
+/// Default of [`Config::max_files`]: a few hundred MiB at most, far more
+/// files than a daemon keeps in flight.
+pub const DEFAULT_MAX_FILES: usize = 100_000;
+/// Default of [`Config::max_processes`]: the kernel's traced-process table
+/// holds as many.
+pub const DEFAULT_MAX_PROCESSES: usize = 32_768;
 
 impl Default for Config {
     fn default() -> Self {
@@ -26,6 +42,8 @@ impl Default for Config {
             ignore: Vec::new(),
             only_rules: Vec::new(),
             skip_rules: Vec::new(),
+            max_files: DEFAULT_MAX_FILES,
+            max_processes: DEFAULT_MAX_PROCESSES,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod calls;
 pub mod config;
 pub mod durable_file;
 pub mod event;
+mod fast_hash;
 pub mod finding;
 mod glob;
 pub mod recording;

@@ -265,7 +265,7 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
                     .dirty
                     .as_ref()
                     .map(|d| now_ns.saturating_sub(d.first_write.ts_ns)),
-                last_op: last.map(|c| c.call.clone()),
+                last_op: last.map(|c| c.text()),
                 last_op_ns: last.map_or(0, |c| c.ts_ns),
                 syncs: s.syncs,
                 writers,

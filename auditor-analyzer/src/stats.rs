@@ -54,6 +54,18 @@ pub struct AnalyzerStats {
     pub unknown_renames: u64,
     /// Findings left out by `--ignore` globs.
     pub suppressed_findings: u64,
-    /// Idle inode states dropped to bound memory.
+    /// Inode states dropped to bound memory (idle ones, and past
+    /// `max_files` the least recently used).
     pub evicted_inodes: u64,
+    /// Of those, states that still carried unsynced data or a pending
+    /// verdict: their verdicts are unknown (not raised), and any later
+    /// verdict on the same inode is marked inconclusive.
+    pub evicted_dirty: u64,
+    /// Process records dropped past `max_processes` (least recently
+    /// active first).
+    pub evicted_processes: u64,
+    /// Inode states held now (never more than `max_files`).
+    pub tracked_inodes: u64,
+    /// The limit on inode states held at once.
+    pub max_files: u64,
 }

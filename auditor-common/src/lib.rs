@@ -215,7 +215,10 @@ pub const WINDOW: usize = 128;
 pub const STAT_DROPPED: u32 = 0;
 /// Records the probes skipped because an entry could not be stored.
 pub const STAT_ARGS_FULL: u32 = 1;
-pub const STAT_COUNT: u32 = 2;
+/// Processes left untraced because the traced-tgid table was full (a fork
+/// or a watched exec): everything they do is missing.
+pub const STAT_TRACED_FULL: u32 = 2;
+pub const STAT_COUNT: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -146,9 +146,19 @@ pub struct AttachArgs {
     /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464), path /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
-    /// Watch live in a terminal UI.
+    /// Watch live in a terminal UI (the report is still written on quit).
     #[arg(long)]
     pub tui: bool,
+    /// Most files whose state is kept at once; past it the least recently
+    /// used are forgotten (counted in stats, later verdicts on them marked
+    /// inconclusive). About 1 to 3 KiB each.
+    #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_FILES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_files: usize,
+    /// Most process records kept at once (least recently active forgotten first).
+    #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_processes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -615,3 +615,119 @@ fn duration_ends_a_wait_for_new_processes() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["processes"], Value::Array(vec![]));
 }
+
+/// `attach --tui` draws only on a terminal: without one it refuses at once,
+/// in one line, before touching the kernel.
+#[test]
+fn tui_refuses_without_a_terminal() {
+    let e = one_error_line(&["attach", "--tui", "--pid", "1"]);
+    assert!(e.contains("--tui needs a terminal"), "{e}");
+}
+
+/// A cgroup v2 directory of our own under the mounted hierarchy, removed
+/// (after its processes) on drop.
+struct TestCgroup {
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    fn create(name: &str) -> TestCgroup {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mi
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                (post.split_whitespace().next() == Some("cgroup2"))
+                    .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+                    .flatten()
+            })
+            .expect("a cgroup2 hierarchy is mounted");
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).expect("create the cgroup");
+        TestCgroup { dir }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+
+    /// As /proc/PID/cgroup names it.
+    fn name(&self) -> String {
+        format!("/{}", self.dir.file_name().unwrap().to_str().unwrap())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `--cgroup PATH` attaches to the processes already in a real cgroup v2
+/// directory, attributes their findings to them with the cgroup in the
+/// report, and with `--follow-new` traces a process that starts there
+/// after the attach.
+#[test]
+fn cgroup_processes_are_attached_and_new_ones_followed() {
+    let dir = scratch("attach_cgroup");
+    let cg = TestCgroup::create("auditor-e2e");
+    let mut d = fixture_daemon(&dir, "attfix-cg", "dirty").spawn().unwrap();
+    cg.add(d.id());
+    wait_file(&dir.join("ready"));
+    let report = dir.join("report.json");
+    let a = Attached::start(
+        &dir,
+        &[
+            "--cgroup",
+            cg.dir.to_str().unwrap(),
+            "--follow-new",
+            "--output",
+            report.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert!(d.wait().unwrap().success());
+    // Moves itself into the cgroup, then execs: started after the attach.
+    // It waits for "go" again, so it is still running when the auditor
+    // reads its exec and looks it up in /proc.
+    std::fs::remove_file(dir.join("go")).unwrap();
+    let py = named_python(&dir, "attfix-cgnew");
+    let mut late = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} {} {} once",
+            cg.dir.display(),
+            py.display(),
+            fixture("attach/daemon.py").display(),
+            dir.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert!(late.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = a.stop();
+    assert_eq!(code, 1, "{err:?}");
+    let r = read_json(&report);
+    let b = on_path(&r, &dir.join("b.dat"));
+    assert_eq!(b.len(), 1, "{r:#}");
+    assert_eq!(b[0]["process"]["pid"], d.id());
+    let l = on_path(&r, &dir.join(format!("life-{}.dat", late.id())));
+    assert_eq!(l.len(), 1, "the process started later is traced: {r:#}");
+    assert_eq!(l[0]["process"]["pid"], late.id());
+    let procs = r["processes"].as_array().unwrap();
+    let first = procs.iter().find(|p| p["pid"] == d.id()).expect("listed");
+    assert_eq!(first["how"], "attached");
+    assert_eq!(first["cgroup"], cg.name());
+    let second = procs
+        .iter()
+        .find(|p| p["pid"] == late.id())
+        .expect("listed");
+    assert_eq!(second["how"], "followed at exec");
+    assert_eq!(second["cgroup"], cg.name());
+}

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | demo | test | bench`.
+//! Project tasks: `cargo xtask setup | build | demo | test | bench | bench-attach`.
 //!
 //! One set-up path serves the README, the tests and CI: it installs what a
 //! fresh machine lacks (rust-src for nightly, bpf-linker built against
@@ -6,6 +6,7 @@
 //! when everything is already there.
 
 mod bench;
+mod bench_attach;
 mod setup;
 
 use std::{
@@ -48,6 +49,16 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Attach to a process that writes many distinct files; check that
+    /// memory and tracked files stay bounded.
+    BenchAttach {
+        /// Distinct files the workload creates, writes and closes.
+        #[arg(long, default_value_t = 1_000_000)]
+        files: u64,
+        /// The auditor's --max-files.
+        #[arg(long, default_value_t = 10_000)]
+        max_files: u64,
+    },
 }
 
 fn main() {
@@ -79,6 +90,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::all()?;
             build()?;
             bench::run(&auditor_bin(), writes, fsync_every, rounds)
+        }
+        Task::BenchAttach { files, max_files } => {
+            setup::all()?;
+            build()?;
+            bench_attach::run(&auditor_bin(), files, max_files)
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Handlers for calls on file contents and fds: open, write, truncate,
 //! sync, close, dup, fcntl, mmap, and fds open before tracing.
 
+use crate::calls::Call;
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
-use crate::finding::CallRef;
 use crate::rules::{fsync_error_ignored, truncate_in_place};
 use crate::track::fds::{Description, flags};
 use crate::track::inodes::{Truncation, Writer};
-use crate::track::processes::{Mapping, WriteRec};
+use crate::track::processes::{Mapping, ProcessTable, WriteRec};
 
 use super::Analyzer;
 
@@ -112,7 +112,7 @@ impl Analyzer {
             return;
         };
         let fd = *ret as i32;
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         let (key, process) = self.who(ev);
         let mut id = self.names.get(path);
         let mut desc_flags = *open_flags;
@@ -191,8 +191,10 @@ impl Analyzer {
         if !t.judged {
             return;
         }
-        let call = Self::call_of(ev);
-        let (key, process) = self.who(ev);
+        let call = self.call_of(ev);
+        // The process record is copied out only for what keeps it (a new
+        // writer, a finding): most writes need just its key.
+        let key = self.procs.get(ev.pid).map_or(0, |p| p.key);
         let epoch = self.epoch;
         let append = t.flags & flags::O_APPEND != 0;
         let size_before = file
@@ -208,7 +210,7 @@ impl Analyzer {
         let rec = WriteRec {
             fd: *fd,
             file: Some(t.id),
-            path: t.path.clone(),
+            path: t.path,
             requested: *requested,
             ret: *ret,
             enter_ns: *enter_ns,
@@ -232,55 +234,51 @@ impl Analyzer {
             None if append => size_before_u.unwrap_or(0),
             None => t.pos.or(size_before_u).unwrap_or(0),
         };
-        self.answer_failed_fsync(t.id, key, "write", &call, &process);
-        let truncation = self
-            .inodes
-            .get_mut(&t.id)
-            .and_then(|st| st.truncation.take());
-        if let Some(tr) = truncation
-            && let Some(st) = self.inodes.get(&t.id)
-        {
-            let f = truncate_in_place::finding(st, &tr, &call, process.clone());
-            self.emit(f, tr.since_epoch);
+        let pending = self.inodes.get(&t.id).is_some_and(|st| {
+            st.truncation.is_some() || st.failed_sync.as_ref().is_some_and(|f| f.key == key)
+        });
+        if pending {
+            let (_, process) = self.who(ev);
+            self.answer_failed_fsync(t.id, key, "write", &call, &process);
+            let truncation = self
+                .inodes
+                .get_mut(&t.id)
+                .and_then(|st| st.truncation.take());
+            if let Some(tr) = truncation
+                && let Some(st) = self.inodes.get(&t.id)
+            {
+                let f = truncate_in_place::finding(st, &tr, &call, process);
+                self.emit(f, tr.since_epoch);
+            }
         }
         let at_end = append || size_before_u == Some(off);
-        self.track_append(
-            t.id,
-            at_end,
-            &call,
-            Writer {
-                key,
-                tid: ev.tid,
-                process: process.clone(),
-            },
-        );
+        self.track_append(t.id, at_end, &call, ev, key);
         let sync_write = flags::is_sync(t.flags);
-        let fs = self
-            .inodes
-            .get(&t.id)
-            .map(|s| s.fs.clone())
-            .unwrap_or_default();
         if let Some(st) = self.inodes.get_mut(&t.id) {
             let dirtied = !sync_write && !st.unlinked;
             if dirtied && let Some(p) = self.procs.get_mut(ev.pid) {
                 p.written.insert(t.id);
             }
             if dirtied {
-                st.add_dirty(
+                let procs = &self.procs;
+                st.add_dirty_by(
                     bytes,
                     off,
                     &call,
-                    Writer {
-                        key,
-                        tid: ev.tid,
-                        process,
-                    },
+                    key,
+                    ev.tid,
+                    || writer_of(procs, ev, key),
                     epoch,
                 );
             }
             st.size = Some(size_before.unwrap_or(0).max((off + bytes) as i64));
         }
         if sync_write {
+            let fs = self
+                .inodes
+                .get(&t.id)
+                .map(|s| s.fs.clone())
+                .unwrap_or_default();
             self.dirs.data_synced(t.id, &fs, &[]);
         }
         if offset.is_none()
@@ -293,8 +291,9 @@ impl Analyzer {
 
     /// Follows who appends to an inode, to spot A, B, A interleaving by
     /// writers that hold the file open at the same time.
-    fn track_append(&mut self, id: FileId, at_end: bool, call: &CallRef, writer: Writer) {
+    fn track_append(&mut self, id: FileId, at_end: bool, call: &Call, ev: &Event, key: u64) {
         let epoch = self.epoch;
+        let tid = ev.tid;
         let Some(st) = self.inodes.get_mut(&id) else {
             return;
         };
@@ -308,20 +307,20 @@ impl Analyzer {
         if a.writers.is_empty() {
             a.since_epoch = epoch;
         }
-        if !a.writers.iter().any(|w| w.tid == writer.tid) && a.writers.len() < 8 {
-            a.writers.push(writer.clone());
+        if !a.writers.iter().any(|w| w.tid == tid) && a.writers.len() < 8 {
+            a.writers.push(writer_of(&self.procs, ev, key));
         }
         if a.recent.len() == APPEND_CALLS {
             a.recent.pop_front();
         }
         a.recent.push_back(call.clone());
-        if a.last_tid == Some(writer.tid) {
+        if a.last_tid == Some(tid) {
             return;
         }
-        let returning = a.before_last_tid == Some(writer.tid);
+        let returning = a.before_last_tid == Some(tid);
         let other = a.last_tid;
         a.before_last_tid = a.last_tid;
-        a.last_tid = Some(writer.tid);
+        a.last_tid = Some(tid);
         if !returning || a.interleaved.is_some() {
             return;
         }
@@ -330,7 +329,7 @@ impl Analyzer {
             .iter()
             .find(|w| Some(w.tid) == other)
             .map(|w| w.key);
-        let pattern: Vec<CallRef> = a.recent.iter().cloned().collect();
+        let pattern: Vec<Call> = a.recent.iter().cloned().collect();
         // Writers that take turns but never hold the file open together
         // (a shell appending around a child) are not concurrent writers.
         let concurrent = other_key.is_some_and(|k| {
@@ -351,7 +350,7 @@ impl Analyzer {
         id: FileId,
         key: u64,
         follow_up: &str,
-        call: &CallRef,
+        call: &Call,
         process: &crate::finding::ProcessRef,
     ) {
         let Some(st) = self.inodes.get_mut(&id) else {
@@ -395,7 +394,7 @@ impl Analyzer {
         let Some(id) = id else { return };
         let judged = self.is_judged(&id);
         let (key, _) = self.who(ev);
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         let epoch = self.epoch;
         let Some(st) = self.inodes.get_mut(&id) else {
             return;
@@ -415,7 +414,7 @@ impl Analyzer {
     }
 
     pub(super) fn on_fallocate(&mut self, ev: &Event, fd: i32, file: Option<&FileInfo>) {
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         if let Some(t) = self.target(ev, fd, file)
             && let Some(st) = self.inodes.get_mut(&t.id)
         {
@@ -435,7 +434,7 @@ impl Analyzer {
         else {
             return;
         };
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         match name.as_str() {
             "sync" => {
                 if *ret >= 0 {
@@ -513,7 +512,7 @@ impl Analyzer {
     }
 
     /// `id` is durable now: its data, and for a directory its entries.
-    fn file_synced(&mut self, id: FileId, call: &CallRef, fd_path: Option<&str>) {
+    fn file_synced(&mut self, id: FileId, call: &Call, fd_path: Option<&str>) {
         let Some(st) = self.inodes.get_mut(&id) else {
             return;
         };
@@ -528,7 +527,7 @@ impl Analyzer {
     }
 
     /// sync() (dev None) or syncfs(dev): everything on it is durable.
-    fn sync_all(&mut self, dev: Option<u64>, call: &CallRef) {
+    fn sync_all(&mut self, dev: Option<u64>, call: &Call) {
         for st in self.inodes.values_mut() {
             if dev.is_none_or(|d| st.id.dev == d) && st.dirty.is_some() {
                 st.make_durable(call);
@@ -669,5 +668,22 @@ impl Analyzer {
             pos: None,
         };
         self.fds.install(table, *fd, desc, *cloexec);
+    }
+}
+
+/// The writer record of the event's task (as [`Analyzer::who`] names it).
+fn writer_of(procs: &ProcessTable, ev: &Event, key: u64) -> Writer {
+    let process = match procs.get(ev.pid) {
+        Some(p) => p.to_ref(),
+        None => crate::finding::ProcessRef {
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            exe: None,
+        },
+    };
+    Writer {
+        key,
+        tid: ev.tid,
+        process,
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::calls::call_ref;
+use crate::calls::{Call, call_ref};
 use crate::event::{Event, EventKind, FileId};
 use crate::finding::{CallRef, Finding, Severity};
 use crate::rules::{
@@ -89,12 +89,15 @@ impl Analyzer {
         if let Some(stale) = self.procs.start(*child_pid, &comm, table, self.epoch) {
             stale.tables().for_each(|t| self.fds.release(t));
         }
+        let tick = self.stats.events;
         if let Some(c) = self.procs.get_mut(*child_pid) {
             c.ppid = ev.pid;
             c.cwd = cwd;
             c.exe = exe;
             c.threads.insert(*child_tid);
+            c.last_active = tick;
         }
+        self.bound_processes();
     }
 
     pub(super) fn on_exec(&mut self, ev: &Event, filename: &str) {
@@ -245,10 +248,10 @@ impl Analyzer {
                 evidence: context.clone(),
                 calls: calls.to_vec(),
             };
-            let sfr = self
-                .inodes
-                .get(&id)
-                .and_then(|st| sync_file_range_only::check(st, "exit", exit_call, proc.to_ref()));
+            let sfr = self.inodes.get(&id).and_then(|st| {
+                let trigger = Call::from(exit_call);
+                sync_file_range_only::check(st, "exit", &trigger, proc.to_ref())
+            });
             let Some(st) = self.inodes.get_mut(&id) else {
                 continue;
             };

@@ -2,8 +2,9 @@
 //! mkdir, chdir. Names matter twice: for people (paths in findings) and for
 //! durability (a new name needs an fsync of its directory).
 
+use crate::calls::Call;
 use crate::event::{Event, EventKind, FileInfo};
-use crate::finding::{CallRef, ProcessRef};
+use crate::finding::ProcessRef;
 use crate::rules::{rename_without_fsync, sync_file_range_only};
 use crate::track::dirs::{NameOp, PendingName};
 use crate::track::paths::{AT_FDCWD, join, normalize, parent};
@@ -89,7 +90,7 @@ impl Analyzer {
         file: Option<&FileInfo>,
         key: ProcKey,
         process: ProcessRef,
-        call: CallRef,
+        call: Call,
     ) {
         let dir = parent(path);
         let dir_id = self.names.get(&dir);
@@ -112,7 +113,7 @@ impl Analyzer {
             key,
             process,
             data_synced,
-            call,
+            call: call.to_ref(),
             since_epoch: self.epoch,
         });
     }
@@ -133,7 +134,7 @@ impl Analyzer {
         if *ret < 0 {
             return;
         }
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         let (key, process) = self.who(ev);
         let is_link = name.starts_with("link");
         let exchange = !is_link && flags & RENAME_EXCHANGE != 0;
@@ -238,7 +239,7 @@ impl Analyzer {
         old_path: &str,
         new_path: &str,
         replaced: Option<bool>,
-        call: &CallRef,
+        call: &Call,
         process: &ProcessRef,
     ) {
         let Some(st) = self.inodes.get(&id) else {
@@ -249,7 +250,7 @@ impl Analyzer {
             source: old_path,
             destination: new_path,
             replaced,
-            call: call.clone(),
+            call: call.to_ref(),
             process: process.clone(),
         };
         let since = st.dirty.as_ref().map_or(self.epoch, |d| d.since_epoch);
@@ -289,7 +290,7 @@ impl Analyzer {
             return;
         }
         let (key, process) = self.who(ev);
-        let call = Self::call_of(ev);
+        let call = self.call_of(ev);
         self.record_name(NameOp::Mkdir, path, None, None, key, process, call);
     }
 

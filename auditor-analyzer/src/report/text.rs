@@ -121,6 +121,13 @@ impl Report {
                 reasons.join(", ")
             );
         }
+        if self.stats.evicted_dirty > 0 || self.stats.evicted_processes > 0 {
+            let _ = writeln!(
+                out,
+                "not judged: {} files with unsynced data or a pending verdict and {} processes were evicted to stay within the limit of {} files; their verdicts are unknown",
+                self.stats.evicted_dirty, self.stats.evicted_processes, self.stats.max_files
+            );
+        }
         let _ = writeln!(out, "{}", self.summary_line());
         out
     }

@@ -2,8 +2,8 @@
 //! data were safe. On Linux a failed fsync may have dropped the dirty pages:
 //! a retry can succeed while the data is gone ("fsyncgate").
 
-use crate::calls::errno_name;
-use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::calls::{Call, errno_name};
+use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::{FailedSync, InodeState};
 
 use super::RuleInfo;
@@ -19,7 +19,7 @@ pub fn finding(
     inode: &InodeState,
     failed: &FailedSync,
     follow_up: &str,
-    call: &CallRef,
+    call: &Call,
     process: ProcessRef,
 ) -> Finding {
     let errno = errno_name(-failed.ret).map_or_else(|| failed.ret.to_string(), str::to_string);
@@ -28,8 +28,8 @@ pub fn finding(
         inode.path()
     );
     let mut calls = inode.calls();
-    calls.push(failed.call.clone());
-    calls.push(call.clone());
+    calls.push(failed.call.to_ref());
+    calls.push(call.to_ref());
     Finding::new(
         INFO.id,
         INFO.severity,
@@ -39,10 +39,10 @@ pub fn finding(
         summary,
     )
     .with("errno", errno)
-    .with("failed_call", failed.call.call.clone())
+    .with("failed_call", failed.call.text())
     .with("failed_seq", failed.call.seq)
     .with("follow_up", follow_up)
-    .with("follow_up_call", call.call.clone())
+    .with("follow_up_call", call.text())
     .with("fs", inode.fs.clone())
     .with(
         "fix",

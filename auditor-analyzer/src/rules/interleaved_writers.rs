@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::calls::signal_name;
+use crate::calls::{Call, signal_name};
 use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
@@ -59,8 +59,8 @@ pub fn check(inode: &InodeState, killed: Option<(&ProcessRef, i32)>) -> Option<F
             json!({"pid": p.pid, "comm": p.comm, "signal": signal_name(sig)}),
         );
     }
-    let mut calls = pattern.clone();
-    calls.extend(a.recent.iter().cloned());
+    let mut calls: Vec<_> = pattern.iter().map(Call::to_ref).collect();
+    calls.extend(a.recent.iter().map(Call::to_ref));
     Some(f.with_calls(calls))
 }
 

@@ -47,7 +47,7 @@ pub fn check(
             seen.push((tid, w.fd));
             let what = format!(
                 "was inside {} when {} arrived",
-                w.call.call,
+                w.call.text(),
                 signal_name(signal)
             );
             out.push(finding(
@@ -57,7 +57,7 @@ pub fn check(
                 signal,
                 "in_flight",
                 &what,
-                vec![w.call.clone(), s.call.clone(), exit_call.clone()],
+                vec![w.call.to_ref(), s.call.clone(), exit_call.clone()],
             ));
         }
     }
@@ -71,7 +71,7 @@ pub fn check(
             "wrote {} of {} bytes and never completed the write",
             w.ret, w.requested
         );
-        let mut calls = vec![w.call.clone()];
+        let mut calls = vec![w.call.to_ref()];
         calls.extend(fatal.map(|s| s.call.clone()));
         calls.push(exit_call.clone());
         out.push(finding(p, w, tid, signal, "short_write", &what, calls));
@@ -100,7 +100,7 @@ fn finding(
         .with("kind", kind)
         .with("tid", tid)
         .with("signal", signal_name(signal))
-        .with("write", w.call.call.clone())
+        .with("write", w.call.text())
         .with("requested", w.requested)
         .with("written", w.ret)
         .with("write_entered_ns", w.enter_ns)

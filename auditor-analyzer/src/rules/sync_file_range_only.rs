@@ -2,7 +2,8 @@
 //! starts writeback of data pages only: no metadata, no disk cache flush, no
 //! durability guarantee.
 
-use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::calls::Call;
+use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
 use super::{RuleInfo, with_dirty_evidence};
@@ -18,7 +19,7 @@ pub const INFO: RuleInfo = RuleInfo {
 pub fn check(
     inode: &InodeState,
     moment: &str,
-    trigger: &CallRef,
+    trigger: &Call,
     process: ProcessRef,
 ) -> Option<Finding> {
     let dirty = inode.dirty.as_ref().filter(|d| !d.sfr_reported)?;
@@ -39,8 +40,8 @@ pub fn check(
     .with("moment", moment)
     .with("sync_file_range_seq", sfr.seq);
     let mut calls = inode.calls();
-    calls.push(sfr.clone());
-    calls.push(trigger.clone());
+    calls.push(sfr.to_ref());
+    calls.push(trigger.to_ref());
     Some(
         with_dirty_evidence(f, inode, dirty, trigger.ts_ns)
             .with("fix", "use fdatasync or fsync")

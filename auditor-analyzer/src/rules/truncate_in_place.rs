@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::calls::Call;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::{InodeState, Truncation};
 
@@ -19,7 +20,7 @@ pub const INFO: RuleInfo = RuleInfo {
 pub fn finding(
     inode: &InodeState,
     trunc: &Truncation,
-    write: &CallRef,
+    write: &Call,
     process: ProcessRef,
 ) -> Finding {
     let before = trunc
@@ -29,13 +30,13 @@ pub fn finding(
         "{:?} (size before: {before}) was truncated and rewritten in place: a crash before the new data is durable leaves it empty or partial",
         inode.path()
     );
-    let mut calls: Vec<CallRef> = inode.history.iter().cloned().collect();
-    calls.push(trunc.call.clone());
-    calls.push(write.clone());
+    let mut calls: Vec<CallRef> = inode.history.iter().map(Call::to_ref).collect();
+    calls.push(trunc.call.to_ref());
+    calls.push(write.to_ref());
     Finding::new(INFO.id, INFO.severity, inode.path(), Some(inode.id), process, summary)
         .with("size_before", trunc.size_before.map_or(Value::from("unknown"), Value::from))
-        .with("truncated_by", trunc.call.call.clone())
-        .with("rewrite", write.call.clone())
+        .with("truncated_by", trunc.call.text())
+        .with("rewrite", write.text())
         .with("fs", inode.fs.clone())
         .with("fix", "write the new content to a temporary file, fsync it, rename it over the old one, fsync the directory")
         .with_calls(calls)

@@ -6,9 +6,10 @@
 //! reference counts) so the analyzer stays `Send` and memory is released
 //! when the last user goes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::event::FileId;
+use crate::fast_hash::FastMap;
 
 /// Open flag bits (Linux generic values) the analyzer cares about.
 pub mod flags {
@@ -71,8 +72,8 @@ struct SharedDesc {
 /// All fd tables and descriptions of the traced processes.
 #[derive(Debug, Default)]
 pub struct FdSpace {
-    tables: HashMap<TableId, Table>,
-    descs: HashMap<DescId, SharedDesc>,
+    tables: FastMap<TableId, Table>,
+    descs: FastMap<DescId, SharedDesc>,
     next_id: u64,
 }
 

@@ -2,11 +2,13 @@
 //! the last fsync and its result, and the facts rules need (truncations,
 //! appenders, verdicts waiting for the last holder to close).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use serde_json::{Map, Value};
 
+use crate::calls::Call;
 use crate::event::{FileId, FileInfo, FileType, is_volatile_fs};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::finding::{CallRef, ProcessRef};
 
 use super::processes::ProcKey;
@@ -19,6 +21,11 @@ const NAMES: usize = 8;
 const RANGES: usize = 32;
 /// Distinct writers remembered per inode.
 const WRITERS: usize = 8;
+/// Marks of evicted pending states kept per state kept: a mark is a few
+/// dozen bytes against a state's kilobyte or so, and a mark that is
+/// forgotten leaves the inode's past as unknown as a file open before an
+/// attach (only what is seen later is judged).
+const MARKS_PER_STATE: usize = 4;
 
 /// A task that wrote to an inode.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +45,20 @@ impl Ranges {
     pub fn add(&mut self, start: u64, end: u64) {
         if end <= start {
             return;
+        }
+        // Appends and sequential writes land at or past the last range:
+        // extend or add it in place, as the general merge below would.
+        if let Some(last) = self.0.last_mut()
+            && start >= last.0
+        {
+            if start <= last.1 {
+                last.1 = last.1.max(end);
+                return;
+            }
+            if self.0.len() < RANGES {
+                self.0.push((start, end));
+                return;
+            }
         }
         self.0.push((start, end));
         self.0.sort_unstable();
@@ -80,13 +101,13 @@ pub struct Dirty {
     pub bytes: u64,
     pub writes: u64,
     pub ranges: Ranges,
-    pub first_write: CallRef,
+    pub first_write: Call,
     pub last_write_ns: u64,
     pub writers: Vec<Writer>,
     /// Lost-event epoch when the data became dirty.
     pub since_epoch: u32,
     /// sync_file_range was the only "sync" since the data became dirty.
-    pub sync_file_range: Option<CallRef>,
+    pub sync_file_range: Option<Call>,
     /// A rename of this dirty data was reported already.
     pub rename_reported: bool,
     /// sync-file-range-only was reported already.
@@ -116,7 +137,7 @@ impl Dirty {
 pub struct FailedSync {
     pub key: ProcKey,
     pub ret: i64,
-    pub call: CallRef,
+    pub call: Call,
     pub since_epoch: u32,
 }
 
@@ -125,7 +146,7 @@ pub struct FailedSync {
 pub struct Truncation {
     pub key: ProcKey,
     pub size_before: Option<i64>,
-    pub call: CallRef,
+    pub call: Call,
     pub since_epoch: u32,
 }
 
@@ -136,8 +157,8 @@ pub struct Appends {
     pub before_last_tid: Option<u32>,
     pub writers: Vec<Writer>,
     /// Calls showing the A, B, A pattern once it was seen.
-    pub interleaved: Option<Vec<CallRef>>,
-    pub recent: VecDeque<CallRef>,
+    pub interleaved: Option<Vec<Call>>,
+    pub recent: VecDeque<Call>,
     /// A write not at the end of file: not an append-only inode.
     pub not_append_only: bool,
     pub reported: bool,
@@ -170,14 +191,20 @@ pub struct InodeState {
     /// Its last known name was removed: its data no longer matters.
     pub unlinked: bool,
     pub dirty: Option<Dirty>,
-    pub last_sync: Option<CallRef>,
+    pub last_sync: Option<Call>,
     /// Times the data was made durable (shown by live views).
     pub syncs: u64,
     pub failed_sync: Option<FailedSync>,
     pub truncation: Option<Truncation>,
     pub appends: Appends,
     pub deferred: Vec<Deferred>,
-    pub history: VecDeque<CallRef>,
+    pub history: VecDeque<Call>,
+    /// Tick of the last access (the table's use clock), for LRU eviction.
+    pub last_use: u64,
+    /// An earlier state of this inode was evicted while it still carried
+    /// unsynced data or a pending verdict: what happened before is unknown,
+    /// so no verdict on this state is certain.
+    pub evicted: bool,
 }
 
 impl InodeState {
@@ -199,6 +226,8 @@ impl InodeState {
             appends: Appends::default(),
             deferred: Vec::new(),
             history: VecDeque::new(),
+            last_use: 0,
+            evicted: false,
         }
     }
 
@@ -242,7 +271,7 @@ impl InodeState {
     }
 
     /// Remembers a relevant call (bounded ring).
-    pub fn remember(&mut self, call: CallRef) {
+    pub fn remember(&mut self, call: Call) {
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
@@ -251,8 +280,8 @@ impl InodeState {
 
     /// The evidence chain: first unsynced write, then recent calls.
     pub fn calls(&self) -> Vec<CallRef> {
-        let mut calls: Vec<CallRef> = self.dirty.iter().map(|d| d.first_write.clone()).collect();
-        calls.extend(self.history.iter().cloned());
+        let mut calls: Vec<CallRef> = self.dirty.iter().map(|d| d.first_write.to_ref()).collect();
+        calls.extend(self.history.iter().map(Call::to_ref));
         calls
     }
 
@@ -261,8 +290,25 @@ impl InodeState {
         &mut self,
         bytes: u64,
         offset: u64,
-        call: &CallRef,
+        call: impl Into<Call>,
         writer: Writer,
+        epoch: u32,
+    ) {
+        let (key, tid) = (writer.key, writer.tid);
+        self.add_dirty_by(bytes, offset, &call.into(), key, tid, || writer, epoch);
+    }
+
+    /// [`InodeState::add_dirty`] for the per-write path: the writer record
+    /// (which copies the process's names) is only built when it is new.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_dirty_by(
+        &mut self,
+        bytes: u64,
+        offset: u64,
+        call: &Call,
+        key: ProcKey,
+        tid: u32,
+        writer: impl FnOnce() -> Writer,
         epoch: u32,
     ) {
         let dirty = self.dirty.get_or_insert_with(|| Dirty {
@@ -283,18 +329,15 @@ impl InodeState {
         dirty.writes += 1;
         dirty.ranges.add(offset, offset.saturating_add(bytes));
         dirty.last_write_ns = call.ts_ns;
-        if !dirty
-            .writers
-            .iter()
-            .any(|w| w.key == writer.key && w.tid == writer.tid)
+        if !dirty.writers.iter().any(|w| w.key == key && w.tid == tid)
             && dirty.writers.len() < WRITERS
         {
-            dirty.writers.push(writer);
+            dirty.writers.push(writer());
         }
     }
 
     /// The data is durable now: nothing waits on it any more.
-    pub fn make_durable(&mut self, call: &CallRef) {
+    pub fn make_durable(&mut self, call: &Call) {
         self.dirty = None;
         self.deferred.clear();
         self.last_sync = Some(call.clone());
@@ -328,10 +371,26 @@ pub fn judged(file_type: FileType, fs: &str) -> Result<(), String> {
     }
 }
 
+/// What one eviction pass dropped.
+#[derive(Debug, Default, PartialEq)]
+pub struct Evicted {
+    /// States dropped.
+    pub total: usize,
+    /// Of which still carried unsynced data or a pending verdict.
+    pub pending: usize,
+}
+
 /// All inodes seen, by identity.
 #[derive(Debug, Default)]
 pub struct Inodes {
-    map: HashMap<FileId, InodeState>,
+    map: FastMap<FileId, InodeState>,
+    /// Use clock: every access through `observe` or `get_mut` takes a tick.
+    clock: u64,
+    /// Inodes whose state was evicted while pending, until they are seen
+    /// again (a new state then starts `evicted`) or created afresh.
+    marked: FastSet<FileId>,
+    /// `marked` in eviction order, so the marks stay bounded too.
+    marked_order: VecDeque<FileId>,
 }
 
 impl Inodes {
@@ -339,10 +398,15 @@ impl Inodes {
     /// fs, size) refresh it. Returns whether it is new.
     pub fn observe(&mut self, info: &FileInfo) -> (&mut InodeState, bool) {
         let mut new = false;
+        let marked = &mut self.marked;
         let st = self.map.entry(info.id).or_insert_with(|| {
             new = true;
-            InodeState::new(info)
+            let mut st = InodeState::new(info);
+            st.evicted = marked.remove(&info.id);
+            st
         });
+        self.clock += 1;
+        st.last_use = self.clock;
         if st.file_type == FileType::Unknown {
             st.file_type = info.file_type;
         }
@@ -364,10 +428,14 @@ impl Inodes {
     /// carry over to the new file.
     pub fn forget(&mut self, id: &FileId) {
         self.map.remove(id);
+        self.marked.remove(id);
     }
 
     pub fn get_mut(&mut self, id: &FileId) -> Option<&mut InodeState> {
-        self.map.get_mut(id)
+        let st = self.map.get_mut(id)?;
+        self.clock += 1;
+        st.last_use = self.clock;
+        Some(st)
     }
 
     pub fn len(&self) -> usize {
@@ -407,11 +475,56 @@ impl Inodes {
             .collect()
     }
 
-    /// Drops idle inodes no fd refers to; returns how many went.
-    pub fn evict_idle(&mut self, open: &BTreeSet<FileId>) -> usize {
+    /// Drops idle inodes no fd refers to (nothing rests on them), then,
+    /// while more than `keep` remain, the least recently used whatever they
+    /// hold (the state just created for the call being handled is the most
+    /// recent, so it stays). A pending state that goes leaves a mark, so
+    /// the inode's next state starts `evicted`; at most
+    /// [`MARKS_PER_STATE`] x `keep` marks are kept, the oldest forgotten
+    /// first.
+    pub fn evict(&mut self, open: &BTreeSet<FileId>, keep: usize) -> Evicted {
         let before = self.map.len();
         self.map.retain(|id, st| !st.idle() || open.contains(id));
-        before - self.map.len()
+        let mut out = Evicted {
+            total: before - self.map.len(),
+            pending: 0,
+        };
+        if self.map.len() > keep {
+            let mut order: Vec<(u64, FileId)> =
+                self.map.values().map(|s| (s.last_use, s.id)).collect();
+            order.sort_unstable();
+            for (_, id) in order.into_iter().take(before - out.total - keep) {
+                let Some(st) = self.map.remove(&id) else {
+                    continue;
+                };
+                out.total += 1;
+                if !st.idle() {
+                    out.pending += 1;
+                    self.mark(id, keep);
+                }
+            }
+        }
+        out
+    }
+
+    /// Remembers that `id` lost a pending state (bounded by `keep`).
+    fn mark(&mut self, id: FileId, keep: usize) {
+        if self.marked.insert(id) {
+            self.marked_order.push_back(id);
+        }
+        while self.marked_order.len() > keep.max(1).saturating_mul(MARKS_PER_STATE) {
+            if let Some(old) = self.marked_order.pop_front() {
+                self.marked.remove(&old);
+            }
+        }
+    }
+
+    /// Marks the state of `id` as resting on unknown history (its writer's
+    /// record was evicted).
+    pub fn taint(&mut self, id: &FileId) {
+        if let Some(st) = self.map.get_mut(id) {
+            st.evicted = true;
+        }
     }
 
     pub fn contains(&self, id: &FileId) -> bool {
@@ -472,9 +585,103 @@ mod eviction_tests {
             .unwrap()
             .add_dirty(10, 0, &call, writer, 0);
         let open = BTreeSet::from([reg(2).id]);
-        assert_eq!(inodes.evict_idle(&open), 1);
+        assert_eq!(inodes.evict(&open, usize::MAX).total, 1);
         assert!(inodes.contains(&reg(1).id), "dirty state stays");
         assert!(inodes.contains(&reg(2).id), "open files stay");
         assert!(!inodes.contains(&reg(3).id));
+    }
+
+    fn dirty(inodes: &mut Inodes, ino: u64) {
+        let call = CallRef {
+            seq: ino,
+            ts_ns: ino,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            call: "write".into(),
+        };
+        let writer = Writer {
+            key: 1,
+            tid: 1,
+            process: ProcessRef {
+                pid: 1,
+                comm: "t".into(),
+                exe: None,
+            },
+        };
+        inodes
+            .get_mut(&reg(ino).id)
+            .unwrap()
+            .add_dirty(1, 0, &call, writer, 0);
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_used_go_first_even_dirty() {
+        let mut inodes = Inodes::default();
+        for ino in 1..=5 {
+            inodes.observe(&reg(ino));
+            dirty(&mut inodes, ino);
+        }
+        for ino in [3, 1, 5, 2, 4] {
+            inodes.get_mut(&reg(ino).id);
+        }
+        let out = inodes.evict(&BTreeSet::new(), 2);
+        assert_eq!(
+            out,
+            Evicted {
+                total: 3,
+                pending: 3
+            }
+        );
+        let kept: Vec<u64> = inodes.ids_where(|_| true).iter().map(|i| i.ino).collect();
+        assert_eq!(kept, vec![2, 4], "the two used last stay");
+        // An evicted pending inode comes back marked; a fresh one does not.
+        assert!(inodes.observe(&reg(5)).0.evicted);
+        assert!(!inodes.observe(&reg(9)).0.evicted);
+        // A create forgets the mark: the new file owes nothing to the old.
+        inodes.forget(&reg(1).id);
+        assert!(!inodes.observe(&reg(1)).0.evicted);
+    }
+
+    #[test]
+    fn idle_closed_states_go_first_then_open_and_dirty_ones_by_age() {
+        let mut inodes = Inodes::default();
+        for ino in 1..=5 {
+            inodes.observe(&reg(ino));
+        }
+        dirty(&mut inodes, 1);
+        dirty(&mut inodes, 2);
+        let open = BTreeSet::from([reg(3).id, reg(4).id]);
+        inodes.get_mut(&reg(5).id);
+        inodes.get_mut(&reg(3).id);
+        inodes.get_mut(&reg(2).id);
+        // 5 is idle and closed: it goes although recent. Then by age: 1
+        // (dirty) and 4 (open, idle) are the oldest.
+        let out = inodes.evict(&open, 2);
+        assert_eq!(
+            out,
+            Evicted {
+                total: 3,
+                pending: 1
+            }
+        );
+        let kept: Vec<u64> = inodes.ids_where(|_| true).iter().map(|i| i.ino).collect();
+        assert_eq!(kept, vec![2, 3]);
+    }
+
+    #[test]
+    fn marks_of_evicted_states_stay_bounded() {
+        let mut inodes = Inodes::default();
+        for ino in 1..=100 {
+            inodes.observe(&reg(ino));
+            dirty(&mut inodes, ino);
+            inodes.evict(&BTreeSet::new(), 3);
+        }
+        assert!(inodes.len() <= 3);
+        let bound = 3 * MARKS_PER_STATE;
+        assert_eq!(inodes.marked_order.len(), bound);
+        assert_eq!(inodes.marked.len(), bound);
+        assert!(inodes.observe(&reg(97)).0.evicted, "recent marks stay");
+        assert!(!inodes.observe(&reg(2)).0.evicted, "old marks went");
     }
 }

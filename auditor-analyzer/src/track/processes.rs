@@ -1,9 +1,11 @@
 //! Traced processes: their threads, fd table, cwd, and the recent facts the
 //! exit-time rules need (signals received, writes in flight, mappings).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
+use crate::calls::Call;
 use crate::event::FileId;
+use crate::fast_hash::FastMap;
 use crate::finding::{CallRef, ProcessRef};
 
 use super::fds::TableId;
@@ -49,7 +51,7 @@ pub struct WriteRec {
     pub requested: u64,
     pub ret: i64,
     pub enter_ns: u64,
-    pub call: CallRef,
+    pub call: Call,
 }
 
 /// A shared writable mapping, so msync(MS_SYNC) finds its inode.
@@ -72,7 +74,7 @@ pub struct Process {
     pub cwd: Option<String>,
     pub table: TableId,
     /// Threads created without CLONE_FILES get their own table (rare).
-    pub thread_tables: HashMap<u32, TableId>,
+    pub thread_tables: FastMap<u32, TableId>,
     pub threads: BTreeSet<u32>,
     /// Lost-event epoch when the record started.
     pub since_epoch: u32,
@@ -80,13 +82,15 @@ pub struct Process {
     pub deliveries: VecDeque<DeliveryRec>,
     /// Last write per thread (killed-mid-write), kept for threads still
     /// alive or killed.
-    pub last_writes: HashMap<u32, WriteRec>,
+    pub last_writes: FastMap<u32, WriteRec>,
     /// Short writes not yet followed by another write on the same fd, per
     /// (tid, fd).
-    pub short_writes: HashMap<(u32, i32), WriteRec>,
+    pub short_writes: FastMap<(u32, i32), WriteRec>,
     pub mappings: VecDeque<Mapping>,
     /// Files this process wrote unsynced data to (index for exit verdicts).
     pub written: BTreeSet<FileId>,
+    /// Event count at its last event, for least-recently-active eviction.
+    pub last_active: u64,
 }
 
 impl Process {
@@ -151,7 +155,7 @@ impl Process {
 /// The live processes by pid, plus counters for stats.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
-    live: HashMap<u32, Process>,
+    live: FastMap<u32, Process>,
     next_key: ProcKey,
     /// Process records ever started (for stats).
     pub seen: u64,
@@ -177,15 +181,16 @@ impl ProcessTable {
             exe: None,
             cwd: None,
             table,
-            thread_tables: HashMap::new(),
+            thread_tables: FastMap::default(),
             threads: BTreeSet::from([pid]),
             since_epoch,
             signals: VecDeque::new(),
             deliveries: VecDeque::new(),
-            last_writes: HashMap::new(),
-            short_writes: HashMap::new(),
+            last_writes: FastMap::default(),
+            short_writes: FastMap::default(),
             mappings: VecDeque::new(),
             written: BTreeSet::new(),
+            last_active: 0,
         };
         self.live.insert(pid, p)
     }
@@ -201,6 +206,29 @@ impl ProcessTable {
     /// The process ended (group exit): its record leaves the table.
     pub fn remove(&mut self, pid: u32) -> Option<Process> {
         self.live.remove(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Removes the least recently active records until `keep` remain and
+    /// returns them (the caller releases their tables). A record whose
+    /// process still runs is only idle, so this happens only past a limit
+    /// far above what a machine runs at once.
+    pub fn evict_lru(&mut self, keep: usize) -> Vec<Process> {
+        if self.live.len() <= keep {
+            return Vec::new();
+        }
+        let mut order: Vec<(u64, u32)> =
+            self.live.values().map(|p| (p.last_active, p.pid)).collect();
+        order.sort_unstable();
+        let n = self.live.len() - keep;
+        order
+            .into_iter()
+            .take(n)
+            .filter_map(|(_, pid)| self.live.remove(&pid))
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Process> {

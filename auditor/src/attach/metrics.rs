@@ -52,12 +52,16 @@ pub struct Sample {
     /// Records the kernel could not hand over, by reason.
     pub dropped_ring_full: u64,
     pub dropped_args_table_full: u64,
+    /// Processes left untraced because the traced-process table was full.
+    pub untraced_table_full: u64,
     /// (rule, severity) -> findings raised.
     pub findings: BTreeMap<(String, String), u64>,
     pub inconclusive_findings: u64,
     pub processes_live: usize,
     pub files_tracked: u64,
     pub evicted_inodes: u64,
+    pub evicted_dirty: u64,
+    pub tracked_inodes: u64,
     /// (pid, comm, unsynced bytes) of live processes with unsynced data.
     pub unsynced: Vec<(u32, String, u64)>,
     pub oldest_unsynced_age_s: Option<f64>,
@@ -106,6 +110,17 @@ pub fn render(s: &Sample) -> String {
     );
     family(
         &mut o,
+        "auditor_processes_untraced_total",
+        "counter",
+        "Processes left untraced because the kernel's traced-process table (32768) was full.",
+    );
+    let _ = writeln!(
+        o,
+        "auditor_processes_untraced_total {}",
+        s.untraced_table_full
+    );
+    family(
+        &mut o,
         "auditor_findings_total",
         "counter",
         "Durability findings raised, by rule and severity.",
@@ -147,9 +162,23 @@ pub fn render(s: &Sample) -> String {
         &mut o,
         "auditor_evicted_inodes_total",
         "counter",
-        "Idle file states dropped to bound memory.",
+        "File states dropped to bound memory (--max-files).",
     );
     let _ = writeln!(o, "auditor_evicted_inodes_total {}", s.evicted_inodes);
+    family(
+        &mut o,
+        "auditor_evicted_dirty_inodes_total",
+        "counter",
+        "File states dropped while they held unsynced data or a pending verdict: those verdicts are unknown.",
+    );
+    let _ = writeln!(o, "auditor_evicted_dirty_inodes_total {}", s.evicted_dirty);
+    family(
+        &mut o,
+        "auditor_tracked_inodes",
+        "gauge",
+        "File states held now (at most --max-files).",
+    );
+    let _ = writeln!(o, "auditor_tracked_inodes {}", s.tracked_inodes);
     family(
         &mut o,
         "auditor_unsynced_bytes",

@@ -145,7 +145,11 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
 
 fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    // Valid UTF-8 (nearly always) is copied once, without the lossy scan.
+    match std::str::from_utf8(&b[..end]) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(&b[..end]).into_owned(),
+    }
 }
 
 fn exit(r: &ExitRecord) -> EventKind {
@@ -249,24 +253,28 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
     let call = syscall_name(r.nr)?.to_owned();
     let file = file_info(&r.file);
     let fd = |i: usize| a[i] as i32;
-    let path = || path.clone().unwrap_or_default();
-    let path2 = || path2.clone().unwrap_or_default();
-    let write = |requested: u64, offset: Option<i64>, file: Option<FileInfo>| EventKind::Write {
-        call: call.clone(),
-        fd: fd(0),
-        requested,
-        ret,
-        offset,
-        file,
-        enter_ns: r.enter_ns,
+    // Each arm below takes the strings it needs by value (one arm runs), so
+    // nothing is copied twice.
+    let path = path.unwrap_or_default();
+    let path2 = path2.unwrap_or_default();
+    let write = |call: String, requested: u64, offset: Option<i64>, file: Option<FileInfo>| {
+        EventKind::Write {
+            call,
+            fd: fd(0),
+            requested,
+            ret,
+            offset,
+            file,
+            enter_ns: r.enter_ns,
+        }
     };
     Some(match r.nr {
-        WRITE => write(a[2], None, file),
-        PWRITE64 => write(a[2], Some(a[3] as i64), file),
+        WRITE => write(call, a[2], None, file),
+        PWRITE64 => write(call, a[2], Some(a[3] as i64), file),
         // Vectored writes: the byte count asked for is not in the arguments;
         // a short vectored write is indistinguishable from a full one.
-        WRITEV => write(ret.max(0) as u64, None, file),
-        PWRITEV => write(ret.max(0) as u64, Some(a[3] as i64), file),
+        WRITEV => write(call, ret.max(0) as u64, None, file),
+        PWRITEV => write(call, ret.max(0) as u64, Some(a[3] as i64), file),
         PWRITEV2 => {
             // RWF_SYNC/RWF_DSYNC make this one write durable, as O_DSYNC
             // would: shown as the description's effective flags.
@@ -277,7 +285,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
                 f
             });
             let off = a[3] as i64;
-            write(ret.max(0) as u64, (off >= 0).then_some(off), file)
+            write(call, ret.max(0) as u64, (off >= 0).then_some(off), file)
         }
         COPY_FILE_RANGE => EventKind::Write {
             call,
@@ -288,7 +296,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             file,
             enter_ns: r.enter_ns,
         },
-        SENDFILE => write(a[3], None, file),
+        SENDFILE => write(call, a[3], None, file),
         FTRUNCATE => EventKind::Truncate {
             call,
             fd: Some(fd(0)),
@@ -300,7 +308,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         TRUNCATE => EventKind::Truncate {
             call,
             fd: None,
-            path: Some(path()),
+            path: Some(path),
             length: a[1] as i64,
             ret,
             file: None,
@@ -348,9 +356,9 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         RENAME | LINK => EventKind::Rename {
             call,
             old_dirfd: AT_FDCWD,
-            old_path: path(),
+            old_path: path,
             new_dirfd: AT_FDCWD,
-            new_path: path2(),
+            new_path: path2,
             flags: 0,
             ret,
             file: None,
@@ -358,9 +366,9 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         RENAMEAT => EventKind::Rename {
             call,
             old_dirfd: fd(0),
-            old_path: path(),
+            old_path: path,
             new_dirfd: fd(2),
-            new_path: path2(),
+            new_path: path2,
             flags: 0,
             ret,
             file: None,
@@ -368,9 +376,9 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         RENAMEAT2 | LINKAT => EventKind::Rename {
             call,
             old_dirfd: fd(0),
-            old_path: path(),
+            old_path: path,
             new_dirfd: fd(2),
-            new_path: path2(),
+            new_path: path2,
             flags: a[4] as u32,
             ret,
             file: None,
@@ -378,34 +386,34 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         UNLINK => EventKind::Unlink {
             call,
             dirfd: AT_FDCWD,
-            path: path(),
+            path,
             flags: 0,
             ret,
         },
         UNLINKAT => EventKind::Unlink {
             call,
             dirfd: fd(0),
-            path: path(),
+            path,
             flags: a[2] as u32,
             ret,
         },
         MKDIR => EventKind::Mkdir {
             call,
             dirfd: AT_FDCWD,
-            path: path(),
+            path,
             mode: a[1] as u32,
             ret,
         },
         MKDIRAT => EventKind::Mkdir {
             call,
             dirfd: fd(0),
-            path: path(),
+            path,
             mode: a[2] as u32,
             ret,
         },
         OPEN => EventKind::Open {
             call,
-            path: path(),
+            path,
             dirfd: AT_FDCWD,
             flags: a[1] as u32,
             mode: a[2] as u32,
@@ -414,7 +422,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         },
         OPENAT | OPENAT2 => EventKind::Open {
             call,
-            path: path(),
+            path,
             dirfd: fd(0),
             flags: a[2] as u32,
             mode: a[3] as u32,
@@ -423,7 +431,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         },
         CREAT => EventKind::Open {
             call,
-            path: path(),
+            path,
             dirfd: AT_FDCWD,
             flags: O_CREAT | O_WRONLY | O_TRUNC,
             mode: a[1] as u32,
@@ -494,7 +502,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             offset: a[5],
             file,
         },
-        CHDIR => EventKind::Chdir { path: path(), ret },
+        CHDIR => EventKind::Chdir { path, ret },
         FCHDIR => EventKind::Fchdir { fd: fd(0), ret },
         _ => return None,
     })

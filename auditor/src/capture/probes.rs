@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use anyhow::{Context, Result};
-use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED};
+use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, STAT_TRACED_FULL};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, RingBuf},
@@ -35,12 +35,14 @@ pub struct KernelStats {
     pub dropped: u64,
     /// Syscalls not followed because the in-flight table was full.
     pub args_full: u64,
+    /// Processes not traced because the traced-process table was full.
+    pub traced_full: u64,
 }
 
 impl KernelStats {
     /// Every event the kernel could not hand us, whatever the reason.
     pub fn lost(&self) -> u64 {
-        self.dropped + self.args_full
+        self.dropped + self.args_full + self.traced_full
     }
 }
 
@@ -123,7 +125,12 @@ impl Probes {
     /// Starts tracing a process that is already running (`attach`); its
     /// forks are followed from then on by the fork probe.
     pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
-        self.map_insert("TRACED", pid)
+        self.map_insert("TRACED", pid).map_err(|e| {
+            UserError::new(format!(
+                "cannot trace pid {pid}: the kernel's table of traced processes (32768) is full or unusable ({e:#})"
+            ))
+            .into()
+        })
     }
 
     /// Makes later execs under `comm` (zero-padded, at most 15 bytes) start
@@ -179,6 +186,7 @@ impl Probes {
         KernelStats {
             dropped: sum(STAT_DROPPED),
             args_full: sum(STAT_ARGS_FULL),
+            traced_full: sum(STAT_TRACED_FULL),
         }
     }
 }

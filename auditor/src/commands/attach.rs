@@ -42,6 +42,7 @@ use crate::{
     commands::run::ring_bytes,
     error::UserError,
     output::Output,
+    tui::{self, Capture, Live, Stop, require_terminal},
 };
 
 /// How often the metrics page is re-rendered.
@@ -74,14 +75,16 @@ fn install_signal_handlers() {
 
 pub fn run(args: AttachArgs) -> Result<i32> {
     if args.tui {
-        return Err(UserError::new(
-            "--tui is not available for attach yet: use --format jsonl or --metrics-addr to watch live",
-        )
-        .into());
+        require_terminal()?;
     }
-    let mut analyzer = Analyzer::new(analyzer_config(&args.report)?)
-        .map_err(|e| UserError::new(format!("{e:#}")))?;
+    let mut config = analyzer_config(&args.report)?;
+    config.max_files = args.max_files;
+    config.max_processes = args.max_processes;
+    let mut analyzer = Analyzer::new(config).map_err(|e| UserError::new(format!("{e:#}")))?;
     analyzer.set_enricher(Box::new(enrich::enrich));
+    if args.tui {
+        return run_tui(args, analyzer);
+    }
     let format = args.report.format();
     let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
     let selectors = selectors(&args)?;
@@ -255,6 +258,103 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     Ok(report.exit_code(analyzer.config().fail_on))
 }
 
+/// `attach --tui`: the same discovery, seeding and capture loop, with the
+/// live view of `run --tui` drawing while it runs. Quitting (or SIGINT,
+/// SIGTERM, `--duration`) stops the capture; the report goes to --output.
+fn run_tui(args: AttachArgs, analyzer: Analyzer) -> Result<i32> {
+    let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
+    let selectors = selectors(&args)?;
+    let proc = ProcFs::default();
+    let me = std::process::id();
+    let found = selectors.discover(&proc, me)?;
+    let can_wait = args.follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
+    if found.is_empty() && !can_wait {
+        return Err(UserError::new(format!(
+            "no running process matches {} (add --follow-new to wait for one)",
+            describe(&args).join(" ")
+        ))
+        .into());
+    }
+    let out = Output::open(args.report.output.as_deref())?;
+    let mut probes = Probes::load(ring_bytes(args.capture.ring_mb)?)?;
+    install_signal_handlers();
+    if args.follow_new {
+        for c in &selectors.comms {
+            probes.watch_comm(comm_key(c))?;
+        }
+        for c in &selectors.cgroups {
+            probes.watch_cgroup(c.id)?;
+        }
+    }
+    let mut info = run_info("attach", &describe(&args));
+    info.started_at = rfc3339(SystemTime::now());
+    let follow_new = args.follow_new;
+    let capture: Capture = {
+        let mut info = info.clone();
+        Box::new(move |sink| {
+            let t0 = Instant::now();
+            let mut lives = Lives::new(proc.clone());
+            let mut seeded = std::collections::BTreeSet::new();
+            for pass in [found, selectors.discover(&proc, me).unwrap_or_default()] {
+                let fresh: Vec<ProcInfo> =
+                    pass.into_iter().filter(|i| seeded.insert(i.pid)).collect();
+                for i in &fresh {
+                    probes.trace_pid(i.pid)?;
+                }
+                for i in &fresh {
+                    lives.attached(i);
+                    for ev in state_at_attach(&proc, i) {
+                        sink(ev)?;
+                    }
+                }
+            }
+            let mut pump = Pump::new();
+            let mut feed = |ev: Event| -> Result<()> {
+                if let Some(intro) = lives.observe(&ev) {
+                    sink(intro)?;
+                }
+                sink(ev)
+            };
+            loop {
+                let more = pump.drain(&mut probes, &mut feed)?;
+                pump.check_drops(&probes, &mut feed, false)?;
+                if more {
+                    continue;
+                }
+                if INTERRUPTS.load(Ordering::Relaxed) > 0
+                    || deadline.is_some_and(|d| t0.elapsed() >= d)
+                {
+                    break;
+                }
+                wait_readable(&probes.ring, Duration::from_millis(50));
+            }
+            while pump.drain(&mut probes, &mut feed)? {}
+            pump.check_drops(&probes, &mut feed, true)?;
+            info.ended_at = rfc3339(SystemTime::now());
+            info.dropped = probes.kernel_stats().lost();
+            info.events = pump.decoder.stats.records;
+            Ok(info)
+        })
+    };
+    // Attached processes are not ours to stop: quitting only ends the capture.
+    let stop: Stop = Box::new(|| {
+        INTERRUPTS.fetch_max(1, Ordering::Relaxed);
+    });
+    let (command_log, _) = tui::command_log(None);
+    let live = Live {
+        target: if follow_new {
+            format!("{} (and new ones)", describe(&args).join(" "))
+        } else {
+            describe(&args).join(" ")
+        },
+        info,
+        report: args.report,
+        out,
+        command_log,
+    };
+    tui::run_live(analyzer, live, capture, stop)
+}
+
 /// `--pid`, `--comm` and `--cgroup` as given, for messages and the report.
 fn describe(args: &AttachArgs) -> Vec<String> {
     let mut v = Vec::new();
@@ -363,11 +463,14 @@ fn sample(analyzer: &Analyzer, probes: &Probes, c: &Counts, lives: &Lives, t0: I
         events_by_kind: c.events.clone(),
         dropped_ring_full: k.dropped,
         dropped_args_table_full: k.args_full,
+        untraced_table_full: k.traced_full,
         findings: c.findings.clone(),
         inconclusive_findings: c.inconclusive,
         processes_live: lives.live_count(),
         files_tracked: snap.stats.files_tracked,
         evicted_inodes: snap.stats.evicted_inodes,
+        evicted_dirty: snap.stats.evicted_dirty,
+        tracked_inodes: snap.stats.tracked_inodes,
         unsynced: snap
             .processes
             .iter()
@@ -396,6 +499,8 @@ fn stats_line(s: &Sample) -> Value {
         "processes_live": s.processes_live,
         "files_tracked": s.files_tracked,
         "evicted_inodes": s.evicted_inodes,
+        "evicted_dirty": s.evicted_dirty,
+        "tracked_inodes": s.tracked_inodes,
         "unsynced_bytes": s.unsynced.iter().map(|u| u.2).sum::<u64>(),
     })
 }
