@@ -57,6 +57,8 @@ pub struct Analyzer {
     /// Inodes whose appends interleaved, not yet reported.
     interleaved_ids: BTreeSet<FileId>,
     gc_at: usize,
+    /// Eviction passes that let something go (see [`Analyzer::sweeps`]).
+    sweeps: u64,
     last_event: Option<(u64, u64)>,
     /// Ended processes and signals, for live views.
     recent: Recent,
@@ -87,6 +89,7 @@ impl Analyzer {
             deferred_ids: BTreeSet::new(),
             interleaved_ids: BTreeSet::new(),
             gc_at: GC_START,
+            sweeps: 0,
             last_event: None,
             recent: Recent::default(),
             comms: CommCache::default(),
@@ -192,6 +195,12 @@ impl Analyzer {
         stats.tracked_inodes = self.inodes.len() as u64;
         stats.max_files = self.config.max_files as u64;
         stats
+    }
+
+    /// Eviction passes so far that dropped file states. A long-running
+    /// caller can hand freed memory back to the system after each one.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps
     }
 
     /// A bounded picture of the live state (processes, files, signals,
@@ -358,6 +367,9 @@ impl Analyzer {
         let out = self.inodes.evict(&open, keep);
         self.stats.evicted_inodes += out.total as u64;
         self.stats.evicted_dirty += out.pending as u64;
+        if out.total > 0 {
+            self.sweeps += 1;
+        }
         let inodes = &self.inodes;
         self.names.retain_ids(|id| inodes.contains(id));
         for p in self.procs.iter_mut() {

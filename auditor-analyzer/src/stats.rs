@@ -61,6 +61,11 @@ pub struct AnalyzerStats {
     /// verdict: their verdicts are unknown (not raised), and any later
     /// verdict on the same inode is marked inconclusive.
     pub evicted_dirty: u64,
+    /// Pending directory entries (names whose directory was not fsynced
+    /// yet) dropped past `max_files`, oldest first: their verdicts are
+    /// unknown (not raised).
+    #[serde(default)]
+    pub evicted_names: u64,
     /// Process records dropped past `max_processes` (least recently
     /// active first).
     pub evicted_processes: u64,

@@ -127,3 +127,34 @@ fn the_process_cap_holds_and_taints_what_evicted_records_wrote() {
     let last = on(f, "/d/f30");
     assert!(!last[0].inconclusive, "{:?}", last[0]);
 }
+
+#[test]
+fn pending_names_are_capped_oldest_first() {
+    let mut events = vec![start(100, "/d")];
+    for ino in 1..=50 {
+        let path = format!("/d/f{ino}");
+        events.extend([
+            open_new(100, &path, 3, reg(ino)),
+            write_full(100, 3, 10, 10, None, Some(file(ino))),
+            fsync(100, 3),
+            close(100, 3),
+        ]);
+    }
+    events.push(exit(100, 0));
+    let (a, findings) = crate::test_support::run_with(capped(10, 64), events);
+    assert_eq!(a.stats().evicted_names, 40, "{:?}", a.stats());
+    let created: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.rule == "create-without-dir-fsync")
+        .collect();
+    assert_eq!(created.len(), 10);
+    assert_eq!(
+        on(&findings, "/d/f50").len(),
+        1,
+        "the newest is still judged"
+    );
+    assert!(
+        on(&findings, "/d/f40").is_empty(),
+        "the oldest were dropped"
+    );
+}

@@ -102,20 +102,32 @@ impl Analyzer {
         let data_synced = file
             .and_then(|f| self.inodes.get(&f.id))
             .is_some_and(|s| s.dirty.is_none() && s.last_sync.is_some());
-        self.dirs.record(PendingName {
-            op,
-            path: path.to_string(),
-            old_path: old_path.map(str::to_string),
-            dir,
-            dir_id,
-            file: file.map(|f| f.id),
-            fs,
-            key,
-            process,
-            data_synced,
-            call: call.to_ref(),
-            since_epoch: self.epoch,
-        });
+        let dropped = self.dirs.record(
+            PendingName {
+                op,
+                path: path.to_string(),
+                old_path: old_path.map(str::to_string),
+                dir,
+                dir_id,
+                file: file.map(|f| f.id),
+                fs,
+                key,
+                process,
+                data_synced,
+                call: call.to_ref(),
+                since_epoch: self.epoch,
+            },
+            self.config.max_files,
+        );
+        // Names dropped past the cap go unjudged, like evicted pending
+        // inode states: counted, and the directory's state (when tracked)
+        // rests on unknown history, so verdicts on it are inconclusive.
+        for p in dropped {
+            self.stats.evicted_names += 1;
+            if let Some(d) = p.dir_id {
+                self.inodes.taint(&d);
+            }
+        }
     }
 
     pub(super) fn on_rename(&mut self, ev: &Event) {

@@ -128,6 +128,13 @@ impl Report {
                 self.stats.evicted_dirty, self.stats.evicted_processes, self.stats.max_files
             );
         }
+        if self.stats.evicted_names > 0 {
+            let _ = writeln!(
+                out,
+                "not judged: {} names whose directory was not fsynced yet were dropped to stay within the limit of {} files; their verdicts are unknown",
+                self.stats.evicted_names, self.stats.max_files
+            );
+        }
         let _ = writeln!(out, "{}", self.summary_line());
         out
     }

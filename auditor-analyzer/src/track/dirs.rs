@@ -51,20 +51,59 @@ pub struct PendingName {
 }
 
 /// All pending names, by path (a later operation on the same name replaces
-/// the earlier one, which keeps this bounded by distinct names).
+/// the earlier one). A program that creates files without ever fsyncing
+/// their directory leaves one per live name, however many file states the
+/// inode cap lets go, so the journal has its own cap: past it the oldest
+/// names are dropped.
 #[derive(Debug, Default)]
 pub struct DirJournal {
-    by_path: BTreeMap<String, PendingName>,
+    /// Path -> (recording number, name).
+    by_path: BTreeMap<String, (u64, PendingName)>,
+    /// Recording number -> path, oldest first.
+    order: BTreeMap<u64, String>,
+    next: u64,
 }
 
 impl DirJournal {
-    pub fn record(&mut self, p: PendingName) {
-        self.by_path.insert(p.path.clone(), p);
+    /// Records a pending name. Past `cap` names the oldest are dropped and
+    /// returned: their verdicts can no longer be given.
+    pub fn record(&mut self, p: PendingName, cap: usize) -> Vec<PendingName> {
+        self.next += 1;
+        self.order.insert(self.next, p.path.clone());
+        if let Some((n, _)) = self.by_path.insert(p.path.clone(), (self.next, p)) {
+            self.order.remove(&n);
+        }
+        let mut dropped = Vec::new();
+        while self.by_path.len() > cap.max(1) {
+            let Some((_, path)) = self.order.pop_first() else {
+                break;
+            };
+            dropped.extend(self.by_path.remove(&path).map(|(_, p)| p));
+        }
+        dropped
+    }
+
+    fn remove(&mut self, path: &str) -> Option<PendingName> {
+        let (n, p) = self.by_path.remove(path)?;
+        self.order.remove(&n);
+        Some(p)
+    }
+
+    /// Drops the names `pred` matches.
+    fn remove_where(&mut self, pred: impl Fn(&PendingName) -> bool) {
+        let order = &mut self.order;
+        self.by_path.retain(|_, (n, p)| {
+            let gone = pred(p);
+            if gone {
+                order.remove(n);
+            }
+            !gone
+        });
     }
 
     /// The name went away (renamed from, unlinked): nothing to persist.
     pub fn forget(&mut self, path: &str) -> Option<PendingName> {
-        self.by_path.remove(path)
+        self.remove(path)
     }
 
     /// A directory was renamed from `old` to `new`: names pending inside it
@@ -80,27 +119,30 @@ impl DirJournal {
             .collect();
         let rehome = |s: &str| format!("{new}{}", &s[old.len()..]);
         for path in moved {
-            let Some(mut p) = self.by_path.remove(&path) else {
+            let Some((n, mut p)) = self.by_path.remove(&path) else {
                 continue;
             };
             p.path = rehome(&p.path);
             if p.dir == old || p.dir.starts_with(&prefix) {
                 p.dir = rehome(&p.dir);
             }
-            self.by_path.insert(p.path.clone(), p);
+            // Same age under its new path.
+            self.order.insert(n, p.path.clone());
+            if let Some((m, _)) = self.by_path.insert(p.path.clone(), (n, p)) {
+                self.order.remove(&m);
+            }
         }
     }
 
     /// The directory (by identity or any of its names) was fsynced.
     pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String]) {
-        self.by_path
-            .retain(|_, p| !(p.dir_id == Some(dir) || dir_paths.contains(&p.dir)));
+        self.remove_where(|p| p.dir_id == Some(dir) || dir_paths.contains(&p.dir));
     }
 
     /// A file's data became durable; names pointing to it remember that
     /// (and learn its identity and fs when they only had a path).
     pub fn data_synced(&mut self, file: FileId, fs: &str, paths: &[String]) {
-        for p in self.by_path.values_mut() {
+        for (_, p) in self.by_path.values_mut() {
             if p.file == Some(file) || (p.file.is_none() && paths.contains(&p.path)) {
                 p.data_synced = true;
                 p.file = Some(file);
@@ -113,8 +155,7 @@ impl DirJournal {
 
     /// syncfs of `dev` (or sync() with None) made every name durable.
     pub fn synced_fs(&mut self, dev: Option<u64>) {
-        self.by_path
-            .retain(|_, p| dev.is_some_and(|d| p.file.is_none_or(|f| f.dev != d)));
+        self.remove_where(|p| dev.is_none_or(|d| p.file.is_some_and(|f| f.dev == d)));
     }
 
     /// Removes and returns the names `key` left pending.
@@ -122,17 +163,18 @@ impl DirJournal {
         let paths: Vec<String> = self
             .by_path
             .values()
-            .filter(|p| p.key == key)
-            .map(|p| p.path.clone())
+            .filter(|(_, p)| p.key == key)
+            .map(|(_, p)| p.path.clone())
             .collect();
-        paths
-            .iter()
-            .filter_map(|path| self.by_path.remove(path))
-            .collect()
+        paths.iter().filter_map(|path| self.remove(path)).collect()
     }
 
     /// Removes and returns everything still pending (end of trace).
     pub fn take_all(&mut self) -> Vec<PendingName> {
-        std::mem::take(&mut self.by_path).into_values().collect()
+        self.order.clear();
+        std::mem::take(&mut self.by_path)
+            .into_values()
+            .map(|(_, p)| p)
+            .collect()
     }
 }

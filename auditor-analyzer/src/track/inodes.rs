@@ -383,7 +383,10 @@ pub struct Evicted {
 /// All inodes seen, by identity.
 #[derive(Debug, Default)]
 pub struct Inodes {
-    map: FastMap<FileId, InodeState>,
+    /// Boxed: a state is about a kilobyte, and the table keeps spare
+    /// buckets (and, while it grows, two tables at once); inline states
+    /// would make those spares cost a kilobyte each.
+    map: FastMap<FileId, Box<InodeState>>,
     /// Use clock: every access through `observe` or `get_mut` takes a tick.
     clock: u64,
     /// Inodes whose state was evicted while pending, until they are seen
@@ -401,7 +404,7 @@ impl Inodes {
         let marked = &mut self.marked;
         let st = self.map.entry(info.id).or_insert_with(|| {
             new = true;
-            let mut st = InodeState::new(info);
+            let mut st = Box::new(InodeState::new(info));
             st.evicted = marked.remove(&info.id);
             st
         });
@@ -417,7 +420,7 @@ impl Inodes {
     }
 
     pub fn get(&self, id: &FileId) -> Option<&InodeState> {
-        self.map.get(id)
+        self.map.get(id).map(|s| &**s)
     }
 
     /// Drops what is known about `id`. A create (the kernel's
@@ -443,11 +446,11 @@ impl Inodes {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &InodeState> {
-        self.map.values()
+        self.map.values().map(|s| &**s)
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut InodeState> {
-        self.map.values_mut()
+        self.map.values_mut().map(|s| &mut **s)
     }
 
     /// Ids sorted, so findings raised in bulk come out in a stable order.
@@ -470,7 +473,7 @@ impl Inodes {
         pred: impl Fn(&InodeState) -> bool,
     ) -> Vec<FileId> {
         ids.iter()
-            .filter(|id| self.map.get(id).is_some_and(&pred))
+            .filter(|id| self.map.get(id).is_some_and(|s| pred(s)))
             .copied()
             .collect()
     }

@@ -31,6 +31,7 @@ use crate::{
         metrics::{self, Sample, Server},
         parse_duration,
         procfs::{ProcFs, ProcInfo},
+        release_freed_memory,
         targets::{Selectors, comm_key},
     },
     capture::{
@@ -163,6 +164,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     let mut pump = Pump::new();
     let mut last_metrics = Instant::now() - METRICS_EVERY;
     let mut last_stats = Instant::now();
+    let mut trimmed_after = analyzer.sweeps();
     loop {
         let mut sink = |mut ev: Event| -> Result<()> {
             if let Some(mut intro) = lives.observe(&ev) {
@@ -177,6 +179,10 @@ pub fn run(args: AttachArgs) -> Result<i32> {
         };
         let more = pump.drain(&mut probes, &mut sink)?;
         pump.check_drops(&probes, &mut sink, false)?;
+        if analyzer.sweeps() != trimmed_after {
+            trimmed_after = analyzer.sweeps();
+            release_freed_memory();
+        }
         if metrics.is_some() && last_metrics.elapsed() >= METRICS_EVERY {
             last_metrics = Instant::now();
             let s = sample(&analyzer, &probes, &counts, &lives, t0);
