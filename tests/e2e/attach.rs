@@ -300,6 +300,33 @@ fn redis_cli(sock: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Prometheus's own linter on the page (`promtool check metrics` reads the
+/// exposition from stdin and exits non-zero on format errors or lint
+/// problems).
+fn promtool_check(page: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by `cargo xtask setup`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Prometheus text format, checked strictly: HELP and TYPE once per
 /// family and before its samples, valid names and label syntax, counters
 /// named `_total`, numeric values, no duplicate series.
@@ -489,6 +516,7 @@ fn redis_saves_are_durable_and_its_log_is_not() {
     if let Err(e) = check_exposition(&page) {
         panic!("{e}\n{page}");
     }
+    promtool_check(&page);
     assert!(page.contains("auditor_tracked_processes 1\n"), "{page}");
     assert!(
         page.contains("auditor_events_total{kind=\"rename\"}"),

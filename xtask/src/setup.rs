@@ -22,6 +22,12 @@ pub const PACKAGES: &[&str] = &[
     "redis-server",
     "redis-tools",
     "qemu-utils",
+    // promtool, to lint the metrics page (the package's servers are not
+    // started by its install here).
+    "prometheus",
+    // setpriv and unshare for the privilege and pid-namespace tests.
+    "util-linux",
+    "e2fsprogs",
 ];
 
 pub fn all() -> Result<()> {
