@@ -163,6 +163,49 @@ fn state_from_before_the_attach_is_never_a_certain_finding() {
     assert_eq!(procs[0]["state"], "exited with code 0");
 }
 
+/// A process killed while holding a file it opened for writing before the
+/// attach: whether that file lost data is unknown, and the report says so
+/// (inconclusive) instead of staying silent; a file dirtied under the
+/// trace's eyes gets the certain verdict.
+#[test]
+fn kill_with_state_from_before_the_attach_is_inconclusive() {
+    let dir = scratch("attach_killed");
+    let mut d = fixture_daemon(&dir, "attfix-killed", "killed")
+        .spawn()
+        .unwrap();
+    wait_file(&dir.join("ready"));
+    let report = dir.join("report.json");
+    let a = Attached::start(
+        &dir,
+        &[
+            "--pid",
+            &d.id().to_string(),
+            "--output",
+            report.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.join("go"), b"").unwrap();
+    wait_file(&dir.join("worked"));
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGKILL) };
+    let _ = d.wait();
+    let (code, _, err) = a.stop();
+    let r = read_json(&report);
+    let a_dat = on_path(&r, &dir.join("a.dat"));
+    assert_eq!(a_dat.len(), 1, "{r:#}");
+    assert_eq!(a_dat[0]["rule"], "killed-while-dirty");
+    assert_eq!(a_dat[0]["inconclusive"], true, "{r:#}");
+    let b_dat = on_path(&r, &dir.join("b.dat"));
+    assert_eq!(b_dat.len(), 1, "{r:#}");
+    assert_eq!(b_dat[0]["rule"], "killed-while-dirty");
+    assert_eq!(b_dat[0]["inconclusive"], false, "{r:#}");
+    assert_eq!(
+        b_dat[0]["evidence"]["unsynced_bytes"], 10,
+        "only what was seen"
+    );
+    assert_eq!(code, 1, "stderr {err:?}");
+}
+
 /// Workers forked after the attach are followed, and their findings carry
 /// their own pid.
 #[test]

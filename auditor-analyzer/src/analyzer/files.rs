@@ -661,6 +661,17 @@ impl Analyzer {
             .map(|f| f.id)
             .or_else(|| known_path.and_then(|p| self.names.get(p)));
         let flags = file.as_ref().map_or(0, |f| f.flags);
+        const O_ACCMODE: u32 = 0o3;
+        if flags & O_ACCMODE != 0
+            && let Some(id) = id
+            && let Some(st) = self.inodes.get_mut(&id)
+            && st.judged()
+        {
+            st.unknown_past = true;
+            if let Some(p) = self.procs.get_mut(ev.pid) {
+                p.held_at_start.insert(id);
+            }
+        }
         let desc = Description {
             file: id,
             path: known_path.map(str::to_string),

@@ -215,10 +215,35 @@ impl Analyzer {
             }
         };
         self.judge_dirty_at_exit(&proc, rule, &context, &calls, &call);
+        if signal.is_some() {
+            self.judge_unknown_past_at_kill(&proc, &context, &calls);
+        }
         self.resolve_all_deferred();
         self.judge_interleaving_at_exit(&proc, *signal);
         for p in self.dirs.take_for(proc.key) {
             self.judge_pending_name(&p, &[]);
+        }
+    }
+
+    /// Files a killed process held open for writing since before tracing
+    /// began, not fsynced since and not dirtied under the trace's eyes (those
+    /// get the certain verdict): an inconclusive killed-while-dirty each.
+    fn judge_unknown_past_at_kill(
+        &mut self,
+        proc: &Process,
+        context: &Map<String, Value>,
+        calls: &[CallRef],
+    ) {
+        for id in &proc.held_at_start {
+            let Some(st) = self.inodes.get(id) else {
+                continue;
+            };
+            let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(proc.key));
+            if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
+                continue;
+            }
+            let f = killed_while_dirty::check_unknown_past(st, proc.to_ref(), context, calls);
+            self.emit(f, proc.since_epoch);
         }
     }
 

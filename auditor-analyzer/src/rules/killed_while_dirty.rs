@@ -97,18 +97,13 @@ pub fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
     }
 }
 
-/// The verdict for one dirty file of a killed process.
-pub fn check(
-    inode: &InodeState,
-    process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
-) -> Option<Finding> {
-    let dirty = inode.dirty.as_ref()?;
+/// "SIGKILL" and " sent by supervisor (42)" from a kill context.
+fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
     let signal = context
         .get("signal")
         .and_then(Value::as_str)
-        .unwrap_or("a signal");
+        .unwrap_or("a signal")
+        .to_owned();
     let by = context
         .get("sender")
         .and_then(|s| {
@@ -119,6 +114,58 @@ pub fn check(
             ))
         })
         .unwrap_or_default();
+    (signal, by)
+}
+
+/// A killed process held `inode` open for writing since before tracing
+/// started and no fsync was seen since: data written before the trace may
+/// have been lost, or not. Said as an inconclusive verdict, never a certain
+/// one, and never passed over in silence.
+pub fn check_unknown_past(
+    inode: &InodeState,
+    process: ProcessRef,
+    context: &Map<String, Value>,
+    calls: &[CallRef],
+) -> Finding {
+    let (signal, by) = signal_and_sender(context);
+    let summary = format!(
+        "{} ({}) was killed by {signal}{by} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
+        process.comm,
+        process.pid,
+        inode.path(),
+    );
+    let mut f = Finding::new(
+        INFO.id,
+        INFO.severity,
+        inode.path(),
+        Some(inode.id),
+        process,
+        summary,
+    );
+    for (k, v) in context {
+        f = f.with(k, v.clone());
+    }
+    let mut f = f
+        .with("state", "unknown: open for writing before tracing began, no fsync seen since")
+        .with("fs", inode.fs.clone())
+        .with("fix", "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL")
+        .with_calls(calls.to_vec());
+    f.inconclusive = true;
+    f.inconclusive_reason = Some(
+        "the file was open for writing before tracing began and was not fsynced since: data written earlier is invisible to the trace".into(),
+    );
+    f
+}
+
+/// The verdict for one dirty file of a killed process.
+pub fn check(
+    inode: &InodeState,
+    process: ProcessRef,
+    context: &Map<String, Value>,
+    calls: &[CallRef],
+) -> Option<Finding> {
+    let dirty = inode.dirty.as_ref()?;
+    let (signal, by) = signal_and_sender(context);
     let summary = format!(
         "{} ({}) was killed by {signal}{by} while {:?} held {} unsynced bytes",
         process.comm,
@@ -215,6 +262,89 @@ mod tests {
             signal(50, 100, SIGKILL),
             killed(100, SIGKILL),
         ]);
+        assert_clean(&run(events));
+    }
+
+    /// A daemon attached mid-life: its database fd was open for writing
+    /// before tracing began.
+    fn attached_daemon() -> Vec<crate::Event> {
+        vec![
+            start(1, "/"),
+            fork(1, 50),
+            start(100, "/var/lib/bk"),
+            ev(
+                100,
+                EventKind::FdAtStart {
+                    fd: 3,
+                    path: "/var/lib/bk/meta.db".into(),
+                    file: Some(sized(reg(40), 4096)),
+                    cloexec: false,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn kill_with_a_file_open_for_writing_before_the_trace_is_inconclusive() {
+        let mut events = attached_daemon();
+        events.extend([signal(50, 100, SIGKILL), killed(100, SIGKILL)]);
+        let findings = run(events);
+        let f = one(&findings, "killed-while-dirty");
+        assert_eq!(f.path, "/var/lib/bk/meta.db");
+        assert!(f.inconclusive, "{f:?}");
+        assert!(
+            f.inconclusive_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("before tracing began")),
+            "{f:?}"
+        );
+        assert_eq!(f.evidence["sender"]["pid"], 50);
+        assert!(
+            f.summary
+                .contains("whether it lost unsynced data is unknown")
+        );
+    }
+
+    #[test]
+    fn fsync_after_the_attach_makes_the_state_known() {
+        let mut events = attached_daemon();
+        events.extend([
+            fsync(100, 3),
+            signal(50, 100, SIGKILL),
+            killed(100, SIGKILL),
+        ]);
+        assert_clean(&run(events));
+    }
+
+    #[test]
+    fn writes_seen_after_the_attach_give_the_certain_verdict_once() {
+        let mut events = attached_daemon();
+        events.extend([
+            write(100, 3, 100),
+            signal(50, 100, SIGKILL),
+            killed(100, SIGKILL),
+        ]);
+        let findings = run(events);
+        assert_eq!(rules(&findings), vec!["killed-while-dirty"]);
+        let f = one(&findings, "killed-while-dirty");
+        assert!(!f.inconclusive, "{f:?}");
+        assert_eq!(f.evidence["unsynced_bytes"], 100);
+    }
+
+    #[test]
+    fn normal_exit_with_a_file_open_before_the_trace_is_not_judged() {
+        let mut events = attached_daemon();
+        events.push(exit(100, 0));
+        assert_clean(&run(events));
+    }
+
+    #[test]
+    fn read_only_fds_from_before_the_trace_are_not_reported() {
+        let mut events = attached_daemon();
+        if let EventKind::FdAtStart { file: Some(f), .. } = &mut events[3].kind {
+            f.flags = 0;
+        }
+        events.extend([signal(50, 100, SIGKILL), killed(100, SIGKILL)]);
         assert_clean(&run(events));
     }
 }

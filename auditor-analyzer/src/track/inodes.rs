@@ -205,6 +205,10 @@ pub struct InodeState {
     /// unsynced data or a pending verdict: what happened before is unknown,
     /// so no verdict on this state is certain.
     pub evicted: bool,
+    /// It was open for writing before tracing started and no fsync has been
+    /// seen since: it may hold data written before the trace, which the
+    /// trace cannot know about (cleared by the first fsync).
+    pub unknown_past: bool,
 }
 
 impl InodeState {
@@ -228,6 +232,7 @@ impl InodeState {
             history: VecDeque::new(),
             last_use: 0,
             evicted: false,
+            unknown_past: false,
         }
     }
 
@@ -339,6 +344,7 @@ impl InodeState {
     /// The data is durable now: nothing waits on it any more.
     pub fn make_durable(&mut self, call: &Call) {
         self.dirty = None;
+        self.unknown_past = false;
         self.deferred.clear();
         self.last_sync = Some(call.clone());
         self.syncs += 1;
@@ -348,6 +354,7 @@ impl InodeState {
     /// its state may be evicted when idle).
     pub fn idle(&self) -> bool {
         self.dirty.is_none()
+            && !self.unknown_past
             && self.failed_sync.is_none()
             && self.truncation.is_none()
             && self.deferred.is_empty()

@@ -89,6 +89,9 @@ pub struct Process {
     pub mappings: VecDeque<Mapping>,
     /// Files this process wrote unsynced data to (index for exit verdicts).
     pub written: BTreeSet<FileId>,
+    /// Files it held open for writing when tracing started (attach): their
+    /// past is unknown, which a kill must not pass over in silence.
+    pub held_at_start: BTreeSet<FileId>,
     /// Event count at its last event, for least-recently-active eviction.
     pub last_active: u64,
 }
@@ -190,6 +193,7 @@ impl ProcessTable {
             short_writes: FastMap::default(),
             mappings: VecDeque::new(),
             written: BTreeSet::new(),
+            held_at_start: BTreeSet::new(),
             last_active: 0,
         };
         self.live.insert(pid, p)
