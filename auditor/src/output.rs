@@ -14,6 +14,11 @@ use crate::error::UserError;
 pub enum Output {
     Stdout(io::Stdout),
     File(AtomicFile),
+    /// A stream read while it grows (`attach --format jsonl --output`): an
+    /// append-only log, written line by line and fsynced at each checkpoint,
+    /// the way such logs must be written (a report file instead appears
+    /// whole, by rename).
+    Log(LogFile),
 }
 
 impl Output {
@@ -23,6 +28,20 @@ impl Output {
         match path {
             None => Ok(Output::Stdout(io::stdout())),
             Some(p) => AtomicFile::create(p).map(Output::File),
+        }
+    }
+
+    /// A log at `path` that readers can follow as it grows.
+    pub fn open_log(path: &Path) -> Result<Output, UserError> {
+        LogFile::create(path).map(Output::Log)
+    }
+
+    /// Makes what was written so far durable (logs only; the others become
+    /// durable as a whole on commit).
+    pub fn checkpoint(&mut self) -> io::Result<()> {
+        match self {
+            Output::Log(l) => l.file.sync_data(),
+            _ => Ok(()),
         }
     }
 
@@ -38,6 +57,7 @@ impl Output {
                 }
             }
             Output::File(f) => f.writer.write_all(bytes),
+            Output::Log(l) => l.file.write_all(bytes),
         }
     }
 
@@ -46,6 +66,10 @@ impl Output {
         match self {
             Output::Stdout(_) => Ok(()),
             Output::File(f) => f.commit(),
+            Output::Log(l) => {
+                l.file.sync_all()?;
+                sync_parent(&l.path)
+            }
         }
     }
 
@@ -53,6 +77,44 @@ impl Output {
         use std::io::IsTerminal;
         matches!(self, Output::Stdout(s) if s.is_terminal())
     }
+}
+
+/// An append-only log file, written unbuffered so each line is visible to a
+/// reader at once.
+pub struct LogFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl LogFile {
+    fn create(path: &Path) -> Result<LogFile, UserError> {
+        if path.is_dir() {
+            return Err(UserError::new(format!(
+                "--output {}: is a directory",
+                path.display()
+            )));
+        }
+        let file = File::create(path).map_err(|e| {
+            UserError::new(format!("cannot write --output {}: {e}", path.display()))
+        })?;
+        // The new name must survive a crash too.
+        sync_parent(path).map_err(|e| {
+            UserError::new(format!("cannot write --output {}: {e}", path.display()))
+        })?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+/// fsyncs the directory holding `path`, so a new or renamed name is durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 /// A file that appears under its final name only once complete and durable.
@@ -104,11 +166,7 @@ impl AtomicFile {
         self.writer.get_ref().sync_all()?;
         std::fs::rename(&self.temp, &self.target)?;
         self.committed = true;
-        let dir = match self.target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()
+        sync_parent(&self.target)
     }
 }
 
@@ -167,6 +225,19 @@ mod tests {
         drop(out);
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_log_is_readable_line_by_line_before_commit() {
+        let d = scratch("log");
+        let target = d.join("findings.jsonl");
+        let mut out = Output::open_log(&target).unwrap();
+        out.write_chunk(b"{\"a\":1}\n").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
+        out.checkpoint().unwrap();
+        out.write_chunk(b"{\"b\":2}\n").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 2);
     }
 
     #[test]

@@ -634,6 +634,49 @@ fn jsonl_streams_findings_then_a_summary() {
     );
 }
 
+/// `--format jsonl --output FILE` is a log a pipeline follows: the finding
+/// is in the file while the attach still runs, and the summary ends it.
+#[test]
+fn jsonl_output_file_grows_while_attached() {
+    let dir = scratch("attach_jsonl_file");
+    let mut d = fixture_daemon(&dir, "attfix-log", "rename")
+        .spawn()
+        .unwrap();
+    wait_file(&dir.join("ready"));
+    let log = dir.join("findings.jsonl");
+    let a = Attached::start(
+        &dir,
+        &[
+            "--pid",
+            &d.id().to_string(),
+            "--format",
+            "jsonl",
+            "--output",
+            log.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.join("go"), b"").unwrap();
+    wait_file(&dir.join("worked"));
+    let end = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str::<Value>(line).unwrap();
+        }
+        assert!(Instant::now() < end, "no finding line while attached");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(first["type"], "finding");
+    assert_eq!(first["rule"], "rename-without-fsync");
+    std::fs::write(dir.join("stop"), b"").unwrap();
+    assert!(d.wait().unwrap().success());
+    let (code, _, err) = a.stop();
+    assert_eq!(code, 1, "stderr {err:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+}
+
 fn one_error_line(args: &[&str]) -> String {
     let out = auditor(Path::new("/"), args);
     assert_eq!(out.status.code(), Some(2), "{args:?}");

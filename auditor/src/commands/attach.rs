@@ -102,7 +102,12 @@ pub fn run(args: AttachArgs) -> Result<i32> {
         ))
         .into());
     }
-    let mut out = Output::open(args.report.output.as_deref())?;
+    // A jsonl file is a log that pipelines follow while it grows; every
+    // other output appears whole when the attach ends.
+    let mut out = match (&args.report.output, format) {
+        (Some(path), Format::Jsonl) => Output::open_log(path)?,
+        (path, _) => Output::open(path.as_deref())?,
+    };
     if let Some(m) = &metrics {
         eprintln!("auditor: metrics at http://{}/metrics", m.addr);
     }
@@ -194,6 +199,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
             last_stats = Instant::now();
             let s = sample(&analyzer, &probes, &counts, &lives, t0);
             out.write_chunk(format!("{}\n", stats_line(&s)).as_bytes())?;
+            out.checkpoint()?;
         }
         if more {
             continue;
