@@ -88,20 +88,13 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     }
     let format = args.report.format();
     let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
-    let selectors = selectors(&args)?;
     let metrics = args.metrics_addr.as_deref().map(Server::bind).transpose()?;
-    let proc = ProcFs::default();
-    let me = std::process::id();
-
-    let found = selectors.discover(&proc, me)?;
-    let can_wait = args.follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
-    if found.is_empty() && !can_wait {
-        return Err(UserError::new(format!(
-            "no running process matches {} (add --follow-new to wait for one)",
-            describe(&args).join(" ")
-        ))
-        .into());
-    }
+    let Targets {
+        selectors,
+        proc,
+        me,
+        found,
+    } = targets(&args)?;
     // A jsonl file is a log that pipelines follow while it grows; every
     // other output appears whole when the attach ends.
     let mut out = match (&args.report.output, format) {
@@ -275,18 +268,12 @@ pub fn run(args: AttachArgs) -> Result<i32> {
 /// SIGTERM, `--duration`) stops the capture; the report goes to --output.
 fn run_tui(args: AttachArgs, analyzer: Analyzer) -> Result<i32> {
     let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
-    let selectors = selectors(&args)?;
-    let proc = ProcFs::default();
-    let me = std::process::id();
-    let found = selectors.discover(&proc, me)?;
-    let can_wait = args.follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
-    if found.is_empty() && !can_wait {
-        return Err(UserError::new(format!(
-            "no running process matches {} (add --follow-new to wait for one)",
-            describe(&args).join(" ")
-        ))
-        .into());
-    }
+    let Targets {
+        selectors,
+        proc,
+        me,
+        found,
+    } = targets(&args)?;
     let out = Output::open(args.report.output.as_deref())?;
     let mut probes = Probes::load(ring_bytes(args.capture.ring_mb)?)?;
     install_signal_handlers();
@@ -380,6 +367,37 @@ fn describe(args: &AttachArgs) -> Vec<String> {
         v.push(format!("--cgroup {c}"));
     }
     v
+}
+
+/// What to attach to, and what matched it now.
+struct Targets {
+    selectors: Selectors,
+    proc: ProcFs,
+    /// Our own pid, never a target.
+    me: u32,
+    found: Vec<ProcInfo>,
+}
+
+/// Discovers the targets; nothing matching is an error unless
+/// `--follow-new` can wait for a name or cgroup to appear.
+fn targets(args: &AttachArgs) -> Result<Targets, UserError> {
+    let selectors = selectors(args)?;
+    let proc = ProcFs::default();
+    let me = std::process::id();
+    let found = selectors.discover(&proc, me)?;
+    let can_wait = args.follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
+    if found.is_empty() && !can_wait {
+        return Err(UserError::new(format!(
+            "no running process matches {} (add --follow-new to wait for one)",
+            describe(args).join(" ")
+        )));
+    }
+    Ok(Targets {
+        selectors,
+        proc,
+        me,
+        found,
+    })
 }
 
 fn selectors(args: &AttachArgs) -> Result<Selectors, UserError> {
