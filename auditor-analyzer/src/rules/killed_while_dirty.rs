@@ -10,13 +10,15 @@ use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
-use super::{RuleInfo, with_dirty_evidence};
+use super::{EndOfLife, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
     severity: Severity::High,
     title: "process killed by a signal while its written data was not durable",
 };
+
+const FIX: &str = "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL";
 
 /// Facts about a kill, shared by every file the process left dirty.
 pub struct Kill {
@@ -146,9 +148,12 @@ pub fn check_unknown_past(
         f = f.with(k, v.clone());
     }
     let mut f = f
-        .with("state", "unknown: open for writing before tracing began, no fsync seen since")
+        .with(
+            "state",
+            "unknown: open for writing before tracing began, no fsync seen since",
+        )
         .with("fs", inode.fs.clone())
-        .with("fix", "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL")
+        .with("fix", FIX)
         .with_calls(calls.to_vec());
     f.inconclusive = true;
     f.inconclusive_reason = Some(
@@ -173,24 +178,18 @@ pub fn check(
         inode.path(),
         dirty.bytes
     );
-    let end = calls.last().map_or(dirty.last_write_ns, |c| c.ts_ns);
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    );
-    for (k, v) in context {
-        f = f.with(k, v.clone());
-    }
-    let mut all = inode.calls();
-    all.extend(calls.iter().cloned());
     Some(
-        with_dirty_evidence(f, inode, dirty, end)
-            .with("fix", "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL")
-            .with_calls(all),
+        EndOfLife {
+            info: INFO,
+            inode,
+            dirty,
+            process,
+            summary,
+            context,
+            calls,
+            fix: FIX,
+        }
+        .finding(),
     )
 }
 

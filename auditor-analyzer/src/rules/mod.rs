@@ -13,10 +13,10 @@ pub mod sync_file_range_only;
 pub mod truncate_in_place;
 pub mod unsynced_at_exit;
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::calls::human_duration;
-use crate::finding::{Finding, Severity};
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::{Dirty, InodeState};
 
 /// A rule's stable id and default severity, for the catalog, `--only` /
@@ -42,6 +42,46 @@ pub const RULES: &[RuleInfo] = &[
     create_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
 ];
+
+/// The finding a process's end raises for one file it left dirty
+/// (killed-while-dirty, unsynced-at-exit): the exit or kill facts in
+/// `context`, the dirty-data evidence, and the file's calls followed by the
+/// ones that ended the process.
+pub(crate) struct EndOfLife<'a> {
+    pub info: RuleInfo,
+    pub inode: &'a InodeState,
+    pub dirty: &'a Dirty,
+    pub process: ProcessRef,
+    pub summary: String,
+    pub context: &'a Map<String, Value>,
+    pub calls: &'a [CallRef],
+    pub fix: &'static str,
+}
+
+impl EndOfLife<'_> {
+    pub(crate) fn finding(self) -> Finding {
+        let end = self
+            .calls
+            .last()
+            .map_or(self.dirty.last_write_ns, |c| c.ts_ns);
+        let mut f = Finding::new(
+            self.info.id,
+            self.info.severity,
+            self.inode.path(),
+            Some(self.inode.id),
+            self.process,
+            self.summary,
+        );
+        for (k, v) in self.context {
+            f = f.with(k, v.clone());
+        }
+        let mut all = self.inode.calls();
+        all.extend(self.calls.iter().cloned());
+        with_dirty_evidence(f, self.inode, self.dirty, end)
+            .with("fix", self.fix)
+            .with_calls(all)
+    }
+}
 
 /// Adds the facts every "data not durable" finding shows: bytes, ranges,
 /// writes, age, writers, filesystem.

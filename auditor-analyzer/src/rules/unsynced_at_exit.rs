@@ -8,7 +8,7 @@ use crate::calls::plural;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{RuleInfo, with_dirty_evidence};
+use super::{EndOfLife, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unsynced-at-exit",
@@ -25,7 +25,6 @@ pub fn check(
     calls: &[CallRef],
 ) -> Option<Finding> {
     let dirty = inode.dirty.as_ref().filter(|d| !d.rename_reported)?;
-    let end = calls.last().map_or(dirty.last_write_ns, |c| c.ts_ns);
     let summary = format!(
         "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
         inode.path(),
@@ -34,23 +33,18 @@ pub fn check(
         process.comm,
         process.pid
     );
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    );
-    for (k, v) in context {
-        f = f.with(k, v.clone());
-    }
-    let mut all = inode.calls();
-    all.extend(calls.iter().cloned());
     Some(
-        with_dirty_evidence(f, inode, dirty, end)
-            .with("fix", "fsync (or fdatasync) the file before exiting")
-            .with_calls(all),
+        EndOfLife {
+            info: INFO,
+            inode,
+            dirty,
+            process,
+            summary,
+            context,
+            calls,
+            fix: "fsync (or fdatasync) the file before exiting",
+        }
+        .finding(),
     )
 }
 
