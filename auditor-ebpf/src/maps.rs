@@ -46,7 +46,6 @@ pub struct Pending {
     pub enter_ns: u64,
     pub args: [u64; 6],
     pub file: FileIdent,
-    pub file2: FileIdent,
 }
 
 pub fn count(stat: u32) {

@@ -58,7 +58,6 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         enter_ns: unsafe { bpf_ktime_get_ns() },
         args: [0; 6],
         file: FileIdent::default(),
-        file2: FileIdent::default(),
     };
     let mut w = Window::new();
     let start = off!(regs_win);
@@ -77,12 +76,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         p.args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
         p.args[3] = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
     }
-    let (a, b) = fd_args(nr);
-    if let Some(i) = a {
+    // The main fd is resolved now: a close or dup2 replaces it before exit.
+    if let (Some(i), _) = fd_args(nr) {
         ident(arg(&p.args, i), &mut p.file);
-    }
-    if let Some(i) = b {
-        ident(arg(&p.args, i), &mut p.file2);
     }
     if PENDING.insert(pid_tgid as u32, p, 0).is_err() {
         count(STAT_ARGS_FULL);
@@ -96,24 +92,30 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(pending) = PENDING.get_ptr(tid) else {
         return Ok(());
     };
-    // SAFETY: copy out before removing the entry.
-    let p = unsafe { *pending };
-    let _ = PENDING.remove(tid);
+    // SAFETY: only this thread uses its entry, which stays valid until the
+    // remove below; reading it in place saves copying it.
+    let p = unsafe { &*pending };
     let ret: i64 = ctx.arg(1);
-
-    if p.nr == MMAP && !shared_writable_file_map(&p.args, ret) {
-        return Ok(());
+    if !(p.nr == MMAP && !shared_writable_file_map(&p.args, ret)) {
+        emit_record(pid_tgid, p, ret);
     }
+    let _ = PENDING.remove(tid);
+    Ok(())
+}
+
+/// The record of a finished syscall: plain, or with its paths.
+#[inline(always)]
+fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
     let (pa, pb) = path_args(p.nr);
     if pa.is_none() {
         emit(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
-            fill_sys(r, &p, ret);
+            fill_sys(r, p, ret);
             crate::crash::check(p.nr, ret, r.header.seq);
         });
-        return Ok(());
+        return;
     }
     emit(Kind::Path, pid_tgid, |r: &mut PathRecord| {
-        fill_sys(&mut r.sys, &p, ret);
+        fill_sys(&mut r.sys, p, ret);
         if returns_fd(p.nr) && ret >= 0 {
             ident(ret as u64, &mut r.sys.file);
         }
@@ -131,7 +133,6 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         crate::crash::check(p.nr, ret, r.sys.header.seq);
     });
-    Ok(())
 }
 
 /// Copies a user string; true when it did not fit.
@@ -155,7 +156,12 @@ fn fill_sys(r: &mut SyscallRecord, p: &Pending, ret: i64) {
     r.ret = ret;
     r.enter_ns = p.enter_ns;
     r.file = p.file;
-    r.file2 = p.file2;
+    // The second fd (copy_file_range's or sendfile's source) is still open:
+    // resolved here, it need not ride in every in-flight entry.
+    r.file2 = FileIdent::default();
+    if let (_, Some(i)) = fd_args(p.nr) {
+        ident(arg(&p.args, i), &mut r.file2);
+    }
 }
 
 #[inline(always)]
