@@ -213,7 +213,8 @@ pub const WINDOW: usize = 128;
 
 /// Per-CPU counters the probes keep; read by userspace at the end.
 pub const STAT_DROPPED: u32 = 0;
-/// Records the probes skipped because an entry could not be stored.
+/// Syscalls the probes skipped because their thread got no slot in the
+/// (full) per-thread table.
 pub const STAT_ARGS_FULL: u32 = 1;
 /// Processes left untraced because the traced-tgid table was full (a fork
 /// or a watched exec): everything they do is missing.

@@ -21,9 +21,11 @@ pub static WATCH_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
-/// Syscall arguments saved at entry, keyed by tid, consumed at exit.
+/// Per traced thread: the syscall it is inside, if any (arguments saved at
+/// entry, read at exit). The entry lives as long as the thread, so a
+/// syscall costs two lookups instead of an insert, a lookup and a delete.
 #[map]
-pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(32768, 0);
 
 /// Records to userspace. Size is overridden by userspace at load time.
 #[map]
@@ -37,7 +39,10 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 #[map]
 pub static SEQ: Array<u64> = Array::with_max_entries(1, 0);
 
-/// A syscall in flight.
+/// `Pending::nr` of a thread that is not inside a traced syscall.
+pub const IDLE: u32 = u32::MAX;
+
+/// A syscall in flight (`nr != IDLE`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {

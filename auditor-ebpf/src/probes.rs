@@ -13,7 +13,7 @@ use aya_ebpf::{
 use crate::{
     emit::emit,
     kernel::{current_task, off, read},
-    maps::{PENDING, TRACED, count, exec_is_watched, is_traced},
+    maps::{IDLE, PENDING, TRACED, count, exec_is_watched, is_traced},
 };
 
 /// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
@@ -173,7 +173,11 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         p => unsafe { read(p as *const u8, 8) }.unwrap_or(0),
     };
     let target_syscall = match PENDING.get_ptr(target_tid) {
-        Some(p) => unsafe { (*p).nr as i64 },
+        // SAFETY: a read of a live map value; a torn read only blurs this hint.
+        Some(p) => match unsafe { (*p).nr } {
+            IDLE => -1,
+            nr => nr as i64,
+        },
         None => -1,
     };
     emit(Kind::SignalGenerate, pid_tgid, |r: &mut SignalRecord| {

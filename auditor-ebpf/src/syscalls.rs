@@ -22,7 +22,7 @@ use aya_ebpf::{
 use crate::{
     emit::emit,
     kernel::{Window, ident, off},
-    maps::{PENDING, Pending, count, is_traced},
+    maps::{IDLE, PENDING, Pending, count, is_traced},
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -51,14 +51,32 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     if !is_traced((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let regs: *const u8 = ctx.arg(0);
-    let mut p = Pending {
-        nr,
-        _pad: 0,
-        enter_ns: unsafe { bpf_ktime_get_ns() },
-        args: [0; 6],
-        file: FileIdent::default(),
+    let tid = pid_tgid as u32;
+    let p = match PENDING.get_ptr_mut(tid) {
+        Some(p) => p,
+        None => {
+            let blank = Pending {
+                nr: IDLE,
+                _pad: 0,
+                enter_ns: 0,
+                args: [0; 6],
+                file: FileIdent::default(),
+            };
+            if PENDING.insert(tid, blank, 0).is_err() {
+                count(STAT_ARGS_FULL);
+                return Ok(());
+            }
+            match PENDING.get_ptr_mut(tid) {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        }
     };
+    // SAFETY: this thread's own entry; only this thread writes it.
+    let p = unsafe { &mut *p };
+    p.nr = IDLE;
+    p.enter_ns = unsafe { bpf_ktime_get_ns() };
+    let regs: *const u8 = ctx.arg(0);
     let mut w = Window::new();
     let start = off!(regs_win);
     w.load(regs, start)?;
@@ -77,29 +95,31 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         p.args[3] = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
     }
     // The main fd is resolved now: a close or dup2 replaces it before exit.
+    p.file = FileIdent::default();
     if let (Some(i), _) = fd_args(nr) {
         ident(arg(&p.args, i), &mut p.file);
     }
-    if PENDING.insert(pid_tgid as u32, p, 0).is_err() {
-        count(STAT_ARGS_FULL);
-    }
+    // Last, so the syscall shows as in flight only once its entry is whole.
+    p.nr = nr;
     Ok(())
 }
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(pending) = PENDING.get_ptr(tid) else {
+    let Some(pending) = PENDING.get_ptr_mut(tid) else {
         return Ok(());
     };
-    // SAFETY: only this thread uses its entry, which stays valid until the
-    // remove below; reading it in place saves copying it.
-    let p = unsafe { &*pending };
+    // SAFETY: this thread's own entry; only this thread writes it.
+    let p = unsafe { &mut *pending };
+    if p.nr == IDLE {
+        return Ok(());
+    }
     let ret: i64 = ctx.arg(1);
     if !(p.nr == MMAP && !shared_writable_file_map(&p.args, ret)) {
         emit_record(pid_tgid, p, ret);
     }
-    let _ = PENDING.remove(tid);
+    p.nr = IDLE;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub struct Probes {
 pub struct KernelStats {
     /// Records lost because the ring buffer was full.
     pub dropped: u64,
-    /// Syscalls not followed because the in-flight table was full.
+    /// Syscalls not followed because the per-thread table was full.
     pub args_full: u64,
     /// Processes not traced because the traced-process table was full.
     pub traced_full: u64,
