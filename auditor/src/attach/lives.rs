@@ -1,4 +1,4 @@
-//! Every process life an attach session watched, for the report: how it came
+//! Every process life an attach run watched, for the report: how it came
 //! under watch, its pid as the host and as its own pid namespace see it, its
 //! cgroup and container, and how it ended. A pid reused by a new process
 //! starts a new life, so a restarted daemon shows twice, apart.
