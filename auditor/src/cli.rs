@@ -15,6 +15,12 @@ Examples:
   auditor record -o build.rec -- ./build.sh
   auditor report build.rec
       Save the event stream once, analyze it later (same findings).
+  auditor attach --comm redis-server --duration 1h --output r.json
+      Watch a running daemon; Ctrl-C (or the duration) writes the report.
+  auditor run --tui -- ./load_test.sh
+      Watch live in a terminal UI.
+  auditor crashtest --at renames -- python3 save_state.py
+      Cut the power after each rename on a scratch XFS and see what is lost.
 
 Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 auditor error.";
 
