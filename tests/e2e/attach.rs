@@ -118,6 +118,13 @@ fn fixture_daemon(dir: &Path, name: &str, mode: &str) -> Command {
     c
 }
 
+/// Starts the fixture daemon and waits until its pre-attach work is done.
+fn start_daemon(dir: &Path, name: &str, mode: &str) -> Child {
+    let d = fixture_daemon(dir, name, mode).spawn().unwrap();
+    wait_file(&dir.join("ready"));
+    d
+}
+
 /// Files dirtied before the attach are not judged with certainty: the
 /// untouched one yields nothing, the one written again after the attach is
 /// reported for exactly the bytes the trace saw, the one fsynced after the
@@ -125,10 +132,7 @@ fn fixture_daemon(dir: &Path, name: &str, mode: &str) -> Command {
 #[test]
 fn state_from_before_the_attach_is_never_a_certain_finding() {
     let dir = scratch("attach_dirty");
-    let mut d = fixture_daemon(&dir, "attfix-dirty", "dirty")
-        .spawn()
-        .unwrap();
-    wait_file(&dir.join("ready"));
+    let mut d = start_daemon(&dir, "attfix-dirty", "dirty");
     let report = dir.join("report.json");
     let a = Attached::start(
         &dir,
@@ -170,10 +174,7 @@ fn state_from_before_the_attach_is_never_a_certain_finding() {
 #[test]
 fn kill_with_state_from_before_the_attach_is_inconclusive() {
     let dir = scratch("attach_killed");
-    let mut d = fixture_daemon(&dir, "attfix-killed", "killed")
-        .spawn()
-        .unwrap();
-    wait_file(&dir.join("ready"));
+    let mut d = start_daemon(&dir, "attfix-killed", "killed");
     let report = dir.join("report.json");
     let a = Attached::start(
         &dir,
@@ -211,8 +212,7 @@ fn kill_with_state_from_before_the_attach_is_inconclusive() {
 #[test]
 fn forked_workers_are_followed() {
     let dir = scratch("attach_fork");
-    let mut d = fixture_daemon(&dir, "attfix-fork", "fork").spawn().unwrap();
-    wait_file(&dir.join("ready"));
+    let mut d = start_daemon(&dir, "attfix-fork", "fork");
     let report = dir.join("report.json");
     let a = Attached::start(
         &dir,
@@ -611,10 +611,7 @@ fn redis_saves_are_durable_and_its_log_is_not() {
 #[test]
 fn jsonl_streams_findings_then_a_summary() {
     let dir = scratch("attach_jsonl");
-    let mut d = fixture_daemon(&dir, "attfix-jsonl", "dirty")
-        .spawn()
-        .unwrap();
-    wait_file(&dir.join("ready"));
+    let mut d = start_daemon(&dir, "attfix-jsonl", "dirty");
     let a = Attached::start(&dir, &["--comm", "attfix-jsonl", "--format", "jsonl"]);
     std::fs::write(dir.join("go"), b"").unwrap();
     assert!(d.wait().unwrap().success());
@@ -639,10 +636,7 @@ fn jsonl_streams_findings_then_a_summary() {
 #[test]
 fn jsonl_output_file_grows_while_attached() {
     let dir = scratch("attach_jsonl_file");
-    let mut d = fixture_daemon(&dir, "attfix-log", "rename")
-        .spawn()
-        .unwrap();
-    wait_file(&dir.join("ready"));
+    let mut d = start_daemon(&dir, "attfix-log", "rename");
     let log = dir.join("findings.jsonl");
     let a = Attached::start(
         &dir,

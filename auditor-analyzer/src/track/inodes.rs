@@ -573,27 +573,7 @@ mod eviction_tests {
         for ino in 1..=3 {
             inodes.observe(&reg(ino));
         }
-        let call = CallRef {
-            seq: 1,
-            ts_ns: 1,
-            pid: 1,
-            tid: 1,
-            comm: "t".into(),
-            call: "write".into(),
-        };
-        let writer = Writer {
-            key: 1,
-            tid: 1,
-            process: ProcessRef {
-                pid: 1,
-                comm: "t".into(),
-                exe: None,
-            },
-        };
-        inodes
-            .get_mut(&reg(1).id)
-            .unwrap()
-            .add_dirty(10, 0, &call, writer, 0);
+        dirty(&mut inodes, 1);
         let open = BTreeSet::from([reg(2).id]);
         assert_eq!(inodes.evict(&open, usize::MAX).total, 1);
         assert!(inodes.contains(&reg(1).id), "dirty state stays");
