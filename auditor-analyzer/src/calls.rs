@@ -121,8 +121,9 @@ pub fn describe(ev: &Event) -> String {
             requested,
             ret,
             offset,
+            calls,
             ..
-        } => write_text(call, *fd, *requested, *ret, *offset),
+        } => write_text(call, *fd, *requested, *ret, *offset, *calls),
         EventKind::Truncate {
             call,
             fd,
@@ -264,10 +265,22 @@ pub fn describe(ev: &Event) -> String {
     }
 }
 
-fn write_text(call: &str, fd: i32, requested: u64, ret: i64, offset: Option<i64>) -> String {
-    match offset {
+fn write_text(
+    call: &str,
+    fd: i32,
+    requested: u64,
+    ret: i64,
+    offset: Option<i64>,
+    calls: u32,
+) -> String {
+    let text = match offset {
         Some(off) => format!("{call}(fd={fd}, {requested}, off={off}){}", ret_str(ret)),
         None => format!("{call}(fd={fd}, {requested}){}", ret_str(ret)),
+    };
+    if calls > 1 {
+        format!("{text} ({calls} calls)")
+    } else {
+        text
     }
 }
 
@@ -332,6 +345,7 @@ enum What {
         requested: u64,
         ret: i64,
         offset: Option<i64>,
+        calls: u32,
     },
     Sync {
         name: &'static str,
@@ -346,6 +360,15 @@ enum What {
 }
 
 impl Call {
+    /// How many system calls this one stands for (a reported run of writes
+    /// stands for several).
+    pub fn calls(&self) -> u32 {
+        match self.what {
+            What::Write { calls, .. } => calls.max(1),
+            _ => 1,
+        }
+    }
+
     /// Keeps `ev` as a call; `comm` is the event's comm, shared.
     pub fn new(ev: &Event, comm: Arc<str>) -> Call {
         let what = match &ev.kind {
@@ -355,6 +378,7 @@ impl Call {
                 requested,
                 ret,
                 offset,
+                calls,
                 ..
             } => static_name(call).map(|name| What::Write {
                 name,
@@ -362,6 +386,7 @@ impl Call {
                 requested: *requested,
                 ret: *ret,
                 offset: *offset,
+                calls: *calls,
             }),
             EventKind::Sync {
                 call,
@@ -398,7 +423,8 @@ impl Call {
                 requested,
                 ret,
                 offset,
-            } => write_text(name, *fd, *requested, *ret, *offset),
+                calls,
+            } => write_text(name, *fd, *requested, *ret, *offset, *calls),
             What::Sync {
                 name,
                 fd,

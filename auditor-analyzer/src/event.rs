@@ -58,6 +58,10 @@ pub enum FileType {
     Unknown,
 }
 
+fn one_call() -> u32 {
+    1
+}
+
 /// What happened. Return values are the raw syscall return: >= 0 success,
 /// negative errno on failure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +93,12 @@ pub enum EventKind {
         file: Option<FileInfo>,
         /// Time the call was entered; `ts_ns` is when it returned.
         enter_ns: u64,
+        /// How many calls this event stands for. Consecutive complete writes
+        /// of one thread to one regular file are reported together, as one
+        /// write of their total (`requested` and `ret`) that was entered when
+        /// the first was.
+        #[serde(default = "one_call")]
+        calls: u32,
     },
     /// ftruncate, truncate.
     Truncate {

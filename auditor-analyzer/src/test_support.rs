@@ -155,6 +155,7 @@ pub fn write_full(
             offset,
             file,
             enter_ns: 0,
+            calls: 1,
         },
     )
 }

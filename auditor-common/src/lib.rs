@@ -19,6 +19,10 @@ pub const TASK_COMM_LEN: usize = 16;
 pub const FLAG_PATH_TRUNCATED: u16 = 1;
 /// The second path of a record was cut at [`PATH_MAX`].
 pub const FLAG_PATH2_TRUNCATED: u16 = 2;
+/// A run of writes whose file could not be read back consistently (its
+/// writer started two newer runs while the record was being filled): the
+/// record is counted as lost instead of trusted.
+pub const FLAG_RUN_UNSURE: u16 = 4;
 
 /// Record kinds (`Header::kind`).
 #[repr(u16)]
@@ -102,7 +106,11 @@ pub struct SyscallRecord {
     pub header: Header,
     /// x86_64 syscall number.
     pub nr: u32,
-    pub _pad: u32,
+    /// 0 for one call. For a run (consecutive complete writes of one thread
+    /// to one file, reported together): how many calls; `ret` is their
+    /// total, `enter_ns` the first one's entry and `file.size` the size
+    /// before the first.
+    pub calls: u32,
     pub args: [u64; 6],
     pub ret: i64,
     /// Time the syscall was entered.
@@ -210,6 +218,10 @@ pub struct Offsets {
 
 /// Bytes read at once from a kernel structure (see [`Offsets`]).
 pub const WINDOW: usize = 128;
+
+/// The smaller span read from `pt_regs` (the six argument registers sit
+/// within 64 bytes on x86_64): it is read on every traced syscall.
+pub const REGS_WINDOW: usize = 64;
 
 /// Per-CPU counters the probes keep; read by userspace at the end.
 pub const STAT_DROPPED: u32 = 0;

@@ -18,11 +18,19 @@ unsafe impl Record for auditor_common::ForkRecord {}
 unsafe impl Record for auditor_common::ExitRecord {}
 unsafe impl Record for auditor_common::SignalRecord {}
 
-/// Reserves a `T`, fills its header, lets `body` write the rest (the header
-/// is already set, so `body` may read its sequence number), and submits it.
-/// A full ring buffer is counted per CPU, never waited on.
+/// Reports the runs of writes in flight, then writes a record: reserves a
+/// `T`, fills its header, lets `body` write the rest (the header is already
+/// set, so `body` may read its sequence number), and submits it.
 #[inline(always)]
 pub fn emit<T: Record>(kind: Kind, pid_tgid: u64, body: impl FnOnce(&mut T)) {
+    crate::runs::flush_all();
+    emit_raw(kind, pid_tgid, body);
+}
+
+/// Writes a record without flushing runs first (for the runs themselves).
+/// A full ring buffer is counted per CPU, never waited on.
+#[inline(always)]
+pub fn emit_raw<T: Record>(kind: Kind, pid_tgid: u64, body: impl FnOnce(&mut T)) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(STAT_DROPPED);
         return;

@@ -67,22 +67,25 @@ pub fn current_task() -> *const u8 {
 /// of it by their offset relative to the span's start. Left uninitialised
 /// until loaded: zeroing 128 bytes four times per syscall showed up in
 /// profiles, and the kernel helper fills every byte.
-pub struct Window(MaybeUninit<[u64; WINDOW / 8]>);
+/// `N` is a power of two.
+pub struct Window<const N: usize = WINDOW>(MaybeUninit<Aligned<N>>);
 
-impl Window {
+#[repr(C, align(8))]
+pub struct Aligned<const N: usize>([u8; N]);
+
+impl<const N: usize> Window<N> {
     #[inline(always)]
-    pub fn new() -> Window {
+    pub fn new() -> Window<N> {
         Window(MaybeUninit::uninit())
     }
 
-    /// Copies `WINDOW` bytes starting at `base + start`. Fields may be read
-    /// only after this succeeded.
+    /// Copies `N` bytes starting at `base + start`. Fields may be read only
+    /// after this succeeded.
     #[inline(always)]
     pub fn load(&mut self, base: *const u8, start: usize) -> Result<(), i64> {
-        // SAFETY: the buffer is WINDOW bytes; the read is fault-checked and
+        // SAFETY: the buffer is N bytes; the read is fault-checked and
         // writes all of it (or fails, and then nothing is read from it).
-        let dst =
-            unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, WINDOW) };
+        let dst = unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, N) };
         unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(start), dst) }.map_err(|e| e as i64)
     }
 
@@ -91,8 +94,8 @@ impl Window {
     /// naturally aligned; the masks keep the verifier sure of it.
     #[inline(always)]
     pub fn get<T: Copy + Default>(&self, off: usize, start: usize) -> T {
-        let rel = off.wrapping_sub(start) & (WINDOW - 1);
-        if rel + core::mem::size_of::<T>() > WINDOW {
+        let rel = off.wrapping_sub(start) & (N - 1);
+        if rel + core::mem::size_of::<T>() > N {
             return T::default();
         }
         // SAFETY: in bounds (checked above), aligned (checked at start-up),
@@ -136,7 +139,7 @@ pub fn ident(fd: u64, out: &mut FileIdent) {
 /// Three window reads (file, inode, super_block) instead of nine field reads.
 #[inline(always)]
 fn fill(file: *const u8, out: &mut FileIdent) -> Result<(), i64> {
-    let mut w = Window::new();
+    let mut w: Window = Window::new();
     let start = off!(file_win);
     w.load(file, start)?;
     out.f_flags = w.get(off!(file_flags), start);

@@ -12,6 +12,7 @@ mod emit;
 mod kernel;
 mod maps;
 mod probes;
+mod runs;
 mod syscalls;
 
 #[cfg(not(test))]

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use crate::{
     emit::emit,
     kernel::{current_task, off, read},
-    maps::{IDLE, PENDING, TRACED, count, exec_is_watched, is_traced},
+    maps::{IDLE, TRACED, bump_fd_generation, count, exec_is_watched, is_traced, release, slot_of},
 };
 
 /// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
@@ -71,12 +71,14 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
+    // Close-on-exec fds are gone.
+    bump_fd_generation();
     // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
     let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
     let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
     emit(Kind::Exec, pid_tgid, |r: &mut PathRecord| {
         r.sys.nr = 0;
-        r.sys._pad = 0;
+        r.sys.calls = 0;
         r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
         r.sys.ret = 0;
         r.sys.enter_ns = r.sys.header.ts_ns;
@@ -113,7 +115,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let _ = PENDING.remove(pid_tgid as u32);
+    let tid = pid_tgid as u32;
+    if let Some(p) = slot_of(tid) {
+        release(tid, p);
+    }
     if !is_traced(tgid) {
         return Ok(());
     }
@@ -172,7 +177,7 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
         1 => 0x80,
         p => unsafe { read(p as *const u8, 8) }.unwrap_or(0),
     };
-    let target_syscall = match PENDING.get_ptr(target_tid) {
+    let target_syscall = match slot_of(target_tid) {
         // SAFETY: a read of a live map value; a torn read only blurs this hint.
         Some(p) => match unsafe { (*p).nr } {
             IDLE => -1,

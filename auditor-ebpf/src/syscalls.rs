@@ -6,9 +6,12 @@
 //! number before touching anything else.
 
 use auditor_common::{
-    FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Kind, PATH_MAX, PathRecord,
-    STAT_ARGS_FULL, SyscallRecord,
-    nr::{MMAP, OPENAT2, fd_args, is_traced_syscall, path_args, returns_fd},
+    FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Kind, PATH_MAX, PathRecord, REGS_WINDOW,
+    STAT_DROPPED, SyscallRecord,
+    nr::{
+        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, WRITE, WRITEV, fd_args, is_traced_syscall,
+        path_args, returns_fd,
+    },
 };
 use aya_ebpf::{
     helpers::{
@@ -20,9 +23,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::emit,
+    emit::emit_raw,
     kernel::{Window, ident, off},
-    maps::{IDLE, PENDING, Pending, count, is_traced},
+    maps::{IDLE, Pending, TAILS, bump_fd_generation, count, fd_generation, slot_for, slot_of},
+    runs,
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -48,36 +52,16 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
+    let Some(p) = slot_for(pid_tgid as u32, (pid_tgid >> 32) as u32) else {
         return Ok(());
-    }
-    let tid = pid_tgid as u32;
-    let p = match PENDING.get_ptr_mut(tid) {
-        Some(p) => p,
-        None => {
-            let blank = Pending {
-                nr: IDLE,
-                _pad: 0,
-                enter_ns: 0,
-                args: [0; 6],
-                file: FileIdent::default(),
-            };
-            if PENDING.insert(tid, blank, 0).is_err() {
-                count(STAT_ARGS_FULL);
-                return Ok(());
-            }
-            match PENDING.get_ptr_mut(tid) {
-                Some(p) => p,
-                None => return Ok(()),
-            }
-        }
     };
-    // SAFETY: this thread's own entry; only this thread writes it.
+    let fdgen = fd_generation();
+    // SAFETY: this thread's own entry; only this thread writes its syscall
+    // fields (the run word is changed atomically, see runs.rs).
     let p = unsafe { &mut *p };
     p.nr = IDLE;
-    p.enter_ns = unsafe { bpf_ktime_get_ns() };
     let regs: *const u8 = ctx.arg(0);
-    let mut w = Window::new();
+    let mut w: Window<REGS_WINDOW> = Window::new();
     let start = off!(regs_win);
     w.load(regs, start)?;
     p.args[0] = w.get(off!(regs_args[0]), start);
@@ -86,6 +70,20 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     p.args[3] = w.get(off!(regs_args[3]), start);
     p.args[4] = w.get(off!(regs_args[4]), start);
     p.args[5] = w.get(off!(regs_args[5]), start);
+    p.fdgen = fdgen;
+    if matches!(nr, WRITE | WRITEV) && runs::continues(p, nr, p.args[0], fdgen) {
+        // The file is the run's: no lookup, and no clock (a run keeps its
+        // first write's entry time).
+        p.cont = 1;
+        p.nr = nr;
+        return Ok(());
+    }
+    p.cont = 0;
+    p.enter_ns = unsafe { bpf_ktime_get_ns() };
+    if matches!(nr, CLOSE | CLOSE_RANGE | DUP2 | DUP3) {
+        // Before the call acts: a write entered after this looks again.
+        bump_fd_generation();
+    }
     if nr == OPENAT2 {
         // openat2 passes flags and mode in a user struct open_how
         // { u64 flags; u64 mode; u64 resolve; }: copy them into the argument
@@ -107,34 +105,84 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(pending) = PENDING.get_ptr_mut(tid) else {
+    let Some(pending) = slot_of(tid) else {
         return Ok(());
     };
-    // SAFETY: this thread's own entry; only this thread writes it.
+    // SAFETY: this thread's own entry (see try_sys_enter).
     let p = unsafe { &mut *pending };
     if p.nr == IDLE {
         return Ok(());
     }
     let ret: i64 = ctx.arg(1);
-    if !(p.nr == MMAP && !shared_writable_file_map(&p.args, ret)) {
-        emit_record(pid_tgid, p, ret);
+    if matches!(p.nr, WRITE | WRITEV) {
+        if runs::absorb(p, pid_tgid, ret) {
+            p.nr = IDLE;
+            return Ok(());
+        }
+        if p.cont != 0 {
+            // Reported on its own after all (failed or short): its own look
+            // at the file; its entry time was not taken, its end stands in.
+            ident(p.args[0], &mut p.file);
+            p.enter_ns = unsafe { bpf_ktime_get_ns() };
+        }
     }
+    if p.nr == MMAP && !shared_writable_file_map(&p.args, ret) {
+        p.nr = IDLE;
+        return Ok(());
+    }
+    // The record is written by `sys_exit_report`: flushing runs before it
+    // is a loop the load-time checker walks once per way of reaching it,
+    // and this program has many; that one has one. Returns only on failure.
+    // SAFETY: the context is this program's own.
+    unsafe { TAILS.tail_call(ctx, 0) };
+    count(STAT_DROPPED);
     p.nr = IDLE;
     Ok(())
 }
+
+/// Tail of `sys_exit` for calls that are reported: runs in flight, then the
+/// call's record.
+#[raw_tracepoint]
+pub fn sys_exit_report(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = slot_of(pid_tgid as u32) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry (see try_sys_enter).
+    let p = unsafe { &mut *pending };
+    if p.nr == IDLE {
+        return 0;
+    }
+    runs::flush_all();
+    emit_record(pid_tgid, p, ctx.arg(1));
+    p.nr = IDLE;
+    0
+}
+
+/// A thread's first entry: not in a syscall, no run.
+pub static BLANK: Pending = Pending {
+    tid: 0,
+    nr: IDLE,
+    cont: 0,
+    enter_ns: 0,
+    args: [0; 6],
+    file: runs::BLANK_INFO.file,
+    fdgen: 0,
+    run: runs::BLANK_RUN,
+};
 
 /// The record of a finished syscall: plain, or with its paths.
 #[inline(always)]
 fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
     let (pa, pb) = path_args(p.nr);
     if pa.is_none() {
-        emit(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
+        emit_raw(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
             fill_sys(r, p, ret);
             crate::crash::check(p.nr, ret, r.header.seq);
         });
         return;
     }
-    emit(Kind::Path, pid_tgid, |r: &mut PathRecord| {
+    emit_raw(Kind::Path, pid_tgid, |r: &mut PathRecord| {
         fill_sys(&mut r.sys, p, ret);
         if returns_fd(p.nr) && ret >= 0 {
             ident(ret as u64, &mut r.sys.file);
@@ -171,7 +219,7 @@ fn read_path(ptr: u64, out: &mut [u8; PATH_MAX]) -> bool {
 #[inline(always)]
 fn fill_sys(r: &mut SyscallRecord, p: &Pending, ret: i64) {
     r.nr = p.nr;
-    r._pad = 0;
+    r.calls = 0;
     r.args = p.args;
     r.ret = ret;
     r.enter_ns = p.enter_ns;

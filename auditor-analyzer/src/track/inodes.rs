@@ -331,7 +331,7 @@ impl InodeState {
             exit_judged: Vec::new(),
         });
         dirty.bytes += bytes;
-        dirty.writes += 1;
+        dirty.writes += call.calls() as u64;
         dirty.ranges.add(offset, offset.saturating_add(bytes));
         dirty.last_write_ns = call.ts_ns;
         if !dirty.writers.iter().any(|w| w.key == key && w.tid == tid)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
-use auditor_common::{Offsets, WINDOW};
+use auditor_common::{Offsets, REGS_WINDOW, WINDOW};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -216,7 +216,10 @@ impl Btf {
 /// naturally aligned), and ending inside the structure (reading past it
 /// could cross into an unmapped page).
 fn window(btf: &Btf, strukt: &str, fields: &[(u32, u32)]) -> Result<u32> {
-    let window = WINDOW as u32;
+    window_of(btf, strukt, fields, WINDOW as u32)
+}
+
+fn window_of(btf: &Btf, strukt: &str, fields: &[(u32, u32)], window: u32) -> Result<u32> {
     let size = btf.struct_size(strukt)?;
     if size < window {
         bail!("struct {strukt} ({size} bytes) is smaller than the span read from it");
@@ -285,7 +288,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
     )?;
     offsets.sb_win = window(btf, "super_block", &[(x.sb_dev, 4), (x.sb_magic, 8)])?;
     let regs: Vec<(u32, u32)> = x.regs_args.iter().map(|&r| (r, 8)).collect();
-    offsets.regs_win = window(btf, "pt_regs", &regs)?;
+    offsets.regs_win = window_of(btf, "pt_regs", &regs, REGS_WINDOW as u32)?;
     Ok(offsets)
 }
 

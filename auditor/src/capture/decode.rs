@@ -5,7 +5,8 @@ use std::mem::size_of;
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
 use auditor_common::{
-    ExitRecord, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord, SyscallRecord, nr::*,
+    ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
+    SyscallRecord, nr::*,
 };
 
 /// `f_mode` bit set when the open created the file (include/linux/fs.h).
@@ -28,12 +29,14 @@ pub struct DecodeStats {
     pub records: u64,
     pub unknown_kind: u64,
     pub bad_size: u64,
+    /// Runs of writes flagged `FLAG_RUN_UNSURE`.
+    pub unsure_runs: u64,
 }
 
 impl DecodeStats {
-    /// Records that reached us but could not be read.
+    /// Records that reached us but could not be read (or trusted).
     pub fn undecodable(&self) -> u64 {
-        self.bad_size + self.unknown_kind
+        self.bad_size + self.unknown_kind + self.unsure_runs
     }
 }
 
@@ -67,6 +70,12 @@ impl Decoder {
                 return;
             }
         };
+        if h.flags & FLAG_RUN_UNSURE != 0 {
+            // A run of writes whose file the kernel could not vouch for.
+            self.stats.unsure_runs += 1;
+            out.push(lost(h.ts_ns));
+            return;
+        }
         let decoded = match kind {
             Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| syscall(&r, None, None)),
             Kind::Path => read::<PathRecord>(bytes)
@@ -266,6 +275,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             offset,
             file,
             enter_ns: r.enter_ns,
+            calls: r.calls.max(1),
         }
     };
     Some(match r.nr {
@@ -295,6 +305,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             offset: None,
             file,
             enter_ns: r.enter_ns,
+            calls: 1,
         },
         SENDFILE => write(call, a[3], None, file),
         FTRUNCATE => EventKind::Truncate {
@@ -535,7 +546,7 @@ mod tests {
         SyscallRecord {
             header: header(Kind::Syscall, size_of::<SyscallRecord>(), seq),
             nr,
-            _pad: 0,
+            calls: 0,
             args,
             ret,
             enter_ns: 900,

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, STAT_TRACED_FULL};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
     },
@@ -74,6 +74,15 @@ impl Probes {
             .map_max_entries("EVENTS", ring_bytes)
             .load(PROBE_OBJECT)
             .context("loading the probes into the kernel")?;
+
+        // The record-writing tail of sys_exit, in place before sys_exit runs.
+        {
+            let tail: &mut RawTracePoint = program(&mut ebpf, "sys_exit_report")?;
+            tail.load().context("loading sys_exit_report")?;
+            let fd = tail.fd()?.try_clone()?;
+            let mut tails = ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
+            tails.set(0, &fd, 0).context("installing sys_exit_report")?;
+        }
 
         let mut links = Links::default();
         for (prog, category, name) in [
