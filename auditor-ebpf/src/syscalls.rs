@@ -140,6 +140,15 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// Reports the runs in flight; never attached, run by userspace (through
+/// BPF_PROG_TEST_RUN) every 100 ms and before it stops, so a thread that only
+/// writes is still seen while it writes, and nothing stays in the kernel.
+#[raw_tracepoint]
+pub fn flush_runs(_ctx: RawTracePointContext) -> i32 {
+    runs::flush_all();
+    0
+}
+
 /// Tail of `sys_exit` for calls that are reported: runs in flight, then the
 /// call's record.
 #[raw_tracepoint]

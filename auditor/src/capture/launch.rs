@@ -190,6 +190,7 @@ pub fn trace_command(
     let mut pump = Pump::new();
     loop {
         let finished = done.load(Ordering::Acquire);
+        pump.flush_runs(probes, finished)?;
         let more = pump.drain(probes, &mut sink)?;
         pump.check_drops(probes, &mut sink, false)?;
         if more {
@@ -222,6 +223,7 @@ pub(crate) struct Pump {
     batch: Vec<Event>,
     dropped_seen: u64,
     last_check: Instant,
+    last_flush: Instant,
     last_seq: u64,
     last_ts: u64,
 }
@@ -233,9 +235,20 @@ impl Pump {
             batch: Vec::new(),
             dropped_seen: 0,
             last_check: Instant::now(),
+            last_flush: Instant::now(),
             last_seq: 0,
             last_ts: 0,
         }
+    }
+
+    /// Every 100 ms (or now, when `force`), has the kernel report the runs
+    /// of writes it is counting; call before `drain`.
+    pub(crate) fn flush_runs(&mut self, probes: &Probes, force: bool) -> Result<()> {
+        if force || self.last_flush.elapsed() >= Duration::from_millis(100) {
+            self.last_flush = Instant::now();
+            probes.flush_runs()?;
+        }
+        Ok(())
     }
 
     /// Drains the ring for at most ~100 ms, so drop counters are checked

@@ -26,6 +26,7 @@ pub struct Probes {
     pub ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
     traced_fd: RawFd,
+    flush_fd: RawFd,
 }
 
 /// Counters the probes keep in the kernel.
@@ -111,6 +112,11 @@ impl Probes {
             links.raw.push(p.take_link(id)?);
         }
 
+        let flush_fd = {
+            let p: &mut RawTracePoint = program(&mut ebpf, "flush_runs")?;
+            p.load().context("loading flush_runs")?;
+            p.fd()?.as_fd().as_raw_fd()
+        };
         let traced_fd = match ebpf.map("TRACED") {
             Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
             _ => anyhow::bail!("probe object has no TRACED hash map"),
@@ -123,6 +129,7 @@ impl Probes {
             ring,
             stats,
             traced_fd,
+            flush_fd,
         })
     }
 
@@ -183,6 +190,29 @@ impl Probes {
             slots.set(i, v, 0)?;
         }
         Ok(fd)
+    }
+
+    /// Makes the kernel report the runs of writes it is still counting
+    /// (a thread that only writes produces no other record to flush them).
+    pub fn flush_runs(&self) -> Result<()> {
+        // struct bpf_attr for BPF_PROG_TEST_RUN: prog_fd, retval, then
+        // fields that must stay zero for a raw tracepoint without context.
+        let mut attr = [0u64; 10];
+        attr[0] = self.flush_fd as u32 as u64;
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: a zeroed attr of the size passed, naming our program.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if r < 0 {
+            anyhow::bail!("running flush_runs: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn kernel_stats(&self) -> KernelStats {

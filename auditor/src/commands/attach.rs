@@ -175,6 +175,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
             emit(&mut out, &mut counts, f)?;
             Ok(())
         };
+        pump.flush_runs(&probes, false)?;
         let more = pump.drain(&mut probes, &mut sink)?;
         pump.check_drops(&probes, &mut sink, false)?;
         if analyzer.sweeps() != trimmed_after {
@@ -219,6 +220,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
             emit(&mut out, &mut counts, f)?;
             Ok(())
         };
+        pump.flush_runs(&probes, true)?;
         while pump.drain(&mut probes, &mut sink)? {}
         pump.check_drops(&probes, &mut sink, true)?;
     }
@@ -315,6 +317,7 @@ fn run_tui(args: AttachArgs, analyzer: Analyzer) -> Result<i32> {
                 sink(ev)
             };
             loop {
+                pump.flush_runs(&probes, false)?;
                 let more = pump.drain(&mut probes, &mut feed)?;
                 pump.check_drops(&probes, &mut feed, false)?;
                 if more {
@@ -327,6 +330,7 @@ fn run_tui(args: AttachArgs, analyzer: Analyzer) -> Result<i32> {
                 }
                 wait_readable(&probes.ring, Duration::from_millis(50));
             }
+            pump.flush_runs(&probes, true)?;
             while pump.drain(&mut probes, &mut feed)? {}
             pump.check_drops(&probes, &mut feed, true)?;
             info.ended_at = rfc3339(SystemTime::now());
