@@ -533,6 +533,13 @@ mod tests {
             "rename(\"/d/a.tmp\", \"/d/a\") = 0"
         );
         assert_eq!(describe(&fsync_ret(1, 3, -5)), "fsync(fd=3) = -5 (EIO)");
+        let mut run = write(1, 3, 640);
+        if let EventKind::Write { calls, .. } = &mut run.kind {
+            *calls = 10;
+        }
+        assert_eq!(describe(&run), "write(fd=3, 640) = 640 (10 calls)");
+        assert_eq!(Call::new(&run, "w".into()).text(), describe(&run));
+        assert_eq!(Call::new(&run, "w".into()).calls(), 10);
         assert_eq!(
             describe(&open_new(1, "/d/a", 3, reg(1))),
             "openat(\"/d/a\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC) = 3"

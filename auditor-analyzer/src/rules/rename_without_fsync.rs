@@ -123,6 +123,33 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_writes_counts_as_its_calls() {
+        let mut run_of_40 = write(100, 3, 4000);
+        if let EventKind::Write { calls, .. } = &mut run_of_40.kind {
+            *calls = 40;
+        }
+        let mut events = vec![
+            start(100, "/d"),
+            open_new(100, "/d/a.tmp", 3, reg(10)),
+            run_of_40,
+            write(100, 3, 96),
+            close(100, 3),
+            rename(100, "/d/a.tmp", "/d/a"),
+        ];
+        events.extend(fsync_dir(100, "/d", 4, 2));
+        events.push(exit(100, 0));
+        let findings = run(events);
+        assert_eq!(rules(&findings), vec!["rename-without-fsync"]);
+        let f = &findings[0];
+        assert_eq!(f.evidence["unsynced_bytes"], 4096);
+        assert_eq!(f.evidence["writes"], 41, "40 calls in one event, then one");
+        assert_eq!(
+            f.calls[1].call, "write(fd=3, 4000) = 4000 (40 calls)",
+            "the evidence shows the run as one line with its count"
+        );
+    }
+
+    #[test]
     fn atomic_replace_done_right_is_clean() {
         let mut events = vec![
             start(100, "/d"),

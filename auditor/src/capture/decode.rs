@@ -603,6 +603,39 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_run_of_writes_as_one_event_with_its_calls() {
+        // Fifty writev calls of 100 bytes each, reported together.
+        let mut run = sys(WRITEV, [3, 0, 5000, 0, 0, 0], 5000, 9);
+        run.calls = 50;
+        let mut out = Vec::new();
+        let mut d = Decoder::default();
+        d.decode(&bytes(&run), &mut out);
+        match &out[0].kind {
+            EventKind::Write {
+                call,
+                fd,
+                requested,
+                ret,
+                enter_ns,
+                calls,
+                ..
+            } => assert_eq!(
+                (call.as_str(), *fd, *requested, *ret, *enter_ns, *calls),
+                ("writev", 3, 5000, 5000, 900, 50)
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        // One call is one call, whatever the record says.
+        d.decode(&bytes(&sys(WRITE, [3, 0, 8, 0, 0, 0], 8, 10)), &mut out);
+        assert!(matches!(out[1].kind, EventKind::Write { calls: 1, .. }));
+        // A run the kernel could not vouch for is a loss, not a write.
+        run.header.flags = FLAG_RUN_UNSURE;
+        d.decode(&bytes(&run), &mut out);
+        assert_eq!(out[2].kind, EventKind::Lost { count: 1 });
+        assert_eq!((d.stats.unsure_runs, d.stats.undecodable()), (1, 1));
+    }
+
+    #[test]
     fn decodes_rename_paths() {
         let mut rec = PathRecord {
             sys: sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
