@@ -45,9 +45,13 @@ enum Task {
         /// fsync after every N writes.
         #[arg(long, default_value_t = 100)]
         fsync_every: u64,
-        /// Repetitions of each configuration (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Repetitions of each configuration (the median is reported):
+        /// fsync latency varies from one run to the next.
+        #[arg(long, default_value_t = 11)]
         rounds: usize,
+        /// Of these, how many also run strace -f (about 30 s each).
+        #[arg(long, default_value_t = 3)]
+        strace_rounds: usize,
     },
     /// Attach to a process that writes many distinct files; check that
     /// memory and tracked files stay bounded.
@@ -86,10 +90,11 @@ fn run(cli: Cli) -> Result<()> {
             writes,
             fsync_every,
             rounds,
+            strace_rounds,
         } => {
             setup::all()?;
             build()?;
-            bench::run(&auditor_bin(), writes, fsync_every, rounds)
+            bench::run(&auditor_bin(), writes, fsync_every, rounds, strace_rounds)
         }
         Task::BenchAttach { files, max_files } => {
             setup::all()?;
