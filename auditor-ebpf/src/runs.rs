@@ -258,10 +258,17 @@ fn claim(run: &Run, tid: u32) {
 }
 
 /// Whether the write being entered continues the thread's run: same fd,
-/// same syscall, and no fd of a traced process has changed meaning since.
+/// same syscall, no fd of a traced process has changed meaning since, and
+/// no flush has taken the run. After a flush the file is looked at again:
+/// others may have written it meanwhile, and the part reported next must
+/// say the size it starts from.
 #[inline(always)]
 pub fn continues(p: &Pending, nr: u32, fd: u64, fdgen: u64) -> bool {
-    p.run.ver != 0 && p.run.fd as u64 == fd && p.run.fdgen == fdgen && p.run.nr == nr
+    p.run.ver != 0
+        && p.run.fd as u64 == fd
+        && p.run.fdgen == fdgen
+        && p.run.nr == nr
+        && load(&p.run.word) & LISTED != 0
 }
 
 /// Counts a finished write into the thread's run. False when the write must
@@ -281,10 +288,12 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
         // SAFETY: an aligned word of a live map value; the add is atomic.
         let old = unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut run.word, add) };
         if old & LISTED == 0 {
-            // A flush took the run since the last write: the file is known,
-            // but this thread must say again that it is writing it. The
-            // part reported next starts here (this write's end stands in
-            // for its entry, which was not timed).
+            // A flush took the run while this write was inside the kernel
+            // (entry saw it listed): the file is known, but this thread must
+            // say again that it is writing it. The part reported next starts
+            // here (this write's end stands in for its entry, which was not
+            // timed); its size is the run's own count, blind to what others
+            // wrote in that instant.
             if count_of(old) == 0 {
                 run.info[(run.ver & 1) as usize].first_ns = unsafe { bpf_ktime_get_ns() };
             }

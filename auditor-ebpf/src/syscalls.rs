@@ -122,7 +122,12 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         if p.cont != 0 {
             // Reported on its own after all (failed or short): its own look
             // at the file; its entry time was not taken, its end stands in.
+            // The size is now after the write: an append started where it
+            // ends minus what it wrote.
             ident(p.args[0], &mut p.file);
+            if ret > 0 && p.file.f_flags & O_APPEND != 0 {
+                p.file.size = p.file.size.wrapping_sub(ret);
+            }
             p.enter_ns = unsafe { bpf_ktime_get_ns() };
         }
     }
@@ -167,6 +172,8 @@ pub fn sys_exit_report(ctx: RawTracePointContext) -> i32 {
     p.nr = IDLE;
     0
 }
+
+const O_APPEND: u32 = 0o2000;
 
 /// A thread's first entry: not in a syscall, no run.
 pub static BLANK: Pending = Pending {
