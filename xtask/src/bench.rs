@@ -55,6 +55,11 @@ pub fn run(
     };
 
     let time = |cmd: &mut Command| -> Result<Sample> {
+        // Every run starts from a clean page cache: dirty data left by the
+        // previous one (the writes-alone runs never fsync) would be written
+        // back during the next and bill it for the disk's work.
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
         let start = Instant::now();
         let out = cmd
             .stderr(Stdio::inherit())
