@@ -21,13 +21,13 @@ pub static WATCH_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
-/// Per traced thread, at index `tid & SLOT_MASK` and tagged with the tid:
+/// Per traced thread, at index `tid & slot_mask()` and tagged with the tid:
 /// the syscall it is inside, if any (arguments saved at entry, read at
 /// exit), and its run of writes. An array, because an array lookup is a few
 /// instructions where a hash lookup is a call: the exit probe runs on every
 /// syscall of every process. The entry lives as long as the thread.
 #[map]
-pub static SLOTS: Array<Pending> = Array::with_max_entries(SLOT_MASK + 1, 0);
+pub static SLOTS: Array<Pending> = Array::with_max_entries(32768, 0);
 
 /// Threads whose array slot is held by another live thread (only possible
 /// when pid_max exceeds the array).
@@ -41,7 +41,17 @@ pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(32768, 0);
 #[map]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
 
-pub const SLOT_MASK: u32 = 32767;
+/// `SLOTS` size - 1 (a power of two less one); userspace sizes both to the
+/// machine's pid_max (at most 32768 slots).
+#[unsafe(no_mangle)]
+pub(crate) static SLOT_MASK: u32 = 32767;
+
+#[inline(always)]
+fn slot_index(tid: u32) -> u32 {
+    // SAFETY: an aligned read of our own global, volatile so the compiled-in
+    // value is not folded (userspace rewrites it at load time).
+    tid & unsafe { core::ptr::read_volatile(&SLOT_MASK) }
+}
 const FD_GENERATION: u32 = 0;
 const OVERFLOW: u32 = 1;
 
@@ -95,7 +105,7 @@ fn atomic_add(p: *mut u64, v: u64) -> u64 {
 /// The current thread's entry, if it has one.
 #[inline(always)]
 pub fn slot_of(tid: u32) -> Option<*mut Pending> {
-    if let Some(s) = SLOTS.get_ptr_mut(tid & SLOT_MASK)
+    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid))
         // SAFETY: a live map value.
         && unsafe { core::ptr::read_volatile(&(*s).tid) } == tid
     {
@@ -118,7 +128,7 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
     if !is_traced(tgid) {
         return None;
     }
-    if let Some(s) = SLOTS.get_ptr_mut(tid & SLOT_MASK) {
+    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid)) {
         // SAFETY: a live map value; the exchange is atomic.
         let won = unsafe {
             core::intrinsics::atomic_cxchg::<
@@ -161,7 +171,7 @@ pub fn release(tid: u32, p: *mut Pending) {
         crate::runs::finish(&mut (*p).run, tid);
         (*p).nr = IDLE;
     }
-    if let Some(s) = SLOTS.get_ptr_mut(tid & SLOT_MASK)
+    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid))
         && core::ptr::eq(s, p)
     {
         // SAFETY: as above.

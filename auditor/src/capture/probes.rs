@@ -29,6 +29,26 @@ pub struct Probes {
     flush_fd: RawFd,
 }
 
+/// Entries of the probes' per-thread array: one per possible thread id
+/// (pid_max, rounded up to a power of two), at most 32768; threads whose
+/// entry is taken by another live thread use a hash map instead.
+/// `AUDITOR_THREAD_SLOTS` forces a smaller power of two, so tests can make
+/// threads share entries on a machine whose pid_max never would.
+fn thread_slots() -> u32 {
+    const MAX: u32 = 32768;
+    if let Some(n) = std::env::var("AUDITOR_THREAD_SLOTS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && *n >= 2 && *n <= MAX)
+    {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(MAX, |p| p.max(2).next_power_of_two().min(MAX))
+}
+
 /// Counters the probes keep in the kernel.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelStats {
@@ -70,8 +90,11 @@ impl Probes {
             UserError::new(format!("this kernel's structures are not supported: {e:#}"))
         })?;
 
+        let slots = thread_slots();
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global("SLOT_MASK", &(slots - 1), true)
+            .map_max_entries("SLOTS", slots)
             .map_max_entries("EVENTS", ring_bytes)
             .load(PROBE_OBJECT)
             .context("loading the probes into the kernel")?;
