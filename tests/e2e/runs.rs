@@ -880,3 +880,68 @@ fn short_append_after_a_run_is_unsynced_where_it_landed() {
         "the 25 bytes of the file, appended: 20 by the run, 5 by the short write"
     );
 }
+
+/// `audit` with the probes' per-thread array cut to two entries
+/// (`AUDITOR_THREAD_SLOTS`), so nearly every thread shares its entry with
+/// another live one and lives in the kernel's fallback hash map, as on a
+/// machine whose pid_max exceeds the array.
+fn audit_in_two_slots(fixture: &str, args: &[&str]) -> (PathBuf, Value) {
+    let dir = scratch_for(fixture, args, "two_slots");
+    let out_file = dir.join("auditor-report.json");
+    let mut cmd = vec![
+        "run".to_owned(),
+        "--format".into(),
+        "json".into(),
+        "--fail-on".into(),
+        "low".into(),
+        "--output".into(),
+        out_file.to_str().unwrap().into(),
+        "--".into(),
+    ];
+    cmd.extend(fixture_cmd(fixture, args));
+    require_root();
+    let out = std::process::Command::new(auditor_bin())
+        .current_dir(&dir)
+        .env("AUDITOR_THREAD_SLOTS", "2")
+        .args(&cmd)
+        .output()
+        .expect("running auditor");
+    let code = out.status.code().expect("auditor killed by a signal");
+    assert!(
+        code == 0 || code == 1,
+        "auditor error {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(report["complete"], true, "nothing dropped");
+    assert_eq!(
+        report["exit_status"]["code"], 0,
+        "the fixture's checks pass"
+    );
+    (dir, report)
+}
+
+#[test]
+fn threads_sharing_a_kernel_slot_keep_their_runs_apart() {
+    // The clean twin stays clean: B's fsync still follows A's run.
+    let (_, report) = audit_in_two_slots("fsync_by_other_thread", &[]);
+    assert!(
+        all_findings(&report).is_empty(),
+        "nothing to report: {:#}",
+        report["findings"]
+    );
+    // Turns of two threads: same findings and evidence as with a slot each.
+    let (dir, report) = audit_in_two_slots("turns", &["threads", "nosync"]);
+    assert_eq!(
+        rule_ids(&report),
+        ["interleaved-writers", "unsynced-at-exit"]
+    );
+    let f = the_finding(&report, "unsynced-at-exit");
+    assert_eq!(f["path"].as_str(), dir.join("app.log").to_str());
+    let ev = &f["evidence"];
+    assert_eq!(
+        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
+        (Some(80), Some(8))
+    );
+    assert_eq!(ev["unsynced_ranges"], json!([[0, 80]]));
+}
