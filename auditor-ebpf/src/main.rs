@@ -1,7 +1,7 @@
-//! Probes: generic syscall enter/exit programs attached to each durability
-//! relevant `syscalls:sys_{enter,exit}_*` tracepoint, plus fork, exec, exit
-//! and signal tracepoints. Only tasks whose tgid is in `TRACED` cost more than
-//! one map lookup.
+//! Probes: raw `sys_enter`/`sys_exit` programs that pick the durability
+//! syscalls by number, plus fork, exec, exit and signal tracepoints. A
+//! thread without an entry in the per-thread array costs one lookup in the
+//! traced-tgid map; runs of writes are counted in the kernel (runs.rs).
 #![no_std]
 #![no_main]
 #![allow(internal_features)]
