@@ -29,24 +29,33 @@ pub struct Probes {
     flush_fd: RawFd,
 }
 
-/// Entries of the probes' per-thread array: one per possible thread id
-/// (pid_max, rounded up to a power of two), at most 32768; threads whose
-/// entry is taken by another live thread use a hash map instead.
-/// `AUDITOR_THREAD_SLOTS` forces a smaller power of two, so tests can make
-/// threads share entries on a machine whose pid_max never would.
-fn thread_slots() -> u32 {
+/// Entries of the probes' per-thread array, then of the fallback hash map
+/// for threads whose array entry another live thread holds. The array has
+/// one entry per possible thread id (pid_max rounded up to a power of two),
+/// at most 32768; the fallback map is only large when pid_max exceeds that
+/// (a few entries otherwise, in case pid_max is raised while we run).
+/// `AUDITOR_THREAD_SLOTS` forces a smaller array, so tests can make threads
+/// share entries on a machine whose pid_max never would.
+fn thread_slots() -> (u32, u32) {
     const MAX: u32 = 32768;
+    const FEW: u32 = 64;
     if let Some(n) = std::env::var("AUDITOR_THREAD_SLOTS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|n| n.is_power_of_two() && *n >= 2 && *n <= MAX)
     {
-        return n;
+        return (n, MAX);
     }
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .map_or(MAX, |p| p.max(2).next_power_of_two().min(MAX))
+        .unwrap_or(u32::MAX);
+    let slots = pid_max
+        .max(2)
+        .checked_next_power_of_two()
+        .unwrap_or(MAX)
+        .min(MAX);
+    (slots, if pid_max <= slots { FEW } else { MAX })
 }
 
 /// Counters the probes keep in the kernel.
@@ -90,11 +99,12 @@ impl Probes {
             UserError::new(format!("this kernel's structures are not supported: {e:#}"))
         })?;
 
-        let slots = thread_slots();
+        let (slots, overflow) = thread_slots();
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SLOT_MASK", &(slots - 1), true)
             .map_max_entries("SLOTS", slots)
+            .map_max_entries("PENDING", overflow)
             .map_max_entries("EVENTS", ring_bytes)
             .load(PROBE_OBJECT)
             .context("loading the probes into the kernel")?;
