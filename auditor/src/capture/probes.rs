@@ -29,6 +29,10 @@ pub struct Probes {
     flush_fd: RawFd,
 }
 
+/// Makes the syscall probes return at once (`cargo xtask bench` measures
+/// the price of having them attached at all with it).
+const EMPTY_PROBES_ENV: &str = "AUDITOR_BENCH_EMPTY_PROBES";
+
 /// Entries of the probes' per-thread array, then of the fallback hash map
 /// for threads whose array entry another live thread holds. The array has
 /// one entry per possible thread id (pid_max rounded up to a power of two),
@@ -100,8 +104,16 @@ impl Probes {
         })?;
 
         let (slots, overflow) = thread_slots();
+        let empty = std::env::var_os(EMPTY_PROBES_ENV).is_some_and(|v| v == "1");
+        if empty {
+            eprintln!(
+                "auditor: {EMPTY_PROBES_ENV}=1: the syscall probes return at once and capture \
+                 nothing (a benchmark's floor)"
+            );
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global("EMPTY_PROBES", &u32::from(empty), true)
             .override_global("SLOT_MASK", &(slots - 1), true)
             .map_max_entries("SLOTS", slots)
             .map_max_entries("PENDING", overflow)
