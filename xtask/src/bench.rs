@@ -78,15 +78,23 @@ pub fn run(
     };
     let mut dropped = 0u64;
     let mut events = 0u64;
-    let mut audited = |every: u64| -> Result<Sample> {
+    // `empty`: the syscall probes attached but returning at once, which is
+    // what having them attached costs by itself: the floor of this design.
+    let mut audited = |every: u64, empty: bool| -> Result<Sample> {
+        let mut cmd = Command::new(auditor);
+        if empty {
+            cmd.env("AUDITOR_BENCH_EMPTY_PROBES", "1");
+        }
         let s = time(
-            Command::new(auditor)
-                .args(["run", "--format", "json", "--output"])
+            cmd.args(["run", "--format", "json", "--output"])
                 .arg(&report)
                 .arg("--")
                 .arg(&workload)
                 .args(args(every)),
         )?;
+        if empty {
+            return Ok(s);
+        }
         let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
         dropped = dropped.max(
             doc["stats"]["dropped"]
@@ -105,15 +113,19 @@ pub fn run(
     let mut straced = Vec::new();
     let mut base_w = Vec::new();
     let mut traced_w = Vec::new();
+    let mut floor = Vec::new();
+    let mut floor_w = Vec::new();
     println!(
         "workload: {writes} writes of 64 bytes, fsync every {every}; {rounds} rounds, interleaved \
          (strace -f in the first {strace_rounds})"
     );
     for round in 0..rounds {
         base.push(time(Command::new(&workload).args(args(every)))?);
-        traced.push(audited(every)?);
+        traced.push(audited(every, false)?);
+        floor.push(audited(every, true)?);
         base_w.push(time(Command::new(&workload).args(args(0)))?);
-        traced_w.push(audited(0)?);
+        traced_w.push(audited(0, false)?);
+        floor_w.push(audited(0, true)?);
         let strace = if round < strace_rounds {
             let s = time(
                 Command::new("strace")
@@ -126,13 +138,17 @@ pub fn run(
         } else {
             String::new()
         };
+        let secs = |v: &[Sample]| v[round].loop_ns as f64 / 1e9;
         println!(
-            "  round {}: untraced {:.3}s  auditor {:.3}s{strace}  | writes alone: untraced {:.3}s  auditor {:.3}s",
+            "  round {}: untraced {:.3}s  auditor {:.3}s  empty probes {:.3}s{strace}  | writes alone: \
+             {:.3}s  {:.3}s  {:.3}s",
             round + 1,
-            base[round].loop_ns as f64 / 1e9,
-            traced[round].loop_ns as f64 / 1e9,
-            base_w[round].loop_ns as f64 / 1e9,
-            traced_w[round].loop_ns as f64 / 1e9,
+            secs(&base),
+            secs(&traced),
+            secs(&floor),
+            secs(&base_w),
+            secs(&traced_w),
+            secs(&floor_w),
         );
     }
     let m = |v: &[Sample], f: fn(&Sample) -> u64| median(v.iter().map(f).collect());
@@ -155,13 +171,27 @@ pub fn run(
         "ratio (whole command, start-up included): auditor {:.3}x",
         aw as f64 / bw as f64
     );
-    let (b0, a0) = (m(&base_w, loop_of), m(&traced_w, loop_of));
+    let f = m(&floor, loop_of);
     println!(
-        "writes alone: untraced {:.3}s, auditor {:.3}s = {:.3}x, {:.0} ns added per write",
+        "floor (syscall probes attached, returning at once): {:.3}s = {:.3}x untraced",
+        f as f64 / 1e9,
+        f as f64 / b as f64
+    );
+    let (b0, a0, f0) = (
+        m(&base_w, loop_of),
+        m(&traced_w, loop_of),
+        m(&floor_w, loop_of),
+    );
+    let per_write = |t: u64| (t as f64 - b0 as f64) / writes as f64;
+    println!(
+        "writes alone: untraced {:.3}s, auditor {:.3}s = {:.3}x ({:.0} ns added per write), \
+         floor {:.3}s ({:.0} ns per write)",
         b0 as f64 / 1e9,
         a0 as f64 / 1e9,
         a0 as f64 / b0 as f64,
-        (a0 as f64 - b0 as f64) / writes as f64
+        per_write(a0),
+        f0 as f64 / 1e9,
+        per_write(f0),
     );
     println!("events captured per audited run (last): {events}; dropped (worst run): {dropped}");
     println!(
