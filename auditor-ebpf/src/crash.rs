@@ -43,12 +43,7 @@ pub fn check(nr: u32, ret: i64, seq: u64) {
         if *armed != class {
             return;
         }
-        let n = core::intrinsics::atomic_xadd::<
-            u64,
-            u64,
-            { core::intrinsics::AtomicOrdering::SeqCst },
-        >(counter, 1)
-            + 1;
+        let n = crate::atomic::add(counter, 1) + 1;
         if n == *target {
             *hit = seq + 1;
             // Stops the whole process on its way back to user mode.

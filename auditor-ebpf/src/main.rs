@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod atomic;
 mod crash;
 mod emit;
 mod kernel;

@@ -1,6 +1,8 @@
 //! Maps shared with userspace (names are looked up there).
 
 use auditor_common::{FileIdent, STAT_ARGS_FULL, STAT_COUNT};
+
+use crate::atomic;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
@@ -92,28 +94,17 @@ pub struct Pending {
     pub run: crate::runs::Run,
 }
 
-#[inline(always)]
-fn atomic_add(p: *mut u64, v: u64) -> u64 {
-    // SAFETY: callers pass aligned words of live map values.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(
-            p, v,
-        )
-    }
-}
-
 /// The current thread's entry, if it has one.
 #[inline(always)]
 pub fn slot_of(tid: u32) -> Option<*mut Pending> {
     if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid))
-        // SAFETY: a live map value.
-        && unsafe { core::ptr::read_volatile(&(*s).tid) } == tid
+        // SAFETY: a field of a live map value.
+        && atomic::load(unsafe { &(*s).tid }) == tid
     {
         return Some(s);
     }
     match COUNTERS.get_ptr(OVERFLOW) {
-        // SAFETY: a live map value.
-        Some(n) if unsafe { core::ptr::read_volatile(n) } != 0 => PENDING.get_ptr_mut(tid),
+        Some(n) if atomic::load(n) != 0 => PENDING.get_ptr_mut(tid),
         _ => None,
     }
 }
@@ -129,15 +120,8 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
         return None;
     }
     if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid)) {
-        // SAFETY: a live map value; the exchange is atomic.
-        let won = unsafe {
-            core::intrinsics::atomic_cxchg::<
-                u32,
-                { core::intrinsics::AtomicOrdering::SeqCst },
-                { core::intrinsics::AtomicOrdering::SeqCst },
-            >(&mut (*s).tid, 0, tid)
-            .1
-        };
+        // SAFETY: a field of a live map value.
+        let won = atomic::cas(unsafe { &mut (*s).tid }, 0, tid);
         if won {
             // SAFETY: ours now; nothing else reads a run before it is listed.
             unsafe {
@@ -158,7 +142,7 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
     // SAFETY: just inserted, ours.
     unsafe { (*p).tid = tid };
     if let Some(n) = COUNTERS.get_ptr_mut(OVERFLOW) {
-        atomic_add(n, 1);
+        atomic::add(n, 1);
     }
     Some(p)
 }
@@ -181,7 +165,7 @@ pub fn release(tid: u32, p: *mut Pending) {
     if PENDING.remove(tid).is_ok()
         && let Some(n) = COUNTERS.get_ptr_mut(OVERFLOW)
     {
-        atomic_add(n, u64::MAX);
+        atomic::add(n, u64::MAX);
     }
 }
 
@@ -189,8 +173,7 @@ pub fn release(tid: u32, p: *mut Pending) {
 #[inline(always)]
 pub fn fd_generation() -> u64 {
     match COUNTERS.get_ptr(FD_GENERATION) {
-        // SAFETY: a live map value.
-        Some(g) => unsafe { core::ptr::read_volatile(g) },
+        Some(g) => atomic::load(g),
         None => 0,
     }
 }
@@ -199,7 +182,7 @@ pub fn fd_generation() -> u64 {
 #[inline(always)]
 pub fn bump_fd_generation() {
     if let Some(g) = COUNTERS.get_ptr_mut(FD_GENERATION) {
-        atomic_add(g, 1);
+        atomic::add(g, 1);
     }
 }
 
@@ -222,17 +205,8 @@ pub fn count(stat: u32) {
 }
 
 /// Global order of records; a gap in userspace means a lost record.
-/// (`AtomicU64::fetch_add` is not offered for the BPF target, the intrinsic is.)
 pub fn next_seq() -> u64 {
-    match SEQ.get_ptr_mut(0) {
-        // SAFETY: the pointer is to a live map value; the add is atomic.
-        Some(p) => unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(
-                p, 1,
-            )
-        },
-        None => 0,
-    }
+    SEQ.get_ptr_mut(0).map_or(0, |p| atomic::add(p, 1))
 }
 
 pub fn is_traced(tgid: u32) -> bool {

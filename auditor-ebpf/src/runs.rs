@@ -18,12 +18,11 @@
 //! parity, so a thread starting a new run never rewrites the description a
 //! flush on another CPU may be reading.
 
-use core::intrinsics::{AtomicOrdering::SeqCst, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
-
 use auditor_common::{FLAG_RUN_UNSURE, FileIdent, Kind, SyscallRecord};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 
 use crate::{
+    atomic::{self, cas, load},
     emit::emit_raw,
     maps::{OWNERS, Pending, RUNLIST, slot_of},
 };
@@ -51,9 +50,8 @@ pub struct Run {
     pub ver: u32,
     /// `RUNLIST` index + 1 the owner last took (0: none).
     pub slot: u32,
-    /// What the current run continues: fd, fd-table generation, syscall.
-    pub fd: u32,
-    pub nr: u32,
+    /// Fd generation when the current run started (its fd and syscall are
+    /// in its `info`).
     pub fdgen: u64,
     pub pid_tgid: u64,
     pub info: [RunInfo; 2],
@@ -94,8 +92,6 @@ pub const BLANK_RUN: Run = Run {
     word: 0,
     ver: 0,
     slot: 0,
-    fd: 0,
-    nr: 0,
     fdgen: 0,
     pid_tgid: 0,
     info: [BLANK_INFO; 2],
@@ -106,26 +102,28 @@ fn count_of(w: u64) -> u64 {
     (w >> COUNT_SHIFT) & COUNT_FIELD
 }
 
-/// Empties a run (keeping its version) and returns what it held.
-#[inline(always)]
-fn take(run: &mut Run) -> u64 {
-    // SAFETY: an aligned word of a live map value; the operation is atomic.
-    unsafe { atomic_and::<u64, u64, { SeqCst }>(&mut run.word, VER_BITS) }
+impl Run {
+    /// The description of the run of version `ver`.
+    #[inline(always)]
+    fn info(&self, ver: u64) -> &RunInfo {
+        &self.info[(ver & 1) as usize]
+    }
+
+    /// The description of the current run (the owner's to write).
+    #[inline(always)]
+    fn current(&mut self) -> &mut RunInfo {
+        &mut self.info[(self.ver & 1) as usize]
+    }
+
+    /// Empties the run (keeping its version) and reports what it held.
+    #[inline(always)]
+    fn flush(&mut self) {
+        let taken = atomic::and(&mut self.word, VER_BITS);
+        report(self, taken);
+    }
 }
 
-#[inline(always)]
-fn cas(slot: *mut u32, old: u32, new: u32) -> bool {
-    // SAFETY: an aligned word of a live map value; the operation is atomic.
-    unsafe { atomic_cxchg::<u32, { SeqCst }, { SeqCst }>(slot, old, new).1 }
-}
-
-#[inline(always)]
-fn load(word: *const u64) -> u64 {
-    // SAFETY: an aligned word of a live map value.
-    unsafe { core::ptr::read_volatile(word) }
-}
-
-/// Reports what `take` returned, if anything.
+/// Reports what a flush took from `run`, if anything.
 #[inline(never)]
 fn report(run: &mut Run, taken: u64) {
     let calls = count_of(taken);
@@ -134,11 +132,9 @@ fn report(run: &mut Run, taken: u64) {
     }
     let bytes = taken & BYTES_FIELD;
     let ver = (taken >> VER_SHIFT) & 7;
-    let info = &mut run.info[(ver & 1) as usize];
-    // SAFETY: an aligned word of a live map value; the add is atomic.
-    let before = unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut info.flushed, bytes) };
-    let word: *const u64 = &run.word;
-    let info = &run.info[(ver & 1) as usize];
+    let before = atomic::add(&mut run.info[(ver & 1) as usize].flushed, bytes);
+    let run = &*run;
+    let info = run.info(ver);
     emit_raw(Kind::Syscall, run.pid_tgid, |r: &mut SyscallRecord| {
         r.header.comm = info.comm;
         r.nr = info.nr;
@@ -152,7 +148,7 @@ fn report(run: &mut Run, taken: u64) {
         // The owner writes a description only after publishing the version
         // that will use it: two versions on, ours may have been rewritten
         // while it was copied.
-        let now = (load(word) >> VER_SHIFT) & 7;
+        let now = (load(&run.word) >> VER_SHIFT) & 7;
         if now.wrapping_sub(ver) & 7 >= 2 {
             r.header.flags |= FLAG_RUN_UNSURE;
         }
@@ -168,8 +164,7 @@ pub fn flush_all() {
         let Some(slot) = RUNLIST.get_ptr_mut(i) else {
             continue;
         };
-        // SAFETY: an aligned word of a live map value.
-        let tid = unsafe { core::ptr::read_volatile(slot) };
+        let tid = load(slot);
         if tid != 0 {
             flush_slot(slot, tid);
         }
@@ -178,34 +173,25 @@ pub fn flush_all() {
 
 #[inline(never)]
 fn flush_slot(slot: *mut u32, tid: u32) {
-    if let Some(p) = slot_of(tid) {
-        // SAFETY: a live map value; its run word is only changed atomically.
-        let run = unsafe { &mut (*p).run };
-        let taken = take(run);
-        // Taking cleared LISTED: the owner lists itself again on its next write.
-        cas(slot, tid, 0);
-        report(run, taken);
-    } else {
-        cas(slot, tid, 0);
-    }
+    flush_thread(tid);
+    // After the flush cleared LISTED: the owner lists itself again on its
+    // next write, never finding itself listed in a slot about to be freed.
+    cas(slot, tid, 0);
 }
 
-/// Reports the run of another thread now (it runs on a file this one starts on).
+/// Reports the run of another thread now.
 #[inline(always)]
 fn flush_thread(tid: u32) {
     if let Some(p) = slot_of(tid) {
-        // SAFETY: as in `flush_slot`.
-        let run = unsafe { &mut (*p).run };
-        let taken = take(run);
-        report(run, taken);
+        // SAFETY: a live map value; its run word is only changed atomically.
+        unsafe { (*p).run.flush() };
     }
 }
 
 /// Reports the caller's own run and gives up its slot (thread exit).
 #[inline(always)]
 pub fn finish(run: &mut Run, tid: u32) {
-    let taken = take(run);
-    report(run, taken);
+    run.flush();
     unlist(run, tid);
 }
 
@@ -223,8 +209,7 @@ fn unlist(run: &mut Run, tid: u32) {
 /// finds the slot then clears both, never the slot alone.
 #[inline(always)]
 fn list(run: &mut Run, tid: u32) -> bool {
-    // SAFETY: an aligned word of a live map value; the operation is atomic.
-    unsafe { atomic_or::<u64, u64, { SeqCst }>(&mut run.word, LISTED) };
+    atomic::or(&mut run.word, LISTED);
     for i in 0..MAX_RUNS {
         if let Some(slot) = RUNLIST.get_ptr_mut(i)
             && cas(slot, 0, tid)
@@ -240,13 +225,14 @@ fn list(run: &mut Run, tid: u32) -> bool {
 /// thread that was.
 #[inline(always)]
 fn claim(run: &Run, tid: u32) {
-    let file = &run.info[(run.ver & 1) as usize].file;
+    let file = &run.info(run.ver as u64).file;
     let key = [file.dev as u64, file.ino];
     match OWNERS.get_ptr_mut(key) {
         Some(owner) => {
-            // SAFETY: a live map value; a race here only costs a flush.
-            let prev = unsafe { core::ptr::read_volatile(owner) };
+            // A race between two claimers only costs a flush.
+            let prev = atomic::load(owner);
             if prev != tid {
+                // SAFETY: a live map value.
                 unsafe { core::ptr::write_volatile(owner, tid) };
                 flush_thread(prev);
             }
@@ -264,11 +250,13 @@ fn claim(run: &Run, tid: u32) {
 /// say the size it starts from.
 #[inline(always)]
 pub fn continues(p: &Pending, nr: u32, fd: u64, fdgen: u64) -> bool {
-    p.run.ver != 0
-        && p.run.fd as u64 == fd
-        && p.run.fdgen == fdgen
-        && p.run.nr == nr
-        && load(&p.run.word) & LISTED != 0
+    let run = &p.run;
+    let info = run.info(run.ver as u64);
+    run.ver != 0
+        && info.fd as u64 == fd
+        && run.fdgen == fdgen
+        && info.nr == nr
+        && load(&run.word) & LISTED != 0
 }
 
 /// Counts a finished write into the thread's run. False when the write must
@@ -285,8 +273,7 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     let add = (1 << COUNT_SHIFT) | ret as u64;
     let run = &mut p.run;
     if p.cont != 0 {
-        // SAFETY: an aligned word of a live map value; the add is atomic.
-        let old = unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut run.word, add) };
+        let old = atomic::add(&mut run.word, add);
         if old & LISTED == 0 {
             // A flush took the run while this write was inside the kernel
             // (entry saw it listed): the file is known, but this thread must
@@ -295,12 +282,11 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
             // timed); its size is the run's own count, blind to what others
             // wrote in that instant.
             if count_of(old) == 0 {
-                run.info[(run.ver & 1) as usize].first_ns = unsafe { bpf_ktime_get_ns() };
+                run.current().first_ns = unsafe { bpf_ktime_get_ns() };
             }
             claim(run, tid);
             if !list(run, tid) {
-                let taken = take(run);
-                report(run, taken);
+                run.flush();
             }
         } else if count_of(old) >= COUNT_MAX || old & BYTES_FIELD >= BYTES_MAX {
             finish(run, tid);
@@ -313,35 +299,24 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     }
     // A new run: report the last one, publish the new version, then
     // describe it in the half of `info` no flush of older versions reads.
-    let taken = take(run);
-    report(run, taken);
+    run.flush();
     unlist(run, tid);
-    let ver = run.ver.wrapping_add(1);
-    run.ver = ver;
-    // SAFETY: as above. Count 0 and not LISTED: no flush reports it yet.
-    unsafe {
-        core::intrinsics::atomic_xchg::<u64, { SeqCst }>(
-            &mut run.word,
-            ((ver as u64) & 7) << VER_SHIFT,
-        )
-    };
-    let info = &mut run.info[(ver & 1) as usize];
+    run.ver = run.ver.wrapping_add(1);
+    // Count 0 and not LISTED: no flush reports it yet.
+    atomic::swap(&mut run.word, ((run.ver as u64) & 7) << VER_SHIFT);
+    let info = run.current();
     info.file = f;
     info.first_ns = p.enter_ns;
     info.flushed = 0;
     info.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     info.nr = p.nr;
     info.fd = p.args[0] as u32;
-    run.fd = p.args[0] as u32;
     run.fdgen = p.fdgen;
-    run.nr = p.nr;
     run.pid_tgid = pid_tgid;
     claim(run, tid);
-    // SAFETY: as above.
-    unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut run.word, add) };
+    atomic::add(&mut run.word, add);
     if !list(run, tid) {
-        let taken = take(run);
-        report(run, taken);
+        run.flush();
     }
     true
 }
