@@ -887,38 +887,19 @@ fn short_append_after_a_run_is_unsynced_where_it_landed() {
 /// machine whose pid_max exceeds the array.
 fn audit_in_two_slots(fixture: &str, args: &[&str]) -> (PathBuf, Value) {
     let dir = scratch_for(fixture, args, "two_slots");
-    let out_file = dir.join("auditor-report.json");
-    let mut cmd = vec![
-        "run".to_owned(),
-        "--format".into(),
-        "json".into(),
-        "--fail-on".into(),
-        "low".into(),
-        "--output".into(),
-        out_file.to_str().unwrap().into(),
-        "--".into(),
-    ];
-    cmd.extend(fixture_cmd(fixture, args));
-    require_root();
-    let out = std::process::Command::new(auditor_bin())
-        .current_dir(&dir)
-        .env("AUDITOR_THREAD_SLOTS", "2")
-        .args(&cmd)
-        .output()
-        .expect("running auditor");
-    let code = out.status.code().expect("auditor killed by a signal");
-    assert!(
-        code == 0 || code == 1,
-        "auditor error {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = run_report_with_env(
+        &dir,
+        &["--fail-on", "low"],
+        &argv(&fixture_cmd(fixture, args)),
+        &[("AUDITOR_THREAD_SLOTS", "2")],
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
-    assert_eq!(report["complete"], true, "nothing dropped");
+    assert_eq!(run.report["complete"], true, "nothing dropped");
     assert_eq!(
-        report["exit_status"]["code"], 0,
-        "the fixture's checks pass"
+        run.report["exit_status"]["code"], 0,
+        "the fixture's checks pass: {}",
+        run.stderr
     );
-    (dir, report)
+    (dir, run.report)
 }
 
 #[test]

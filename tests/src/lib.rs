@@ -51,9 +51,15 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Runs `auditor <args>` in `dir`.
 pub fn auditor(dir: &Path, args: &[&str]) -> Output {
+    auditor_with_env(dir, args, &[])
+}
+
+/// Runs `auditor <args>` in `dir` with extra environment variables.
+pub fn auditor_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     require_root();
     Command::new(auditor_bin())
         .current_dir(dir)
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("running auditor")
@@ -166,13 +172,18 @@ pub struct Run {
 /// `auditor run --format json --output report.json [extra] -- cmd` in
 /// `dir`, keeping the traced program's output.
 pub fn run_report(dir: &Path, extra: &[&str], cmd: &[&str]) -> Run {
+    run_report_with_env(dir, extra, cmd, &[])
+}
+
+/// [`run_report`] with extra environment variables for the auditor.
+pub fn run_report_with_env(dir: &Path, extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
     let out_file = dir.join("auditor-report.json");
     let out_str = out_file.to_str().unwrap().to_owned();
     let mut args = vec!["run", "--format", "json", "--output", &out_str];
     args.extend_from_slice(extra);
     args.push("--");
     args.extend_from_slice(cmd);
-    let out = auditor(dir, &args);
+    let out = auditor_with_env(dir, &args, env);
     let code = out.status.code().expect("auditor killed by a signal");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
