@@ -119,15 +119,6 @@ pub fn run(args: AttachArgs) -> Result<i32> {
 
     let mut lives = Lives::new(proc.clone());
     let mut counts = Counts::default();
-    let emit = |out: &mut Output, counts: &mut Counts, found: Vec<Finding>| {
-        counts.add(&found);
-        if format == Format::Jsonl {
-            for f in &found {
-                out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
-            }
-        }
-        std::io::Result::Ok(())
-    };
 
     // Trace first, then read /proc: a call made in between is seen twice at
     // worst (once as state found, once as an event), never missed. A second
@@ -140,10 +131,8 @@ pub fn run(args: AttachArgs) -> Result<i32> {
         }
         for info in &fresh {
             lives.attached(info);
-            for mut ev in state_at_attach(&proc, info) {
-                counts.kind(&ev.kind);
-                let f = analyzer.process(&mut ev);
-                emit(&mut out, &mut counts, f)?;
+            for ev in state_at_attach(&proc, info) {
+                analyze(ev, &mut analyzer, &mut counts, &mut out, format)?;
             }
         }
     }
@@ -164,16 +153,11 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     let mut last_stats = Instant::now();
     let mut trimmed_after = analyzer.sweeps();
     loop {
-        let mut sink = |mut ev: Event| -> Result<()> {
-            if let Some(mut intro) = lives.observe(&ev) {
-                counts.kind(&intro.kind);
-                let f = analyzer.process(&mut intro);
-                emit(&mut out, &mut counts, f)?;
+        let mut sink = |ev: Event| -> Result<()> {
+            if let Some(intro) = lives.observe(&ev) {
+                analyze(intro, &mut analyzer, &mut counts, &mut out, format)?;
             }
-            counts.kind(&ev.kind);
-            let f = analyzer.process(&mut ev);
-            emit(&mut out, &mut counts, f)?;
-            Ok(())
+            analyze(ev, &mut analyzer, &mut counts, &mut out, format)
         };
         pump.flush_runs(&probes, false)?;
         let more = pump.drain(&mut probes, &mut sink)?;
@@ -209,16 +193,11 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     // What is still in the ring happened before the stop: take it, then
     // detach before the report is written.
     {
-        let mut sink = |mut ev: Event| -> Result<()> {
-            if let Some(mut intro) = lives.observe(&ev) {
-                counts.kind(&intro.kind);
-                let f = analyzer.process(&mut intro);
-                emit(&mut out, &mut counts, f)?;
+        let mut sink = |ev: Event| -> Result<()> {
+            if let Some(intro) = lives.observe(&ev) {
+                analyze(intro, &mut analyzer, &mut counts, &mut out, format)?;
             }
-            counts.kind(&ev.kind);
-            let f = analyzer.process(&mut ev);
-            emit(&mut out, &mut counts, f)?;
-            Ok(())
+            analyze(ev, &mut analyzer, &mut counts, &mut out, format)
         };
         pump.flush_runs(&probes, true)?;
         while pump.drain(&mut probes, &mut sink)? {}
@@ -229,7 +208,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     drop(probes);
 
     let tail = analyzer.finish();
-    emit(&mut out, &mut counts, tail)?;
+    emit(&mut out, &mut counts, format, tail)?;
     let mut info = run_info("attach", &describe(&args));
     info.started_at = rfc3339(started);
     info.ended_at = rfc3339(SystemTime::now());
@@ -467,6 +446,36 @@ fn state_at_attach(proc: &ProcFs, info: &ProcInfo) -> Vec<Event> {
 }
 
 /// Counters kept as the stream passes, for metrics and stats lines.
+/// Counts an event and feeds it to the analyzer, writing what it finds.
+fn analyze(
+    mut ev: Event,
+    analyzer: &mut Analyzer,
+    counts: &mut Counts,
+    out: &mut Output,
+    format: Format,
+) -> Result<()> {
+    counts.kind(&ev.kind);
+    let found = analyzer.process(&mut ev);
+    emit(out, counts, format, found)?;
+    Ok(())
+}
+
+/// Counts findings; in JSON Lines they are written as they come.
+fn emit(
+    out: &mut Output,
+    counts: &mut Counts,
+    format: Format,
+    found: Vec<Finding>,
+) -> std::io::Result<()> {
+    counts.add(&found);
+    if format == Format::Jsonl {
+        for f in &found {
+            out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Counts {
     events: BTreeMap<&'static str, u64>,
