@@ -74,7 +74,6 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(p) = slot_for(pid_tgid as u32, (pid_tgid >> 32) as u32) else {
         return Ok(());
     };
-    let fdgen = fd_generation();
     // SAFETY: this thread's own entry; only this thread writes its syscall
     // fields (the run word is changed atomically, see runs.rs).
     let p = unsafe { &mut *p };
@@ -89,13 +88,16 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     p.args[3] = w.get(off!(regs_args[3]), start);
     p.args[4] = w.get(off!(regs_args[4]), start);
     p.args[5] = w.get(off!(regs_args[5]), start);
-    p.fdgen = fdgen;
-    if matches!(nr, WRITE | WRITEV) && runs::continues(p, nr, p.args[0], fdgen) {
-        // The file is the run's: no lookup, and no clock (a run keeps its
-        // first write's entry time).
-        p.cont = 1;
-        p.nr = nr;
-        return Ok(());
+    if matches!(nr, WRITE | WRITEV) {
+        // Only writes start or continue runs, and only they need this.
+        p.fdgen = fd_generation();
+        if runs::continues(p, nr, p.args[0], p.fdgen) {
+            // The file is the run's: no lookup, and no clock (a run keeps
+            // its first write's entry time).
+            p.cont = 1;
+            p.nr = nr;
+            return Ok(());
+        }
     }
     p.cont = 0;
     p.enter_ns = unsafe { bpf_ktime_get_ns() };
