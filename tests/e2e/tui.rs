@@ -12,17 +12,20 @@ use auditor_e2e::*;
 use serde_json::Value;
 
 /// A tmux server of our own (its own socket), killed on drop, so tests
-/// never touch anyone else's sessions.
+/// never touch anyone else's sessions. Each gets a fresh socket: a server
+/// killed by the previous test may still be going away on the old one.
 struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     fn start(dir: &Path, shell_cmd: &str) -> Tmux {
+        static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmux = Tmux {
-            socket: format!("auditor-e2e-{}", std::process::id()),
+            socket: format!("auditor-e2e-{}-{n}", std::process::id()),
         };
-        let status = tmux
+        let out = tmux
             .cmd()
             .args([
                 "new-session",
@@ -37,9 +40,13 @@ impl Tmux {
             ])
             .arg(dir)
             .arg(shell_cmd)
-            .status()
+            .output()
             .expect("tmux runs");
-        assert!(status.success(), "tmux new-session failed");
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tmux
     }
 
