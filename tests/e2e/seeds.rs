@@ -200,14 +200,31 @@ fn s003_docker_load() {
         Some(std::fs::metadata(&config).unwrap().len())
     );
     // The layer files moved with their directory: their data is reported
-    // unsynced at exit (a directory rename is not a rename of the files,
-    // and their paths are the ones they were written under).
+    // unsynced at exit (a directory rename is not a rename of the files),
+    // named where they are now, in the layer's final directory.
+    let chain = run
+        .stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("chain="))
+        .unwrap();
+    let layer_dir = dir.join("layerdb/sha256").join(chain);
     let mut layer: Vec<&str> = findings(&run.report, "unsynced-at-exit")
         .iter()
-        .map(|f| path_of(f).rsplit('/').next().unwrap())
+        .map(|f| path_of(f))
         .collect();
     layer.sort();
-    assert_eq!(layer, ["cache-id", "diff", "size"]);
+    let expected: Vec<PathBuf> = ["cache-id", "diff", "size"]
+        .iter()
+        .map(|n| layer_dir.join(n))
+        .collect();
+    assert_eq!(
+        layer,
+        expected
+            .iter()
+            .map(|p| p.to_str().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert!(expected.iter().all(|p| p.exists()), "the named files exist");
 }
 
 #[test]

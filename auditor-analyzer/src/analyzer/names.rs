@@ -3,11 +3,11 @@
 //! durability (a new name needs an fsync of its directory).
 
 use crate::calls::Call;
-use crate::event::{Event, EventKind, FileInfo};
+use crate::event::{Event, EventKind, FileInfo, FileType};
 use crate::finding::ProcessRef;
 use crate::rules::{rename_without_fsync, sync_file_range_only};
 use crate::track::dirs::{NameOp, PendingName};
-use crate::track::paths::{AT_FDCWD, join, normalize, parent};
+use crate::track::paths::{AT_FDCWD, join, normalize, parent, rehome};
 use crate::track::processes::ProcKey;
 
 use super::Analyzer;
@@ -165,6 +165,7 @@ impl Analyzer {
             self.dirs.forget(old_path);
             if !is_link {
                 self.dirs.dir_moved(old_path, new_path);
+                self.tree_moved(old_path, new_path, exchange);
             }
             self.names.remove(old_path);
             return;
@@ -207,6 +208,15 @@ impl Analyzer {
                 st.remove_name(new_path);
             }
         }
+        // Only a directory (or what this trace never saw) has names under it.
+        let dir_or_unknown = |id| {
+            self.inodes
+                .get(&id)
+                .is_none_or(|s| s.file_type == FileType::Directory)
+        };
+        if !is_link && (exchange || dir_or_unknown(id)) {
+            self.tree_moved(old_path, new_path, exchange);
+        }
         if judged {
             self.check_rename(
                 id,
@@ -239,6 +249,36 @@ impl Analyzer {
                 process,
                 call,
             );
+        }
+    }
+
+    /// A directory moved (or, with `exchange`, two swapped): the names known
+    /// under it move with it, so findings name files where they now are, and
+    /// paths relative to an fd or a cwd inside it resolve there.
+    fn tree_moved(&mut self, old: &str, new: &str, exchange: bool) {
+        let to = |p: &str| {
+            rehome(p, old, new).or_else(|| exchange.then(|| rehome(p, new, old)).flatten())
+        };
+        let mut moved = self.names.take_under(old);
+        if exchange {
+            moved.extend(self.names.take_under(new));
+        }
+        for (from, id) in moved {
+            let Some(dest) = to(&from) else {
+                continue;
+            };
+            self.names.set(&dest, id);
+            if let Some(st) = self.inodes.get_mut(&id)
+                && st.current_names.remove(&from)
+            {
+                st.add_name(&dest);
+            }
+        }
+        self.fds.rename_paths(to);
+        for p in self.procs.iter_mut() {
+            if let Some(cwd) = p.cwd.as_deref().and_then(&to) {
+                p.cwd = Some(cwd);
+            }
         }
     }
 

@@ -662,6 +662,73 @@ fn names_inside_a_renamed_directory_follow_it() {
     assert_clean(&run(write_set_renamed(true)));
     let findings = run(write_set_renamed(false));
     assert_eq!(rules(&findings), vec!["unsynced-at-exit"], "only the data");
+    assert_eq!(
+        findings[0].path, "/d/final/diff",
+        "the file is named where it is now, not where it was written"
+    );
+}
+
+/// Paths relative to an fd or a cwd inside a directory that moved resolve
+/// where the directory is now.
+#[test]
+fn relative_paths_follow_a_renamed_directory() {
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut events = number(vec![
+        start(100, "/d"),
+        open_dir(100, "/d/ws", 5, dir(20)),
+        ev(
+            100,
+            EventKind::Chdir {
+                path: "ws/sub".into(),
+                ret: 0,
+            },
+        ),
+        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
+        open_with(100, "x", 5, O_WRONLY | O_CREAT, 6, Some(reg(21))),
+        open_with(100, "y", AT_FDCWD, O_WRONLY | O_CREAT, 7, Some(reg(22))),
+    ]);
+    for e in &mut events {
+        a.process(e);
+    }
+    let path_of = |e: &crate::Event| match &e.kind {
+        EventKind::Open { path, .. } => path.clone(),
+        _ => String::new(),
+    };
+    assert_eq!(path_of(&events[4]), "/d/final/x");
+    assert_eq!(path_of(&events[5]), "/d/final/sub/y");
+    assert_eq!(a.cwd_of(100).as_deref(), Some("/d/final/sub"));
+}
+
+/// RENAME_EXCHANGE of two directories swaps what is under them.
+#[test]
+fn exchanged_directories_swap_the_names_under_them() {
+    let mut exchange = rename_full(100, "renameat2", "/d/a", "/d/b", AT_FDCWD, Some(dir(31)));
+    if let EventKind::Rename { flags, .. } = &mut exchange.kind {
+        *flags = 2;
+    }
+    let events = vec![
+        start(100, "/d"),
+        open_dir(100, "/d/a", 4, dir(30)),
+        close(100, 4),
+        open_dir(100, "/d/b", 4, dir(31)),
+        close(100, 4),
+        open_new(100, "/d/a/one", 3, reg(40)),
+        write(100, 3, 10),
+        close(100, 3),
+        open_new(100, "/d/b/two", 3, reg(41)),
+        write(100, 3, 10),
+        close(100, 3),
+        exchange,
+        exit(100, 0),
+    ];
+    let findings = run(events);
+    let mut paths: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.rule == "unsynced-at-exit")
+        .map(|f| f.path.as_str())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/d/a/two", "/d/b/one"]);
 }
 
 /// The inode a rename reports may come from an lstat of the new name made

@@ -236,6 +236,16 @@ impl FdSpace {
         }
     }
 
+    /// Renames the recorded paths of open descriptions: `to` gives a path's
+    /// new name, or None when it did not move.
+    pub fn rename_paths(&mut self, to: impl Fn(&str) -> Option<String>) {
+        for d in self.descs.values_mut() {
+            if let Some(new) = d.desc.path.as_deref().and_then(&to) {
+                d.desc.path = Some(new);
+            }
+        }
+    }
+
     /// The description behind `fd`.
     pub fn get(&self, table: TableId, fd: i32) -> Option<&Description> {
         let slot = self.tables.get(&table)?.fds.get(&fd)?;

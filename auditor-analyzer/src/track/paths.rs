@@ -45,6 +45,13 @@ pub fn parent(path: &str) -> String {
     }
 }
 
+/// `path` once the directory `old` is called `new`: Some when `path` is
+/// `old` itself or lies under it.
+pub fn rehome(path: &str, old: &str, new: &str) -> Option<String> {
+    let rest = path.strip_prefix(old)?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| format!("{new}{rest}"))
+}
+
 /// Which inode each path names now, as far as the trace showed. Lets
 /// path-only calls (rename, unlink) find the inode they act on.
 #[derive(Debug, Default)]
@@ -68,6 +75,15 @@ impl NameTable {
         self.by_path.remove(path)
     }
 
+    /// Takes out every name strictly under the directory `dir` (when that
+    /// directory moves, they move with it).
+    pub fn take_under(&mut self, dir: &str) -> Vec<(String, FileId)> {
+        let prefix = format!("{dir}/");
+        self.by_path
+            .extract_if(|path, _| path.starts_with(&prefix))
+            .collect()
+    }
+
     /// Forgets names of inodes the tracker evicted, to keep memory bounded.
     pub fn retain_ids(&mut self, keep: impl Fn(&FileId) -> bool) {
         self.by_path.retain(|_, id| keep(id));
@@ -86,5 +102,40 @@ mod tests {
         assert_eq!(join("/home/u", "/etc/x"), "/etc/x");
         assert_eq!(parent("/d/a"), "/d");
         assert_eq!(parent("/a"), "/");
+    }
+
+    #[test]
+    fn rehomes_the_directory_and_what_is_under_it_only() {
+        assert_eq!(rehome("/d/ws", "/d/ws", "/d/l").as_deref(), Some("/d/l"));
+        assert_eq!(
+            rehome("/d/ws/a/b", "/d/ws", "/d/l").as_deref(),
+            Some("/d/l/a/b")
+        );
+        assert_eq!(rehome("/d/ws2/a", "/d/ws", "/d/l"), None);
+        assert_eq!(rehome("/d/w", "/d/ws", "/d/l"), None);
+    }
+
+    #[test]
+    fn takes_names_under_a_directory_not_beside_it() {
+        let id = |ino| FileId { dev: 1, ino };
+        let mut t = NameTable::default();
+        t.set("/d/ws", id(1));
+        t.set("/d/ws/a", id(2));
+        t.set("/d/ws/sub/b", id(3));
+        t.set("/d/ws2/c", id(4));
+        let mut under = t.take_under("/d/ws");
+        under.sort();
+        assert_eq!(
+            under,
+            [
+                ("/d/ws/a".to_string(), id(2)),
+                ("/d/ws/sub/b".to_string(), id(3))
+            ]
+        );
+        assert_eq!(
+            (t.get("/d/ws"), t.get("/d/ws2/c")),
+            (Some(id(1)), Some(id(4)))
+        );
+        assert_eq!(t.get("/d/ws/a"), None);
     }
 }
