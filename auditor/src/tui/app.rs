@@ -2,6 +2,7 @@
 //! state and an effect out. Nothing here draws or touches the terminal, so
 //! every key binding is tested without rendering.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -18,6 +19,16 @@ pub const SPARK_SAMPLES: usize = 256;
 const SPARK_PROCESSES: usize = 512;
 /// Window over which events per second are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// How the detail pane's text fit at the last draw: only the view knows
+/// the pane's size, and the scroll keys need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetailFit {
+    /// Lines below the pane when scrolled to the top (0: it all fits).
+    pub max_scroll: u16,
+    /// Lines one page scrolls by.
+    pub page: u16,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -135,6 +146,9 @@ pub struct App {
     selections: [Selection; 4],
     /// The finding detail pane is open.
     pub detail: bool,
+    /// Lines the detail pane is scrolled down by.
+    pub detail_scroll: u16,
+    pub detail_fit: Cell<DetailFit>,
     pub filter: String,
     pub editing_filter: bool,
     pub paused: bool,
@@ -157,6 +171,8 @@ impl App {
             sorts: [Sort::Newest, Sort::Unsynced, Sort::Pid, Sort::Newest],
             selections: Default::default(),
             detail: false,
+            detail_scroll: 0,
+            detail_fit: Cell::new(DetailFit::default()),
             filter: String::new(),
             editing_filter: false,
             paused: false,
@@ -212,6 +228,9 @@ impl App {
             return Effect::None;
         }
         self.notice = None;
+        if self.detail && self.scroll_detail(k.code) {
+            return Effect::None;
+        }
         match k.code {
             KeyCode::Char('q') => return Effect::Quit,
             KeyCode::Char('e') => return Effect::Export,
@@ -224,7 +243,10 @@ impl App {
             KeyCode::PageUp => self.move_selection(-10),
             KeyCode::Home | KeyCode::Char('g') => self.move_selection(isize::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.move_selection(isize::MAX / 2),
-            KeyCode::Enter => self.detail = self.tab == Tab::Findings && !self.detail,
+            KeyCode::Enter => {
+                self.detail = self.tab == Tab::Findings && !self.detail;
+                self.detail_scroll = 0;
+            }
             KeyCode::Esc => {
                 if self.detail {
                     self.detail = false;
@@ -248,6 +270,20 @@ impl App {
             _ => {}
         }
         Effect::None
+    }
+
+    /// Page keys scroll the open detail (the arrows still pick the finding);
+    /// false when `code` is not one of them.
+    fn scroll_detail(&mut self, code: KeyCode) -> bool {
+        let fit = self.detail_fit.get();
+        let page = fit.page.max(1);
+        self.detail_scroll = match code {
+            KeyCode::PageDown | KeyCode::Char(' ') => self.detail_scroll.saturating_add(page),
+            KeyCode::PageUp => self.detail_scroll.saturating_sub(page),
+            _ => return false,
+        }
+        .min(fit.max_scroll);
+        true
     }
 
     fn switch_tab(&mut self, by: isize) {
@@ -412,6 +448,8 @@ impl App {
     }
 
     fn move_selection(&mut self, by: isize) {
+        // Another finding's detail starts at its top.
+        self.detail_scroll = 0;
         let keys = self.keys(self.tab);
         let sel = &mut self.selections[self.tab.index()];
         if keys.is_empty() {

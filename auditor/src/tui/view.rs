@@ -13,7 +13,7 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Wrap},
 };
 
-use super::app::{App, SPARK_SAMPLES, Tab, severity_label};
+use super::app::{App, DetailFit, SPARK_SAMPLES, Tab, severity_label};
 
 pub fn severity_style(s: Severity) -> Style {
     match s {
@@ -288,19 +288,31 @@ fn detail_lines(x: &Finding) -> Vec<Line<'static>> {
 }
 
 fn render_detail(f: &mut Frame, area: Rect, app: &App) {
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(" Detail (Esc closes) ");
     let lines = app
         .selected_finding()
         .map(detail_lines)
         .unwrap_or_else(|| vec![Line::from("no finding selected").dim()]);
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        area,
-    );
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    // The top border takes one line.
+    let shown = area.height.saturating_sub(1);
+    let total = u16::try_from(text.line_count(area.width)).unwrap_or(u16::MAX);
+    let max_scroll = total.saturating_sub(shown);
+    app.detail_fit.set(DetailFit {
+        max_scroll,
+        page: shown.saturating_sub(1),
+    });
+    let scroll = app.detail_scroll.min(max_scroll);
+    let title = if max_scroll == 0 {
+        " Detail (Esc closes) ".to_string()
+    } else {
+        format!(
+            " Detail (Esc closes, PgUp/PgDn scroll) lines {}-{} of {total} ",
+            scroll + 1,
+            scroll + shown
+        )
+    };
+    let block = Block::default().borders(Borders::TOP).title(title);
+    f.render_widget(text.block(block).scroll((scroll, 0)), area);
 }
 
 fn render_files(f: &mut Frame, area: Rect, app: &App) {
@@ -496,6 +508,7 @@ fn render_help(f: &mut Frame) {
         "Tab / Shift-Tab, ← → h l   switch pane",
         "↑ ↓ j k, PgUp PgDn, g G    move the selection",
         "Enter                      open/close the finding's detail",
+        "PgUp PgDn, Space           scroll the open detail",
         "/                          filter by path or comm (Esc clears)",
         "s                          change the sort of this pane",
         "p                          pause the view (capture goes on)",
@@ -691,6 +704,65 @@ mod tests {
         assert_snapshot!("detail_80x24", draw(&app, 80, 24).backend());
         app.update(key(KeyCode::Char('?')));
         assert_snapshot!("help_80x24", draw(&app, 80, 24).backend());
+    }
+
+    /// A detail longer than its pane scrolls to its last line and no
+    /// further; picking another finding starts it at its top again.
+    #[test]
+    fn detail_scrolls_to_its_end_and_no_further() {
+        let mut journal = finding(
+            "unsynced-at-exit",
+            Severity::Medium,
+            "/data/journal",
+            4242,
+            "python3",
+        );
+        journal.calls = (0..24)
+            .map(|i| {
+                call(
+                    10 + i,
+                    1000 + i,
+                    &format!("write(fd=3, 512) = 512 (record {i})"),
+                )
+            })
+            .collect();
+        journal
+            .evidence
+            .insert("unsynced_bytes".into(), json!(12288));
+        journal
+            .evidence
+            .insert("unsynced_ranges".into(), json!([[0, 12288]]));
+        let other = finding(
+            "rename-without-fsync",
+            Severity::High,
+            "/data/a",
+            4242,
+            "python3",
+        );
+        let mut app = app();
+        app.update(Msg::Snapshot(Box::new(snapshot_with(
+            vec![other, journal],
+            0,
+        ))));
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.selected_finding().unwrap().path, "/data/journal");
+        draw(&app, 80, 24);
+        let fit = app.detail_fit.get();
+        assert!(fit.max_scroll > 0, "the detail overflows at 80x24: {fit:?}");
+        for _ in 0..20 {
+            app.update(key(KeyCode::PageDown));
+        }
+        assert_eq!(app.detail_scroll, fit.max_scroll);
+        assert_snapshot!("detail_80x24_scrolled_to_end", draw(&app, 80, 24).backend());
+        app.update(key(KeyCode::PageUp));
+        assert_eq!(app.detail_scroll, fit.max_scroll.saturating_sub(fit.page));
+        app.update(key(KeyCode::Down));
+        assert_eq!(app.detail_scroll, 0);
+        assert_eq!(
+            app.selected_finding().unwrap().path,
+            "/data/a",
+            "the arrows still pick findings"
+        );
     }
 
     #[test]
