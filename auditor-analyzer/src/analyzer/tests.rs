@@ -798,3 +798,49 @@ fn a_created_file_starts_fresh_on_a_reused_inode_number() {
     assert_eq!(f.evidence["unsynced_bytes"], 6);
     assert!(f.evidence["last_successful_fsync"].is_null(), "{f:?}");
 }
+
+/// etcd checks a directory is writable with a `.touch` file it creates and
+/// unlinks, and the next mkdir gets the freed inode number: the directory
+/// must not inherit the regular file's state, or its fsync is not seen as
+/// a directory's.
+#[test]
+fn a_directory_reusing_a_files_inode_number_is_a_directory() {
+    let unlink = |path: &str| {
+        ev(
+            100,
+            EventKind::Unlink {
+                call: "unlinkat".into(),
+                dirfd: AT_FDCWD,
+                path: path.into(),
+                flags: 0,
+                ret: 0,
+            },
+        )
+    };
+    let mut events = vec![
+        start(100, "/d"),
+        open_new(100, "/d/.touch", 3, reg(30)),
+        close(100, 3),
+        unlink("/d/.touch"),
+        ev(
+            100,
+            EventKind::Mkdir {
+                call: "mkdirat".into(),
+                dirfd: AT_FDCWD,
+                path: "/d/m".into(),
+                mode: 0o700,
+                ret: 0,
+            },
+        ),
+    ];
+    events.extend(fsync_dir(100, "/d", 4, 2));
+    events.extend([
+        open_new(100, "/d/m/f", 3, reg(40)),
+        write(100, 3, 10),
+        fsync(100, 3),
+        close(100, 3),
+    ]);
+    events.extend(fsync_dir(100, "/d/m", 4, 30));
+    events.push(exit(100, 0));
+    assert_clean(&run(events));
+}

@@ -407,6 +407,17 @@ impl Inodes {
     /// The state of `info.id`, created on first sight; kernel facts (type,
     /// fs, size) refresh it. Returns whether it is new.
     pub fn observe(&mut self, info: &FileInfo) -> (&mut InodeState, bool) {
+        // A live inode never changes type: another type under the same
+        // number means the number was freed and reused (a file unlinked,
+        // then a directory made), so what was known belongs to the old one.
+        let reused = self.map.get(&info.id).is_some_and(|st| {
+            st.file_type != info.file_type
+                && st.file_type != FileType::Unknown
+                && info.file_type != FileType::Unknown
+        });
+        if reused {
+            self.map.remove(&info.id);
+        }
         let mut new = false;
         let marked = &mut self.marked;
         let st = self.map.entry(info.id).or_insert_with(|| {
