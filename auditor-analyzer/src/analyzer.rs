@@ -52,6 +52,8 @@ pub struct Analyzer {
     findings: Vec<Finding>,
     stats: AnalyzerStats,
     ignored_seen: FastSet<FileId>,
+    /// Files counted in `stats.caller_files`.
+    caller_seen: FastSet<FileId>,
     /// Inodes with deferred exit verdicts (index, so exits need no full scan).
     deferred_ids: BTreeSet<FileId>,
     /// Inodes whose appends interleaved, not yet reported.
@@ -86,6 +88,7 @@ impl Analyzer {
             findings: Vec::new(),
             stats: AnalyzerStats::default(),
             ignored_seen: FastSet::default(),
+            caller_seen: FastSet::default(),
             deferred_ids: BTreeSet::new(),
             interleaved_ids: BTreeSet::new(),
             gc_at: GC_START,

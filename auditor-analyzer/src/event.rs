@@ -263,6 +263,11 @@ pub enum EventKind {
         path: String,
         file: Option<FileInfo>,
         cloexec: bool,
+        /// Opened by whoever started the command, which inherited it
+        /// (`auditor run -- cmd > out.log`): what is written through it is
+        /// the caller's output, not the command's data.
+        #[serde(default)]
+        from_caller: bool,
     },
     /// Synthetic: records the kernel could not deliver (ring buffer full).
     Lost {

@@ -5,8 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::FileId;
+use crate::fast_hash::FastSet;
+
 /// Examples of ignored files kept for the report.
 const IGNORED_EXAMPLES: usize = 5;
+/// Files remembered as counted in `CallerFiles` (memory bound).
+const CALLER_SEEN_MAX: usize = 4096;
 
 /// Files the analyzer saw but does not judge (volatile fs, pipes...).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -27,6 +32,33 @@ impl IgnoredFiles {
     }
 }
 
+/// Files a launched command inherited already open from its caller and
+/// wrote to (`auditor run -- cmd > out.log`): keeping that output is the
+/// caller's business, so it is counted here and not judged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallerFiles {
+    /// Distinct files written.
+    pub files: u64,
+    /// Bytes written to them.
+    pub bytes: u64,
+    /// A few of their paths.
+    pub examples: Vec<String>,
+}
+
+impl CallerFiles {
+    /// Counts `bytes` written to `id`; `seen` remembers which files were
+    /// counted already (bounded: past its limit a file may count twice).
+    pub(crate) fn add(&mut self, seen: &mut FastSet<FileId>, id: FileId, path: &str, bytes: u64) {
+        self.bytes += bytes;
+        if seen.len() < CALLER_SEEN_MAX && seen.insert(id) {
+            self.files += 1;
+            if self.examples.len() < IGNORED_EXAMPLES {
+                self.examples.push(path.to_string());
+            }
+        }
+    }
+}
+
 /// What one analysis covered; reports show it so "no findings" can be read
 /// for what it is.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +75,8 @@ pub struct AnalyzerStats {
     /// filesystems).
     pub files_tracked: u64,
     pub ignored_files: IgnoredFiles,
+    #[serde(default)]
+    pub caller_files: CallerFiles,
     /// Calls on fds the trace never saw opened and the kernel gave no
     /// identity for: their effect is unknown.
     pub unknown_fds: u64,

@@ -169,6 +169,60 @@ fn unsynced_at_exit_twin() {
     ok("unsynced_at_exit", existing_journal);
 }
 
+/// `auditor run -- sh -c SCRIPT > cmd.log 2>&1` in `dir`: exit code and
+/// report.
+fn with_output_in_a_file(dir: &Path, script: &str) -> (i32, Value) {
+    require_root();
+    let log = std::fs::File::create(dir.join("cmd.log")).unwrap();
+    let status = Command::new(auditor_bin())
+        .current_dir(dir)
+        .args(["run", "--format", "json", "--output", "report.json"])
+        .args(["--fail-on", "low", "--", "sh", "-c", script])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let report = std::fs::read(dir.join("report.json")).unwrap();
+    (
+        status.code().unwrap(),
+        serde_json::from_slice(&report).unwrap(),
+    )
+}
+
+/// No program fsyncs its stdout: what the command and its children write
+/// to the output its caller redirected to a file is the caller's to keep,
+/// counted and not judged. The same file opened by the command itself
+/// holds the command's own data, judged as any other.
+#[test]
+fn unsynced_at_exit_not_for_output_the_caller_redirected() {
+    let dir = scratch("rules_caller_output");
+    let log = dir.join("cmd.log");
+    let (code, report) = with_output_in_a_file(&dir, "echo out; echo err >&2; sh -c 'echo child'");
+    assert_eq!(rule_ids(&report), Vec::<String>::new(), "{report:#}");
+    assert_eq!(code, 0);
+    let caller = &report["stats"]["caller_files"];
+    assert_eq!(
+        (&caller["files"], &caller["bytes"], &caller["examples"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(14),
+            &serde_json::json!([log.to_str().unwrap()])
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "out\nerr\nchild\n");
+
+    let (code, report) = with_output_in_a_file(&dir, "echo out; echo own >> cmd.log");
+    assert_eq!(rule_ids(&report), ["unsynced-at-exit"]);
+    assert_eq!(code, 1);
+    let f = the_finding(&report, "unsynced-at-exit");
+    assert_eq!(f["path"].as_str(), log.to_str());
+    assert_eq!(
+        f["evidence"]["unsynced_bytes"], 4,
+        "only the shell's own append: {f:#}"
+    );
+    assert_eq!(report["stats"]["caller_files"]["bytes"], 4);
+}
+
 #[test]
 fn killed_while_dirty() {
     let (dir, run) = bug("killed_while_dirty", nothing);

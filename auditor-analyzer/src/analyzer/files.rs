@@ -5,7 +5,7 @@ use crate::calls::Call;
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
 use crate::rules::{fsync_error_ignored, truncate_in_place};
 use crate::track::fds::{Description, flags};
-use crate::track::inodes::{Truncation, Writer};
+use crate::track::inodes::{Truncation, Writer, judged};
 use crate::track::processes::{Mapping, ProcessTable, WriteRec};
 
 use super::Analyzer;
@@ -26,6 +26,8 @@ pub(super) struct Target {
     pub flags: u32,
     pub pos: Option<u64>,
     pub judged: bool,
+    /// Reached through a description the command's caller opened.
+    pub from_caller: bool,
 }
 
 impl Analyzer {
@@ -40,6 +42,7 @@ impl Analyzer {
     ) -> Option<Target> {
         let table = self.table_of(ev)?;
         let desc = self.fds.get(table, fd).cloned();
+        let from_caller = desc.as_ref().is_some_and(|d| d.from_caller);
         if let Some(info) = file {
             self.observe(info, None);
         }
@@ -73,6 +76,7 @@ impl Analyzer {
                     path: path.clone(),
                     flags: info.flags,
                     pos: None,
+                    from_caller: false,
                 };
                 self.fds.install(table, fd, desc, false);
                 (info.id, path, info.flags, None)
@@ -91,6 +95,7 @@ impl Analyzer {
             flags: fl,
             pos,
             judged: self.is_judged(&id),
+            from_caller,
         })
     }
 
@@ -167,6 +172,7 @@ impl Analyzer {
             path: Some(path.clone()),
             flags: desc_flags,
             pos: Some(0),
+            from_caller: false,
         };
         self.fds
             .install(table, fd, desc, open_flags & flags::O_CLOEXEC != 0);
@@ -189,6 +195,16 @@ impl Analyzer {
             return;
         };
         if !t.judged {
+            return;
+        }
+        if t.from_caller {
+            // Keeping the caller's output (`cmd > out.log`) is the caller's
+            // job: no program fsyncs its stdout. Counted, not judged.
+            if *ret > 0 {
+                self.stats
+                    .caller_files
+                    .add(&mut self.caller_seen, t.id, &t.path, *ret as u64);
+            }
             return;
         }
         let call = self.call_of(ev);
@@ -642,6 +658,7 @@ impl Analyzer {
             path,
             file,
             cloexec,
+            from_caller,
         } = &ev.kind
         else {
             return;
@@ -650,6 +667,10 @@ impl Analyzer {
             return;
         };
         let known_path = path.starts_with('/').then_some(path.as_str());
+        // The caller's terminal or pipe is of no interest unless written.
+        let file = file
+            .as_ref()
+            .filter(|f| !from_caller || judged(f.file_type, &f.fs).is_ok());
         if let Some(info) = file {
             self.observe(info, known_path);
             if let Some(st) = self.inodes.get_mut(&info.id) {
@@ -663,6 +684,7 @@ impl Analyzer {
         let flags = file.as_ref().map_or(0, |f| f.flags);
         const O_ACCMODE: u32 = 0o3;
         if flags & O_ACCMODE != 0
+            && !from_caller
             && let Some(id) = id
             && let Some(st) = self.inodes.get_mut(&id)
             && st.judged()
@@ -677,6 +699,7 @@ impl Analyzer {
             path: known_path.map(str::to_string),
             flags,
             pos: None,
+            from_caller: *from_caller,
         };
         self.fds.install(table, *fd, desc, *cloexec);
     }

@@ -799,6 +799,64 @@ fn a_created_file_starts_fresh_on_a_reused_inode_number() {
     assert!(f.evidence["last_successful_fsync"].is_null(), "{f:?}");
 }
 
+/// An fd the command's caller opened and the command inherited.
+fn from_caller(pid: u32, fd: i32, path: &str, ino: u64) -> crate::Event {
+    ev(
+        pid,
+        EventKind::FdAtStart {
+            fd,
+            path: path.into(),
+            file: Some(FileInfo {
+                flags: O_WRONLY,
+                ..reg(ino)
+            }),
+            cloexec: false,
+            from_caller: true,
+        },
+    )
+}
+
+/// `auditor run -- cmd > /d/out.log 2>&1`: what the command and its
+/// children write to the output their caller opened is counted, not
+/// judged; the same file opened by the command itself is its own data.
+#[test]
+fn output_the_caller_redirected_is_counted_not_judged() {
+    let inherited = vec![
+        start(100, "/d"),
+        from_caller(100, 1, "/d/out.log", 50),
+        from_caller(100, 2, "/d/out.log", 50),
+        write(100, 1, 3),
+        write(100, 2, 4),
+        fork(100, 101),
+        write(101, 1, 5),
+        exit(101, 0),
+    ];
+    let mut events = inherited.clone();
+    events.push(exit(100, 0));
+    let (a, findings) = run_with(Config::default(), events);
+    assert_clean(&findings);
+    let c = a.stats().caller_files;
+    assert_eq!(
+        (c.files, c.bytes, c.examples),
+        (1, 12, vec!["/d/out.log".to_string()])
+    );
+
+    let mut events = inherited;
+    events.extend([
+        open_existing(100, "/d/out.log", 3, reg(50)),
+        write(100, 3, 6),
+        exit(100, 0),
+    ]);
+    let findings = run(events);
+    assert_eq!(rules(&findings), vec!["unsynced-at-exit"]);
+    let f = one(&findings, "unsynced-at-exit");
+    assert_eq!(f.path, "/d/out.log");
+    assert_eq!(
+        f.evidence["unsynced_bytes"], 6,
+        "only the command's own write"
+    );
+}
+
 /// etcd checks a directory is writable with a `.touch` file it creates and
 /// unlinks, and the next mkdir gets the freed inode number: the directory
 /// must not inherit the regular file's state, or its fsync is not seen as

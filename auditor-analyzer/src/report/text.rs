@@ -121,6 +121,22 @@ impl Report {
                 reasons.join(", ")
             );
         }
+        let caller = &self.stats.caller_files;
+        if caller.files > 0 {
+            let more = if caller.files > caller.examples.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "not judged: {} bytes written to {} file{} the command inherited open from its caller ({}{more}): keeping redirected output is the caller's job",
+                caller.bytes,
+                caller.files,
+                if caller.files == 1 { "" } else { "s" },
+                caller.examples.join(", ")
+            );
+        }
         if self.stats.evicted_dirty > 0 || self.stats.evicted_processes > 0 {
             let _ = writeln!(
                 out,

@@ -278,6 +278,7 @@ mod tests {
                     path: "/var/lib/bk/meta.db".into(),
                     file: Some(sized(reg(40), 4096)),
                     cloexec: false,
+                    from_caller: false,
                 },
             ),
         ]

@@ -193,6 +193,7 @@ mod tests {
                     path: "/d/a.tmp".into(),
                     file: Some(reg(10)),
                     cloexec: false,
+                    from_caller: false,
                 },
             ),
             write(100, 3, 100),

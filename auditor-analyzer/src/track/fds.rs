@@ -49,6 +49,9 @@ pub struct Description {
     /// File position for plain writes; None when unknown (fd open before
     /// tracing, or adopted from kernel identity).
     pub pos: Option<u64>,
+    /// Opened by the caller of a launched command, not by a traced process
+    /// (see `EventKind::FdAtStart`).
+    pub from_caller: bool,
 }
 
 #[derive(Clone, Copy, Debug)]

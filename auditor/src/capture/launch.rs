@@ -20,6 +20,7 @@ use super::{
     decode::{DecodeStats, Decoder},
     probes::{KernelStats, Probes, trace_self_before_exec},
 };
+use crate::attach::procfs::{OpenFd, ProcFs};
 use crate::error::UserError;
 
 /// How the traced command ended.
@@ -103,6 +104,24 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The fds a command we launch inherits: ours that are not close-on-exec,
+/// which whoever started us opened (a shell's `> out.log`), or the live
+/// view's command log.
+fn inherited_fds() -> Vec<OpenFd> {
+    match ProcFs::default().open_files(std::process::id()) {
+        Ok(fds) => fds
+            .into_iter()
+            .filter(|o| o.flags & libc::O_CLOEXEC as u32 == 0)
+            .collect(),
+        Err(e) => {
+            eprintln!(
+                "auditor: cannot read /proc/self/fd ({e}): the command's redirected output is judged as its own data"
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// Launches `argv` traced from its first instruction, feeds every event to
 /// `sink` in kernel order, and returns once the command and all its
 /// descendants have exited and the ring buffer is drained.
@@ -119,6 +138,7 @@ pub fn trace_command(
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     install_signal_handlers();
 
+    let inherited = inherited_fds();
     let map_fd = probes.traced_map_fd();
     let mut cmd = std::process::Command::new(&program);
     cmd.arg0(&argv[0]).args(&argv[1..]);
@@ -135,18 +155,19 @@ pub fn trace_command(
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let comm: String = argv[0]
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(15)
+        .collect();
     sink(Event {
         seq: 0,
         ts_ns: monotonic_ns(),
         pid: child_pid as u32,
         tid: child_pid as u32,
-        comm: argv[0]
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(15)
-            .collect(),
+        comm: comm.clone(),
         kind: EventKind::ProcessStart {
             cwd,
             exe: program.display().to_string(),
@@ -156,6 +177,22 @@ pub fn trace_command(
             launched: true,
         },
     })?;
+    for o in inherited {
+        sink(Event {
+            seq: 0,
+            ts_ns: monotonic_ns(),
+            pid: child_pid as u32,
+            tid: child_pid as u32,
+            comm: comm.clone(),
+            kind: EventKind::FdAtStart {
+                fd: o.fd,
+                path: o.path,
+                file: o.info,
+                cloexec: false,
+                from_caller: true,
+            },
+        })?;
+    }
 
     let done = Arc::new(AtomicBool::new(false));
     let exit = Arc::new(std::sync::Mutex::new(None));

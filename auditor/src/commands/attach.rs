@@ -435,6 +435,7 @@ fn state_at_attach(proc: &ProcFs, info: &ProcInfo) -> Vec<Event> {
                 path: o.path,
                 cloexec: o.flags & libc::O_CLOEXEC as u32 != 0,
                 file: o.info,
+                from_caller: false,
             })
         })),
         Err(e) => eprintln!(

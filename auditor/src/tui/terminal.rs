@@ -80,8 +80,10 @@ impl Guard {
             (1, sink.as_raw_fd()),
             (2, sink.as_raw_fd()),
         ] {
+            // Close-on-exec: the command launched under the view must not
+            // inherit our saved terminal.
             // SAFETY: plain fd duplication; the saved copies are closed on restore.
-            let saved = unsafe { libc::dup(fd) };
+            let saved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
             SAVED[fd as usize].store(saved, Ordering::SeqCst);
             // SAFETY: both fds are open; `fd` now refers to `with`'s file.
             unsafe { libc::dup2(with, fd) };
