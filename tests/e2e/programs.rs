@@ -1,5 +1,6 @@
-//! Real programs no one here wrote (Debian's sqlite3, git and
-//! redis-server), each run in a durable and a non-durable configuration.
+//! Real programs no one here wrote (Debian's sqlite3, git, redis-server
+//! and etcd), each run in a durable and, where the program has one, a
+//! non-durable configuration.
 //! The findings observed are checked in as expectations in
 //! `tests/expectations/<config>.txt`, with why each one is (or is not) a
 //! true finding; every run must give exactly those, and a durable
@@ -26,6 +27,8 @@ const SQLITE3: &str = "/usr/bin/sqlite3";
 const GIT: &str = "/usr/bin/git";
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
+const ETCD: &str = "/usr/bin/etcd";
+const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 #[derive(Debug)]
 struct Entry {
@@ -574,6 +577,128 @@ fn redis_no_shutdown() {
     let (_, report) = redis("redis_no_shutdown", "no", End::Shutdown);
     // A clean shutdown fsyncs the AOF even with appendfsync no.
     assert!(all_findings(&report).is_empty());
+}
+
+// ------------------------------------------------------------------- etcd
+
+fn etcdctl(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new(ETCDCTL)
+        .arg(format!("--endpoints=127.0.0.1:{port}"))
+        .arg("--command-timeout=2s")
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The pid of the `program` whose arguments hold `needle` (the auditor
+/// running it has both in its own command line, but not first).
+fn pid_of(program: &str, needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut args = cmdline.split(|b| *b == 0);
+        (args.next()? == program.as_bytes() && args.any(|a| a == needle.as_bytes())).then_some(pid)
+    })
+}
+
+/// `auditor run -- etcd`, one member with its data in the scratch
+/// directory and default (durable) settings, driven (untraced) by
+/// etcdctl: PUT x3, then `signal` from outside (SIGTERM: etcd's own
+/// shutdown; SIGKILL: what a crash looks like to it).
+fn etcd(name: &str, signal: i32) -> (PathBuf, Value) {
+    let dir = scratch(&format!("programs_{name}"));
+    let (client, peer) = (free_port(), free_port());
+    let data = dir.join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    let out_file = dir.join("auditor-report.json");
+    let log = dir.join("etcd.log");
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    require_root();
+    let mut auditor = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["run", "--format", "json", "--fail-on", "low", "--output"])
+        .arg(&out_file)
+        .args(["--", ETCD, "--name", "m", "--data-dir", &data_arg])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .arg(format!("--initial-cluster=m={peer_url}"))
+        // etcd logs to stderr, a file the caller opened: counted, not
+        // judged. (A pipe would also hold the test up on a failure that
+        // leaves etcd running.)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("running auditor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while etcdctl(client, &["put", "probe", "0"]).as_deref() != Some("OK") {
+        if Instant::now() > deadline || auditor.try_wait().unwrap().is_some() {
+            let _ = auditor.kill();
+            panic!(
+                "etcd did not answer on port {client}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for k in 1..=3 {
+        let key = format!("key{k}");
+        let value = format!("value{k}");
+        assert_eq!(
+            etcdctl(client, &["put", &key, &value]).as_deref(),
+            Some("OK")
+        );
+    }
+    assert_eq!(
+        etcdctl(client, &["get", "key2", "--print-value-only"]).as_deref(),
+        Some("value2")
+    );
+    // The backend commits its batch every 100 ms: let it settle, so the
+    // kill never lands inside a commit.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = pid_of(ETCD, &data_arg).expect("etcd's pid");
+    // SAFETY: kill has no memory preconditions; pid is etcd's.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while auditor.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = auditor.kill();
+            panic!("the auditor did not end after etcd was stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = auditor.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let code = status.code().expect("auditor killed by a signal");
+    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    assert_eq!(report["exit_status"]["signal"], signal, "{stderr}");
+    assert_eq!(
+        report["stats"]["caller_files"]["examples"],
+        serde_json::json!([log.to_str().unwrap()]),
+        "etcd's log is the caller's file"
+    );
+    assert!(data.join("member/wal").is_dir() && data.join("member/snap/db").is_file());
+    check(&dir, &report, &expectation(name));
+    (dir, report)
+}
+
+#[test]
+fn etcd_shutdown() {
+    etcd("etcd_shutdown", libc::SIGTERM);
+}
+
+#[test]
+fn etcd_killed() {
+    etcd("etcd_killed", libc::SIGKILL);
 }
 
 #[test]

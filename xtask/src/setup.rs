@@ -21,6 +21,8 @@ pub const PACKAGES: &[&str] = &[
     "tmux",
     "redis-server",
     "redis-tools",
+    "etcd-server",
+    "etcd-client",
     "qemu-utils",
     // promtool, to lint the metrics page (the package's servers are not
     // started by its install here).
