@@ -234,6 +234,10 @@ impl Analyzer {
             self.stats.suppressed_findings += 1;
             return;
         }
+        if self.filter.path_is_skipped_cache(&f.path) {
+            self.stats.cache_findings += 1;
+            return;
+        }
         if self.epoch > since_epoch || (self.finishing && self.epoch > 0) {
             f.inconclusive = true;
             f.inconclusive_reason = Some(format!(

@@ -17,6 +17,8 @@ pub struct Config {
     pub only_rules: Vec<String>,
     /// Rule ids that never report.
     pub skip_rules: Vec<String>,
+    /// Report findings on caches too (see [`CACHE_DIRS`]); off by default.
+    pub judge_caches: bool,
     /// Most inode states kept at once. Past it the least recently used go
     /// (idle ones first); a state evicted while it still carried unsynced
     /// data or a pending verdict is counted, and later verdicts on that
@@ -42,10 +44,24 @@ impl Default for Config {
             ignore: Vec::new(),
             only_rules: Vec::new(),
             skip_rules: Vec::new(),
+            judge_caches: false,
             max_files: DEFAULT_MAX_FILES,
             max_processes: DEFAULT_MAX_PROCESSES,
         }
     }
+}
+
+/// Directories whose files are caches their programs check and rebuild
+/// when they are missing or damaged: Python bytecode, pytest's and mypy's
+/// caches, and the XDG cache directory (non-essential data by definition).
+/// Losing them to a crash costs a rebuild, not data, so findings on them
+/// are counted and left out unless asked for.
+pub const CACHE_DIRS: &[&str] = &["__pycache__", ".pytest_cache", ".mypy_cache", ".cache"];
+
+/// Whether `path` lies inside one of the [`CACHE_DIRS`].
+pub fn is_cache(path: &str) -> bool {
+    let dirs = path.rsplit_once('/').map_or("", |(dirs, _)| dirs);
+    dirs.split('/').any(|c| CACHE_DIRS.contains(&c))
 }
 
 /// The config checked and compiled once, so per-finding filtering is cheap.
@@ -53,6 +69,7 @@ impl Default for Config {
 pub(crate) struct Filter {
     ignore: Vec<Glob>,
     enabled: Vec<&'static str>,
+    judge_caches: bool,
 }
 
 impl Filter {
@@ -75,12 +92,21 @@ impl Filter {
             .filter(|id| config.only_rules.is_empty() || config.only_rules.iter().any(|o| o == id))
             .filter(|id| !config.skip_rules.iter().any(|s| s == id))
             .collect();
-        Ok(Filter { ignore, enabled })
+        Ok(Filter {
+            ignore,
+            enabled,
+            judge_caches: config.judge_caches,
+        })
     }
 
     /// Whether findings of this rule are wanted at all.
     pub(crate) fn rule_enabled(&self, id: &str) -> bool {
         self.enabled.contains(&id)
+    }
+
+    /// Whether a finding on this path is left out as one on a cache.
+    pub(crate) fn path_is_skipped_cache(&self, path: &str) -> bool {
+        !self.judge_caches && is_cache(path)
     }
 
     /// Whether a finding on this path is left out by an ignore glob.
@@ -92,6 +118,20 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caches_are_files_inside_cache_directories() {
+        assert!(is_cache("/srv/app/__pycache__/m.cpython-311.pyc"));
+        assert!(is_cache("/home/u/.cache/pip/http/a/b"));
+        assert!(is_cache("/w/.pytest_cache/v/cache/lastfailed"));
+        assert!(
+            !is_cache("/srv/app/__pycache__"),
+            "the directory's own name"
+        );
+        assert!(!is_cache("/srv/app/__pycache__x/m.pyc"));
+        assert!(!is_cache("/srv/.cache.db"));
+        assert!(!is_cache("/var/lib/app/state.json"));
+    }
 
     #[test]
     fn unknown_rule_ids_list_the_valid_ones() {

@@ -88,6 +88,10 @@ pub struct AnalyzerStats {
     pub unknown_renames: u64,
     /// Findings left out by `--ignore` globs.
     pub suppressed_findings: u64,
+    /// Findings on caches (files in `__pycache__`, `.cache`...) left out;
+    /// `--judge-caches` reports them.
+    #[serde(default)]
+    pub cache_findings: u64,
     /// Inode states dropped to bound memory (idle ones, and past
     /// `max_files` the least recently used).
     pub evicted_inodes: u64,

@@ -84,6 +84,10 @@ pub struct ReportOptions {
     /// Do not run rule ID (repeatable).
     #[arg(long = "skip-rule", value_name = "ID")]
     pub skip_rules: Vec<String>,
+    /// Also report findings on caches their programs rebuild (files in
+    /// __pycache__, .pytest_cache, .mypy_cache, .cache), left out by default.
+    #[arg(long)]
+    pub judge_caches: bool,
 }
 
 impl ReportOptions {

@@ -717,3 +717,41 @@ fn expectations_parse_and_globs_match() {
     assert!(!glob(b"repo/.git/objects/*", b"repo/.git/objects/ab/cdef"));
     assert!(glob(b"a?c", b"abc") && !glob(b"a?c", b"a/c"));
 }
+
+// ---------------------------------------------------------------- python3
+
+/// CPython caches a compiled module in `__pycache__` with a temp file and a
+/// rename, no fsync. It checks the cache and rebuilds it from the source
+/// when it is damaged, so nothing is reported by default (the findings are
+/// counted); `--judge-caches` shows them.
+#[test]
+fn python_bytecode_cache_is_counted_not_reported() {
+    let dir = scratch("programs_python_pycache");
+    std::fs::write(dir.join("mymod.py"), "X = 1\n").unwrap();
+    // Overrides PYTHONDONTWRITEBYTECODE, whatever the environment says.
+    let script = "import sys; sys.dont_write_bytecode = False; import mymod";
+    let cache = dir.join("__pycache__");
+    let audit = |extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(&cache);
+        let run = run_report(&dir, extra, &["python3", "-c", script]);
+        let pyc: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(pyc.len(), 1, "{pyc:?}");
+        (run, pyc[0].clone())
+    };
+    let (run, _) = audit(&[]);
+    assert!(all_findings(&run.report).is_empty(), "{:#}", run.report);
+    assert_eq!(run.code, 0);
+    assert_eq!(run.report["stats"]["cache_findings"], 2);
+
+    let (run, pyc) = audit(&["--judge-caches"]);
+    assert_eq!(
+        rule_ids(&run.report),
+        ["rename-without-dir-fsync", "rename-without-fsync"]
+    );
+    let f = the_finding(&run.report, "rename-without-fsync");
+    assert_eq!(f["path"].as_str(), pyc.to_str());
+    assert_eq!(run.report["stats"]["cache_findings"], 0);
+}

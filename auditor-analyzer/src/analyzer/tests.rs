@@ -902,3 +902,35 @@ fn a_directory_reusing_a_files_inode_number_is_a_directory() {
     events.push(exit(100, 0));
     assert_clean(&run(events));
 }
+
+/// Python writes its bytecode cache with a temp file and a rename, no
+/// fsync; a damaged .pyc is rebuilt from the source. Such findings are
+/// counted and left out unless caches are asked for.
+#[test]
+fn findings_on_caches_are_counted_not_reported_unless_asked() {
+    let events = vec![
+        start(100, "/app"),
+        open_new(100, "/app/__pycache__/m.cpython-311.pyc.140", 3, reg(60)),
+        write(100, 3, 300),
+        close(100, 3),
+        rename(
+            100,
+            "/app/__pycache__/m.cpython-311.pyc.140",
+            "/app/__pycache__/m.cpython-311.pyc",
+        ),
+        exit(100, 0),
+    ];
+    let (a, findings) = run_with(Config::default(), events.clone());
+    assert_clean(&findings);
+    assert_eq!(a.stats().cache_findings, 2);
+    let judge = Config {
+        judge_caches: true,
+        ..Config::default()
+    };
+    let (a, findings) = run_with(judge, events);
+    assert_eq!(
+        rules(&findings),
+        vec!["rename-without-fsync", "rename-without-dir-fsync"]
+    );
+    assert_eq!(a.stats().cache_findings, 0);
+}

@@ -121,6 +121,18 @@ impl Report {
                 reasons.join(", ")
             );
         }
+        if self.stats.cache_findings > 0 {
+            let _ = writeln!(
+                out,
+                "not judged: {} finding{} on caches their programs rebuild (__pycache__, .cache, ...); --judge-caches shows them",
+                self.stats.cache_findings,
+                if self.stats.cache_findings == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
+        }
         let caller = &self.stats.caller_files;
         if caller.files > 0 {
             let more = if caller.files > caller.examples.len() as u64 {

@@ -27,6 +27,7 @@ pub fn analyzer_config(o: &ReportOptions) -> Result<Config, UserError> {
         ignore: o.ignore.clone(),
         only_rules: o.rules.clone(),
         skip_rules: o.skip_rules.clone(),
+        judge_caches: o.judge_caches,
         ..Config::default()
     })
 }
