@@ -264,8 +264,9 @@ pub enum EventKind {
         file: Option<FileInfo>,
         cloexec: bool,
         /// Opened by whoever started the command, which inherited it
-        /// (`auditor run -- cmd > out.log`): what is written through it is
-        /// the caller's output, not the command's data.
+        /// (`auditor run -- cmd > out.log`; under attach, stdout and
+        /// stderr): what is written through it is the caller's output, not
+        /// the command's data.
         #[serde(default)]
         from_caller: bool,
     },

@@ -142,7 +142,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "not judged: {} bytes written to {} file{} the command inherited open from its caller ({}{more}): keeping redirected output is the caller's job",
+                "not judged: {} bytes written to {} file{} its caller handed the command as output ({}{more}): keeping redirected output is the caller's job",
                 caller.bytes,
                 caller.files,
                 if caller.files == 1 { "" } else { "s" },

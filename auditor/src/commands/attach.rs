@@ -435,7 +435,9 @@ fn state_at_attach(proc: &ProcFs, info: &ProcInfo) -> Vec<Event> {
                 path: o.path,
                 cloexec: o.flags & libc::O_CLOEXEC as u32 != 0,
                 file: o.info,
-                from_caller: false,
+                // Standard output and error at attach are the process's
+                // log, set up by whoever started it: not its data.
+                from_caller: o.fd == 1 || o.fd == 2,
             })
         })),
         Err(e) => eprintln!(
