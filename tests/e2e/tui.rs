@@ -1,6 +1,6 @@
-//! `run --tui` in a real terminal (tmux): the finding appears on screen
-//! while the command still runs, the command's own output stays off the
-//! UI, and quitting leaves the normal report and exit code.
+//! `run --tui` and `attach --tui` in a real terminal (tmux): the finding
+//! appears on screen while the command still runs, the command's own output
+//! stays off the UI, and quitting leaves the normal report and exit code.
 
 use std::{
     path::{Path, PathBuf},
@@ -238,4 +238,54 @@ fn refuses_without_a_terminal() {
     assert_eq!(err.lines().count(), 1, "one clear line: {err:?}");
     assert!(err.contains("--tui needs a terminal"), "{err}");
     assert!(out.stdout.is_empty());
+}
+
+/// `attach --tui` to a running daemon: the process shows up, the rename
+/// it makes after the attach is on screen, and quitting writes the report
+/// and leaves the daemon running (attached processes are not ours to stop).
+#[test]
+fn attach_live_view_shows_a_running_daemons_finding() {
+    require_root();
+    let dir = scratch("tui_attach");
+    let mut daemon = Command::new(PYTHON)
+        .arg("-B")
+        .arg(fixture("attach/daemon.py"))
+        .arg(&dir)
+        .arg("rename")
+        .spawn()
+        .unwrap();
+    wait_for_file(&dir.join("ready"));
+    let report = dir.join("report.json");
+    let cmd = format!(
+        "{} attach --pid {} --tui --output {}; echo $? > {}; sleep 60",
+        auditor_bin().display(),
+        daemon.id(),
+        report.display(),
+        dir.join("exit.code").display(),
+    );
+    let tmux = Tmux::start(&dir, &cmd);
+    tmux.wait_for("the daemon in the process list", |s| {
+        s.contains("Processes 1")
+    });
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let state = dir.join("state");
+    tmux.wait_for("the finding on screen", |s| {
+        s.contains("rename-without-fsync") && s.contains(state.to_str().unwrap())
+    });
+    tmux.keys(&["q"]);
+    assert_eq!(exit_code(&dir), 1, "a high finding fails the run");
+    let report = read_report(&report);
+    let found = findings(&report, "rename-without-fsync");
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["path"].as_str(), state.to_str());
+    assert_eq!(
+        found[0]["process"]["pid"].as_u64(),
+        Some(daemon.id() as u64)
+    );
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "quitting the view leaves the daemon running"
+    );
+    std::fs::write(dir.join("stop"), b"").unwrap();
+    assert!(daemon.wait().unwrap().success());
 }
