@@ -1,5 +1,5 @@
-//! Real programs no one here wrote (Debian's sqlite3, git, redis-server
-//! and etcd), each run in a durable and, where the program has one, a
+//! Real programs no one here wrote (Debian's sqlite3, git, redis-server,
+//! etcd and containerd), each run in a durable and, where the program has one, a
 //! non-durable configuration.
 //! The findings observed are checked in as expectations in
 //! `tests/expectations/<config>.txt`, with why each one is (or is not) a
@@ -29,6 +29,8 @@ const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
+const CONTAINERD: &str = "/usr/bin/containerd";
+const CTR: &str = "/usr/bin/ctr";
 
 #[derive(Debug)]
 struct Entry {
@@ -699,6 +701,112 @@ fn etcd_shutdown() {
 #[test]
 fn etcd_killed() {
     etcd("etcd_killed", libc::SIGKILL);
+}
+
+// ------------------------------------------------------------- containerd
+
+fn ctr(sock: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(CTR)
+        .arg("--address")
+        .arg(sock)
+        .args(["--timeout", "2s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `auditor run -- containerd` with its root, state and socket in the
+/// scratch directory (the CRI plugin off: no images here), driven
+/// (untraced) by ctr: a namespace created and labelled and a lease taken,
+/// all metadata in its bbolt database; then `signal` from outside.
+fn containerd(name: &str, signal: i32) -> (PathBuf, Value) {
+    let dir = scratch(&format!("programs_{name}"));
+    let sock = dir.join("containerd.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {:?}\n",
+            dir.join("root"),
+            dir.join("state"),
+            sock
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let out_file = dir.join("auditor-report.json");
+    let log = dir.join("containerd.log");
+    require_root();
+    let mut auditor = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["run", "--format", "json", "--fail-on", "low", "--output"])
+        .arg(&out_file)
+        .args(["--", CONTAINERD, "--config", &config_arg])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("running auditor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctr(&sock, &["namespaces", "ls"]).is_none() {
+        if Instant::now() > deadline || auditor.try_wait().unwrap().is_some() {
+            let _ = auditor.kill();
+            panic!(
+                "containerd did not answer on {}: {}",
+                sock.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ctr(&sock, &["namespaces", "create", "audited"]).is_some());
+    assert!(ctr(&sock, &["namespaces", "label", "audited", "team=storage"]).is_some());
+    assert!(ctr(&sock, &["-n", "audited", "leases", "create"]).is_some());
+    assert!(
+        ctr(&sock, &["namespaces", "ls"])
+            .unwrap()
+            .contains("team=storage")
+    );
+    let pid = pid_of(CONTAINERD, &config_arg).expect("containerd's pid");
+    // SAFETY: kill has no memory preconditions; pid is containerd's.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while auditor.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = auditor.kill();
+            panic!("the auditor did not end after containerd was stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = auditor.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let code = status.code().expect("auditor killed by a signal");
+    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    if signal == libc::SIGKILL {
+        assert_eq!(report["exit_status"]["signal"], signal, "{stderr}");
+    } else {
+        // containerd handles SIGTERM and exits by itself.
+        assert_eq!(report["exit_status"]["code"], 0, "{stderr}");
+    }
+    check(&dir, &report, &expectation(name));
+    (dir, report)
+}
+
+#[test]
+fn containerd_shutdown() {
+    containerd("containerd_shutdown", libc::SIGTERM);
+}
+
+#[test]
+fn containerd_killed() {
+    containerd("containerd_killed", libc::SIGKILL);
 }
 
 #[test]

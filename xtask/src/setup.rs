@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "redis-tools",
     "etcd-server",
     "etcd-client",
+    "containerd",
     "qemu-utils",
     // promtool, to lint the metrics page (the package's servers are not
     // started by its install here).
