@@ -581,20 +581,94 @@ fn redis_no_shutdown() {
     assert!(all_findings(&report).is_empty());
 }
 
-// ------------------------------------------------------------------- etcd
+// ------------------------------------------------ servers: etcd, containerd
 
-fn etcdctl(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new(ETCDCTL)
-        .arg(format!("--endpoints=127.0.0.1:{port}"))
-        .arg("--command-timeout=2s")
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// A server run by `auditor run --format json --fail-on low`, with its
+/// output in a log file (the caller's: counted, not judged; a pipe would
+/// also hold the test up on a failure that leaves the server running).
+struct Served {
+    auditor: std::process::Child,
+    report: PathBuf,
+    log: PathBuf,
+}
+
+impl Served {
+    fn start(dir: &Path, server: &[&str]) -> Served {
+        require_root();
+        let report = dir.join("auditor-report.json");
+        let log = dir.join("server.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let auditor = Command::new(auditor_bin())
+            .current_dir(dir)
+            .args(["run", "--format", "json", "--fail-on", "low", "--output"])
+            .arg(&report)
+            .arg("--")
+            .args(server)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("running auditor");
+        Served {
+            auditor,
+            report,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `ready` until it holds; fails with the server's log when the
+    /// auditor ends first or 20 s pass.
+    fn wait_ready(&mut self, ready: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready() {
+            if Instant::now() > deadline || self.auditor.try_wait().unwrap().is_some() {
+                let _ = self.auditor.kill();
+                panic!("the server never answered: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends `signal` to the server (the `program` whose arguments hold
+    /// `needle`), waits for the auditor to end, and checks that the report
+    /// records that end and counts the log as the caller's.
+    fn stop(mut self, program: &str, needle: &str, signal: i32) -> Value {
+        let pid = pid_of(program, needle).expect("the server's pid");
+        // SAFETY: kill has no memory preconditions; pid is the server's.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.auditor.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.auditor.kill();
+                panic!("the auditor did not end after the server was stopped");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let code = self.auditor.wait().unwrap().code();
+        let log = self.log();
+        let code = code.expect("auditor killed by a signal");
+        assert!(code == 0 || code == 1, "auditor error {code}: {log}");
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&self.report).unwrap()).expect("report is JSON");
+        match signal {
+            // Both servers handle SIGTERM and exit by themselves (etcd
+            // raises it again once it has shut down).
+            libc::SIGTERM => assert!(
+                report["exit_status"]["code"] == 0 || report["exit_status"]["signal"] == signal,
+                "{log}"
+            ),
+            _ => assert_eq!(report["exit_status"]["signal"], signal, "{log}"),
+        }
+        assert_eq!(
+            report["stats"]["caller_files"]["examples"],
+            serde_json::json!([self.log.to_str().unwrap()]),
+            "the server's log is the caller's file"
+        );
+        report
+    }
 }
 
 /// The pid of the `program` whose arguments hold `needle` (the auditor
@@ -608,6 +682,24 @@ fn pid_of(program: &str, needle: &str) -> Option<i32> {
     })
 }
 
+/// stdout of `cmd` when it succeeds.
+fn answer(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn etcdctl(port: u16, args: &[&str]) -> Option<String> {
+    answer(
+        Command::new(ETCDCTL)
+            .arg(format!("--endpoints=127.0.0.1:{port}"))
+            .arg("--command-timeout=2s")
+            .args(args)
+            .env("ETCDCTL_API", "3"),
+    )
+}
+
 /// `auditor run -- etcd`, one member with its data in the scratch
 /// directory and default (durable) settings, driven (untraced) by
 /// etcdctl: PUT x3, then `signal` from outside (SIGTERM: etcd's own
@@ -617,39 +709,29 @@ fn etcd(name: &str, signal: i32) -> (PathBuf, Value) {
     let (client, peer) = (free_port(), free_port());
     let data = dir.join("data");
     let data_arg = data.to_str().unwrap().to_owned();
-    let out_file = dir.join("auditor-report.json");
-    let log = dir.join("etcd.log");
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    require_root();
-    let mut auditor = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["run", "--format", "json", "--fail-on", "low", "--output"])
-        .arg(&out_file)
-        .args(["--", ETCD, "--name", "m", "--data-dir", &data_arg])
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .arg(format!("--initial-cluster=m={peer_url}"))
-        // etcd logs to stderr, a file the caller opened: counted, not
-        // judged. (A pipe would also hold the test up on a failure that
-        // leaves etcd running.)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("running auditor");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while etcdctl(client, &["put", "probe", "0"]).as_deref() != Some("OK") {
-        if Instant::now() > deadline || auditor.try_wait().unwrap().is_some() {
-            let _ = auditor.kill();
-            panic!(
-                "etcd did not answer on port {client}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let cluster = format!("--initial-cluster=m={peer_url}");
+    let mut served = Served::start(
+        &dir,
+        &[
+            ETCD,
+            "--name",
+            "m",
+            "--data-dir",
+            &data_arg,
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            &cluster,
+        ],
+    );
+    served.wait_ready(|| etcdctl(client, &["put", "probe", "0"]).as_deref() == Some("OK"));
     for k in 1..=3 {
         let key = format!("key{k}");
         let value = format!("value{k}");
@@ -665,29 +747,7 @@ fn etcd(name: &str, signal: i32) -> (PathBuf, Value) {
     // The backend commits its batch every 100 ms: let it settle, so the
     // kill never lands inside a commit.
     std::thread::sleep(Duration::from_millis(500));
-    let pid = pid_of(ETCD, &data_arg).expect("etcd's pid");
-    // SAFETY: kill has no memory preconditions; pid is etcd's.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while auditor.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = auditor.kill();
-            panic!("the auditor did not end after etcd was stopped");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = auditor.wait().unwrap();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    let code = status.code().expect("auditor killed by a signal");
-    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
-    assert_eq!(report["exit_status"]["signal"], signal, "{stderr}");
-    assert_eq!(
-        report["stats"]["caller_files"]["examples"],
-        serde_json::json!([log.to_str().unwrap()]),
-        "etcd's log is the caller's file"
-    );
+    let report = served.stop(ETCD, &data_arg, signal);
     assert!(data.join("member/wal").is_dir() && data.join("member/snap/db").is_file());
     check(&dir, &report, &expectation(name));
     (dir, report)
@@ -703,20 +763,14 @@ fn etcd_killed() {
     etcd("etcd_killed", libc::SIGKILL);
 }
 
-// ------------------------------------------------------------- containerd
-
 fn ctr(sock: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new(CTR)
-        .arg("--address")
-        .arg(sock)
-        .args(["--timeout", "2s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    answer(
+        Command::new(CTR)
+            .arg("--address")
+            .arg(sock)
+            .args(["--timeout", "2s"])
+            .args(args),
+    )
 }
 
 /// `auditor run -- containerd` with its root, state and socket in the
@@ -740,30 +794,8 @@ fn containerd(name: &str, signal: i32) -> (PathBuf, Value) {
     )
     .unwrap();
     let config_arg = config.to_str().unwrap().to_owned();
-    let out_file = dir.join("auditor-report.json");
-    let log = dir.join("containerd.log");
-    require_root();
-    let mut auditor = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["run", "--format", "json", "--fail-on", "low", "--output"])
-        .arg(&out_file)
-        .args(["--", CONTAINERD, "--config", &config_arg])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("running auditor");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ctr(&sock, &["namespaces", "ls"]).is_none() {
-        if Instant::now() > deadline || auditor.try_wait().unwrap().is_some() {
-            let _ = auditor.kill();
-            panic!(
-                "containerd did not answer on {}: {}",
-                sock.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut served = Served::start(&dir, &[CONTAINERD, "--config", &config_arg]);
+    served.wait_ready(|| ctr(&sock, &["namespaces", "ls"]).is_some());
     assert!(ctr(&sock, &["namespaces", "create", "audited"]).is_some());
     assert!(ctr(&sock, &["namespaces", "label", "audited", "team=storage"]).is_some());
     assert!(ctr(&sock, &["-n", "audited", "leases", "create"]).is_some());
@@ -772,29 +804,7 @@ fn containerd(name: &str, signal: i32) -> (PathBuf, Value) {
             .unwrap()
             .contains("team=storage")
     );
-    let pid = pid_of(CONTAINERD, &config_arg).expect("containerd's pid");
-    // SAFETY: kill has no memory preconditions; pid is containerd's.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while auditor.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = auditor.kill();
-            panic!("the auditor did not end after containerd was stopped");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = auditor.wait().unwrap();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    let code = status.code().expect("auditor killed by a signal");
-    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
-    if signal == libc::SIGKILL {
-        assert_eq!(report["exit_status"]["signal"], signal, "{stderr}");
-    } else {
-        // containerd handles SIGTERM and exits by itself.
-        assert_eq!(report["exit_status"]["code"], 0, "{stderr}");
-    }
+    let report = served.stop(CONTAINERD, &config_arg, signal);
     check(&dir, &report, &expectation(name));
     (dir, report)
 }
