@@ -162,36 +162,31 @@ pub fn trace_command(
         .chars()
         .take(15)
         .collect();
-    sink(Event {
+    // What the auditor knew of the child at launch.
+    let at_start = |kind| Event {
         seq: 0,
         ts_ns: monotonic_ns(),
         pid: child_pid as u32,
         tid: child_pid as u32,
         comm: comm.clone(),
-        kind: EventKind::ProcessStart {
-            cwd,
-            exe: program.display().to_string(),
-            argv: argv.to_vec(),
-            // SAFETY: getpid has no preconditions.
-            ppid: unsafe { libc::getpid() } as u32,
-            launched: true,
-        },
-    })?;
+        kind,
+    };
+    sink(at_start(EventKind::ProcessStart {
+        cwd,
+        exe: program.display().to_string(),
+        argv: argv.to_vec(),
+        // SAFETY: getpid has no preconditions.
+        ppid: unsafe { libc::getpid() } as u32,
+        launched: true,
+    }))?;
     for o in inherited {
-        sink(Event {
-            seq: 0,
-            ts_ns: monotonic_ns(),
-            pid: child_pid as u32,
-            tid: child_pid as u32,
-            comm: comm.clone(),
-            kind: EventKind::FdAtStart {
-                fd: o.fd,
-                path: o.path,
-                file: o.info,
-                cloexec: false,
-                from_caller: true,
-            },
-        })?;
+        sink(at_start(EventKind::FdAtStart {
+            fd: o.fd,
+            path: o.path,
+            file: o.info,
+            cloexec: false,
+            from_caller: true,
+        }))?;
     }
 
     let done = Arc::new(AtomicBool::new(false));
