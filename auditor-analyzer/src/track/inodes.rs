@@ -2,6 +2,7 @@
 //! the last fsync and its result, and the facts rules need (truncations,
 //! appenders, verdicts waiting for the last holder to close).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 
 use serde_json::{Map, Value};
@@ -407,25 +408,31 @@ impl Inodes {
     /// The state of `info.id`, created on first sight; kernel facts (type,
     /// fs, size) refresh it. Returns whether it is new.
     pub fn observe(&mut self, info: &FileInfo) -> (&mut InodeState, bool) {
-        // A live inode never changes type: another type under the same
-        // number means the number was freed and reused (a file unlinked,
-        // then a directory made), so what was known belongs to the old one.
-        let reused = self.map.get(&info.id).is_some_and(|st| {
-            st.file_type != info.file_type
-                && st.file_type != FileType::Unknown
-                && info.file_type != FileType::Unknown
-        });
-        if reused {
-            self.map.remove(&info.id);
-        }
-        let mut new = false;
-        let marked = &mut self.marked;
-        let st = self.map.entry(info.id).or_insert_with(|| {
-            new = true;
+        let fresh = |marked: &mut FastSet<FileId>| {
             let mut st = Box::new(InodeState::new(info));
             st.evicted = marked.remove(&info.id);
             st
-        });
+        };
+        let mut new = true;
+        let st = match self.map.entry(info.id) {
+            Entry::Vacant(v) => v.insert(fresh(&mut self.marked)),
+            Entry::Occupied(o) => {
+                let st = o.into_mut();
+                // A live inode never changes type: another type under the
+                // same number means the number was freed and reused (a file
+                // unlinked, then a directory made), so what was known
+                // belongs to the old one.
+                if st.file_type != info.file_type
+                    && st.file_type != FileType::Unknown
+                    && info.file_type != FileType::Unknown
+                {
+                    *st = fresh(&mut self.marked);
+                } else {
+                    new = false;
+                }
+                st
+            }
+        };
         self.clock += 1;
         st.last_use = self.clock;
         if st.file_type == FileType::Unknown {
