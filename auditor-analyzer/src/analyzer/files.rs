@@ -25,6 +25,8 @@ pub(super) struct Target {
     pub path: String,
     pub flags: u32,
     pub pos: Option<u64>,
+    /// The file is judged, and not reached through a description the
+    /// command's caller opened (whose output is the caller's to keep).
     pub judged: bool,
     /// Reached through a description the command's caller opened.
     pub from_caller: bool,
@@ -94,7 +96,7 @@ impl Analyzer {
             path,
             flags: fl,
             pos,
-            judged: self.is_judged(&id),
+            judged: !from_caller && self.is_judged(&id),
             from_caller,
         })
     }
@@ -194,17 +196,14 @@ impl Analyzer {
         let Some(t) = self.target(ev, *fd, file.as_ref()) else {
             return;
         };
-        if !t.judged {
-            return;
-        }
-        if t.from_caller {
+        if t.from_caller && *ret > 0 && self.is_judged(&t.id) {
             // Keeping the caller's output (`cmd > out.log`) is the caller's
             // job: no program fsyncs its stdout. Counted, not judged.
-            if *ret > 0 {
-                self.stats
-                    .caller_files
-                    .add(&mut self.caller_seen, t.id, &t.path, *ret as u64);
-            }
+            self.stats
+                .caller_files
+                .add(&mut self.caller_seen, t.id, &t.path, *ret as u64);
+        }
+        if !t.judged {
             return;
         }
         let call = self.call_of(ev);
@@ -397,18 +396,20 @@ impl Analyzer {
         if *ret < 0 {
             return;
         }
-        let id = match (fd, path) {
-            (Some(fd), _) => self.target(ev, *fd, file.as_ref()).map(|t| t.id),
+        let target = match (fd, path) {
+            (Some(fd), _) => self
+                .target(ev, *fd, file.as_ref())
+                .map(|t| (t.id, t.judged)),
             (None, Some(p)) => {
                 if let Some(info) = file {
                     self.observe(info, Some(p));
                 }
-                file.as_ref().map(|f| f.id).or_else(|| self.names.get(p))
+                let id = file.as_ref().map(|f| f.id).or_else(|| self.names.get(p));
+                id.map(|id| (id, self.is_judged(&id)))
             }
             (None, None) => None,
         };
-        let Some(id) = id else { return };
-        let judged = self.is_judged(&id);
+        let Some((id, judged)) = target else { return };
         let (key, _) = self.who(ev);
         let call = self.call_of(ev);
         let epoch = self.epoch;
