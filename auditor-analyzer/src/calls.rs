@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Syscall};
 use crate::finding::CallRef;
 use crate::track::fds::flags;
 
@@ -123,7 +123,7 @@ pub fn describe(ev: &Event) -> String {
             offset,
             calls,
             ..
-        } => write_text(call, *fd, *requested, *ret, *offset, *calls),
+        } => write_text(*call, *fd, *requested, *ret, *offset, *calls),
         EventKind::Truncate {
             call,
             fd,
@@ -156,7 +156,7 @@ pub fn describe(ev: &Event) -> String {
             ret,
             range,
             ..
-        } => sync_text(call, *fd, *ret, *range),
+        } => sync_text(*call, *fd, *ret, *range),
         EventKind::Rename {
             call,
             old_path,
@@ -196,10 +196,19 @@ pub fn describe(ev: &Event) -> String {
             old_fd,
             new_fd,
             ret,
+            cloexec,
             ..
-        } => match new_fd {
-            Some(n) => format!("{call}(fd={old_fd}, {n}){}", ret_str(*ret)),
-            None => format!("{call}(fd={old_fd}){}", ret_str(*ret)),
+        } => match (call, new_fd) {
+            (Syscall::Fcntl, Some(n)) => {
+                let cmd = if *cloexec {
+                    "F_DUPFD_CLOEXEC"
+                } else {
+                    "F_DUPFD"
+                };
+                format!("fcntl(fd={old_fd}, {cmd}, {n}){}", ret_str(*ret))
+            }
+            (_, Some(n)) => format!("{call}(fd={old_fd}, {n}){}", ret_str(*ret)),
+            (_, None) => format!("{call}(fd={old_fd}){}", ret_str(*ret)),
         },
         EventKind::Fcntl {
             fd, cmd, arg, ret, ..
@@ -266,7 +275,7 @@ pub fn describe(ev: &Event) -> String {
 }
 
 fn write_text(
-    call: &str,
+    call: Syscall,
     fd: i32,
     requested: u64,
     ret: i64,
@@ -284,7 +293,7 @@ fn write_text(
     }
 }
 
-fn sync_text(call: &str, fd: Option<i32>, ret: i64, range: Option<(u64, u64, u32)>) -> String {
+fn sync_text(call: Syscall, fd: Option<i32>, ret: i64, range: Option<(u64, u64, u32)>) -> String {
     let mut args = opt_fd(fd);
     if let Some((a, b, f)) = range {
         if !args.is_empty() {
@@ -297,27 +306,6 @@ fn sync_text(call: &str, fd: Option<i32>, ret: i64, range: Option<(u64, u64, u32
 
 fn close_text(fd: i32, ret: i64) -> String {
     format!("close(fd={fd}){}", ret_str(ret))
-}
-
-/// The names of the calls kept in compact form, as static strings so a
-/// kept call needs no allocation.
-fn static_name(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "write" => "write",
-        "pwrite64" => "pwrite64",
-        "writev" => "writev",
-        "pwritev" => "pwritev",
-        "pwritev2" => "pwritev2",
-        "copy_file_range" => "copy_file_range",
-        "sendfile" => "sendfile",
-        "fsync" => "fsync",
-        "fdatasync" => "fdatasync",
-        "sync_file_range" => "sync_file_range",
-        "syncfs" => "syncfs",
-        "sync" => "sync",
-        "msync" => "msync",
-        _ => return None,
-    })
 }
 
 /// A call the analyzer keeps (per-inode history, first unsynced write, last
@@ -340,7 +328,7 @@ enum What {
     /// Rendered when kept (rarer calls, whose text needs paths anyway).
     Text(Arc<str>),
     Write {
-        name: &'static str,
+        name: Syscall,
         fd: i32,
         requested: u64,
         ret: i64,
@@ -348,7 +336,7 @@ enum What {
         calls: u32,
     },
     Sync {
-        name: &'static str,
+        name: Syscall,
         fd: Option<i32>,
         ret: i64,
         range: Option<(u64, u64, u32)>,
@@ -380,8 +368,8 @@ impl Call {
                 offset,
                 calls,
                 ..
-            } => static_name(call).map(|name| What::Write {
-                name,
+            } => Some(What::Write {
+                name: *call,
                 fd: *fd,
                 requested: *requested,
                 ret: *ret,
@@ -394,8 +382,8 @@ impl Call {
                 ret,
                 range,
                 ..
-            } => static_name(call).map(|name| What::Sync {
-                name,
+            } => Some(What::Sync {
+                name: *call,
                 fd: *fd,
                 ret: *ret,
                 range: *range,
@@ -424,13 +412,13 @@ impl Call {
                 ret,
                 offset,
                 calls,
-            } => write_text(name, *fd, *requested, *ret, *offset, *calls),
+            } => write_text(*name, *fd, *requested, *ret, *offset, *calls),
             What::Sync {
                 name,
                 fd,
                 ret,
                 range,
-            } => sync_text(name, *fd, *ret, *range),
+            } => sync_text(*name, *fd, *ret, *range),
             What::Close { fd, ret } => close_text(*fd, *ret),
         }
     }
@@ -555,14 +543,14 @@ mod tests {
             *offset = Some(4096);
             *ret = -28;
         }
-        let mut odd = write(1, 3, 10);
-        if let EventKind::Write { call, .. } = &mut odd.kind {
-            *call = "not_a_syscall".into();
+        let mut copy = write(1, 3, 10);
+        if let EventKind::Write { call, .. } = &mut copy.kind {
+            *call = Syscall::CopyFileRange;
         }
         let events = [
             write(1, 3, 4096),
             pwrite,
-            odd,
+            copy,
             fsync_ret(1, 3, -5),
             sync_call(2, "sync_file_range", Some(3), 0, Some((0, 4096, 2))),
             sync_call(2, "sync", None, 0, None),

@@ -2,6 +2,7 @@
 //! made absolute. Live capture, recordings and the analyzer all speak this
 //! type, so a recording replays to exactly the findings of the live run.
 
+pub use auditor_common::Syscall;
 use serde::{Deserialize, Serialize};
 
 /// One thing a traced task did.
@@ -69,7 +70,7 @@ fn one_call() -> u32 {
 pub enum EventKind {
     /// open, openat, openat2, creat.
     Open {
-        call: String,
+        call: Syscall,
         /// As the program gave it; made absolute (against `dirfd` or the
         /// cwd) by the tracker before anything else reads it.
         path: String,
@@ -83,7 +84,7 @@ pub enum EventKind {
     },
     /// write, pwrite64, writev, pwritev, pwritev2, copy_file_range, sendfile.
     Write {
-        call: String,
+        call: Syscall,
         fd: i32,
         /// Bytes asked for (for vectored writes: unknown, 0).
         requested: u64,
@@ -102,7 +103,7 @@ pub enum EventKind {
     },
     /// ftruncate, truncate.
     Truncate {
-        call: String,
+        call: Syscall,
         fd: Option<i32>,
         path: Option<String>,
         length: i64,
@@ -120,7 +121,7 @@ pub enum EventKind {
     },
     /// fsync, fdatasync, sync_file_range, syncfs, sync, msync.
     Sync {
-        call: String,
+        call: Syscall,
         fd: Option<i32>,
         ret: i64,
         file: Option<FileInfo>,
@@ -130,7 +131,7 @@ pub enum EventKind {
     },
     /// rename, renameat, renameat2, link, linkat.
     Rename {
-        call: String,
+        call: Syscall,
         old_dirfd: i32,
         old_path: String,
         new_dirfd: i32,
@@ -144,7 +145,7 @@ pub enum EventKind {
     },
     /// unlink, unlinkat (flags may carry AT_REMOVEDIR).
     Unlink {
-        call: String,
+        call: Syscall,
         dirfd: i32,
         path: String,
         flags: u32,
@@ -152,7 +153,7 @@ pub enum EventKind {
     },
     /// mkdir, mkdirat.
     Mkdir {
-        call: String,
+        call: Syscall,
         dirfd: i32,
         path: String,
         mode: u32,
@@ -171,7 +172,7 @@ pub enum EventKind {
     },
     /// dup, dup2, dup3, fcntl(F_DUPFD), fcntl(F_DUPFD_CLOEXEC).
     Dup {
-        call: String,
+        call: Syscall,
         old_fd: i32,
         /// Requested new fd (dup2/dup3) or lowest acceptable (F_DUPFD).
         new_fd: Option<i32>,
@@ -237,7 +238,7 @@ pub enum EventKind {
         /// 0 delivered, 1 ignored, 2 already pending, 3 lost (TRACE_SIGNAL_*).
         result: i32,
         /// Syscall name the target thread was inside when the signal was sent.
-        target_syscall: Option<String>,
+        target_syscall: Option<Syscall>,
     },
     /// A signal reached the event's task; `handler` 0 = default action, 1 = ignored.
     SignalDelivered {

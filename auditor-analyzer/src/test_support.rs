@@ -1,7 +1,7 @@
 //! Small constructors for synthetic event sequences, so rule tests read
 //! like the syscall traces they stand for.
 
-use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
+use crate::event::{Event, EventKind, FileId, FileInfo, FileType, Syscall};
 use crate::finding::Finding;
 use crate::track::fds::flags;
 use crate::track::paths::AT_FDCWD;
@@ -11,6 +11,11 @@ pub const DEV: u64 = 2049;
 pub const O_WRONLY: u32 = 1;
 pub const SIGTERM: i32 = 15;
 pub const SIGKILL: i32 = 9;
+
+/// The traced call of that name (test events name calls as traces do).
+pub fn sys(name: &str) -> Syscall {
+    Syscall::from_name(name).unwrap_or_else(|| panic!("no traced syscall {name}"))
+}
 
 /// A regular file on ext4, as the kernel would describe it.
 pub fn reg(ino: u64) -> FileInfo {
@@ -94,7 +99,7 @@ pub fn open_with(
     ev(
         pid,
         EventKind::Open {
-            call: "openat".into(),
+            call: sys("openat"),
             path: path.into(),
             dirfd,
             flags: fl,
@@ -148,7 +153,7 @@ pub fn write_full(
     ev(
         pid,
         EventKind::Write {
-            call: call.into(),
+            call: sys(call),
             fd,
             requested,
             ret,
@@ -175,7 +180,7 @@ pub fn sync_call(
     ev(
         pid,
         EventKind::Sync {
-            call: call.into(),
+            call: sys(call),
             fd,
             ret,
             file: None,
@@ -208,7 +213,7 @@ pub fn rename_full(
     ev(
         pid,
         EventKind::Rename {
-            call: call.into(),
+            call: sys(call),
             old_dirfd: dirfd,
             old_path: old.into(),
             new_dirfd: dirfd,

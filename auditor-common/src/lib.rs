@@ -6,7 +6,11 @@
 //! padding so both sides agree on the layout.
 #![no_std]
 
+pub mod linux;
 pub mod nr;
+pub mod syscall;
+
+pub use syscall::Syscall;
 
 /// Longest path the probes copy. Longer paths are cut and flagged
 /// with [`FLAG_PATH_TRUNCATED`].

@@ -39,49 +39,6 @@ pub const PWRITEV2: u32 = 328;
 pub const CLOSE_RANGE: u32 = 436;
 pub const OPENAT2: u32 = 437;
 
-/// Name and number of every traced syscall (the name is also the
-/// `syscalls:sys_enter_<name>` tracepoint's suffix).
-pub const TRACED_SYSCALLS: &[(&str, u32)] = &[
-    ("write", WRITE),
-    ("open", OPEN),
-    ("close", CLOSE),
-    ("mmap", MMAP),
-    ("pwrite64", PWRITE64),
-    ("writev", WRITEV),
-    ("msync", MSYNC),
-    ("dup", DUP),
-    ("dup2", DUP2),
-    ("sendfile64", SENDFILE),
-    ("fcntl", FCNTL),
-    ("fsync", FSYNC),
-    ("fdatasync", FDATASYNC),
-    ("truncate", TRUNCATE),
-    ("ftruncate", FTRUNCATE),
-    ("chdir", CHDIR),
-    ("fchdir", FCHDIR),
-    ("rename", RENAME),
-    ("mkdir", MKDIR),
-    ("creat", CREAT),
-    ("link", LINK),
-    ("unlink", UNLINK),
-    ("sync", SYNC),
-    ("openat", OPENAT),
-    ("mkdirat", MKDIRAT),
-    ("unlinkat", UNLINKAT),
-    ("renameat", RENAMEAT),
-    ("linkat", LINKAT),
-    ("sync_file_range", SYNC_FILE_RANGE),
-    ("fallocate", FALLOCATE),
-    ("dup3", DUP3),
-    ("pwritev", PWRITEV),
-    ("syncfs", SYNCFS),
-    ("renameat2", RENAMEAT2),
-    ("copy_file_range", COPY_FILE_RANGE),
-    ("pwritev2", PWRITEV2),
-    ("close_range", CLOSE_RANGE),
-    ("openat2", OPENAT2),
-];
-
 /// Whether the probes follow this syscall.
 pub const fn is_traced_syscall(nr: u32) -> bool {
     matches!(

@@ -47,18 +47,15 @@ fn write_then_fsync_through_dup_then_rename() {
         })
         .collect();
     let want = [
-        "openat",
-        "write",
-        "pwrite64",
-        "writev",
-        "fcntl(F_DUPFD_CLOEXEC)",
-        "fsync",
-        "close",
-        "close",
-        "rename",
+        "openat", "write", "pwrite64", "writev", "fcntl", "fsync", "close", "close", "rename",
     ];
     // Python's os.dup is fcntl(F_DUPFD_CLOEXEC); the order is what matters.
     assert_eq!(kinds, want, "calls on the file, in order");
+    assert_eq!(
+        (on_file[4]["type"].as_str(), on_file[4]["cloexec"].as_bool()),
+        (Some("dup"), Some(true)),
+        "fcntl(F_DUPFD_CLOEXEC) is a dup"
+    );
     let write = on_file[1];
     assert_eq!(
         (

@@ -1,8 +1,11 @@
 //! Handlers for calls on file contents and fds: open, write, truncate,
 //! sync, close, dup, fcntl, mmap, and fds open before tracing.
 
+use auditor_common::linux::fcntl::{F_SETFD, F_SETFL, FD_CLOEXEC};
+use auditor_common::linux::misc::{CLOSE_RANGE_CLOEXEC, MS_SYNC};
+
 use crate::calls::Call;
-use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
+use crate::event::{Event, EventKind, FileId, FileInfo, FileType, Syscall};
 use crate::rules::{fsync_error_ignored, truncate_in_place};
 use crate::track::fds::{Description, flags};
 use crate::track::inodes::{Truncation, Writer, judged};
@@ -10,12 +13,6 @@ use crate::track::processes::{Mapping, ProcessTable, WriteRec};
 
 use super::Analyzer;
 
-const F_DUPFD: i32 = 0;
-const F_SETFD: i32 = 2;
-const F_SETFL: i32 = 4;
-const F_DUPFD_CLOEXEC: i32 = 1030;
-const MS_SYNC: u32 = 4;
-const CLOSE_RANGE_CLOEXEC: u32 = 4;
 /// Appends remembered per inode for the interleaving evidence.
 const APPEND_CALLS: usize = 6;
 
@@ -452,13 +449,13 @@ impl Analyzer {
             return;
         };
         let call = self.call_of(ev);
-        match name.as_str() {
-            "sync" => {
+        match name {
+            Syscall::Sync => {
                 if *ret >= 0 {
                     self.sync_all(None, &call);
                 }
             }
-            "syncfs" => {
+            Syscall::Syncfs => {
                 let dev = match fd {
                     Some(fd) => self.target(ev, *fd, file.as_ref()).map(|t| t.id.dev),
                     None => file.as_ref().map(|f| f.id.dev),
@@ -469,7 +466,7 @@ impl Analyzer {
                     self.sync_all(Some(dev), &call);
                 }
             }
-            "msync" => {
+            Syscall::Msync => {
                 let Some((addr, len, fl)) = range else { return };
                 if *ret < 0 || fl & MS_SYNC == 0 {
                     return;
@@ -486,7 +483,7 @@ impl Analyzer {
                     self.file_synced(id, &call, None);
                 }
             }
-            "sync_file_range" => {
+            Syscall::SyncFileRange => {
                 let Some(fd) = fd else { return };
                 let Some(t) = self.target(ev, *fd, file.as_ref()) else {
                     return;
@@ -601,11 +598,7 @@ impl Analyzer {
 
     pub(super) fn on_fcntl(&mut self, ev: &Event) {
         let EventKind::Fcntl {
-            fd,
-            cmd,
-            arg,
-            ret,
-            file,
+            fd, cmd, arg, ret, ..
         } = &ev.kind
         else {
             return;
@@ -616,11 +609,9 @@ impl Analyzer {
         let Some(table) = self.table_of(ev) else {
             return;
         };
-        match *cmd {
-            F_DUPFD | F_DUPFD_CLOEXEC => {
-                self.on_dup(ev, *fd, *cmd == F_DUPFD_CLOEXEC, *ret, file.as_ref())
-            }
-            F_SETFD => self.fds.set_cloexec(table, *fd, arg & 1 != 0),
+        // The dups (F_DUPFD, F_DUPFD_CLOEXEC) arrive as `Dup` events.
+        match u64::from(*cmd as u32) {
+            F_SETFD => self.fds.set_cloexec(table, *fd, arg & FD_CLOEXEC != 0),
             F_SETFL => {
                 if let Some(d) = self.fds.get_mut(table, *fd) {
                     d.flags = (d.flags & !flags::SETFL_MASK) | (*arg as u32 & flags::SETFL_MASK);
@@ -683,8 +674,7 @@ impl Analyzer {
             .map(|f| f.id)
             .or_else(|| known_path.and_then(|p| self.names.get(p)));
         let flags = file.as_ref().map_or(0, |f| f.flags);
-        const O_ACCMODE: u32 = 0o3;
-        if flags & O_ACCMODE != 0
+        if flags::writable(flags)
             && !from_caller
             && let Some(id) = id
             && let Some(st) = self.inodes.get_mut(&id)

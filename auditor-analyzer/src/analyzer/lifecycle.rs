@@ -148,7 +148,7 @@ impl Analyzer {
                 sender_comm: ev.comm.clone(),
                 sender_parent,
                 target_tid: *target_tid,
-                target_syscall: target_syscall.clone(),
+                target_syscall: *target_syscall,
                 result: *result,
                 call,
             });

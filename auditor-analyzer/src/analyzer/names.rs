@@ -2,6 +2,8 @@
 //! mkdir, chdir. Names matter twice: for people (paths in findings) and for
 //! durability (a new name needs an fsync of its directory).
 
+use auditor_common::linux::rename::RENAME_EXCHANGE;
+
 use crate::calls::Call;
 use crate::event::{Event, EventKind, FileInfo, FileType};
 use crate::finding::ProcessRef;
@@ -11,9 +13,6 @@ use crate::track::paths::{AT_FDCWD, join, normalize, parent, rehome};
 use crate::track::processes::ProcKey;
 
 use super::Analyzer;
-
-/// renameat2 RENAME_EXCHANGE: the two names swap.
-const RENAME_EXCHANGE: u32 = 2;
 
 impl Analyzer {
     /// The directory a relative path of `ev`'s thread resolves against.
@@ -148,7 +147,7 @@ impl Analyzer {
         }
         let call = self.call_of(ev);
         let (key, process) = self.who(ev);
-        let is_link = name.starts_with("link");
+        let is_link = name.is_link();
         let exchange = !is_link && flags & RENAME_EXCHANGE != 0;
         // The inode behind `old_path` as this trace saw it (from the kernel's
         // identity at open) beats `file`: that one comes from an lstat of

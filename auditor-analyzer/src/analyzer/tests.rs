@@ -20,7 +20,7 @@ fn dup(pid: u32, call: &str, old_fd: i32, new_fd: Option<i32>, ret: i64) -> crat
     ev(
         pid,
         EventKind::Dup {
-            call: call.into(),
+            call: sys(call),
             old_fd,
             new_fd,
             cloexec: false,
@@ -432,7 +432,7 @@ fn unlinked_temp_files_do_not_matter() {
         ev(
             100,
             EventKind::Unlink {
-                call: "unlinkat".into(),
+                call: sys("unlinkat"),
                 dirfd: AT_FDCWD,
                 path: "scratch".into(),
                 flags: 0,
@@ -531,7 +531,7 @@ fn unlinking_one_of_two_names_keeps_the_data_relevant() {
         ev(
             100,
             EventKind::Unlink {
-                call: "unlink".into(),
+                call: sys("unlink"),
                 dirfd: AT_FDCWD,
                 path: path.into(),
                 flags: 0,
@@ -583,7 +583,7 @@ fn rename_exchange_swaps_names() {
     let mut unlink = ev(
         100,
         EventKind::Unlink {
-            call: "unlink".into(),
+            call: sys("unlink"),
             dirfd: AT_FDCWD,
             path: "/d/f".into(),
             flags: 0,
@@ -634,7 +634,7 @@ fn write_set_renamed(fsync_files: bool) -> Vec<crate::Event> {
         ev(
             100,
             EventKind::Mkdir {
-                call: "mkdir".into(),
+                call: sys("mkdir"),
                 dirfd: AT_FDCWD,
                 path: "/d/ws".into(),
                 mode: 0o755,
@@ -867,7 +867,7 @@ fn a_directory_reusing_a_files_inode_number_is_a_directory() {
         ev(
             100,
             EventKind::Unlink {
-                call: "unlinkat".into(),
+                call: sys("unlinkat"),
                 dirfd: AT_FDCWD,
                 path: path.into(),
                 flags: 0,
@@ -883,7 +883,7 @@ fn a_directory_reusing_a_files_inode_number_is_a_directory() {
         ev(
             100,
             EventKind::Mkdir {
-                call: "mkdirat".into(),
+                call: sys("mkdirat"),
                 dirfd: AT_FDCWD,
                 path: "/d/m".into(),
                 mode: 0o700,

@@ -110,7 +110,7 @@ mod tests {
             ev(
                 100,
                 EventKind::Unlink {
-                    call: "unlink".into(),
+                    call: sys("unlink"),
                     dirfd: -100,
                     path: "/d/a.tmp".into(),
                     flags: 0,

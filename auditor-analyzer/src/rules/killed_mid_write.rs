@@ -15,13 +15,6 @@ pub const INFO: RuleInfo = RuleInfo {
     title: "thread killed inside a write, or after a short write it never completed",
 };
 
-fn is_write_call(name: &str) -> bool {
-    matches!(
-        name,
-        "write" | "pwrite64" | "writev" | "pwritev" | "pwritev2" | "copy_file_range" | "sendfile"
-    )
-}
-
 /// Findings for a process that died by `signal`. `judged` filters out
 /// writes to files the analyzer does not judge.
 pub fn check(
@@ -41,7 +34,7 @@ pub fn check(
         let t = s.call.ts_ns;
         let inside = (w.enter_ns <= t && t <= w.call.ts_ns)
             || (s.target_tid == tid
-                && s.target_syscall.as_deref().is_some_and(is_write_call)
+                && s.target_syscall.is_some_and(|c| c.is_write())
                 && w.call.ts_ns >= t);
         if inside && judged(w) {
             seen.push((tid, w.fd));

@@ -85,7 +85,7 @@ mod tests {
             ev(
                 100,
                 EventKind::Truncate {
-                    call: "ftruncate".into(),
+                    call: sys("ftruncate"),
                     fd: Some(3),
                     path: None,
                     length: 0,

@@ -11,20 +11,9 @@ use std::collections::BTreeMap;
 use crate::event::FileId;
 use crate::fast_hash::FastMap;
 
-/// Open flag bits (Linux generic values) the analyzer cares about.
+/// Open flag bits, and what they mean for durability.
 pub mod flags {
-    pub const O_ACCMODE: u32 = 0o3;
-    pub const O_CREAT: u32 = 0o100;
-    pub const O_EXCL: u32 = 0o200;
-    pub const O_TRUNC: u32 = 0o1000;
-    pub const O_APPEND: u32 = 0o2000;
-    pub const O_DSYNC: u32 = 0o10000;
-    pub const O_DIRECTORY: u32 = 0o200000;
-    pub const O_CLOEXEC: u32 = 0o2000000;
-    pub const O_SYNC: u32 = 0o4010000;
-    /// Flags `fcntl(F_SETFL)` may change on Linux (O_APPEND, O_ASYNC,
-    /// O_DIRECT, O_NOATIME, O_NONBLOCK).
-    pub const SETFL_MASK: u32 = 0o2000 | 0o20000 | 0o40000 | 0o1000000 | 0o4000;
+    pub use auditor_common::linux::open::*;
 
     /// Writes through a description with these flags are durable on return.
     pub fn is_sync(f: u32) -> bool {

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use crate::event::FileId;
 
-/// `AT_FDCWD`: relative paths resolve against the cwd.
-pub const AT_FDCWD: i32 = -100;
+pub use auditor_common::linux::at::AT_FDCWD;
 
 /// Collapses `//`, `.` and `..` without touching the filesystem (symlinks
 /// are not followed: the recorded name is what the program used).

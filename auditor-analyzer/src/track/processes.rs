@@ -27,7 +27,7 @@ pub struct SignalRec {
     /// The sender's parent (pid, comm), when the sender is traced.
     pub sender_parent: Option<(u32, String)>,
     pub target_tid: u32,
-    pub target_syscall: Option<String>,
+    pub target_syscall: Option<crate::event::Syscall>,
     /// TRACE_SIGNAL_* result: 0 delivered, 1 ignored, 2 already pending, 3 lost.
     pub result: i32,
     pub call: CallRef,

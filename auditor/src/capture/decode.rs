@@ -6,22 +6,17 @@ use std::mem::size_of;
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
-    SyscallRecord, nr::*,
+    Syscall, SyscallRecord,
+    linux::{
+        FMODE_CREATED,
+        at::AT_FDCWD,
+        fcntl::{F_DUPFD, F_DUPFD_CLOEXEC},
+        misc::{RWF_DSYNC, RWF_SYNC},
+        mode,
+        open::{O_CLOEXEC, O_CREAT, O_DSYNC, O_TRUNC, O_WRONLY},
+    },
+    nr::*,
 };
-
-/// `f_mode` bit set when the open created the file (include/linux/fs.h).
-const FMODE_CREATED: u32 = 1 << 20;
-const O_DSYNC: u32 = 0o10000;
-const O_CLOEXEC: u64 = 0o2000000;
-const O_CREAT: u32 = 0o100;
-const O_WRONLY: u32 = 0o1;
-const O_TRUNC: u32 = 0o1000;
-/// pwritev2 flags that make the write itself durable.
-const RWF_DSYNC: u64 = 0x2;
-const RWF_SYNC: u64 = 0x4;
-const F_DUPFD: u64 = 0;
-const F_DUPFD_CLOEXEC: u64 = 1030;
-const AT_FDCWD: i32 = -100;
 
 /// Counts what could not be decoded; shown in every report.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,8 +95,7 @@ impl Decoder {
                 result: r.result,
                 target_syscall: u32::try_from(r.target_syscall)
                     .ok()
-                    .and_then(syscall_name)
-                    .map(str::to_owned),
+                    .and_then(Syscall::from_nr),
             }),
             Kind::SignalDeliver => {
                 read::<SignalRecord>(bytes).map(|r| EventKind::SignalDelivered {
@@ -194,15 +188,15 @@ pub fn file_info(f: &FileIdent) -> Option<FileInfo> {
     })
 }
 
-pub fn file_type(mode: u32) -> FileType {
-    match mode & 0o170000 {
-        0o100000 => FileType::Regular,
-        0o040000 => FileType::Directory,
-        0o120000 => FileType::Symlink,
-        0o010000 => FileType::Fifo,
-        0o140000 => FileType::Socket,
-        0o020000 => FileType::CharDevice,
-        0o060000 => FileType::BlockDevice,
+pub fn file_type(m: u32) -> FileType {
+    match m & mode::S_IFMT {
+        mode::S_IFREG => FileType::Regular,
+        mode::S_IFDIR => FileType::Directory,
+        mode::S_IFLNK => FileType::Symlink,
+        mode::S_IFIFO => FileType::Fifo,
+        mode::S_IFSOCK => FileType::Socket,
+        mode::S_IFCHR => FileType::CharDevice,
+        mode::S_IFBLK => FileType::BlockDevice,
         _ => FileType::Unknown,
     }
 }
@@ -246,27 +240,17 @@ pub fn fs_name(magic: u64) -> &'static str {
     }
 }
 
-pub fn syscall_name(nr: u32) -> Option<&'static str> {
-    TRACED_SYSCALLS
-        .iter()
-        .find(|(_, n)| *n == nr)
-        .map(|(name, _)| match *name {
-            "sendfile64" => "sendfile",
-            other => other,
-        })
-}
-
 fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Option<EventKind> {
     let a = r.args;
     let ret = r.ret;
-    let call = syscall_name(r.nr)?.to_owned();
+    let call = Syscall::from_nr(r.nr)?;
     let file = file_info(&r.file);
     let fd = |i: usize| a[i] as i32;
     // Each arm below takes the strings it needs by value (one arm runs), so
     // nothing is copied twice.
     let path = path.unwrap_or_default();
     let path2 = path2.unwrap_or_default();
-    let write = |call: String, requested: u64, offset: Option<i64>, file: Option<FileInfo>| {
+    let write = |call: Syscall, requested: u64, offset: Option<i64>, file: Option<FileInfo>| {
         EventKind::Write {
             call,
             fd: fd(0),
@@ -480,17 +464,12 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             call,
             old_fd: fd(0),
             new_fd: Some(fd(1)),
-            cloexec: a[2] & O_CLOEXEC != 0,
+            cloexec: a[2] & u64::from(O_CLOEXEC) != 0,
             ret,
             file,
         },
         FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => EventKind::Dup {
-            call: if a[1] == F_DUPFD {
-                "fcntl(F_DUPFD)"
-            } else {
-                "fcntl(F_DUPFD_CLOEXEC)"
-            }
-            .to_owned(),
+            call,
             old_fd: fd(0),
             new_fd: Some(fd(2)),
             cloexec: a[1] == F_DUPFD_CLOEXEC,
@@ -585,8 +564,8 @@ mod tests {
                 ..
             } => {
                 assert_eq!(
-                    (call.as_str(), *fd, *requested, *ret),
-                    ("write", 3, 4096, 4096)
+                    (*call, *fd, *requested, *ret),
+                    (Syscall::Write, 3, 4096, 4096)
                 );
                 assert_eq!(
                     f.id,
@@ -620,8 +599,8 @@ mod tests {
                 calls,
                 ..
             } => assert_eq!(
-                (call.as_str(), *fd, *requested, *ret, *enter_ns, *calls),
-                ("writev", 3, 5000, 5000, 900, 50)
+                (*call, *fd, *requested, *ret, *enter_ns, *calls),
+                (Syscall::Writev, 3, 5000, 5000, 900, 50)
             ),
             other => panic!("unexpected {other:?}"),
         }

@@ -76,7 +76,7 @@ mod tests {
             tid: 1,
             comm: "t".into(),
             kind: EventKind::Rename {
-                call: "rename".into(),
+                call: auditor_analyzer::event::Syscall::Rename,
                 old_dirfd: -100,
                 old_path: "/x".into(),
                 new_dirfd: -100,

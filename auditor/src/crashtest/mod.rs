@@ -47,12 +47,8 @@ impl Class {
     /// way the probes count.
     fn matches(self, ev: &Event) -> bool {
         match (&ev.kind, self) {
-            (EventKind::Rename { call, ret, .. }, Class::Rename) => {
-                *ret == 0 && matches!(call.as_str(), "rename" | "renameat" | "renameat2")
-            }
-            (EventKind::Sync { call, ret, .. }, Class::Fsync) => {
-                *ret == 0 && matches!(call.as_str(), "fsync" | "fdatasync")
-            }
+            (EventKind::Rename { call, ret, .. }, Class::Rename) => *ret == 0 && call.is_rename(),
+            (EventKind::Sync { call, ret, .. }, Class::Fsync) => *ret == 0 && call.is_fsync(),
             _ => false,
         }
     }
