@@ -45,6 +45,13 @@ pub fn cas(p: *mut u32, old: u32, new: u32) -> bool {
     unsafe { atomic_cxchg::<u32, { SeqCst }, { SeqCst }>(p, old, new).1 }
 }
 
+/// [`cas`] of a 64-bit word.
+#[inline(always)]
+pub fn cas64(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: see the module comment.
+    unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(p, old, new).1 }
+}
+
 /// A plain read that the compiler may not fold or reorder away (the word is
 /// written by other CPUs).
 #[inline(always)]

@@ -2,7 +2,10 @@
 //! its Nth rename (or fsync), before it runs another instruction, so the
 //! disk holds exactly what the program had done at that call.
 
-use auditor_common::nr::{FDATASYNC, FSYNC, RENAME, RENAMEAT, RENAMEAT2};
+use auditor_common::{
+    linux::SIGSTOP,
+    nr::{FDATASYNC, FSYNC, RENAME, RENAMEAT, RENAMEAT2},
+};
 use aya_ebpf::{helpers::bpf_send_signal, macros::map, maps::Array};
 
 /// Slot 0: armed class (0 none, 1 renames, 2 fsyncs); slot 1: ordinal of the
@@ -14,7 +17,6 @@ pub static CRASH: Array<u64> = Array::with_max_entries(4, 0);
 
 const CLASS_RENAME: u64 = 1;
 const CLASS_FSYNC: u64 = 2;
-const SIGSTOP: u32 = 19;
 
 /// Called at syscall exit of a traced task, before its record is submitted.
 /// Only successful renames and fsyncs count: a failed call changes nothing

@@ -13,8 +13,10 @@ mod emit;
 mod kernel;
 mod maps;
 mod probes;
+mod ring;
 mod runs;
 mod syscalls;
+mod thread;
 
 #[cfg(not(test))]
 #[panic_handler]

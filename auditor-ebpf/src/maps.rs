@@ -1,6 +1,7 @@
-//! Maps shared with userspace (names are looked up there).
+//! Maps shared with userspace (names are looked up there), and the small
+//! helpers on them every probe uses.
 
-use auditor_common::{FileIdent, STAT_ARGS_FULL, STAT_COUNT};
+use auditor_common::STAT_COUNT;
 
 use crate::atomic;
 use aya_ebpf::{
@@ -23,40 +24,6 @@ pub static WATCH_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
-/// Per traced thread, at index `tid & slot_mask()` and tagged with the tid:
-/// the syscall it is inside, if any (arguments saved at entry, read at
-/// exit), and its run of writes. An array, because an array lookup is a few
-/// instructions where a hash lookup is a call: the exit probe runs on every
-/// syscall of every process. The entry lives as long as the thread.
-#[map]
-pub static SLOTS: Array<Pending> = Array::with_max_entries(32768, 0);
-
-/// Threads whose array slot is held by another live thread (only possible
-/// when pid_max exceeds the array).
-#[map]
-pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(32768, 0);
-
-/// Slot 0: fd generation, bumped whenever an fd of a traced process may come
-/// to name another file (close, dup2, dup3, close_range, exec): a thread may
-/// reuse what it learnt about an fd while it is unchanged. Slot 1: entries
-/// in `PENDING`, so the exit probe looks there only when there are some.
-#[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
-
-/// `SLOTS` size - 1 (a power of two less one); userspace sizes both to the
-/// machine's pid_max (at most 32768 slots).
-#[unsafe(no_mangle)]
-pub(crate) static SLOT_MASK: u32 = 32767;
-
-#[inline(always)]
-fn slot_index(tid: u32) -> u32 {
-    // SAFETY: an aligned read of our own global, volatile so the compiled-in
-    // value is not folded (userspace rewrites it at load time).
-    tid & unsafe { core::ptr::read_volatile(&SLOT_MASK) }
-}
-const FD_GENERATION: u32 = 0;
-const OVERFLOW: u32 = 1;
-
 /// Slot 0: `sys_exit_report`, the part of `sys_exit` that writes records.
 #[map]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -73,123 +40,26 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 #[map]
 pub static SEQ: Array<u64> = Array::with_max_entries(1, 0);
 
-/// `Pending::nr` of a thread that is not inside a traced syscall.
-pub const IDLE: u32 = u32::MAX;
+/// Threads that can hold a run of writes at once; later writers are
+/// reported call by call until a slot frees up (every flush frees the slots
+/// it empties).
+pub const MAX_RUNS: u32 = 16;
 
-/// A syscall in flight (`nr != IDLE`), and the thread's run of writes.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Pending {
-    /// Owner of the entry (0: free).
-    pub tid: u32,
-    pub nr: u32,
-    /// Set at entry: this write goes to the file of the thread's run, so
-    /// its file was not looked up again.
-    pub cont: u32,
-    pub enter_ns: u64,
-    pub args: [u64; 6],
-    pub file: FileIdent,
-    /// Fd generation seen at entry.
-    pub fdgen: u64,
-    pub run: crate::runs::Run,
-}
+/// Slot 0: fd generation, bumped whenever an fd of a traced process may come
+/// to name another file (close, dup2, dup3, close_range, exec): a thread may
+/// reuse what it learnt about an fd while it is unchanged. Slot 1: entries
+/// in `PENDING` (thread.rs), so the exit probe looks there only when there
+/// are some.
+#[map]
+pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
+pub const FD_GENERATION: u32 = 0;
+pub const OVERFLOW: u32 = 1;
 
-/// The current thread's entry, if it has one.
-#[inline(always)]
-pub fn slot_of(tid: u32) -> Option<*mut Pending> {
-    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid))
-        // SAFETY: a field of a live map value.
-        && atomic::load(unsafe { &(*s).tid }) == tid
-    {
-        return Some(s);
-    }
-    match COUNTERS.get_ptr(OVERFLOW) {
-        Some(n) if atomic::load(n) != 0 => PENDING.get_ptr_mut(tid),
-        _ => None,
-    }
-}
-
-/// The entry of a traced thread entering a syscall, made on its first one;
-/// None for untraced threads (or when no entry can be had, counted).
-#[inline(always)]
-pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
-    if let Some(s) = slot_of(tid) {
-        return Some(s);
-    }
-    if !is_traced(tgid) {
-        return None;
-    }
-    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid)) {
-        // SAFETY: a field of a live map value.
-        let won = atomic::cas(unsafe { &mut (*s).tid }, 0, tid);
-        if won {
-            // SAFETY: ours now; nothing else reads a run before it is listed.
-            unsafe {
-                (*s).nr = IDLE;
-                (*s).cont = 0;
-                (*s).run.word = 0;
-                (*s).run.ver = 0;
-                (*s).run.slot = 0;
-            }
-            return Some(s);
-        }
-    }
-    if PENDING.insert(tid, crate::syscalls::BLANK, 0).is_err() {
-        count(STAT_ARGS_FULL);
-        return None;
-    }
-    let p = PENDING.get_ptr_mut(tid)?;
-    // SAFETY: just inserted, ours.
-    unsafe { (*p).tid = tid };
-    if let Some(n) = COUNTERS.get_ptr_mut(OVERFLOW) {
-        atomic::add(n, 1);
-    }
-    Some(p)
-}
-
-/// Gives up a thread's entry when it exits.
-#[inline(always)]
-pub fn release(tid: u32, p: *mut Pending) {
-    // SAFETY: the exiting thread's own entry.
-    unsafe {
-        crate::runs::finish(&mut (*p).run, tid);
-        (*p).nr = IDLE;
-    }
-    if let Some(s) = SLOTS.get_ptr_mut(slot_index(tid))
-        && core::ptr::eq(s, p)
-    {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(&mut (*p).tid, 0) };
-        return;
-    }
-    if PENDING.remove(tid).is_ok()
-        && let Some(n) = COUNTERS.get_ptr_mut(OVERFLOW)
-    {
-        atomic::add(n, u64::MAX);
-    }
-}
-
-/// The current fd generation.
-#[inline(always)]
-pub fn fd_generation() -> u64 {
-    match COUNTERS.get_ptr(FD_GENERATION) {
-        Some(g) => atomic::load(g),
-        None => 0,
-    }
-}
-
-/// Marks that an fd of a traced process may now name another file.
-#[inline(always)]
-pub fn bump_fd_generation() {
-    if let Some(g) = COUNTERS.get_ptr_mut(FD_GENERATION) {
-        atomic::add(g, 1);
-    }
-}
-
-/// Threads whose runs may hold writes not yet reported (0 = free slot).
+/// Threads whose runs may hold writes not yet reported: `listing << 32 |
+/// tid` (0 = free slot; see `Run::listing`).
 /// Every record flushes these runs first, which keeps the stream in order.
 #[map]
-pub static RUNLIST: Array<u32> = Array::with_max_entries(crate::runs::MAX_RUNS, 0);
+pub static RUNLIST: Array<u64> = Array::with_max_entries(MAX_RUNS, 0);
 
 /// Which thread last started a run on a file (key: dev, pad, ino). A
 /// writer starting on a file another thread is running on flushes that run

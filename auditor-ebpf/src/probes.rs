@@ -13,7 +13,9 @@ use aya_ebpf::{
 use crate::{
     emit::emit,
     kernel::{current_task, off, read},
-    maps::{IDLE, TRACED, bump_fd_generation, count, exec_is_watched, is_traced, release, slot_of},
+    maps::{TRACED, count, exec_is_watched, is_traced},
+    runs,
+    thread::{IDLE, bump_fd_generation, release, slot_of},
 };
 
 /// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
@@ -117,6 +119,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
     if let Some(p) = slot_of(tid) {
+        // SAFETY: the exiting thread's own entry.
+        runs::finish(unsafe { &mut (*p).run }, tid);
         release(tid, p);
     }
     if !is_traced(tgid) {

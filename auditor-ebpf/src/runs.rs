@@ -11,25 +11,22 @@
 //! taking turns stay visible.
 //!
 //! A run's counters are one 64-bit word changed only atomically, because any
-//! CPU may take them at any time: bit 63 [`LISTED`] (the thread is in
-//! `RUNLIST`), bits 60-62 the run's version, bits 40-59 the number of
+//! CPU may take them at any time: bit 63 [`LISTED`] (the thread's current
+//! listing in `RUNLIST` holds it), bits 60-62 the run's version, bits 40-59 the number of
 //! writes, bits 0-39 their bytes. What a record needs besides the counters
 //! (file, fd, name, first entry time) is kept twice, picked by the version's
 //! parity, so a thread starting a new run never rewrites the description a
 //! flush on another CPU may be reading.
 
-use auditor_common::{FLAG_RUN_UNSURE, FileIdent, Kind, SyscallRecord};
+use auditor_common::{FLAG_RUN_UNSURE, FileIdent, Kind, STAT_DROPPED, SyscallRecord};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 
 use crate::{
-    atomic::{self, cas, load},
-    emit::emit_raw,
-    maps::{OWNERS, Pending, RUNLIST, slot_of},
+    atomic::{self, cas64, load},
+    maps::{MAX_RUNS, OWNERS, RUNLIST, count},
+    ring::{reserve, submit},
+    thread::{Pending, Run, RunInfo, slot_of},
 };
-
-/// Threads that can hold a run at once; later writers are reported call by
-/// call until a slot frees up (every flush frees the slots it empties).
-pub const MAX_RUNS: u32 = 16;
 
 const LISTED: u64 = 1 << 63;
 const VER_SHIFT: u32 = 60;
@@ -40,62 +37,6 @@ const COUNT_MAX: u64 = COUNT_FIELD - 1;
 const BYTES_FIELD: u64 = (1 << COUNT_SHIFT) - 1;
 /// Leaves room for one more write (at most 2 GiB) below the field's top.
 const BYTES_MAX: u64 = 1 << 39;
-
-/// A thread's run of writes (inside its `Pending` entry).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Run {
-    pub word: u64,
-    /// The owner's run counter; its low three bits are in `word`.
-    pub ver: u32,
-    /// `RUNLIST` index + 1 the owner last took (0: none).
-    pub slot: u32,
-    /// Fd generation when the current run started (its fd and syscall are
-    /// in its `info`).
-    pub fdgen: u64,
-    pub pid_tgid: u64,
-    pub info: [RunInfo; 2],
-}
-
-/// What a run's record says besides its counters.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct RunInfo {
-    pub file: FileIdent,
-    pub first_ns: u64,
-    /// Bytes of this run already reported: later parts start further on.
-    pub flushed: u64,
-    pub comm: [u8; 16],
-    pub nr: u32,
-    pub fd: u32,
-}
-
-pub const BLANK_INFO: RunInfo = RunInfo {
-    file: FileIdent {
-        ino: 0,
-        size: 0,
-        magic: 0,
-        dev: 0,
-        f_flags: 0,
-        f_mode: 0,
-        i_mode: 0,
-        _pad: 0,
-    },
-    first_ns: 0,
-    flushed: 0,
-    comm: [0; 16],
-    nr: 0,
-    fd: 0,
-};
-
-pub const BLANK_RUN: Run = Run {
-    word: 0,
-    ver: 0,
-    slot: 0,
-    fdgen: 0,
-    pid_tgid: 0,
-    info: [BLANK_INFO; 2],
-};
 
 #[inline(always)]
 fn count_of(w: u64) -> u64 {
@@ -118,16 +59,31 @@ impl Run {
     /// Empties the run (keeping its version) and reports what it held.
     #[inline(always)]
     fn flush(&mut self) {
-        let taken = atomic::and(&mut self.word, VER_BITS);
-        report(self, taken);
+        if count_of(load(&self.word)) != 0 {
+            report(self);
+        }
     }
 }
 
-/// Reports what a flush took from `run`, if anything.
+/// Takes the run's counters and reports them. The record's place in the
+/// ring is reserved before the counters are taken: whoever finds them
+/// taken (the owner about to write its next record, an fsync say) reserves
+/// its own place after this one, so a run is never read after a later call
+/// of its thread, whichever CPU flushed it.
 #[inline(never)]
-fn report(run: &mut Run, taken: u64) {
+fn report(run: &mut Run) {
+    let Some(mut entry) = reserve::<SyscallRecord>(Kind::Syscall, run.pid_tgid) else {
+        // Ring full: the writes are lost, and counted; never reported late.
+        if count_of(atomic::and(&mut run.word, VER_BITS)) != 0 {
+            count(STAT_DROPPED);
+        }
+        return;
+    };
+    let taken = atomic::and(&mut run.word, VER_BITS);
     let calls = count_of(taken);
     if calls == 0 {
+        // Another flush took them first (and reserved before it did).
+        entry.discard(0);
         return;
     }
     let bytes = taken & BYTES_FIELD;
@@ -135,7 +91,9 @@ fn report(run: &mut Run, taken: u64) {
     let before = atomic::add(&mut run.info[(ver & 1) as usize].flushed, bytes);
     let run = &*run;
     let info = run.info(ver);
-    emit_raw(Kind::Syscall, run.pid_tgid, |r: &mut SyscallRecord| {
+    // SAFETY: a reservation of exactly one record, its header filled.
+    let r = unsafe { &mut *entry.as_mut_ptr() };
+    {
         r.header.comm = info.comm;
         r.nr = info.nr;
         r.calls = calls as u32;
@@ -152,7 +110,8 @@ fn report(run: &mut Run, taken: u64) {
         if now.wrapping_sub(ver) & 7 >= 2 {
             r.header.flags |= FLAG_RUN_UNSURE;
         }
-    });
+    }
+    submit(entry);
 }
 
 /// Reports every run in flight. Called before any other record is written,
@@ -164,19 +123,33 @@ pub fn flush_all() {
         let Some(slot) = RUNLIST.get_ptr_mut(i) else {
             continue;
         };
-        let tid = load(slot);
-        if tid != 0 {
-            flush_slot(slot, tid);
+        let entry = load(slot);
+        if entry != 0 {
+            flush_slot(slot, entry);
         }
     }
 }
 
+/// Flushes the run a `RUNLIST` entry names, then frees the entry unless it
+/// is still the owner's current listing. The listing number in the entry
+/// is what makes that safe: an owner that lists itself again, even in this
+/// very slot, does so under a new number, which a stale entry never holds.
 #[inline(never)]
-fn flush_slot(slot: *mut u32, tid: u32) {
-    flush_thread(tid);
-    // After the flush cleared LISTED: the owner lists itself again on its
-    // next write, never finding itself listed in a slot about to be freed.
-    cas(slot, tid, 0);
+fn flush_slot(slot: *mut u64, entry: u64) {
+    let tid = entry as u32;
+    let current = match slot_of(tid) {
+        // SAFETY: a live map value; its run word is only changed atomically
+        // and its listing number is one aligned word.
+        Some(p) => unsafe {
+            (*p).run.flush();
+            load(&(*p).run.word) & LISTED != 0 && load(&(*p).run.listing) == (entry >> 32) as u32
+        },
+        // Its thread is gone.
+        None => false,
+    };
+    if !current {
+        cas64(slot, entry, 0);
+    }
 }
 
 /// Reports the run of another thread now.
@@ -195,24 +168,34 @@ pub fn finish(run: &mut Run, tid: u32) {
     unlist(run, tid);
 }
 
+/// The `RUNLIST` entry of the owner's current listing.
+#[inline(always)]
+fn entry_of(run: &Run, tid: u32) -> u64 {
+    (u64::from(run.listing) << 32) | u64::from(tid)
+}
+
 #[inline(always)]
 fn unlist(run: &mut Run, tid: u32) {
     if run.slot != 0
         && let Some(slot) = RUNLIST.get_ptr_mut(run.slot - 1)
     {
-        cas(slot, tid, 0);
+        cas64(slot, entry_of(run, tid), 0);
     }
     run.slot = 0;
 }
 
-/// Sets LISTED, then takes a free slot. LISTED goes first: a flush that
-/// finds the slot then clears both, never the slot alone.
+/// Starts a new listing: its number, then LISTED, then a free slot. LISTED
+/// goes before the slot: a flush that finds the slot then clears both,
+/// never the slot alone.
 #[inline(always)]
 fn list(run: &mut Run, tid: u32) -> bool {
+    // SAFETY: an aligned word of the owner's own entry, read by flushes.
+    unsafe { core::ptr::write_volatile(&mut run.listing, run.listing.wrapping_add(1)) };
     atomic::or(&mut run.word, LISTED);
+    let entry = entry_of(run, tid);
     for i in 0..MAX_RUNS {
         if let Some(slot) = RUNLIST.get_ptr_mut(i)
-            && cas(slot, 0, tid)
+            && cas64(slot, 0, entry)
         {
             run.slot = i + 1;
             return true;
@@ -264,8 +247,7 @@ pub fn continues(p: &Pending, nr: u32, fd: u64, fdgen: u64) -> bool {
 /// did not resolve).
 #[inline(always)]
 pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
-    const S_IFMT: u16 = 0o170000;
-    const S_IFREG: u16 = 0o100000;
+    use auditor_common::linux::mode::{S_IFMT, S_IFREG};
     if ret <= 0 || (p.nr == auditor_common::nr::WRITE && ret as u64 != p.args[2]) {
         return false;
     }
@@ -294,7 +276,7 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
         return true;
     }
     let f = p.file;
-    if f.ino == 0 || f.i_mode & S_IFMT != S_IFREG {
+    if f.ino == 0 || u32::from(f.i_mode) & S_IFMT != S_IFREG {
         return false;
     }
     // A new run: report the last one, publish the new version, then

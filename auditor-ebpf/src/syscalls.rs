@@ -8,6 +8,7 @@
 use auditor_common::{
     FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, FileIdent, Kind, PATH_MAX, PathRecord, REGS_WINDOW,
     STAT_DROPPED, SyscallRecord,
+    linux::open::O_APPEND,
     nr::{
         CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, WRITE, WRITEV, fd_args, is_traced_syscall,
         path_args, returns_fd,
@@ -23,10 +24,11 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::emit_raw,
     kernel::{Window, ident, off},
-    maps::{IDLE, Pending, TAILS, bump_fd_generation, count, fd_generation, slot_for, slot_of},
+    maps::{TAILS, count},
+    ring::emit_raw,
     runs,
+    thread::{IDLE, Pending, bump_fd_generation, fd_generation, slot_for, slot_of},
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -194,20 +196,6 @@ pub fn sys_exit_report(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-const O_APPEND: u32 = 0o2000;
-
-/// A thread's first entry: not in a syscall, no run.
-pub static BLANK: Pending = Pending {
-    tid: 0,
-    nr: IDLE,
-    cont: 0,
-    enter_ns: 0,
-    args: [0; 6],
-    file: runs::BLANK_INFO.file,
-    fdgen: 0,
-    run: runs::BLANK_RUN,
-};
-
 /// The record of a finished syscall: plain, or with its paths.
 #[inline(always)]
 fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
@@ -277,9 +265,7 @@ fn arg(args: &[u64; 6], i: usize) -> u64 {
 /// Only writable shared mappings of files can carry data to disk (msync).
 #[inline(always)]
 fn shared_writable_file_map(args: &[u64; 6], ret: i64) -> bool {
-    const PROT_WRITE: u64 = 2;
-    const MAP_SHARED: u64 = 1;
-    const MAP_TYPE: u64 = 0x0f;
-    let shared = matches!(args[3] & MAP_TYPE, MAP_SHARED | 3); // 3 = MAP_SHARED_VALIDATE
+    use auditor_common::linux::misc::{MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_WRITE};
+    let shared = matches!(args[3] & MAP_TYPE, MAP_SHARED | MAP_SHARED_VALIDATE);
     ret >= 0 && (args[4] as i64) >= 0 && args[2] & PROT_WRITE != 0 && shared
 }
