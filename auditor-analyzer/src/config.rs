@@ -51,6 +51,13 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks the globs and rule ids, so a typo fails before any capture.
+    pub fn check(&self) -> Result<()> {
+        Filter::new(self).map(|_| ())
+    }
+}
+
 /// Directories whose files are caches their programs check and rebuild
 /// when they are missing or damaged: Python bytecode, pytest's and mypy's
 /// caches, and the XDG cache directory (non-essential data by definition).

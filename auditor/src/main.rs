@@ -8,6 +8,7 @@ mod commands;
 mod crashtest;
 mod error;
 mod output;
+mod pipeline;
 mod tui;
 
 use clap::Parser;

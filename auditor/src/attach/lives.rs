@@ -15,10 +15,8 @@ use auditor_analyzer::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    cgroup::container_id,
-    procfs::{ProcFs, ProcInfo},
-};
+use super::cgroup::container_id;
+use crate::capture::procfs::{ProcFs, ProcInfo};
 
 /// Lives kept for the report; past it the oldest ended ones are dropped
 /// (and counted), so a fork-heavy daemon watched for days stays bounded.

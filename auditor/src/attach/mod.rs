@@ -6,7 +6,6 @@
 pub mod cgroup;
 pub mod lives;
 pub mod metrics;
-pub mod procfs;
 pub mod targets;
 
 use std::time::Duration;

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{
-    cgroup::Cgroup,
-    procfs::{ProcFs, ProcInfo},
+use super::cgroup::Cgroup;
+use crate::{
+    capture::procfs::{ProcFs, ProcInfo},
+    error::UserError,
 };
-use crate::error::UserError;
 
 /// Longest comm the kernel keeps (TASK_COMM_LEN - 1).
 const COMM_MAX: usize = 15;

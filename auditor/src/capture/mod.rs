@@ -7,3 +7,5 @@ pub mod enrich;
 pub mod launch;
 pub mod preflight;
 pub mod probes;
+pub mod procfs;
+pub mod pump;

@@ -12,17 +12,15 @@ mod verdict;
 
 use std::{os::fd::RawFd, path::Path};
 
-use anyhow::Result;
-use auditor_analyzer::{
-    Analyzer, Event, EventKind, ExitStatusInfo, Finding, calls, report::Report,
-};
+use anyhow::{Context, Result};
+use auditor_analyzer::{Config, Event, EventKind, Finding, calls, report::Report};
 
 use crate::{
-    capture::{enrich, launch, probes::Probes},
+    capture::{launch, pump::monotonic_ns},
     cli::CrashtestArgs,
-    commands::{analyzer_config, rfc3339, run_info},
     error::UserError,
     output::Output,
+    pipeline::{Outcome, Pipeline, Sink, Target, lock, options::analyzer_config},
 };
 use files::Snapshot;
 use scratch::Scratch;
@@ -128,16 +126,15 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
     let size = scratch::parse_size(&args.size)?;
     scratch::preflight(args.fs, size)?;
     let config = analyzer_config(&args.report)?;
-    Analyzer::new(config.clone()).map_err(|e| UserError::new(format!("{e:#}")))?;
     launch::resolve_program(&args.command[0])?;
     let out = Output::open(args.report.output.as_deref())?;
-    let mut probes = Probes::load(crate::commands::run::ring_bytes(args.capture.ring_mb)?)?;
+    let mut pipeline = Pipeline::live(config.clone(), &args.capture)?;
     let mut scratch = Scratch::new(args.fs, size, args.keep)?;
     // SAFETY: set while only the signal watcher runs, which reads no
     // environment; the traced command inherits it.
     unsafe { std::env::set_var("AUDITOR_CRASH_DIR", &scratch.mnt) };
 
-    let result = run_points(&args, at, &mut probes, &mut scratch);
+    let result = run_points(&args, &config, at, &mut pipeline, &mut scratch);
     freeze::set_current_run(None);
     scratch.leave();
     if freeze::interrupted() {
@@ -146,7 +143,7 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
         return Ok(130);
     }
     let (reference, crashes, plan) = result?;
-    drop(probes);
+    drop(pipeline);
     if args.keep {
         for img in &scratch.kept {
             eprintln!("auditor: kept image {}", img.display());
@@ -161,8 +158,9 @@ type Results = (Report, Vec<Crash>, verdict::Plan);
 
 fn run_points(
     args: &CrashtestArgs,
+    config: &Config,
     at: At,
-    probes: &mut Probes,
+    pipeline: &mut Pipeline,
     scratch: &mut Scratch,
 ) -> Result<Results> {
     let mut plan = verdict::Plan {
@@ -176,22 +174,16 @@ fn run_points(
     let mut crashes = Vec::new();
     let mut reference = {
         scratch.fresh(0)?;
-        let mut run = traced_run(args, probes, scratch, None)?;
-        run.analyzer.finish();
+        let run = traced_run(args, config, pipeline, scratch, None)?;
+        let findings = finish(pipeline);
         plan.renames = run.renames;
         plan.fsyncs = run.fsyncs;
         if at == At::Exit {
             let believed = files::snapshot(&scratch.mnt);
             scratch.power_cut()?;
-            crashes.push(recover(
-                scratch,
-                Point::Exit,
-                None,
-                believed,
-                run.analyzer.findings().to_vec(),
-            )?);
+            crashes.push(recover(scratch, Point::Exit, None, believed, findings)?);
         }
-        run.report()
+        run.report(pipeline)
     };
     let points: Vec<Point> = match at {
         At::Exit => Vec::new(),
@@ -221,7 +213,7 @@ fn run_points(
             continue;
         };
         scratch.fresh(i + 1)?;
-        let mut run = traced_run(args, probes, scratch, Some((class, ordinal)))?;
+        let mut run = traced_run(args, config, pipeline, scratch, Some((class, ordinal)))?;
         if freeze::interrupted() {
             break;
         }
@@ -230,14 +222,8 @@ fn run_points(
                 if let Some(e) = c.error {
                     return Err(e);
                 }
-                run.analyzer.finish();
-                recover(
-                    scratch,
-                    point,
-                    Some(c.at),
-                    c.believed,
-                    run.analyzer.findings().to_vec(),
-                )?
+                let findings = finish(pipeline);
+                recover(scratch, point, Some(c.at), c.believed, findings)?
             }
             // The command did fewer such calls this time: nothing to cut.
             None => Crash::not_reached(point),
@@ -293,79 +279,102 @@ struct CutState {
 }
 
 struct TracedRun {
-    analyzer: Analyzer,
-    outcome: launch::Outcome,
-    command: Vec<String>,
+    outcome: Outcome,
     renames: u64,
     fsyncs: u64,
     crash: Option<CutState>,
 }
 
 impl TracedRun {
-    fn report(&self) -> Report {
-        let mut info = run_info("crashtest", &self.command);
-        info.exit_status = self.outcome.exit.map(|e| match e {
-            launch::CommandExit::Code(c) => ExitStatusInfo::Code(c),
-            launch::CommandExit::Signal(s) => ExitStatusInfo::Signal(s),
-        });
-        info.started_at = rfc3339(self.outcome.started);
-        info.ended_at = rfc3339(self.outcome.ended);
-        info.dropped = self.outcome.kernel.dropped;
-        info.events = self.outcome.decode.records;
-        Report::new(&self.analyzer, info)
+    fn report(self, pipeline: &Pipeline) -> Report {
+        let mut info = self.outcome.run;
+        info.mode = "crashtest".into();
+        Report::new(&lock(pipeline.analyzer()), info)
     }
 }
 
-/// Runs the command once on the mounted scratch filesystem. With a crash
-/// point armed, the probes freeze the process at that call; then every
-/// other traced process is stopped, the live files are read (what the
-/// program believes it wrote), the power is cut and everything is killed.
+/// The end-of-run verdicts of the last traced run, and all its findings.
+fn finish(pipeline: &Pipeline) -> Vec<Finding> {
+    let mut analyzer = lock(pipeline.analyzer());
+    analyzer.finish();
+    analyzer.findings().to_vec()
+}
+
+/// Counts the calls a crash point can follow and, at the armed one, cuts
+/// the power; what happened after the cut is not analyzed.
+struct Cutter<'a> {
+    arm: Option<(Class, u64)>,
+    crash_fd: RawFd,
+    traced_fd: RawFd,
+    scratch: &'a Scratch,
+    renames: u64,
+    fsyncs: u64,
+    crash: Option<CutState>,
+}
+
+impl Sink for Cutter<'_> {
+    fn admit(&mut self, ev: &Event) -> bool {
+        self.crash.as_ref().is_none_or(|c| ev.ts_ns < c.cut_ns)
+    }
+
+    fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
+        if self.crash.is_some() {
+            return Ok(());
+        }
+        self.renames += u64::from(Class::Rename.matches(ev));
+        self.fsyncs += u64::from(Class::Fsync.matches(ev));
+        if let Some((c, _)) = self.arm
+            && c.matches(ev)
+            && freeze::read_slot(self.crash_fd, 3) == Some(ev.seq + 1)
+        {
+            self.crash = Some(cut(ev, self.scratch, self.traced_fd));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command once on the mounted scratch filesystem, with a fresh
+/// analyzer. With a crash point armed, the probes freeze the process at
+/// that call; then every other traced process is stopped, the live files
+/// are read (what the program believes it wrote), the power is cut and
+/// everything is killed.
 fn traced_run(
     args: &CrashtestArgs,
-    probes: &mut Probes,
+    config: &Config,
+    pipeline: &mut Pipeline,
     scratch: &Scratch,
     arm: Option<(Class, u64)>,
 ) -> Result<TracedRun> {
-    let mut analyzer = Analyzer::new(analyzer_config(&args.report)?)
-        .map_err(|e| UserError::new(format!("{e:#}")))?;
-    analyzer.set_enricher(Box::new(enrich::enrich));
+    pipeline.reset(config.clone())?;
+    let probes = pipeline
+        .probes_mut()
+        .context("crashtest needs the probes")?;
     let (class, ordinal) = arm.map_or((0, 0), |(c, n)| (c as u64, n));
     let crash_fd = probes.arm_crash(class, ordinal)?;
     let traced_fd = probes.traced_map_fd();
     freeze::set_current_run(Some(traced_fd));
     scratch.enter()?;
-    let (mut renames, mut fsyncs) = (0u64, 0u64);
-    let mut crash: Option<CutState> = None;
-    let outcome = launch::trace_command(probes, &args.command, |mut ev| {
-        if let Some(c) = &crash {
-            if ev.ts_ns < c.cut_ns {
-                analyzer.process(&mut ev);
-            }
-            return Ok(());
-        }
-        analyzer.process(&mut ev);
-        renames += u64::from(Class::Rename.matches(&ev));
-        fsyncs += u64::from(Class::Fsync.matches(&ev));
-        if let Some((c, _)) = arm
-            && c.matches(&ev)
-            && freeze::read_slot(crash_fd, 3) == Some(ev.seq + 1)
-        {
-            crash = Some(cut(&ev, scratch, traced_fd));
-        }
-        Ok(())
-    });
+    let mut sink = Cutter {
+        arm,
+        crash_fd,
+        traced_fd,
+        scratch,
+        renames: 0,
+        fsyncs: 0,
+        crash: None,
+    };
+    let outcome = pipeline.run(Target::Launch(args.command.clone()), &mut sink);
     scratch.leave();
     freeze::set_current_run(None);
     // Disarm, so a later run cannot stop at a stale point.
-    probes.arm_crash(0, 0)?;
-    let outcome = outcome?;
+    if let Some(probes) = pipeline.probes_mut() {
+        probes.arm_crash(0, 0)?;
+    }
     Ok(TracedRun {
-        analyzer,
-        outcome,
-        command: args.command.clone(),
-        renames,
-        fsyncs,
-        crash,
+        outcome: outcome?,
+        renames: sink.renames,
+        fsyncs: sink.fsyncs,
+        crash: sink.crash,
     })
 }
 
@@ -391,7 +400,7 @@ fn cut(ev: &Event, scratch: &Scratch, traced_fd: RawFd) -> CutState {
         seq: ev.seq,
     };
     let believed = files::snapshot(&scratch.mnt);
-    let cut_ns = launch::monotonic_ns();
+    let cut_ns = monotonic_ns();
     let error = scratch.power_cut().err();
     freeze::kill_all(traced_fd);
     CutState {

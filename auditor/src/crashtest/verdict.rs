@@ -14,9 +14,9 @@ use super::{
 };
 use crate::{
     cli::{CrashtestArgs, Format},
-    commands::use_color,
     error::UserError,
     output::Output,
+    pipeline::sinks::use_color,
 };
 
 /// How the crash test was set up, for the report.
@@ -337,7 +337,7 @@ pub fn finish(
     }
     out.commit()
         .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
-    let fail_on = crate::commands::analyzer_config(&args.report)?.fail_on;
+    let fail_on = crate::pipeline::options::analyzer_config(&args.report)?.fail_on;
     Ok(i32::from(reference.exit_code(fail_on) == 1 || t.losses > 0))
 }
 

@@ -7,12 +7,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
-use auditor_analyzer::{Analyzer, Event, RunInfo, report::Report};
+use auditor_analyzer::{RunInfo, report::Report};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
 
 use super::{
@@ -21,11 +21,11 @@ use super::{
     view,
 };
 use crate::{
-    capture::launch::monotonic_ns,
-    cli::{Format, ReportOptions},
-    commands::{finish_report, rfc3339, stream_findings},
+    capture::pump::monotonic_ns,
+    cli::ReportOptions,
     error::UserError,
     output::{AtomicFile, Output},
+    pipeline::{Outcome, Pipeline, Shared, Sink, Target, lock, options::rfc3339, sinks::conclude},
 };
 
 /// Drawing rate.
@@ -34,11 +34,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// the report from what was seen.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
-/// Where each event goes; the capture calls it in kernel order.
-pub type Sink<'a> = &'a mut dyn FnMut(Event) -> Result<()>;
-/// Runs the capture to its end (blocking) and returns what the report needs
-/// to know about the run (exit status, times, kernel counters).
-pub type Capture = Box<dyn FnOnce(Sink<'_>) -> Result<RunInfo> + Send>;
 /// Asks a running capture to end (quit was pressed).
 pub type Stop = Box<dyn Fn() + Send>;
 
@@ -58,57 +53,49 @@ pub struct Live {
 }
 
 /// Where a launched command's output goes under the UI: beside --output
-/// (`report.json` -> `report.cmd.log`), else nowhere. Returns the path and
-/// the footer's wording.
-pub fn command_log(output: Option<&Path>) -> (PathBuf, String) {
+/// (`report.json` -> `report.cmd.log`), else nowhere.
+pub fn command_log(output: Option<&Path>) -> PathBuf {
     match output {
-        Some(p) => {
-            let log = p.with_extension("cmd.log");
-            let note = log.display().to_string();
-            (log, note)
-        }
-        None => (
-            PathBuf::from("/dev/null"),
-            "discarded (--output keeps it beside the report)".into(),
-        ),
+        Some(p) => p.with_extension("cmd.log"),
+        None => PathBuf::from(DISCARDED),
     }
 }
 
-fn lock(a: &Mutex<Analyzer>) -> MutexGuard<'_, Analyzer> {
-    a.lock().unwrap_or_else(|e| e.into_inner())
-}
+const DISCARDED: &str = "/dev/null";
 
-/// Runs the UI over `capture` until the user quits, then writes the report
-/// where --output says. Returns the findings' exit code.
-pub fn run_live(analyzer: Analyzer, live: Live, capture: Capture, stop: Stop) -> Result<i32> {
-    let shared = Arc::new(Mutex::new(analyzer));
+/// Runs the pipeline's capture of `target` in its own thread (events go to
+/// the analyzer, then `sink`) and the UI over it until the user quits, then
+/// writes the report where --output says. Returns the findings' exit code.
+pub fn run(
+    mut pipeline: Pipeline,
+    target: Target,
+    mut sink: Box<dyn Sink + Send>,
+    live: Live,
+    stop: Stop,
+) -> Result<i32> {
+    let shared = pipeline.analyzer().clone();
     let mut guard = Guard::enter(&live.command_log)?;
-    let note = if live.command_log == Path::new("/dev/null") {
-        command_log(None).1
+    let note = if live.command_log == Path::new(DISCARDED) {
+        "discarded (--output keeps it beside the report)".to_string()
     } else {
         live.command_log.display().to_string()
     };
     let mut app = App::new(live.target.clone(), note);
-    let (tx, rx) = mpsc::channel::<Result<RunInfo>>();
-    let worker = shared.clone();
+    let (tx, rx) = mpsc::channel::<Result<Outcome>>();
     std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
-            let mut sink = |mut ev: Event| {
-                lock(&worker).process(&mut ev);
-                Ok(())
-            };
-            let result = capture(&mut sink);
+            let result = pipeline.run(target, &mut *sink);
             if result.is_ok() {
                 // End-of-trace verdicts show while the UI stays up.
-                lock(&worker).finish();
+                lock(pipeline.analyzer()).finish();
             }
             let _ = tx.send(result);
         })?;
 
     let ended = ui_loop(&mut guard, &mut app, &shared, &rx, &live)?;
     let ended = match ended {
-        Some(info) => Some(info),
+        Some(outcome) => Some(outcome),
         None => {
             app.update(Msg::Notice("stopping the traced workload…".into()));
             guard.terminal.draw(|f| view::render(f, &app))?;
@@ -126,15 +113,14 @@ pub fn run_live(analyzer: Analyzer, live: Live, capture: Capture, stop: Stop) ->
             STOP_WAIT.as_secs()
         );
     }
-    let mut analyzer = lock(&shared);
-    analyzer.finish();
-    let report = Report::new(&analyzer, run_info(&live.info, ended.as_ref(), &analyzer));
-    let format = live.report.format();
-    let mut out = live.out;
-    if format == Format::Jsonl {
-        stream_findings(&mut out, analyzer.findings())?;
-    }
-    finish_report(out, format, &report, &live.report)
+    let outcome = match ended {
+        Some(o) => o,
+        None => Outcome {
+            run: run_info(&live.info, None, &shared),
+            lives: None,
+        },
+    };
+    conclude(&shared, outcome, live.out, live.report.format(), false)
 }
 
 /// Draws and handles keys until quit; returns the capture's run info when
@@ -142,12 +128,12 @@ pub fn run_live(analyzer: Analyzer, live: Live, capture: Capture, stop: Stop) ->
 fn ui_loop(
     guard: &mut Guard,
     app: &mut App,
-    shared: &Mutex<Analyzer>,
-    rx: &mpsc::Receiver<Result<RunInfo>>,
+    shared: &Shared,
+    rx: &mpsc::Receiver<Result<Outcome>>,
     live: &Live,
-) -> Result<Option<RunInfo>> {
+) -> Result<Option<Outcome>> {
     let started = Instant::now();
-    let mut ended: Option<RunInfo> = None;
+    let mut ended: Option<Outcome> = None;
     let mut next = Instant::now();
     loop {
         if !guard.active() {
@@ -160,13 +146,14 @@ fn ui_loop(
             }
             if ended.is_none() {
                 match rx.try_recv() {
-                    Ok(Ok(info)) => {
-                        let how = info
+                    Ok(Ok(outcome)) => {
+                        let how = outcome
+                            .run
                             .exit_status
                             .map(|e| format!("command {}", e.describe()))
                             .unwrap_or_else(|| "capture ended".into());
                         app.update(Msg::CaptureEnded(format!("{how}; q writes the report")));
-                        ended = Some(info);
+                        ended = Some(outcome);
                     }
                     Ok(Err(e)) => return Err(e),
                     Err(mpsc::TryRecvError::Disconnected) => bail!("the capture thread failed"),
@@ -185,7 +172,7 @@ fn ui_loop(
             TermEvent::Key(k) if k.kind != KeyEventKind::Release => match app.update(Msg::Key(k)) {
                 Effect::Quit => return Ok(ended),
                 Effect::Export => {
-                    let notice = match export(shared, live, ended.as_ref()) {
+                    let notice = match export(shared, live, ended.as_ref().map(|o| &o.run)) {
                         Ok(p) => format!("exported the report to {}", p.display()),
                         Err(e) => format!("export failed: {e:#}"),
                     };
@@ -202,11 +189,11 @@ fn ui_loop(
 
 /// The run as far as it is known: the capture's own account once it ended,
 /// else the start info with the analyzer's counters and the time now.
-fn run_info(start: &RunInfo, ended: Option<&RunInfo>, a: &Analyzer) -> RunInfo {
+fn run_info(start: &RunInfo, ended: Option<&RunInfo>, a: &Shared) -> RunInfo {
     if let Some(info) = ended {
         return info.clone();
     }
-    let stats = a.stats();
+    let stats = lock(a).stats();
     RunInfo {
         ended_at: rfc3339(std::time::SystemTime::now()),
         events: stats.events,
@@ -217,11 +204,9 @@ fn run_info(start: &RunInfo, ended: Option<&RunInfo>, a: &Analyzer) -> RunInfo {
 
 /// Writes the current report as JSON beside --output (or in the current
 /// directory), atomically, under a name that does not replace the final one.
-fn export(shared: &Mutex<Analyzer>, live: &Live, ended: Option<&RunInfo>) -> Result<PathBuf> {
-    let report = {
-        let a = lock(shared);
-        Report::new(&a, run_info(&live.info, ended, &a))
-    };
+fn export(shared: &Shared, live: &Live, ended: Option<&RunInfo>) -> Result<PathBuf> {
+    let info = run_info(&live.info, ended, shared);
+    let report = Report::new(&lock(shared), info);
     let dir = live
         .report
         .output

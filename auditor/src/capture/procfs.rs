@@ -6,7 +6,7 @@ use std::{io, path::PathBuf};
 
 use auditor_analyzer::event::FileInfo;
 
-use crate::capture::enrich::stat_info;
+use super::enrich::stat_info;
 
 /// A /proc tree (the real one, or a copy in tests).
 #[derive(Clone, Debug)]

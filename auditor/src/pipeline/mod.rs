@@ -1,0 +1,285 @@
+//! One run pipeline under every command: the analyzer (with what only the
+//! live system can add to events), the probes, one capture loop over a
+//! launched command, attached processes or a recording, and one outcome
+//! every sink reads. Commands parse their arguments, call this, and choose
+//! where events and the report go; the live view and crashtest drive the
+//! same loop.
+
+mod attached;
+pub mod options;
+pub mod signals;
+pub mod sinks;
+
+pub use attached::AttachPlan;
+pub use sinks::{Pulse, Sink};
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Result;
+use auditor_analyzer::{Analyzer, Config, Event, RunInfo, recording::Recording};
+
+use crate::{
+    attach::{lives::Lives, release_freed_memory},
+    capture::{
+        decode::DecodeStats,
+        enrich,
+        launch::Launched,
+        probes::{KernelStats, Probes},
+        pump::{self, Pump, wait_readable},
+    },
+    cli::CaptureOptions,
+};
+use options::{rfc3339, ring_bytes, run_info};
+
+/// The analyzer as the capture and a live view share it: the capture holds
+/// the lock for one event at a time, the view for one snapshot.
+pub type Shared = Arc<Mutex<Analyzer>>;
+
+/// The shared analyzer, even if a panicking holder poisoned the lock (its
+/// state is still the best account of the run there is).
+pub fn lock(a: &Shared) -> MutexGuard<'_, Analyzer> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a run captures.
+pub enum Target {
+    /// Launch this command and follow it and all its descendants.
+    Launch(Vec<String>),
+    /// Follow processes already running (and, with `--follow-new`, those
+    /// that start later).
+    Attach(AttachPlan),
+    /// Replay a recording made by `auditor record`.
+    Recording(Recording),
+}
+
+/// What a finished run produced besides its findings: the run facts the
+/// report starts with, and under attach the lives of the processes seen.
+pub struct Outcome {
+    pub run: RunInfo,
+    pub lives: Option<Lives>,
+}
+
+/// The analyzer and, for live runs, the probes.
+pub struct Pipeline {
+    analyzer: Shared,
+    probes: Option<Probes>,
+}
+
+impl Pipeline {
+    /// Loads the probes and builds the analyzer with the live enricher.
+    pub fn live(config: Config, capture: &CaptureOptions) -> Result<Pipeline> {
+        let ring = ring_bytes(capture)?;
+        let mut pipeline = Pipeline::replay(config)?;
+        pipeline.probes = Some(Probes::load(ring)?);
+        Ok(pipeline)
+    }
+
+    /// An analyzer without probes, for recordings (they already carry what
+    /// the enricher would add).
+    pub fn replay(config: Config) -> Result<Pipeline> {
+        Ok(Pipeline {
+            analyzer: Arc::new(Mutex::new(new_analyzer(config)?)),
+            probes: None,
+        })
+    }
+
+    /// The analyzer, to share with a live view or read once the run ended.
+    pub fn analyzer(&self) -> &Shared {
+        &self.analyzer
+    }
+
+    /// Starts over with a fresh analyzer (crashtest runs a command many
+    /// times under the same probes).
+    pub fn reset(&mut self, config: Config) -> Result<()> {
+        *lock(&self.analyzer) = new_analyzer(config)?;
+        Ok(())
+    }
+
+    /// The probes of a live pipeline (crashtest arms its crash points
+    /// through them).
+    pub fn probes_mut(&mut self) -> Option<&mut Probes> {
+        self.probes.as_mut()
+    }
+
+    /// Detaches the probes (dropping them detaches everything), so the
+    /// report is written with nothing of ours left in the kernel.
+    pub fn take_probes(&mut self) -> Option<Probes> {
+        self.probes.take()
+    }
+
+    /// Captures `target` to its end, handing every event to the analyzer
+    /// and then to `sink`.
+    pub fn run(&mut self, target: Target, sink: &mut dyn Sink) -> Result<Outcome> {
+        match target {
+            Target::Recording(rec) => self.replay_recording(rec, sink),
+            Target::Launch(argv) => self.launch(&argv, sink),
+            Target::Attach(plan) => self.attach(plan, sink),
+        }
+    }
+
+    fn launch(&mut self, argv: &[String], sink: &mut dyn Sink) -> Result<Outcome> {
+        let probes = self.probes.as_mut().expect("a live pipeline has probes");
+        let started = SystemTime::now();
+        signals::install(signals::Policy::Launch);
+        let (launched, at_start) = Launched::spawn(probes, argv)?;
+        let mut feed = Feed::new(&self.analyzer, sink, None);
+        for ev in at_start {
+            feed.event(ev)?;
+        }
+        let (kernel, decode) = capture(probes, &mut feed, |_| launched.finished())?;
+        let mut run = run_info("run", argv);
+        run.exit_status = launched.wait();
+        run.started_at = rfc3339(started);
+        run.ended_at = rfc3339(SystemTime::now());
+        run.dropped = pump::dropped(&kernel, &decode);
+        run.events = decode.records;
+        Ok(Outcome { run, lives: None })
+    }
+
+    fn attach(&mut self, plan: AttachPlan, sink: &mut dyn Sink) -> Result<Outcome> {
+        let probes = self.probes.as_mut().expect("a live pipeline has probes");
+        let started = SystemTime::now();
+        let t0 = Instant::now();
+        signals::install(signals::Policy::Attach);
+        let mut lives = Lives::new(plan.proc.clone());
+        let at_start = plan.seed(probes, &mut lives)?;
+        let mut feed = Feed::new(&self.analyzer, sink, Some(lives));
+        let seeded = at_start.processes;
+        for ev in at_start.events {
+            feed.event(ev)?;
+        }
+        feed.sink.note(&if seeded > 0 {
+            format!(
+                "attached to {}; stop with Ctrl-C or SIGTERM",
+                plural(seeded, "process")
+            )
+        } else {
+            format!(
+                "no process matches {} yet; waiting for one to start (--follow-new)",
+                plan.describe.join(" ")
+            )
+        });
+        let (kernel, decode) = capture(probes, &mut feed, |feed| {
+            signals::stop_requested()
+                || plan.deadline.is_some_and(|d| t0.elapsed() >= d)
+                // Nothing left to watch.
+                || (!plan.follow_new && feed.lives.as_ref().is_some_and(|l| l.live_count() == 0))
+        })?;
+        let mut run = run_info("attach", &plan.describe);
+        run.started_at = rfc3339(started);
+        run.ended_at = rfc3339(SystemTime::now());
+        run.dropped = pump::dropped(&kernel, &decode);
+        run.events = decode.records;
+        Ok(Outcome {
+            run,
+            lives: feed.lives,
+        })
+    }
+
+    fn replay_recording(&mut self, rec: Recording, sink: &mut dyn Sink) -> Result<Outcome> {
+        let mut run = run_info("report", &rec.header.command);
+        run.started_at = rec.header.started_at.clone();
+        if let Some(tr) = &rec.trailer {
+            run.ended_at = tr.ended_at.clone();
+            run.exit_status = tr.exit_status;
+            run.dropped = tr.dropped;
+            run.events = tr.events;
+        }
+        let mut feed = Feed::new(&self.analyzer, sink, None);
+        for ev in rec.events {
+            feed.event(ev)?;
+        }
+        Ok(Outcome { run, lives: None })
+    }
+}
+
+fn new_analyzer(config: Config) -> Result<Analyzer> {
+    let mut analyzer = Analyzer::new(config)?;
+    analyzer.set_enricher(Box::new(enrich::enrich));
+    Ok(analyzer)
+}
+
+/// `1 process`, `2 processes`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}es")
+    }
+}
+
+/// The one capture loop: rounds of the pump until `finished` says the
+/// target is done and the ring is empty; the sink's pulse after each round.
+fn capture(
+    probes: &mut Probes,
+    feed: &mut Feed<'_>,
+    mut finished: impl FnMut(&Feed<'_>) -> bool,
+) -> Result<(KernelStats, DecodeStats)> {
+    let mut pump = Pump::default();
+    let mut sweeps = lock(feed.analyzer).sweeps();
+    let t0 = Instant::now();
+    loop {
+        let done = finished(feed);
+        let more = pump.round(probes, &mut |ev| feed.event(ev), done)?;
+        {
+            let analyzer = lock(feed.analyzer);
+            if analyzer.sweeps() != sweeps {
+                // Long attaches make and drop file states by the thousand:
+                // hand what an eviction pass freed back to the system.
+                sweeps = analyzer.sweeps();
+                release_freed_memory();
+            }
+            feed.sink.pulse(&Pulse {
+                analyzer: &analyzer,
+                kernel: probes.kernel_stats(),
+                lives: feed.lives.as_ref(),
+                uptime: t0.elapsed(),
+            })?;
+        }
+        if more {
+            continue;
+        }
+        if done {
+            break;
+        }
+        wait_readable(&probes.ring, Duration::from_millis(50));
+    }
+    Ok((probes.kernel_stats(), pump.decoder.stats))
+}
+
+/// Events on their way: the lives of attached processes first (a process
+/// first seen at exec is introduced before its exec), then the analyzer,
+/// then the sink.
+struct Feed<'a> {
+    analyzer: &'a Shared,
+    sink: &'a mut dyn Sink,
+    lives: Option<Lives>,
+}
+
+impl<'a> Feed<'a> {
+    fn new(analyzer: &'a Shared, sink: &'a mut dyn Sink, lives: Option<Lives>) -> Self {
+        Feed {
+            analyzer,
+            sink,
+            lives,
+        }
+    }
+
+    fn event(&mut self, ev: Event) -> Result<()> {
+        if let Some(intro) = self.lives.as_mut().and_then(|l| l.observe(&ev)) {
+            self.analyze(intro)?;
+        }
+        self.analyze(ev)
+    }
+
+    fn analyze(&mut self, mut ev: Event) -> Result<()> {
+        if !self.sink.admit(&ev) {
+            return Ok(());
+        }
+        let found = lock(self.analyzer).process(&mut ev);
+        self.sink.event(&ev, &found)
+    }
+}

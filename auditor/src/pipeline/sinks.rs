@@ -1,0 +1,194 @@
+//! Where a run's events and its report go: the [`Sink`] every command
+//! hands the capture loop, the common sinks (findings streamed as JSON
+//! Lines, the event stream printed), and the final report written the same
+//! way for every mode.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use auditor_analyzer::{
+    Analyzer, Event, Finding, calls,
+    finding::Severity,
+    report::{Report, jsonl_finding_line, jsonl_summary_line},
+};
+use serde_json::Value;
+
+use crate::{
+    attach::lives::Lives, capture::probes::KernelStats, cli::Format, error::UserError,
+    output::Output,
+};
+
+/// What the capture loop shows a sink after each round of the pump.
+pub struct Pulse<'a> {
+    pub analyzer: &'a Analyzer,
+    pub kernel: KernelStats,
+    /// The process lives, under attach.
+    pub lives: Option<&'a Lives>,
+    pub uptime: Duration,
+}
+
+/// What a command does with a run as it goes.
+pub trait Sink {
+    /// Whether the analyzer sees `ev` at all (crashtest leaves out what
+    /// happened after its power cut).
+    fn admit(&mut self, _ev: &Event) -> bool {
+        true
+    }
+
+    /// `ev` once the analyzer has seen it, with the findings it raised.
+    fn event(&mut self, ev: &Event, found: &[Finding]) -> Result<()>;
+
+    /// About every 100 ms while capturing, and once at the end.
+    fn pulse(&mut self, _p: &Pulse<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// A line for the person running us (who is attached, ...).
+    fn note(&mut self, line: &str) {
+        eprintln!("auditor: {line}");
+    }
+}
+
+/// Nothing besides the analysis (the live view reads the analyzer itself,
+/// and owns the terminal, so notes are not printed either).
+pub struct Quiet;
+
+impl Sink for Quiet {
+    fn event(&mut self, _ev: &Event, _found: &[Finding]) -> Result<()> {
+        Ok(())
+    }
+
+    fn note(&mut self, _line: &str) {}
+}
+
+/// Findings streamed as JSON Lines the moment they are raised (for
+/// `--format jsonl`); other formats wait for the report.
+pub struct Findings<'a> {
+    pub out: &'a mut Output,
+    pub format: Format,
+}
+
+impl Sink for Findings<'_> {
+    fn event(&mut self, _ev: &Event, found: &[Finding]) -> Result<()> {
+        if self.format == Format::Jsonl {
+            stream_findings(self.out, found)?;
+        }
+        Ok(())
+    }
+}
+
+/// The decoded event stream itself (`run --events`), in the chosen format.
+pub struct Events<'a> {
+    pub out: &'a mut Output,
+    pub format: Format,
+    pub first: bool,
+}
+
+impl Sink for Events<'_> {
+    fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
+        let line = match self.format {
+            Format::Text => format!(
+                "{:>6} {:>7}/{:<7} {:<15} {}\n",
+                ev.seq,
+                ev.pid,
+                ev.tid,
+                ev.comm,
+                calls::describe(ev)
+            ),
+            Format::Jsonl => format!("{}\n", serde_json::to_string(ev)?),
+            Format::Json => {
+                let sep = if self.first { "[\n" } else { ",\n" };
+                format!("{sep}{}", serde_json::to_string(ev)?)
+            }
+        };
+        self.first = false;
+        self.out.write_chunk(line.as_bytes())?;
+        Ok(())
+    }
+}
+
+impl Events<'_> {
+    /// Closes the JSON array (an empty one when no event came).
+    pub fn finish(&mut self) -> Result<()> {
+        if self.format == Format::Json {
+            let end: &[u8] = if self.first { b"[\n]\n" } else { b"\n]\n" };
+            self.out.write_chunk(end)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes freshly raised findings as JSON lines.
+pub fn stream_findings(out: &mut Output, findings: &[Finding]) -> std::io::Result<()> {
+    for f in findings {
+        out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Colour only for people: a terminal, and NO_COLOR unset.
+pub fn use_color(out: &Output) -> bool {
+    out.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Writes the final report in the chosen format (JSON Lines: the summary
+/// line; findings were streamed) with the process lives under attach, and
+/// commits the output. Returns the findings' exit code.
+pub fn write_report(
+    mut out: Output,
+    format: Format,
+    report: &Report,
+    lives: Option<&Lives>,
+    fail_on: Severity,
+) -> Result<i32> {
+    let color = use_color(&out);
+    match format {
+        Format::Text => {
+            let mut text = report.render_text(color);
+            if let Some(l) = lives {
+                text.push_str(&l.render_text());
+            }
+            out.write_chunk(text.as_bytes())?
+        }
+        Format::Json => {
+            let mut doc = report.to_json();
+            if let (Some(l), Some(m)) = (lives, doc.as_object_mut()) {
+                m.insert("processes".into(), l.to_json());
+            }
+            let mut bytes = serde_json::to_vec_pretty(&doc)?;
+            bytes.push(b'\n');
+            out.write_chunk(&bytes)?
+        }
+        Format::Jsonl => {
+            let mut v: Value = serde_json::from_str(&jsonl_summary_line(report))?;
+            if let (Some(l), Some(m)) = (lives, v.as_object_mut()) {
+                m.insert("processes".into(), l.to_json());
+            }
+            out.write_chunk(format!("{v}\n").as_bytes())?
+        }
+    }
+    out.commit()
+        .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
+    Ok(report.exit_code(fail_on))
+}
+
+/// The end of every run: the analyzer's end-of-run verdicts (streamed too
+/// under JSON Lines, after those `streamed` already were), then the report.
+/// Returns the findings' exit code.
+pub fn conclude(
+    analyzer: &super::Shared,
+    outcome: super::Outcome,
+    mut out: Output,
+    format: Format,
+    streamed: bool,
+) -> Result<i32> {
+    let mut analyzer = super::lock(analyzer);
+    let tail = analyzer.finish();
+    if format == Format::Jsonl {
+        let all = analyzer.findings();
+        stream_findings(&mut out, if streamed { &tail } else { all })?;
+    }
+    let report = Report::new(&analyzer, outcome.run);
+    let fail_on = analyzer.config().fail_on;
+    write_report(out, format, &report, outcome.lives.as_ref(), fail_on)
+}
