@@ -8,6 +8,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod tmux;
+
 /// The binary under test: `$AUDITOR_BIN`, else the release build.
 pub fn auditor_bin() -> PathBuf {
     let p = std::env::var_os("AUDITOR_BIN")

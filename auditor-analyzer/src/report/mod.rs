@@ -119,9 +119,16 @@ impl Report {
         self.run.dropped.max(self.stats.lost_events)
     }
 
-    /// Events analyzed (or captured, if the capture side counted more).
+    /// Records the kernel delivered (the same count in every mode; the
+    /// events the auditor adds itself, such as what it found open at an
+    /// attach, are not among them). A recording cut before its trailer
+    /// only has the analyzer's count.
     pub fn events(&self) -> u64 {
-        self.stats.events.max(self.run.events)
+        if self.run.events > 0 {
+            self.run.events
+        } else {
+            self.stats.events
+        }
     }
 
     /// Per rule / severity counts.
