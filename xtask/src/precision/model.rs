@@ -298,6 +298,9 @@ struct Model<'a> {
     /// Directory renames (from, to), to map a name back to the snapshot.
     moves: Vec<(String, String)>,
     pending: BTreeMap<(NodeId, String), Pending>,
+    /// Pending renames overtaken before the end (directory, name, renamer,
+    /// why): low notes.
+    entry_notes: Vec<(NodeId, String, u32, String)>,
     files: Vec<OpenFile>,
     tables: Vec<FdTable>,
     cwds: Vec<String>,
@@ -323,6 +326,7 @@ impl<'a> Model<'a> {
             absent: BTreeSet::new(),
             moves: Vec::new(),
             pending: BTreeMap::new(),
+            entry_notes: Vec::new(),
             files: Vec::new(),
             tables: Vec::new(),
             cwds: Vec::new(),
@@ -539,13 +543,13 @@ impl<'a> Model<'a> {
     }
 
     /// A name that now exists for a new node.
-    fn create(&mut self, path: &str, kind: Kind, tgid: u32) -> NodeId {
+    fn create(&mut self, path: &str, kind: Kind, tgid: u32, line: usize) -> NodeId {
         self.nodes.push(Node::new(kind, Content::Empty));
         let n = self.nodes.len() - 1;
         self.lose(path, format!("replaced by a file pid {tgid} created"));
         self.names.insert(path.to_owned(), n);
         self.absent.remove(path);
-        self.pend(path, Pending::Created { tgid });
+        self.pend(path, Pending::Created { tgid }, line);
         n
     }
 
@@ -556,16 +560,33 @@ impl<'a> Model<'a> {
         }
     }
 
-    fn pend(&mut self, path: &str, what: Pending) {
+    /// Records an entry change pending in its directory. A rename that was
+    /// pending there and is overtaken leaves a note: its verdict is moot.
+    fn pend(&mut self, path: &str, what: Pending, line: usize) {
         let (dir, base) = split(path);
         let d = self.dir_node(dir);
-        self.pending.insert((d, base.to_owned()), what);
+        let why = match &what {
+            Pending::Placed { tgid } => {
+                format!(
+                    "superseded: renamed over again by pid {tgid} at line {line} before the directory was fsynced"
+                )
+            }
+            Pending::Removed { tgid } => {
+                format!("moot: the name was removed by pid {tgid} at line {line}")
+            }
+            Pending::Created { tgid } => {
+                format!("superseded: created anew by pid {tgid} at line {line}")
+            }
+        };
+        if let Some(Pending::Placed { tgid }) = self.pending.insert((d, base.to_owned()), what) {
+            self.entry_notes.push((d, base.to_owned(), tgid, why));
+        }
     }
 
     fn unname(&mut self, path: &str, tgid: u32, line: usize) {
         self.lose(path, format!("deleted by pid {tgid} at line {line}"));
         self.absent.insert(path.to_owned());
-        self.pend(path, Pending::Removed { tgid });
+        self.pend(path, Pending::Removed { tgid }, line);
     }
 
     /// Moves every name at or under `from` to `to` (a directory rename
@@ -643,7 +664,10 @@ impl<'a> Model<'a> {
             Some(Target::Path {
                 path,
                 deleted: false,
-            }) => Refers::Node(self.node_at(&path)),
+            }) => {
+                self.adopted += 1;
+                Refers::Node(self.node_at(&path))
+            }
             Some(_) => Refers::Other,
             None => {
                 if fd >= 0 {
@@ -656,7 +680,6 @@ impl<'a> Model<'a> {
                 return None;
             }
         };
-        self.adopted += 1;
         let f = OpenFile {
             target,
             append: false,
@@ -991,10 +1014,10 @@ impl<'a> Model<'a> {
             "renameat2" if ok => self.rename(c, tgid, a(0), a(1), a(2), a(3), a(4)),
             "link" if ok => self.link(c, tgid, None, a(0), None, a(1), None),
             "linkat" if ok => self.link(c, tgid, a(0), a(1), a(2), a(3), a(4)),
-            "symlink" if ok => self.make(tgid, None, a(1), Kind::Other),
-            "symlinkat" if ok => self.make(tgid, a(1), a(2), Kind::Other),
-            "mkdir" if ok => self.make(tgid, None, a(0), Kind::Dir),
-            "mkdirat" if ok => self.make(tgid, a(0), a(1), Kind::Dir),
+            "symlink" if ok => self.make(c, tgid, None, a(1), Kind::Other),
+            "symlinkat" if ok => self.make(c, tgid, a(1), a(2), Kind::Other),
+            "mkdir" if ok => self.make(c, tgid, None, a(0), Kind::Dir),
+            "mkdirat" if ok => self.make(c, tgid, a(0), a(1), Kind::Dir),
             "unlink" | "rmdir" if ok => self.remove(tgid, None, a(0), c.line),
             "unlinkat" if ok => self.remove(tgid, a(0), a(1), c.line),
             "chdir" if ok => {
@@ -1085,7 +1108,7 @@ impl<'a> Model<'a> {
         } else {
             let created = has("O_CREAT") && (has("O_EXCL") || self.known_absent(&name));
             let n = if created {
-                self.create(&name, Kind::File, tgid)
+                self.create(&name, Kind::File, tgid, c.line)
             } else {
                 let n = self.node_at(&name);
                 if has("O_TRUNC") && (has("O_WRONLY") || has("O_RDWR")) {
@@ -1370,8 +1393,8 @@ impl<'a> Model<'a> {
             self.move_tree(&to, &parked);
             self.move_tree(&from, &to);
             self.move_tree(&parked, &from);
-            self.pend(&to, Pending::Placed { tgid });
-            self.pend(&from, Pending::Placed { tgid });
+            self.pend(&to, Pending::Placed { tgid }, c.line);
+            self.pend(&from, Pending::Placed { tgid }, c.line);
             self.expose(n, tgid, c.line, "rename");
             self.expose(m, tgid, c.line, "rename");
             return;
@@ -1379,20 +1402,6 @@ impl<'a> Model<'a> {
         if let Some(&m) = self.names.get(&to)
             && m != n
         {
-            let (dir, base) = split(&to);
-            let d = self.dir_node(dir);
-            if let Some(Pending::Placed { tgid: before }) = self.pending.get(&(d, base.to_owned()))
-            {
-                let before = *before;
-                self.nodes[m].notes.push((
-                    "rename-without-dir-fsync",
-                    before,
-                    format!(
-                        "superseded: renamed over again by pid {tgid} at line {} before the directory was fsynced",
-                        c.line
-                    ),
-                ));
-            }
             self.lose(
                 &to,
                 format!("replaced by a rename from pid {tgid} at line {}", c.line),
@@ -1401,8 +1410,8 @@ impl<'a> Model<'a> {
         self.move_tree(&from, &to);
         self.absent.insert(from.clone());
         self.absent.remove(&to);
-        self.pend(&from, Pending::Removed { tgid });
-        self.pend(&to, Pending::Placed { tgid });
+        self.pend(&from, Pending::Removed { tgid }, c.line);
+        self.pend(&to, Pending::Placed { tgid }, c.line);
         self.expose(n, tgid, c.line, "rename");
     }
 
@@ -1442,16 +1451,16 @@ impl<'a> Model<'a> {
         };
         self.names.insert(to.clone(), n);
         self.absent.remove(&to);
-        self.pend(&to, Pending::Placed { tgid });
+        self.pend(&to, Pending::Placed { tgid }, c.line);
         self.expose(n, tgid, c.line, "link");
     }
 
-    fn make(&mut self, tgid: u32, dirfd: Option<&str>, path: Option<&str>, kind: Kind) {
+    fn make(&mut self, c: &Call, tgid: u32, dirfd: Option<&str>, path: Option<&str>, kind: Kind) {
         if let Some(p) = path
             .and_then(strace::string_arg)
             .and_then(|p| self.resolve(tgid, dirfd, &p))
         {
-            self.create(&p, kind, tgid);
+            self.create(&p, kind, tgid, c.line);
         }
     }
 
@@ -1703,11 +1712,46 @@ impl<'a> Model<'a> {
                 );
             }
         }
+        // Where a directory is now, or the name it last had.
+        let dir_path = |d: &NodeId| match (names.get(d), &self.nodes[*d].gone) {
+            (Some(p), _) => Some((p[0].clone(), None)),
+            (None, Some((p, how))) => Some((p.clone(), Some(how.clone()))),
+            (None, None) => None,
+        };
+        for (dir, base, tgid, why) in &self.entry_notes {
+            if let Some((d, _)) = dir_path(dir)
+                && self.judged(&format!("{d}/{base}"))
+            {
+                let paths = vec![format!("{d}/{base}")];
+                push(
+                    "rename-without-dir-fsync",
+                    Severity::Low,
+                    &paths,
+                    *tgid,
+                    self.comm(*tgid),
+                    why.clone(),
+                );
+            }
+        }
         for ((dir, base), what) in &self.pending {
-            let Some(dirs) = names.get(dir) else {
+            let Some((d, gone)) = dir_path(dir) else {
                 continue;
             };
-            let path = format!("{}/{base}", dirs[0]);
+            let path = format!("{d}/{base}");
+            if let (Some(how), Pending::Placed { tgid }) = (gone, what) {
+                if self.judged(&path) {
+                    let why = format!("moot: its directory is gone ({how})");
+                    push(
+                        "rename-without-dir-fsync",
+                        Severity::Low,
+                        &vec![path],
+                        *tgid,
+                        self.comm(*tgid),
+                        why,
+                    );
+                }
+                continue;
+            }
             if !self.judged(&path) {
                 continue;
             }
@@ -1799,4 +1843,320 @@ pub fn normalise(path: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// /dev/shm is tmpfs; everything is on one filesystem.
+    struct FakeDisk;
+
+    impl Disk for FakeDisk {
+        fn volatile(&self, path: &str) -> bool {
+            path.starts_with("/dev/") || path.starts_with("/proc/")
+        }
+        fn device(&self, _: &str) -> Option<u64> {
+            Some(1)
+        }
+    }
+
+    fn truth_of(before: &[(&str, Before)], trace: &str) -> Truth {
+        let setup = Setup {
+            root: "/w".into(),
+            cwd: "/w".into(),
+            before: before.iter().map(|(p, b)| (p.to_string(), *b)).collect(),
+            never_judged: vec!["/dev/shm/trace".into()],
+        };
+        truth(&strace::parse(trace), &setup, &FakeDisk)
+    }
+
+    /// The counted verdicts: (rule, first path), sorted.
+    fn counted(t: &Truth) -> Vec<(&'static str, String)> {
+        let mut v: Vec<_> = t
+            .expected
+            .iter()
+            .filter(|e| e.severity >= Severity::Medium)
+            .map(|e| (e.rule, e.paths[0].clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn low(t: &Truth) -> Vec<(&'static str, String, String)> {
+        t.expected
+            .iter()
+            .filter(|e| e.severity == Severity::Low)
+            .map(|e| (e.rule, e.paths[0].clone(), e.why.clone()))
+            .collect()
+    }
+
+    const SAVE_DIRTY: &str = "\
+100 openat(AT_FDCWD</w>, \"a.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 3</w/a.tmp>
+100 write(3</w/a.tmp>, \"data\", 4) = 4
+100 close(3</w/a.tmp>) = 0
+100 rename(\"a.tmp\", \"a\") = 0
+";
+
+    #[test]
+    fn write_fsync_rename_and_directory_fsync_is_clean() {
+        let t = truth_of(
+            &[],
+            "\
+100 openat(AT_FDCWD</w>, \"a.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 3</w/a.tmp>
+100 write(3</w/a.tmp>, \"data\", 4) = 4
+100 fsync(3</w/a.tmp>) = 0
+100 close(3</w/a.tmp>) = 0
+100 rename(\"a.tmp\", \"a\") = 0
+100 openat(AT_FDCWD</w>, \"/w\", O_RDONLY|O_DIRECTORY) = 3</w>
+100 fsync(3</w>) = 0
+100 close(3</w>) = 0
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), []);
+        assert!(t.undecided.is_empty(), "{:?}", t.undecided);
+    }
+
+    #[test]
+    fn a_rename_of_dirty_data_is_flagged_once() {
+        let t = truth_of(&[], &format!("{SAVE_DIRTY}100 +++ exited with 0 +++\n"));
+        assert_eq!(
+            counted(&t),
+            [
+                ("rename-without-dir-fsync", "/w/a".into()),
+                ("rename-without-fsync", "/w/a".into())
+            ]
+        );
+        // The rename exposed the writes: not again at the writer's exit.
+        assert!(t.expected.iter().all(|e| e.rule != "unsynced-at-exit"));
+        assert_eq!(
+            t.expected
+                .iter()
+                .find(|e| e.rule == "rename-without-fsync")
+                .unwrap()
+                .pid,
+            100
+        );
+    }
+
+    #[test]
+    fn durability_another_process_supplies_later_closes_the_exposure() {
+        let t = truth_of(
+            &[],
+            "\
+100 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f) = 101
+101 openat(AT_FDCWD</w>, \"log\", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3</w/log>
+101 write(3</w/log>, \"x\", 1) = 1
+101 +++ exited with 0 +++
+100 vfork( <unfinished ...>
+102 execve(\"/usr/bin/sync\", [\"sync\", \"log\"], 0x5 /* 3 vars */ <unfinished ...>
+100 <... vfork resumed>) = 102
+102 <... execve resumed>) = 0
+102 openat(AT_FDCWD</w>, \"log\", O_RDONLY|O_NONBLOCK) = 3</w/log>
+102 fsync(3</w/log>) = 0
+102 +++ exited with 0 +++
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), []);
+        let l = low(&t);
+        assert!(
+            l.iter().any(|(r, p, why)| *r == "unsynced-at-exit"
+                && p == "/w/log"
+                && why.starts_with("closed: made durable later by fsync (pid 102)")),
+            "{l:?}"
+        );
+        // The file's name is still pending in /w: low, not counted.
+        assert!(
+            l.iter()
+                .any(|(r, p, _)| *r == "create-without-dir-fsync" && p == "/w/log")
+        );
+    }
+
+    #[test]
+    fn a_deleted_temporary_file_is_moot() {
+        let t = truth_of(
+            &[],
+            "\
+100 openat(AT_FDCWD</w>, \"scratch\", O_RDWR|O_CREAT|O_EXCL, 0600) = 3</w/scratch>
+100 write(3</w/scratch>, \"tmp\", 3) = 3
+100 unlinkat(AT_FDCWD</w>, \"scratch\", 0) = 0
+100 write(3</w/scratch (deleted)>, \"more\", 4) = 4
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), []);
+        assert!(low(&t).iter().any(|(r, p, why)| *r == "unsynced-at-exit"
+            && p == "/w/scratch"
+            && why.starts_with("moot: deleted by pid 100")));
+    }
+
+    #[test]
+    fn link_then_unlink_moves_the_data_with_the_name() {
+        let t = truth_of(
+            &[("/w/objects", Before::Dir)],
+            "\
+100 mkdir(\"objects/ab\", 0777) = 0
+100 openat(AT_FDCWD</w>, \"objects/ab/tmp_obj_1\", O_RDWR|O_CREAT|O_EXCL, 0444) = 3</w/objects/ab/tmp_obj_1>
+100 write(3</w/objects/ab/tmp_obj_1>, \"blob\", 4) = 4
+100 close(3</w/objects/ab/tmp_obj_1>) = 0
+100 link(\"objects/ab/tmp_obj_1\", \"objects/ab/cdef\") = 0
+100 unlink(\"objects/ab/tmp_obj_1\") = 0
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(
+            counted(&t),
+            [
+                ("rename-without-dir-fsync", "/w/objects/ab/cdef".into()),
+                ("rename-without-fsync", "/w/objects/ab/cdef".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_renamed_directory_takes_its_files_and_their_verdicts() {
+        let t = truth_of(
+            &[],
+            "\
+100 mkdir(\"d.tmp\", 0755) = 0
+100 openat(AT_FDCWD</w>, \"d.tmp/f\", O_WRONLY|O_CREAT|O_EXCL, 0644) = 3</w/d.tmp/f>
+100 write(3</w/d.tmp/f>, \"f\", 1) = 1
+100 rename(\"d.tmp\", \"d\") = 0
+100 write(3</w/d/f>, \"g\", 1) = 1
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(
+            counted(&t),
+            [
+                ("rename-without-dir-fsync", "/w/d".into()),
+                ("unsynced-at-exit", "/w/d/f".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kill_while_dirty_and_inside_a_write() {
+        let t = truth_of(
+            &[],
+            "\
+100 openat(AT_FDCWD</w>, \"log\", O_WRONLY|O_CREAT|O_APPEND, 0666) = 3</w/log>
+100 write(3</w/log>, \"abc\", 3) = 3
+100 write(3</w/log>, \"defgh\", 5 <unfinished ...>
+100 +++ killed by SIGKILL +++
+",
+        );
+        assert_eq!(
+            counted(&t),
+            [
+                ("killed-mid-write", "/w/log".into()),
+                ("killed-while-dirty", "/w/log".into())
+            ]
+        );
+        // Killed, not exited: no exit verdict.
+        assert!(t.expected.iter().all(|e| e.rule != "unsynced-at-exit"));
+    }
+
+    const REWRITE: &str = "\
+100 openat(AT_FDCWD</w>, \"state.json\", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3</w/state.json>
+100 write(3</w/state.json>, \"{}\", 2) = 2
+100 +++ exited with 0 +++
+";
+
+    #[test]
+    fn truncating_a_file_with_content_and_rewriting_it() {
+        let t = truth_of(&[("/w/state.json", Before::File { size: 10 })], REWRITE);
+        assert_eq!(
+            counted(&t),
+            [
+                ("truncate-in-place", "/w/state.json".into()),
+                ("unsynced-at-exit", "/w/state.json".into())
+            ]
+        );
+        // An empty file loses nothing to the truncation.
+        let t = truth_of(&[("/w/state.json", Before::File { size: 0 })], REWRITE);
+        assert_eq!(counted(&t), [("unsynced-at-exit", "/w/state.json".into())]);
+        // Outside the snapshot, the size before is unknown: undecided.
+        let t = truth_of(&[], &REWRITE.replace("/w", "/elsewhere"));
+        assert_eq!(
+            counted(&t),
+            [("unsynced-at-exit", "/elsewhere/state.json".into())]
+        );
+        assert_eq!(t.undecided.len(), 1);
+        assert_eq!(t.undecided[0].rule, Some("truncate-in-place"));
+    }
+
+    #[test]
+    fn inherited_output_devices_and_tmpfs_are_not_judged() {
+        let t = truth_of(
+            &[],
+            "\
+100 write(1</w/out.log>, \"hello\\n\", 6) = 6
+100 dup2(1</w/out.log>, 5) = 5</w/out.log>
+100 write(5</w/out.log>, \"again\\n\", 6) = 6
+100 openat(AT_FDCWD</w>, \"/dev/shm/x\", O_WRONLY|O_CREAT, 0600) = 3</dev/shm/x>
+100 write(3</dev/shm/x>, \"x\", 1) = 1
+100 openat(AT_FDCWD</w>, \"/dev/null\", O_WRONLY) = 4</dev/null<char 1:3>>
+100 write(4</dev/null<char 1:3>>, \"x\", 1) = 1
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), []);
+        assert!(t.undecided.is_empty());
+    }
+
+    #[test]
+    fn exec_closes_cloexec_fds_and_keeps_the_others() {
+        let body = |flags: &str| {
+            format!(
+                "\
+100 openat(AT_FDCWD</w>, \"a\", O_WRONLY|O_CREAT|O_EXCL{flags}, 0644) = 3</w/a>
+100 execve(\"/bin/prog\", [\"prog\"], 0x1 /* 1 var */) = 0
+100 write(3, \"x\", 1) = 1
+100 +++ exited with 0 +++
+"
+            )
+        };
+        let t = truth_of(&[], &body(""));
+        assert_eq!(counted(&t), [("unsynced-at-exit", "/w/a".into())]);
+        assert_eq!(t.expected[0].comm, "prog");
+        let t = truth_of(&[], &body("|O_CLOEXEC"));
+        assert_eq!(counted(&t), []);
+        assert!(t.undecided[0].why.contains("fd 3 was never seen opened"));
+    }
+
+    #[test]
+    fn processes_taking_turns_at_appending_interleave() {
+        let t = truth_of(
+            &[],
+            "\
+100 openat(AT_FDCWD</w>, \"journal\", O_WRONLY|O_CREAT|O_APPEND, 0644) = 3</w/journal>
+100 clone(child_stack=NULL, flags=SIGCHLD, child_tidptr=0x1) = 101
+100 write(3</w/journal>, \"a1\", 2) = 2
+101 write(3</w/journal>, \"b1\", 2) = 2
+100 write(3</w/journal>, \"a2\", 2) = 2
+101 fsync(3</w/journal>) = 0
+101 +++ exited with 0 +++
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), [("interleaved-writers", "/w/journal".into())]);
+    }
+
+    #[test]
+    fn an_ignored_fsync_error() {
+        let t = truth_of(
+            &[],
+            "\
+100 openat(AT_FDCWD</w>, \"db\", O_RDWR|O_CREAT|O_EXCL, 0644) = 3</w/db>
+100 write(3</w/db>, \"x\", 1) = 1
+100 fsync(3</w/db>) = -1 EIO (Input/output error)
+100 fsync(3</w/db>) = 0
+100 +++ exited with 0 +++
+",
+        );
+        assert_eq!(counted(&t), [("fsync-error-ignored", "/w/db".into())]);
+    }
 }
