@@ -371,6 +371,11 @@ fn table(results: &[Measured], verbose: bool) -> String {
         t + m + w,
         percent(ratio(t, t + m + w))
     );
+    let _ = writeln!(
+        s,
+        "precision per run, mean over the runs with findings = {}",
+        percent(mean_precision(results))
+    );
     for r in results {
         let Ok(j) = &r.result else { continue };
         let lines = listing(j, verbose);
@@ -382,6 +387,20 @@ fn table(results: &[Measured], verbose: bool) -> String {
         }
     }
     s
+}
+
+/// The mean of the runs' own precisions: one program with hundreds of
+/// files can carry the totals, this weighs each program and form alike.
+fn mean_precision(results: &[Measured]) -> Option<f64> {
+    let per_run: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok())
+        .filter_map(|j| {
+            let [t, f, _, w] = counts(&j.outcome);
+            ratio(t, t + f + w)
+        })
+        .collect();
+    (!per_run.is_empty()).then(|| per_run.iter().sum::<f64>() / per_run.len() as f64)
 }
 
 /// One line of the listing under the table.
@@ -582,5 +601,6 @@ fn numbers(results: &[Measured]) -> Value {
         "total": {"true": t, "false": f, "missed": m, "wrong_path": w},
         "precision": ratio(t, t + f + w),
         "recall": ratio(t, t + m + w),
+        "precision_mean_per_run": mean_precision(results),
     })
 }
