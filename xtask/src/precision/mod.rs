@@ -63,6 +63,8 @@ struct Measured {
 
 struct Judged {
     outcome: Outcome,
+    /// False when the auditor dropped events: its verdicts may be off.
+    complete: bool,
     root: String,
     adopted: usize,
     auditor_low: usize,
@@ -220,6 +222,7 @@ fn measure(auditor: &Path, base: &Path, p: &Program, keep: bool) -> Result<Judge
     }
     Ok(Judged {
         outcome,
+        complete: report["complete"] != false,
         root,
         adopted: truth.adopted,
         auditor_low: found.iter().filter(|f| f.severity == "low").count(),
@@ -507,6 +510,9 @@ fn listing(j: &Judged, verbose: bool) -> Vec<String> {
         )
     };
     let mut out = Vec::new();
+    if !j.complete {
+        out.push("(the auditor dropped events in this run: its report is incomplete)".to_owned());
+    }
     if verbose {
         out.extend(items.iter().map(|i| line(i, &i.path)));
         out.push(format!(
@@ -576,6 +582,7 @@ fn numbers(results: &[Measured]) -> Value {
                 let expected = |e: &Expected| json!({"rule": e.rule, "severity": e.severity.name(), "path": shown(&j.root, e), "pid": e.pid, "comm": e.comm});
                 json!({
                     "program": r.name, "form": r.form, "seconds": r.seconds,
+                    "auditor_complete": j.complete,
                     "true": c[0], "false": c[1], "missed": c[2], "wrong_path": c[3],
                     "false_high": o.false_high(), "undecided": o.undecided.len(),
                     "false_findings": o.false_.iter().map(|(f, note)| {

@@ -417,6 +417,15 @@ impl<'a> Model<'a> {
             self.threads.insert(child, parent);
             return;
         }
+        if self.procs.contains_key(&child) {
+            // A pid used again in one run: verdicts keyed by it would mix
+            // two processes.
+            self.undecided(
+                None,
+                Vec::new(),
+                format!("pid {child} was used by two processes in one run"),
+            );
+        }
         let (table, cwd, comm) = {
             let p = self.proc(parent);
             (p.table, p.cwd, p.comm.clone())
