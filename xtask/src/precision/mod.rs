@@ -300,7 +300,7 @@ fn ratio(num: usize, den: usize) -> Option<f64> {
 }
 
 fn percent(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_owned(), |r| format!("{:.0}%", r * 100.0))
+    r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
 }
 
 fn rel<'a>(root: &str, path: &'a str) -> &'a str {
