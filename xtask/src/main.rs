@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | demo | test | bench | bench-attach`.
+//! Project tasks: `cargo xtask setup | build | demo | test | bench | bench-attach | precision`.
 //!
 //! One set-up path serves the README, the tests and CI: it installs what a
 //! fresh machine lacks (rust-src for nightly, bpf-linker built against
@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_attach;
+mod precision;
 mod setup;
 
 use std::{
@@ -63,6 +64,22 @@ enum Task {
         #[arg(long, default_value_t = 10_000)]
         max_files: u64,
     },
+    /// Judge the auditor's findings on real programs against a ground truth
+    /// built from an strace of the same run; print precision and recall.
+    Precision {
+        /// Only this program (all its forms) or `program/form`.
+        #[arg(long)]
+        only: Option<String>,
+        /// Keep the scratch directories and traces under target/precision.
+        #[arg(long)]
+        keep: bool,
+        /// Also write the numbers to this file as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also list the true, low and undecided verdicts.
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 fn main() {
@@ -100,6 +117,24 @@ fn run(cli: Cli) -> Result<()> {
             setup::all()?;
             build()?;
             bench_attach::run(&auditor_bin(), files, max_files)
+        }
+        Task::Precision {
+            only,
+            keep,
+            json,
+            verbose,
+        } => {
+            setup::all()?;
+            build()?;
+            precision::run(
+                &auditor_bin(),
+                &precision::Options {
+                    only,
+                    keep,
+                    json,
+                    verbose,
+                },
+            )
         }
     }
 }

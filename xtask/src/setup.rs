@@ -31,6 +31,14 @@ pub const PACKAGES: &[&str] = &[
     // setpriv and unshare for the privilege and pid-namespace tests.
     "util-linux",
     "e2fsprogs",
+    // The programs `cargo xtask precision` runs (git, sqlite3, python3 and
+    // strace are above; tar, coreutils, sed and dpkg are essential).
+    "rsync",
+    "vim",
+    "logrotate",
+    "postgresql-15",
+    "lmdb-utils",
+    "restic",
 ];
 
 pub fn all() -> Result<()> {
