@@ -1,11 +1,13 @@
 //! The public façade: feed events, get findings. Event handlers live in
-//! submodules by concern (files, names, lifecycle); this module holds the
-//! state, the dispatch and the one place findings are emitted (filters and
-//! the inconclusive mark).
+//! submodules by concern (fds, data, names, lifecycle); this module holds
+//! the state, the dispatch to the rules, and the end of the observation,
+//! where every exposure gets its verdict ([`verdicts`]).
 
-mod files;
+mod data;
+mod fds;
 mod lifecycle;
 mod names;
+mod verdicts;
 
 use std::collections::BTreeSet;
 
@@ -14,8 +16,10 @@ use anyhow::Result;
 use crate::calls::{Call, CommCache};
 use crate::config::{Config, Filter};
 use crate::event::{Event, EventKind, FileId, FileInfo};
+use crate::exposure::Exposures;
 use crate::fast_hash::FastSet;
 use crate::finding::{Finding, ProcessRef};
+use crate::rules::{Cx, Moment, Rule, registry};
 use crate::snapshot::{self, Recent, Snapshot};
 use crate::stats::AnalyzerStats;
 use crate::track::dirs::DirJournal;
@@ -33,31 +37,44 @@ const IGNORED_SEEN_MAX: usize = 100_000;
 /// Completes an event once its paths are absolute, before any rule sees it.
 pub type Enricher = Box<dyn FnMut(&mut Event) + Send>;
 
+/// How the observation relates to its processes, which says how long a
+/// window of exposure matters (see `rules::Kind::Ordering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Processes found running (attach): a daemon serves during a window.
+    #[default]
+    Attached,
+    /// A command the auditor launched (run, record, crashtest).
+    Launched {
+        key: ProcKey,
+        /// Its exit status once it ended (0 = success).
+        code: Option<i32>,
+        killed: bool,
+    },
+}
+
 /// Follows an event stream and raises durability findings.
 pub struct Analyzer {
     config: Config,
     enricher: Option<Enricher>,
     filter: Filter,
+    rules: Vec<Box<dyn Rule>>,
     fds: FdSpace,
     procs: ProcessTable,
     inodes: Inodes,
     names: NameTable,
     dirs: DirJournal,
+    exposures: Exposures,
+    mode: Mode,
     /// Number of `lost` records so far: state older than the current epoch
     /// may have missed events.
     epoch: u32,
-    /// True while `finish` raises end-of-trace findings.
-    finishing: bool,
-    finished: bool,
-    findings: Vec<Finding>,
+    /// The final verdicts, once the observation ended.
+    verdicts: Option<Vec<Finding>>,
     stats: AnalyzerStats,
     ignored_seen: FastSet<FileId>,
     /// Files counted in `stats.caller_files`.
     caller_seen: FastSet<FileId>,
-    /// Inodes with deferred exit verdicts (index, so exits need no full scan).
-    deferred_ids: BTreeSet<FileId>,
-    /// Inodes whose appends interleaved, not yet reported.
-    interleaved_ids: BTreeSet<FileId>,
     gc_at: usize,
     /// Eviction passes that let something go (see [`Analyzer::sweeps`]).
     sweeps: u64,
@@ -77,20 +94,19 @@ impl Analyzer {
             config,
             enricher: None,
             filter,
+            rules: registry(),
             fds: FdSpace::default(),
             procs: ProcessTable::default(),
             inodes: Inodes::default(),
             names: NameTable::default(),
             dirs: DirJournal::default(),
+            exposures: Exposures::default(),
+            mode: Mode::default(),
             epoch: 0,
-            finishing: false,
-            finished: false,
-            findings: Vec::new(),
+            verdicts: None,
             stats: AnalyzerStats::default(),
             ignored_seen: FastSet::default(),
             caller_seen: FastSet::default(),
-            deferred_ids: BTreeSet::new(),
-            interleaved_ids: BTreeSet::new(),
             gc_at: GC_START,
             sweeps: 0,
             last_event: None,
@@ -112,17 +128,19 @@ impl Analyzer {
     }
 
     /// Resolves relative paths in `ev` IN PLACE (against the dirfd's path or
-    /// the process cwd), then updates state and runs rules. Returns the
-    /// findings raised by this event, for streaming output.
+    /// the process cwd), then updates state and tells the rules. Returns
+    /// what this event put at risk (findings as they would read if the
+    /// observation ended now), for live views and streams; the verdicts
+    /// come from [`Analyzer::finish`].
     pub fn process(&mut self, ev: &mut Event) -> Vec<Finding> {
-        let before = self.findings.len();
+        let mut raised = Vec::new();
         self.stats.events += 1;
         self.last_event = Some((ev.seq, ev.ts_ns));
         if let EventKind::Lost { count } = ev.kind {
             self.epoch += 1;
             self.stats.lost_events += count;
             self.stats.loss_records += 1;
-            return Vec::new();
+            return raised;
         }
         self.ensure_process(ev);
         self.resolve_paths(ev);
@@ -133,15 +151,15 @@ impl Analyzer {
             .observe(ev, &self.procs, &self.inodes, &self.fds);
         let ev: &Event = ev;
         match &ev.kind {
-            EventKind::Open { .. } => self.on_open(ev),
-            EventKind::Write { .. } => self.on_write(ev),
-            EventKind::Truncate { .. } => self.on_truncate(ev),
+            EventKind::Open { .. } => self.on_open(ev, &mut raised),
+            EventKind::Write { .. } => self.on_write(ev, &mut raised),
+            EventKind::Truncate { .. } => self.on_truncate(ev, &mut raised),
             EventKind::Fallocate { fd, file, .. } => self.on_fallocate(ev, *fd, file.as_ref()),
-            EventKind::Sync { .. } => self.on_sync(ev),
-            EventKind::Rename { .. } => self.on_rename(ev),
-            EventKind::Unlink { path, ret, .. } => self.on_unlink(path, *ret),
+            EventKind::Sync { .. } => self.on_sync(ev, &mut raised),
+            EventKind::Rename { .. } => self.on_rename(ev, &mut raised),
+            EventKind::Unlink { .. } => self.on_unlink(ev),
             EventKind::Mkdir { .. } => self.on_mkdir(ev),
-            EventKind::Close { fd, ret, .. } => self.on_close(ev, *fd, *ret),
+            EventKind::Close { fd, .. } => self.on_close(ev, *fd),
             EventKind::CloseRange {
                 first,
                 last,
@@ -161,7 +179,7 @@ impl Analyzer {
             EventKind::Fchdir { fd, ret } => self.on_fchdir(ev, *fd, *ret),
             EventKind::Fork { .. } => self.on_fork(ev),
             EventKind::Exec { filename } => self.on_exec(ev, filename),
-            EventKind::Exit { .. } => self.on_exit(ev),
+            EventKind::Exit { .. } => self.on_exit(ev, &mut raised),
             EventKind::SignalSent { .. } => self.on_signal_sent(ev),
             EventKind::SignalDelivered {
                 signal, handler, ..
@@ -170,25 +188,43 @@ impl Analyzer {
             EventKind::FdAtStart { .. } => self.on_fd_at_start(ev),
             EventKind::Lost { .. } => {}
         }
-        self.findings[before..].to_vec()
+        let cap = self.config.max_files.max(1);
+        self.stats.evicted_exposures += self.exposures.bound(cap) as u64;
+        raised.retain(|f| self.shown(f));
+        raised
     }
 
-    /// End of stream: raises end-of-life findings for processes and files
-    /// still pending. Returns the new ones; later calls return nothing.
+    /// End of the observation: every exposure gets its verdict (still
+    /// open, closed later by someone, or moot). Returns them all; later
+    /// calls return nothing.
     pub fn finish(&mut self) -> Vec<Finding> {
-        if self.finished {
+        if self.verdicts.is_some() {
             return Vec::new();
         }
-        self.finished = true;
-        self.finishing = true;
-        let before = self.findings.len();
-        self.judge_end_of_trace();
-        self.findings[before..].to_vec()
+        let end_call = self.last_event.map(|(seq, ts_ns)| crate::finding::CallRef {
+            seq,
+            ts_ns,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            call: "end of trace".into(),
+        });
+        let mut raised = Vec::new();
+        self.tell(
+            &Moment::End {
+                last: end_call.as_ref(),
+            },
+            &mut raised,
+        );
+        let verdicts = self.verdicts();
+        self.verdicts = Some(verdicts.clone());
+        verdicts
     }
 
-    /// Every finding so far, in the order raised.
+    /// The verdicts once [`Analyzer::finish`] ran; before that, what is at
+    /// risk now (as live views show it).
     pub fn findings(&self) -> &[Finding] {
-        &self.findings
+        self.verdicts.as_deref().unwrap_or(&[])
     }
 
     /// Coverage counters for reports.
@@ -206,55 +242,64 @@ impl Analyzer {
         self.sweeps
     }
 
-    /// A bounded picture of the live state (processes, files, signals,
-    /// newest findings) for views that refresh during capture; ages are
-    /// measured against `now_ns` (the events' monotonic clock).
+    /// A bounded picture of the live state (processes, files, signals, the
+    /// newest findings as they stand) for views that refresh during
+    /// capture; ages are measured against `now_ns` (the events' clock).
     pub fn snapshot(&self, now_ns: u64) -> Snapshot {
+        let findings = match &self.verdicts {
+            Some(v) => v.clone(),
+            None => self.standing(snapshot::FINDINGS),
+        };
         snapshot::build(
             snapshot::Parts {
                 procs: &self.procs,
                 inodes: &self.inodes,
                 fds: &self.fds,
                 recent: &self.recent,
-                findings: &self.findings,
+                findings: &findings,
+                findings_total: self
+                    .verdicts
+                    .as_ref()
+                    .map_or(self.standing_count(), Vec::len),
                 stats: self.stats(),
             },
             now_ns,
         )
     }
 
-    /// The single exit for findings: drops disabled rules and ignored paths,
-    /// and marks a verdict inconclusive when events were lost after the
-    /// state it rests on began (or at all, for end-of-trace verdicts).
-    fn emit(&mut self, mut f: Finding, since_epoch: u32) {
-        if !self.filter.rule_enabled(&f.rule) {
-            return;
+    /// Tells every rule about `m`; what they put at risk goes to `raised`.
+    /// Disabled rules run too (their findings are left out at the end):
+    /// what one rule exposed can make another's verdict redundant, and
+    /// leaving a rule out must not change the others'.
+    fn tell(&mut self, m: &Moment<'_>, raised: &mut Vec<Finding>) {
+        let mut cx = Cx {
+            inodes: &self.inodes,
+            procs: &self.procs,
+            fds: &self.fds,
+            dirs: &self.dirs,
+            epoch: self.epoch,
+            exposures: &mut self.exposures,
+            raised,
+        };
+        for rule in self.rules.iter_mut() {
+            rule.observe(m, &mut cx);
         }
-        if self.filter.path_ignored(&f.path) {
-            self.stats.suppressed_findings += 1;
-            return;
+    }
+
+    /// Whether a finding is reported: its rule enabled, its path not
+    /// ignored by a glob, not on a cache unless asked.
+    fn shown(&self, f: &Finding) -> bool {
+        self.filter.rule_enabled(&f.rule)
+            && !self.filter.path_ignored(&f.path)
+            && !self.filter.path_is_skipped_cache(&f.path)
+    }
+
+    /// The inode's state is gone (evicted, or a new file took its number):
+    /// the rules forget what they kept about it.
+    fn forget_inode(&mut self, id: &FileId) {
+        for r in self.rules.iter_mut() {
+            r.forget(id);
         }
-        if self.filter.path_is_skipped_cache(&f.path) {
-            self.stats.cache_findings += 1;
-            return;
-        }
-        if self.epoch > since_epoch || (self.finishing && self.epoch > 0) {
-            f.inconclusive = true;
-            f.inconclusive_reason = Some(format!(
-                "{} events were lost (ring buffer full) after this state began; the missing calls could have changed the verdict",
-                self.stats.lost_events
-            ));
-        } else if f
-            .inode
-            .is_some_and(|id| self.inodes.get(&id).is_some_and(|s| s.evicted))
-        {
-            f.inconclusive = true;
-            f.inconclusive_reason = Some(format!(
-                "state evicted (limit {} files, {} processes): what this file held before the eviction is unknown",
-                self.config.max_files, self.config.max_processes
-            ));
-        }
-        self.findings.push(f);
     }
 
     /// Makes sure the event's process has a record (processes attached
@@ -342,18 +387,6 @@ impl Analyzer {
             .is_some_and(|s| s.judged() && !s.unlinked)
     }
 
-    /// Pids of live processes holding `id` open.
-    fn live_holders(&self, id: FileId) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|p| p.tables().any(|t| self.fds.holds(t, id)))
-            .map(|p| p.pid)
-            .collect();
-        pids.sort_unstable();
-        pids
-    }
-
     /// Bounds memory on long runs: drops idle inode states nothing refers
     /// to once the table grows past a threshold, and past `max_files` the
     /// least recently used ones whatever they hold (a tenth of the cap at
@@ -371,11 +404,20 @@ impl Analyzer {
         } else {
             usize::MAX
         };
-        let out = self.inodes.evict(&open, keep);
+        let before: Vec<FileId> = self.inodes.ids_where(|_| true);
+        let (rules, exposures) = (&self.rules, &self.exposures);
+        let busy = |id: &FileId| exposures.any_open(id) || rules.iter().any(|r| r.holds(id));
+        let out = self.inodes.evict(&open, keep, busy);
         self.stats.evicted_inodes += out.total as u64;
         self.stats.evicted_dirty += out.pending as u64;
         if out.total > 0 {
             self.sweeps += 1;
+            for id in before.iter().filter(|id| !self.inodes.contains(id)) {
+                self.exposures.untrack(id);
+                for r in self.rules.iter_mut() {
+                    r.forget(id);
+                }
+            }
         }
         let inodes = &self.inodes;
         self.names.retain_ids(|id| inodes.contains(id));
@@ -384,8 +426,6 @@ impl Analyzer {
                 .retain(|id| inodes.get(id).is_some_and(|s| s.dirty.is_some()));
         }
         self.gc_at = (self.inodes.len() * 2).max(GC_START);
-        self.deferred_ids.retain(|id| inodes.contains(id));
-        self.interleaved_ids.retain(|id| inodes.contains(id));
     }
 
     /// Past `max_processes`, drops the least recently active records (a
@@ -417,3 +457,5 @@ impl Analyzer {
 mod bounds_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verdict_tests;

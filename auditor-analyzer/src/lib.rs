@@ -8,8 +8,8 @@
 mod analyzer;
 pub mod calls;
 pub mod config;
-pub mod durable_file;
 pub mod event;
+pub mod exposure;
 mod fast_hash;
 pub mod finding;
 mod glob;
@@ -32,6 +32,8 @@ pub use recording::{
     Recording, RecordingHeader, RecordingReader, RecordingWriter, Trailer, TruncatedAt,
     read_recording,
 };
-pub use report::{ExitStatusInfo, Report, RunInfo, jsonl_finding_line, jsonl_summary_line};
+pub use report::{
+    ExitStatusInfo, Report, RunInfo, jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line,
+};
 pub use stats::AnalyzerStats;
 pub use time::{now_rfc3339, rfc3339};

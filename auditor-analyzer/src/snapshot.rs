@@ -23,7 +23,7 @@ const SIGNALS: usize = 64;
 /// Files shown: those with unsynced data first, then the most recently used.
 const FILES: usize = 256;
 /// Newest findings copied into a snapshot (counts cover all of them).
-const FINDINGS: usize = 200;
+pub(crate) const FINDINGS: usize = 200;
 
 /// How a process stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,7 +212,10 @@ pub(crate) struct Parts<'a> {
     pub inodes: &'a Inodes,
     pub fds: &'a FdSpace,
     pub recent: &'a Recent,
+    /// The newest findings as they stand (at most [`FINDINGS`]).
     pub findings: &'a [Finding],
+    /// How many stand in all.
+    pub findings_total: usize,
     pub stats: AnalyzerStats,
 }
 
@@ -294,7 +297,7 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
             .take(FINDINGS)
             .cloned()
             .collect(),
-        findings_total: parts.findings.len(),
+        findings_total: parts.findings_total,
         severity,
     }
 }
@@ -396,7 +399,13 @@ mod tests {
             events.push(rename(10, &format!("/d/f{i}.tmp"), &format!("/d/f{i}")));
             events.push(close(10, 3));
         }
-        let a = feed(events);
+        let mut a = feed(events);
+        let s = a.snapshot(0);
+        // Before the end, what stands now: the three renames at risk.
+        assert_eq!(s.findings_total, 3);
+        assert_eq!(s.findings[0].path, "/d/f2", "newest first");
+        // After it, the verdicts.
+        a.finish();
         let s = a.snapshot(0);
         assert_eq!(s.findings_total, a.findings().len());
         assert!(s.findings_total >= 3);

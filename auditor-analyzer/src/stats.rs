@@ -86,6 +86,14 @@ pub struct AnalyzerStats {
     pub unresolved_paths: u64,
     /// Renames/links of inodes the trace could not identify (not judged).
     pub unknown_renames: u64,
+    /// Exposures that no longer mattered by the end (the file deleted, its
+    /// content replaced, the name moved or removed): no finding.
+    #[serde(default)]
+    pub moot: crate::exposure::MootCounts,
+    /// Exposures dropped to stay within `max_files` (closed ones first):
+    /// their verdicts are unknown.
+    #[serde(default)]
+    pub evicted_exposures: u64,
     /// Findings left out by `--ignore` globs.
     pub suppressed_findings: u64,
     /// Findings on caches (files in `__pycache__`, `.cache`...) left out;

@@ -5,9 +5,10 @@
 use auditor_common::linux::rename::RENAME_EXCHANGE;
 
 use crate::calls::Call;
-use crate::event::{Event, EventKind, FileInfo, FileType};
-use crate::finding::ProcessRef;
-use crate::rules::{rename_without_fsync, sync_file_range_only};
+use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
+use crate::exposure::Moot;
+use crate::finding::{Finding, ProcessRef};
+use crate::rules::{Moment, Rename};
 use crate::track::dirs::{NameOp, PendingName};
 use crate::track::paths::{AT_FDCWD, join, normalize, parent, rehome};
 use crate::track::processes::ProcKey;
@@ -101,6 +102,7 @@ impl Analyzer {
         let data_synced = file
             .and_then(|f| self.inodes.get(&f.id))
             .is_some_and(|s| s.dirty.is_none() && s.last_sync.is_some());
+        let cared = op == NameOp::Unlink && data_synced;
         let dropped = self.dirs.record(
             PendingName {
                 op,
@@ -113,8 +115,11 @@ impl Analyzer {
                 key,
                 process,
                 data_synced,
+                cared,
                 call: call.to_ref(),
                 since_epoch: self.epoch,
+                ended: None,
+                closed: None,
             },
             self.config.max_files,
         );
@@ -129,7 +134,29 @@ impl Analyzer {
         }
     }
 
-    pub(super) fn on_rename(&mut self, ev: &Event) {
+    /// A pending name went away (renamed from, removed): when its process
+    /// had ended it was a verdict, now moot.
+    fn forget_name(&mut self, path: &str) {
+        if self.dirs.forget(path).is_some_and(|p| p.ended.is_some()) {
+            self.stats.moot.moved += 1;
+        }
+    }
+
+    /// `path` no longer names `id`; when it was its last name the file is
+    /// gone, and so is everything that rested on it.
+    fn name_removed(&mut self, id: FileId, path: &str) -> bool {
+        let gone = self
+            .inodes
+            .get_mut(&id)
+            .is_some_and(|st| st.remove_name(path));
+        if gone {
+            self.exposures.moot(id, Moot::Deleted);
+            self.forget_inode(&id);
+        }
+        gone
+    }
+
+    pub(super) fn on_rename(&mut self, ev: &Event, raised: &mut Vec<Finding>) {
         let EventKind::Rename {
             call: name,
             old_path,
@@ -161,7 +188,7 @@ impl Analyzer {
         }
         let Some(id) = src else {
             self.stats.unknown_renames += 1;
-            self.dirs.forget(old_path);
+            self.forget_name(old_path);
             if !is_link {
                 self.dirs.dir_moved(old_path, new_path);
                 self.tree_moved(old_path, new_path, exchange);
@@ -198,13 +225,11 @@ impl Analyzer {
         } else {
             if !is_link {
                 self.names.remove(old_path);
-                self.dirs.forget(old_path);
+                self.forget_name(old_path);
                 self.dirs.dir_moved(old_path, new_path);
             }
-            if let Some(replaced) = prior
-                && let Some(st) = self.inodes.get_mut(&replaced)
-            {
-                st.remove_name(new_path);
+            if let Some(replaced) = prior {
+                self.name_removed(replaced, new_path);
             }
         }
         // Only a directory (or what this trace never saw) has names under it.
@@ -217,14 +242,20 @@ impl Analyzer {
             self.tree_moved(old_path, new_path, exchange);
         }
         if judged {
-            self.check_rename(
-                id,
-                is_link,
-                old_path,
-                new_path,
-                prior.map(|_| true),
-                &call,
-                &process,
+            let rename = Rename {
+                link: is_link,
+                source: old_path,
+                destination: new_path,
+                replaced: prior.is_some(),
+            };
+            self.tell(
+                &Moment::Renamed {
+                    id,
+                    rename: &rename,
+                    pid: ev.pid,
+                    call: &call,
+                },
+                raised,
             );
             let op = if is_link {
                 NameOp::Link
@@ -281,55 +312,44 @@ impl Analyzer {
         }
     }
 
-    /// The rename-time rules on the renamed inode.
-    #[allow(clippy::too_many_arguments)]
-    fn check_rename(
-        &mut self,
-        id: crate::event::FileId,
-        is_link: bool,
-        old_path: &str,
-        new_path: &str,
-        replaced: Option<bool>,
-        call: &Call,
-        process: &ProcessRef,
-    ) {
-        let Some(st) = self.inodes.get(&id) else {
+    pub(super) fn on_unlink(&mut self, ev: &Event) {
+        let EventKind::Unlink { path, ret, .. } = &ev.kind else {
             return;
         };
-        let rename = rename_without_fsync::Rename {
-            op: if is_link { "link" } else { "rename" },
-            source: old_path,
-            destination: new_path,
-            replaced,
-            call: call.to_ref(),
-            process: process.clone(),
-        };
-        let since = st.dirty.as_ref().map_or(self.epoch, |d| d.since_epoch);
-        let found = rename_without_fsync::check(st, &rename);
-        let sfr = sync_file_range_only::check(st, "rename", call, process.clone());
-        if let Some(d) = self.inodes.get_mut(&id).and_then(|s| s.dirty.as_mut()) {
-            d.rename_reported |= found.is_some();
-            d.sfr_reported |= sfr.is_some();
-        }
-        if let Some(f) = found {
-            self.emit(f, since);
-        }
-        if let Some(f) = sfr {
-            self.emit(f, since);
-        }
-        let key = self.procs.get(process.pid).map_or(0, |p| p.key);
-        self.answer_failed_fsync(id, key, "rename", call, process);
-    }
-
-    pub(super) fn on_unlink(&mut self, path: &str, ret: i64) {
-        if ret < 0 {
+        if *ret < 0 {
             return;
         }
-        self.dirs.forget(path);
-        if let Some(id) = self.names.remove(path)
-            && let Some(st) = self.inodes.get_mut(&id)
-        {
-            st.remove_name(path);
+        self.forget_name(path);
+        let Some(id) = self.names.remove(path) else {
+            return;
+        };
+        let info = self.inodes.get(&id).map(|s| FileInfo {
+            id,
+            file_type: s.file_type,
+            fs: s.fs.clone(),
+            size: s.size.unwrap_or(0),
+            flags: 0,
+            created: false,
+        });
+        let judged = self.is_judged(&id);
+        // Made durable and then removed (its last name): the removal is
+        // what must reach the disk now.
+        let durable = self
+            .inodes
+            .get(&id)
+            .is_some_and(|s| s.dirty.is_none() && s.last_sync.is_some());
+        if self.name_removed(id, path) && judged && durable {
+            let (key, process) = self.who(ev);
+            let call = self.call_of(ev);
+            self.record_name(
+                NameOp::Unlink,
+                path,
+                None,
+                info.as_ref(),
+                key,
+                process,
+                call,
+            );
         }
     }
 

@@ -337,9 +337,21 @@ fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
     ];
     let findings = run(events);
     assert!(!one(&findings, "rename-without-fsync").inconclusive);
-    // End-of-trace verdicts are inconclusive whenever anything was lost.
+    // Every verdict is given at the end; a loss taints those whose state
+    // began before it, and the rename came after.
     let f = one(&findings, "rename-without-dir-fsync");
-    assert!(f.inconclusive, "{f:#?}");
+    assert!(!f.inconclusive, "{f:#?}");
+    // A loss after the rename could have hidden the directory's fsync.
+    let mut events = vec![
+        start(100, "/d"),
+        open_new(100, "/d/a.tmp", 3, reg(10)),
+        write(100, 3, 10),
+        rename(100, "/d/a.tmp", "/d/a"),
+        lost(2),
+    ];
+    events.push(exit(100, 0));
+    let findings = run(events);
+    assert!(one(&findings, "rename-without-dir-fsync").inconclusive);
 }
 
 #[test]
@@ -457,12 +469,13 @@ fn process_streams_findings_as_they_are_raised_and_finish_once() {
     ]) {
         out.push(a.process(&mut e).len());
     }
-    assert_eq!(out, vec![0, 0, 0, 1]);
+    assert_eq!(out, vec![0, 0, 0, 1], "the rename is at risk at once");
+    // Every verdict comes at the end: the rename, and its directory never
+    // fsynced; the unsynced data is the rename's exposure already.
     let end = a.finish();
     assert_eq!(
         rules(&end),
-        vec!["rename-without-dir-fsync"],
-        "the rename already covers the unsynced data"
+        vec!["rename-without-fsync", "rename-without-dir-fsync"]
     );
     assert!(a.finish().is_empty());
     assert_eq!(a.findings().len(), 2);
@@ -592,7 +605,23 @@ fn rename_exchange_swaps_names() {
     );
     unlink.seq = 100;
     a.process(&mut unlink);
-    assert!(a.finish().is_empty());
+    let mut done = exit(100, 0);
+    done.seq = 101;
+    a.process(&mut done);
+    // The fdatasync after the exchange made the renamed data durable; the
+    // durable file removed under the old name (inode 12) is a removal its
+    // directory never made durable.
+    let end = a.finish();
+    assert_eq!(
+        rules(&end),
+        vec!["rename-without-fsync", "unlink-without-dir-fsync"]
+    );
+    assert_eq!(end[0].severity, Severity::Low);
+    assert_eq!(end[0].evidence["closed_by"]["call"], "fdatasync(fd=3) = 0");
+    assert_eq!(
+        (end[1].path.as_str(), end[1].inode.unwrap().ino),
+        ("/d/f", 12)
+    );
 }
 
 #[test]
@@ -762,18 +791,27 @@ fn rename_trusts_the_traced_source_over_a_late_lookup() {
             Some(reg(12)),
         ),
     ];
-    let findings = run(events);
-    let renames: Vec<(u64, u64)> = findings
-        .iter()
-        .filter(|f| f.rule == "rename-without-fsync")
-        .map(|f| {
-            (
-                f.inode.unwrap().ino,
-                f.evidence["unsynced_bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(renames, vec![(10, 100), (11, 200)]);
+    let mut a = Analyzer::new(Config::default()).unwrap();
+    let mut at_risk = Vec::new();
+    for mut e in number(events) {
+        at_risk.extend(a.process(&mut e));
+    }
+    let renames = |findings: &[crate::Finding]| -> Vec<(u64, u64)> {
+        findings
+            .iter()
+            .filter(|f| f.rule == "rename-without-fsync")
+            .map(|f| {
+                (
+                    f.inode.unwrap().ino,
+                    f.evidence["unsynced_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(renames(&at_risk), vec![(10, 100), (11, 200)]);
+    // The second save replaced the first file: its exposure is moot.
+    assert_eq!(renames(&a.finish()), vec![(11, 200)]);
+    assert_eq!(a.stats().moot.deleted, 1);
 }
 
 /// git replaces its index (fsynced, renamed over the old one, whose inode is

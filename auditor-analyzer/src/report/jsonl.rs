@@ -1,16 +1,27 @@
-//! JSON Lines output: one finding per line as it is raised (so a live run
-//! streams), then a summary line.
+//! JSON Lines output: what is put at risk, one line each as it happens (so
+//! a live run streams), then every verdict at the end, then a summary line.
 
 use serde_json::Value;
 
 use super::Report;
 use crate::finding::Finding;
 
-/// `{"type":"finding", ...}` for one finding, without a trailing newline.
+/// `{"type":"finding", ...}` for one verdict, without a trailing newline.
 pub fn jsonl_finding_line(f: &Finding) -> String {
+    typed_line(f, "finding")
+}
+
+/// `{"type":"at_risk", ...}`: a finding as it stands the moment it is
+/// found; the verdict (which may be lower, or none if the file is gone by
+/// then) comes at the end as a `finding` line.
+pub fn jsonl_at_risk_line(f: &Finding) -> String {
+    typed_line(f, "at_risk")
+}
+
+fn typed_line(f: &Finding, ty: &str) -> String {
     let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
     if let Some(map) = v.as_object_mut() {
-        map.insert("type".into(), "finding".into());
+        map.insert("type".into(), ty.into());
     }
     v.to_string()
 }

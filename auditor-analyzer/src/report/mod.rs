@@ -5,7 +5,7 @@ pub mod json;
 pub mod jsonl;
 pub mod text;
 
-pub use jsonl::{jsonl_finding_line, jsonl_summary_line};
+pub use jsonl::{jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line};
 
 use std::collections::BTreeMap;
 
@@ -161,12 +161,33 @@ impl Report {
         i32::from(self.findings.iter().any(|f| f.severity >= fail_on))
     }
 
+    /// `; 4 moot (gone or replaced before the end); 2 suppressed by --ignore`,
+    /// or nothing: what the counts above leave out, so a clean report can
+    /// be read for what it is.
+    fn left_out(&self) -> String {
+        let m = &self.stats.moot;
+        let moot = m.deleted + m.replaced + m.moved;
+        let mut s = String::new();
+        if moot > 0 {
+            s.push_str(&format!(
+                "; {moot} moot (deleted, replaced or moved before the end)"
+            ));
+        }
+        if self.stats.suppressed_findings > 0 {
+            s.push_str(&format!(
+                "; {} suppressed by --ignore",
+                self.stats.suppressed_findings
+            ));
+        }
+        s
+    }
+
     /// `3 findings (1 high, 2 medium) in 2 files; 12345 events, 0 dropped`.
     pub fn summary_line(&self) -> String {
         let c = self.counts();
         let tail = format!("{} events, {} dropped", self.events(), self.dropped());
         if c.total == 0 {
-            return format!("no durability findings; {tail}");
+            return format!("no durability findings; {tail}{}", self.left_out());
         }
         let parts: Vec<String> = Severity::ALL_WORST_FIRST
             .iter()
@@ -193,6 +214,7 @@ impl Report {
         if c.inconclusive > 0 {
             line.push_str(&format!("; {} inconclusive", c.inconclusive));
         }
+        line.push_str(&self.left_out());
         line
     }
 }

@@ -1,21 +1,58 @@
 //! `create-without-dir-fsync`: the program fsynced a new file's data (so it
 //! cares about it) but never its directory: a crash can lose the name and
-//! with it the file.
+//! with it the file. Judged at the end, so a directory made by one process
+//! and fsynced (itself) by another is judged on what both did.
 
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, settle_name};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "create-without-dir-fsync",
     severity: Severity::Low,
     title: "new file fsynced but its directory entry never was",
+    kind: Kind::Name,
 };
 
-/// The verdict for a pending create when its process ends.
-pub fn check(p: &PendingName) -> Option<Finding> {
-    if !matches!(p.op, NameOp::Create | NameOp::Mkdir) || !p.data_synced {
+pub struct CreateWithoutDirFsync;
+
+impl Rule for CreateWithoutDirFsync {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Ended { process, .. } => {
+                let left: Vec<Finding> =
+                    cx.dirs.of_process(process.key).filter_map(check).collect();
+                for f in left {
+                    cx.at_risk(f);
+                }
+            }
+            Moment::End { .. } => {
+                let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+                for p in &names {
+                    if let Some(f) = check(p) {
+                        settle_name(cx, &INFO, p, f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The verdict for a pending create or mkdir whose data was made durable
+/// and whose directory never was (a directory fsynced by anyone later made
+/// the name durable too: nothing is left to say).
+fn check(p: &PendingName) -> Option<Finding> {
+    if !matches!(p.op, NameOp::Create | NameOp::Mkdir)
+        || !p.data_synced
+        || p.closed.is_some()
+        || !p.persistent()
+    {
         return None;
     }
     let what = if p.op == NameOp::Mkdir {
@@ -27,21 +64,12 @@ pub fn check(p: &PendingName) -> Option<Finding> {
         "new {what} {:?} was fsynced but directory {:?} never was: a crash can lose its name",
         p.path, p.dir
     );
-    Some(
-        Finding::new(
-            INFO.id,
-            INFO.severity,
-            p.path.clone(),
-            p.file,
-            p.process.clone(),
-            summary,
-        )
-        .with("operation", p.op.as_str())
-        .with("directory", p.dir.clone())
-        .with("fs", p.fs.clone())
-        .with("fix", "fsync the parent directory after creating the file")
-        .with_calls(vec![p.call.clone()]),
-    )
+    Some(name_finding(
+        &INFO,
+        p,
+        summary,
+        "fsync the parent directory after creating the file",
+    ))
 }
 
 #[cfg(test)]

@@ -3,21 +3,117 @@
 //! a retry can succeed while the data is gone ("fsyncgate").
 
 use crate::calls::{Call, errno_name};
+use crate::event::FileId;
+use crate::exposure::Subject;
+use crate::fast_hash::FastMap;
 use crate::finding::{Finding, ProcessRef, Severity};
-use crate::track::inodes::{FailedSync, InodeState};
+use crate::track::inodes::InodeState;
+use crate::track::processes::{ProcKey, Process};
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "fsync-error-ignored",
     severity: Severity::High,
     title: "fsync failed and the process went on (renamed, wrote more, or retried)",
+    kind: Kind::Lasting,
 };
 
+/// An fsync that failed and whose failure its process has not answered yet.
+struct Failed {
+    key: ProcKey,
+    ret: i64,
+    call: Call,
+    since_epoch: u32,
+}
+
+#[derive(Default)]
+pub struct FsyncErrorIgnored {
+    failed: FastMap<FileId, Failed>,
+}
+
+impl Rule for FsyncErrorIgnored {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let (id, pid, call, follow_up) = match m {
+            Moment::Synced { id, pid, call, .. } => (id, pid, call, "fsync retry"),
+            Moment::Wrote { id, pid, call, .. } => (id, pid, call, "write"),
+            Moment::Renamed { id, pid, call, .. } => (id, pid, call, "rename"),
+            _ => return,
+        };
+        let waiting = self.failed.contains_key(id);
+        let failed_now = matches!(m, Moment::Synced { ret, .. } if *ret < 0);
+        if !waiting && !failed_now {
+            return;
+        }
+        let Some((inode, process)) = cx.lookup(id, *pid) else {
+            return;
+        };
+        let answered = self.answer(cx, inode, process, follow_up, call);
+        if let Moment::Synced { ret, .. } = m
+            && *ret < 0
+            && !answered
+        {
+            self.failed.insert(
+                *id,
+                Failed {
+                    key: process.key,
+                    ret: *ret,
+                    call: (*call).clone(),
+                    since_epoch: cx.epoch,
+                },
+            );
+        }
+    }
+
+    fn holds(&self, id: &FileId) -> bool {
+        self.failed.contains_key(id)
+    }
+
+    fn forget(&mut self, id: &FileId) {
+        self.failed.remove(id);
+    }
+}
+
+impl FsyncErrorIgnored {
+    /// The process that saw fsync fail on `inode` now goes on
+    /// (`follow_up`) as if its data were safe. Returns whether it had.
+    fn answer(
+        &mut self,
+        cx: &mut Cx<'_>,
+        inode: &InodeState,
+        process: &Process,
+        follow_up: &str,
+        call: &Call,
+    ) -> bool {
+        if self
+            .failed
+            .get(&inode.id)
+            .is_none_or(|f| f.key != process.key)
+        {
+            return false;
+        }
+        let Some(failed) = self.failed.remove(&inode.id) else {
+            return false;
+        };
+        let f = finding(inode, &failed, follow_up, call, process.to_ref());
+        cx.expose_since(
+            &INFO,
+            Subject::Lasting(Some(inode.id)),
+            f,
+            failed.since_epoch,
+        );
+        true
+    }
+}
+
 /// A failed fsync followed by `follow_up` ("rename", "write", "fsync retry").
-pub fn finding(
+fn finding(
     inode: &InodeState,
-    failed: &FailedSync,
+    failed: &Failed,
     follow_up: &str,
     call: &Call,
     process: ProcessRef,

@@ -2,34 +2,217 @@
 //! turn. A crash or a kill mid-record leaves a torn entry with another
 //! writer's record after it: the Shake metadata corruption.
 
+use std::collections::VecDeque;
+
 use serde_json::json;
 
 use crate::calls::{Call, signal_name};
+use crate::event::FileId;
+use crate::exposure::Subject;
+use crate::fast_hash::FastMap;
 use crate::finding::{Finding, ProcessRef, Severity};
-use crate::track::inodes::InodeState;
+use crate::track::inodes::Writer;
+use crate::track::processes::ProcKey;
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "interleaved-writers",
     severity: Severity::Medium,
     title: "several threads or processes append to one file, interleaved",
+    kind: Kind::Lasting,
 };
 
-/// Reports an inode whose appends interleaved (A, B, A), once. `killed` is
-/// a participant that died by a signal while still appending: then high.
-pub fn check(inode: &InodeState, killed: Option<(&ProcessRef, i32)>) -> Option<Finding> {
-    let a = &inode.appends;
-    if a.reported || a.not_append_only {
+/// Appends remembered per inode for the evidence.
+const APPEND_CALLS: usize = 6;
+/// Writers remembered per inode.
+const WRITERS: usize = 8;
+
+/// Appenders of an inode, in the order they alternated.
+#[derive(Default)]
+struct Appends {
+    last_tid: Option<u32>,
+    before_last_tid: Option<u32>,
+    writers: Vec<Writer>,
+    /// Calls showing the A, B, A pattern once it was seen.
+    interleaved: Option<Vec<Call>>,
+    recent: VecDeque<Call>,
+    /// A write not at the end of file: not an append-only inode.
+    not_append_only: bool,
+    reported: bool,
+    since_epoch: u32,
+}
+
+#[derive(Default)]
+pub struct InterleavedWriters {
+    files: FastMap<FileId, Appends>,
+}
+
+impl Rule for InterleavedWriters {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Wrote {
+                id,
+                at_end,
+                pid,
+                tid,
+                call,
+            } => {
+                let Some(process) = cx.procs.get(*pid) else {
+                    return;
+                };
+                let id = *id;
+                let a = self.files.entry(id).or_default();
+                let writer = || Writer {
+                    key: process.key,
+                    tid: *tid,
+                    process: process.to_ref(),
+                };
+                if track(a, *at_end, call, *tid, cx.epoch, writer) {
+                    // Writers that take turns but never hold the file open
+                    // together (a shell appending around a child) are not
+                    // concurrent writers.
+                    let other = a
+                        .writers
+                        .iter()
+                        .find(|w| Some(w.tid) == a.before_last_tid)
+                        .map(|w| w.key);
+                    let concurrent = other.is_some_and(|k| holds(cx, k, id));
+                    if concurrent {
+                        a.interleaved = Some(a.recent.iter().cloned().collect());
+                    }
+                }
+            }
+            Moment::Ended {
+                process, signal, ..
+            } => {
+                // High at once if an appender was killed, medium once every
+                // appender is gone.
+                let key = process.key;
+                let ids: Vec<FileId> = self
+                    .files
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.interleaved.is_some()
+                            && !a.reported
+                            && a.writers.iter().any(|w| w.key == key)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                let me = process.to_ref();
+                for id in ids {
+                    let Some(a) = self.files.get_mut(&id) else {
+                        continue;
+                    };
+                    let all_gone = a.writers.iter().all(|w| !cx.procs.is_live(w.key));
+                    if signal.is_none() && !all_gone {
+                        continue;
+                    }
+                    a.reported = true;
+                    if let Some(f) = check(a, id, cx, signal.map(|s| (&me, s))) {
+                        cx.expose_since(&INFO, Subject::Lasting(Some(id)), f, a.since_epoch);
+                    }
+                }
+            }
+            Moment::End { .. } => {
+                let mut ids: Vec<FileId> = self
+                    .files
+                    .iter()
+                    .filter(|(_, a)| a.interleaved.is_some() && !a.reported)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let Some(a) = self.files.get_mut(&id) else {
+                        continue;
+                    };
+                    a.reported = true;
+                    if let Some(f) = check(a, id, cx, None) {
+                        cx.expose_since(&INFO, Subject::Lasting(Some(id)), f, a.since_epoch);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn holds(&self, id: &FileId) -> bool {
+        self.files
+            .get(id)
+            .is_some_and(|a| a.interleaved.is_some() && !a.reported)
+    }
+
+    fn forget(&mut self, id: &FileId) {
+        self.files.remove(id);
+    }
+}
+
+/// Whether the live process `key` holds `id` open.
+fn holds(cx: &Cx<'_>, key: ProcKey, id: FileId) -> bool {
+    cx.procs
+        .iter()
+        .any(|p| p.key == key && p.tables().any(|t| cx.fds.holds(t, id)))
+}
+
+/// Follows who appends, to spot A, B, A; true when this write made the
+/// pattern (a writer returning after another one).
+fn track(
+    a: &mut Appends,
+    at_end: bool,
+    call: &Call,
+    tid: u32,
+    epoch: u32,
+    writer: impl FnOnce() -> Writer,
+) -> bool {
+    if !at_end {
+        a.not_append_only = true;
+    }
+    if a.not_append_only || a.reported {
+        return false;
+    }
+    if a.writers.is_empty() {
+        a.since_epoch = epoch;
+    }
+    if !a.writers.iter().any(|w| w.tid == tid) && a.writers.len() < WRITERS {
+        a.writers.push(writer());
+    }
+    if a.recent.len() == APPEND_CALLS {
+        a.recent.pop_front();
+    }
+    a.recent.push_back(call.clone());
+    if a.last_tid == Some(tid) {
+        return false;
+    }
+    let returning = a.before_last_tid == Some(tid);
+    a.before_last_tid = a.last_tid;
+    a.last_tid = Some(tid);
+    returning && a.interleaved.is_none()
+}
+
+/// The finding for an inode whose appends interleaved. `killed` is a
+/// participant that died by a signal while still appending: then high.
+fn check(
+    a: &Appends,
+    id: FileId,
+    cx: &Cx<'_>,
+    killed: Option<(&ProcessRef, i32)>,
+) -> Option<Finding> {
+    if a.not_append_only {
         return None;
     }
+    let inode = cx.inodes.get(&id)?;
+    let path = inode.path();
     let pattern = a.interleaved.as_ref()?;
     let first = a.writers.first()?;
     let tids: Vec<u32> = a.writers.iter().map(|w| w.tid).collect();
     let mut summary = format!(
         "{} threads/processes appended to {:?} in turn (tids {:?}): a crash or kill mid-record leaves a torn entry followed by other writers' records",
         a.writers.len(),
-        inode.path(),
+        path,
         tids
     );
     let (severity, process) = match killed {
@@ -49,7 +232,7 @@ pub fn check(inode: &InodeState, killed: Option<(&ProcessRef, i32)>) -> Option<F
         .iter()
         .map(|w| json!({"pid": w.process.pid, "tid": w.tid, "comm": w.process.comm}))
         .collect();
-    let mut f = Finding::new(INFO.id, severity, inode.path(), Some(inode.id), process, summary)
+    let mut f = Finding::new(INFO.id, severity, path, Some(id), process, summary)
         .with("writers", writers)
         .with("fs", inode.fs.clone())
         .with("fix", "give each writer its own file, or serialise whole records under a lock with a length/checksum per record");

@@ -4,25 +4,53 @@
 use serde_json::json;
 
 use crate::calls::signal_name;
+use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, Severity};
 use crate::track::processes::{Process, WriteRec};
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-mid-write",
     severity: Severity::High,
     title: "thread killed inside a write, or after a short write it never completed",
+    kind: Kind::Lasting,
 };
 
-/// Findings for a process that died by `signal`. `judged` filters out
-/// writes to files the analyzer does not judge.
-pub fn check(
+pub struct KilledMidWrite;
+
+impl Rule for KilledMidWrite {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let Moment::Ended {
+            process,
+            signal: Some(sig),
+            call,
+            ..
+        } = m
+        else {
+            return;
+        };
+        let torn = check(process, *sig, call, |w| {
+            w.file.is_some_and(|id| cx.is_judged(&id))
+        });
+        for (file, f) in torn {
+            cx.expose_since(&INFO, Subject::Lasting(file), f, process.since_epoch);
+        }
+    }
+}
+
+/// Findings (with their file) for a process that died by `signal`.
+/// `judged` filters out writes to files the analyzer does not judge.
+fn check(
     p: &Process,
     signal: i32,
     exit_call: &CallRef,
     judged: impl Fn(&WriteRec) -> bool,
-) -> Vec<Finding> {
+) -> Vec<(Option<crate::event::FileId>, Finding)> {
     let fatal = p.signals.iter().rev().find(|s| s.signal == signal);
     let mut tids: Vec<u32> = p.last_writes.keys().copied().collect();
     tids.sort_unstable();
@@ -43,14 +71,17 @@ pub fn check(
                 w.call.text(),
                 signal_name(signal)
             );
-            out.push(finding(
-                p,
-                w,
-                tid,
-                signal,
-                "in_flight",
-                &what,
-                vec![w.call.to_ref(), s.call.clone(), exit_call.clone()],
+            out.push((
+                w.file,
+                finding(
+                    p,
+                    w,
+                    tid,
+                    signal,
+                    "in_flight",
+                    &what,
+                    vec![w.call.to_ref(), s.call.clone(), exit_call.clone()],
+                ),
             ));
         }
     }
@@ -67,7 +98,10 @@ pub fn check(
         let mut calls = vec![w.call.to_ref()];
         calls.extend(fatal.map(|s| s.call.clone()));
         calls.push(exit_call.clone());
-        out.push(finding(p, w, tid, signal, "short_write", &what, calls));
+        out.push((
+            w.file,
+            finding(p, w, tid, signal, "short_write", &what, calls),
+        ));
     }
     out
 }

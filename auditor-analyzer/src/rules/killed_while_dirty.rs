@@ -1,27 +1,93 @@
 //! `killed-while-dirty`: a process was killed by a signal while files it
 //! wrote held data that was not durable: the buildkitd "SIGTERM, timeout,
 //! SIGKILL, snapshot the disk" incident. The evidence names who sent the
-//! signal and what came before it.
+//! signal and what came before it; a `sync` afterwards (the incident's fix)
+//! closes the exposure, and the verdict then says so.
 
 use serde_json::{Map, Value, json};
 
 use crate::calls::{human_duration, signal_name};
+use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
-use super::{EndOfLife, RuleInfo};
+use super::{Cx, EndOfLife, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
     severity: Severity::High,
     title: "process killed by a signal while its written data was not durable",
+    kind: Kind::EndOfLife,
 };
+
+pub struct KilledWhileDirty;
+
+impl Rule for KilledWhileDirty {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let Moment::Ended {
+            process,
+            signal: Some(sig),
+            core_dumped,
+            call,
+            ..
+        } = m
+        else {
+            return;
+        };
+        let kill = kill_context(process, *sig, call);
+        let mut context = kill.evidence;
+        context.insert("core_dumped".into(), (*core_dumped).into());
+        let key = process.key;
+        let dirty: Vec<_> = process
+            .written
+            .iter()
+            .filter(|id| {
+                cx.is_judged(id)
+                    && cx
+                        .inodes
+                        .get(id)
+                        .is_some_and(|s| s.dirty.as_ref().is_some_and(|d| d.written_by(key)))
+            })
+            .copied()
+            .collect();
+        for id in dirty {
+            if cx.exposed_by_its_order(id, process) {
+                continue;
+            }
+            if let Some(f) = cx
+                .inodes
+                .get(&id)
+                .and_then(|st| check(st, process.to_ref(), &context, &kill.calls))
+            {
+                cx.expose(&INFO, Subject::Data(id), f);
+            }
+        }
+        // Files held open for writing since before tracing began, not
+        // fsynced since and not dirtied under the trace's eyes (those got
+        // the certain verdict): an inconclusive verdict each.
+        for id in &process.held_at_start {
+            let Some(st) = cx.inodes.get(id) else {
+                continue;
+            };
+            let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(key));
+            if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
+                continue;
+            }
+            let f = check_unknown_past(st, process.to_ref(), &context, &kill.calls);
+            cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
+        }
+    }
+}
 
 const FIX: &str = "fsync before acknowledging work, and give the process time to shut down (or sync) before SIGKILL";
 
 /// Facts about a kill, shared by every file the process left dirty.
-pub struct Kill {
+struct Kill {
     pub evidence: Map<String, Value>,
     pub calls: Vec<CallRef>,
 }
@@ -40,7 +106,7 @@ fn handling(p: &Process, signal: i32, after_ns: u64) -> &'static str {
 }
 
 /// Who killed `p` with `signal`, and what signals came before.
-pub fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
+fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
     let mut ev = Map::new();
     ev.insert("signal".into(), signal_name(signal).into());
     ev.insert("signal_number".into(), signal.into());
@@ -123,7 +189,7 @@ fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
 /// started and no fsync was seen since: data written before the trace may
 /// have been lost, or not. Said as an inconclusive verdict, never a certain
 /// one, and never passed over in silence.
-pub fn check_unknown_past(
+fn check_unknown_past(
     inode: &InodeState,
     process: ProcessRef,
     context: &Map<String, Value>,
@@ -163,7 +229,7 @@ pub fn check_unknown_past(
 }
 
 /// The verdict for one dirty file of a killed process.
-pub fn check(
+fn check(
     inode: &InodeState,
     process: ProcessRef,
     context: &Map<String, Value>,

@@ -1,6 +1,9 @@
-//! The rules: one module each, pure functions from tracked state to
-//! findings. The analyzer decides when each is asked (at a rename, a write,
-//! an exit...); the rule decides whether it is a problem and says why.
+//! The rules: one module each, holding its whole decision. The analyzer's
+//! core tracks processes, fds, inodes and names, tells every rule what
+//! happened ([`Moment`]) and keeps the exposures the rules open ([`Cx`]);
+//! a rule decides whether a moment is a problem, says why, and keeps
+//! whatever it must remember between moments. Adding a rule touches its
+//! own file and [`registry`].
 
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
@@ -11,25 +14,254 @@ pub mod rename_without_dir_fsync;
 pub mod rename_without_fsync;
 pub mod sync_file_range_only;
 pub mod truncate_in_place;
+pub mod unlink_without_dir_fsync;
 pub mod unsynced_at_exit;
 
 use serde_json::{Map, Value, json};
 
-use crate::calls::human_duration;
+use crate::calls::{Call, human_duration};
+use crate::event::FileId;
+use crate::exposure::{Exposure, Exposures, State, Subject};
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
-use crate::track::inodes::{Dirty, InodeState};
+use crate::track::dirs::{DirJournal, PendingName};
+use crate::track::fds::FdSpace;
+use crate::track::inodes::{Dirty, InodeState, Inodes};
+use crate::track::processes::{Process, ProcessTable};
 
-/// A rule's stable id and default severity, for the catalog, `--only` /
-/// `--skip` validation and report counts.
+/// How a rule's exposures are judged at the end of the observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Data a process left unsynced at its end: made durable later by
+    /// anyone, it is `low` (the window is shown); still open while a live
+    /// process could still fsync it, `low` too.
+    EndOfLife,
+    /// A wrong order of calls (rename before fsync, truncate before the
+    /// rewrite is durable): a window that closed before a successful
+    /// command ended is `low`; under attach, or when the command failed,
+    /// the rule's severity with the window's length (a serving daemon was
+    /// exposed for that long).
+    Ordering,
+    /// Damage no later call undoes (a torn record, an ignored fsync
+    /// error): the rule's severity unless the file is gone.
+    Lasting,
+    /// A directory entry never made durable: judged by its rule from the
+    /// name journal at the end.
+    Name,
+}
+
+/// A rule's stable id, default severity and how its exposures are judged,
+/// for the catalog, `--rule` / `--skip-rule` and report counts.
 #[derive(Clone, Copy, Debug)]
 pub struct RuleInfo {
     pub id: &'static str,
     pub severity: Severity,
     /// One line on what it catches.
     pub title: &'static str,
+    pub kind: Kind,
 }
 
-/// Every rule, in the order reports list their counts.
+/// What just happened, as the rules are told it (after the core updated
+/// its own state for it). Files and processes are named by identity and
+/// pid: [`Cx::lookup`] gives their state.
+pub enum Moment<'a> {
+    /// The non-empty content of a judged file was truncated away (an
+    /// O_TRUNC open for writing, or truncate to 0); `size_before` when known.
+    Truncated {
+        id: FileId,
+        size_before: Option<i64>,
+        pid: u32,
+        call: &'a Call,
+    },
+    /// A write of at least one byte to a judged file; `at_end` when it
+    /// appended (O_APPEND, or at the size the file had).
+    Wrote {
+        id: FileId,
+        at_end: bool,
+        pid: u32,
+        tid: u32,
+        call: &'a Call,
+    },
+    /// fsync or fdatasync of a judged file returned; `ret` < 0 failed.
+    Synced {
+        id: FileId,
+        ret: i64,
+        pid: u32,
+        call: &'a Call,
+    },
+    /// A judged inode was renamed or linked into place (names already
+    /// updated: its path is the destination).
+    Renamed {
+        id: FileId,
+        rename: &'a Rename<'a>,
+        pid: u32,
+        call: &'a Call,
+    },
+    /// A process ended (it has left the process table); `signal` when it
+    /// was killed.
+    Ended {
+        process: &'a Process,
+        code: Option<i32>,
+        signal: Option<i32>,
+        core_dumped: bool,
+        call: &'a CallRef,
+    },
+    /// The observation ends; `last` is its last event.
+    End { last: Option<&'a CallRef> },
+}
+
+/// A rename or link as the rules need it.
+pub struct Rename<'a> {
+    pub link: bool,
+    pub source: &'a str,
+    pub destination: &'a str,
+    /// Another inode was known at the destination (it was replaced).
+    pub replaced: bool,
+}
+
+/// What a rule sees of the analyzer, and where its exposures go.
+pub struct Cx<'a> {
+    pub inodes: &'a Inodes,
+    pub procs: &'a ProcessTable,
+    pub fds: &'a FdSpace,
+    pub dirs: &'a DirJournal,
+    /// Lost-event epoch now.
+    pub epoch: u32,
+    pub(crate) exposures: &'a mut Exposures,
+    /// Findings raised by this moment, for live views.
+    pub(crate) raised: &'a mut Vec<Finding>,
+}
+
+impl<'a> Cx<'a> {
+    /// The state of inode `id` and of process `pid` (borrowed from the
+    /// analyzer, not from `self`, so exposures can be opened meanwhile).
+    pub fn lookup(&self, id: &FileId, pid: u32) -> Option<(&'a InodeState, &'a Process)> {
+        let (inodes, procs): (&'a Inodes, &'a ProcessTable) = (self.inodes, self.procs);
+        Some((inodes.get(id)?, procs.get(pid)?))
+    }
+
+    /// Opens an exposure on `subject` with the finding that tells it.
+    pub fn expose(&mut self, rule: &'static RuleInfo, subject: Subject, finding: Finding) {
+        let since_epoch = match &subject {
+            Subject::Data(id) => self
+                .inodes
+                .get(id)
+                .and_then(|s| s.dirty.as_ref())
+                .map_or(self.epoch, |d| d.since_epoch),
+            _ => self.epoch,
+        };
+        self.expose_since(rule, subject, finding, since_epoch);
+    }
+
+    /// [`Cx::expose`] with the epoch its facts rest on given.
+    pub fn expose_since(
+        &mut self,
+        rule: &'static RuleInfo,
+        subject: Subject,
+        finding: Finding,
+        since_epoch: u32,
+    ) {
+        let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
+        let f = self.exposures.open(Exposure {
+            rule,
+            subject,
+            finding,
+            opened_ns,
+            since_epoch,
+            state: State::Open,
+        });
+        self.raised.push(f.clone());
+    }
+
+    /// A verdict settled as it is given (at the end), `closed` by a later
+    /// call or not.
+    pub fn settle(
+        &mut self,
+        rule: &'static RuleInfo,
+        finding: Finding,
+        closed: Option<crate::exposure::Closer>,
+        since_epoch: u32,
+    ) {
+        let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
+        let f = self.exposures.open(Exposure {
+            rule,
+            subject: Subject::Settled,
+            finding,
+            opened_ns,
+            since_epoch,
+            state: closed.map_or(State::Open, State::Closed),
+        });
+        self.raised.push(f.clone());
+    }
+
+    /// A finding for live views only, judged again at the end (a name left
+    /// pending by a process that ended: its directory may be fsynced later).
+    pub fn at_risk(&mut self, finding: Finding) {
+        self.raised.push(finding);
+    }
+
+    /// Whether `rule` has an open exposure on `id`.
+    pub fn is_open(&self, id: FileId, rule: &RuleInfo) -> bool {
+        self.exposures.is_open(id, rule.id)
+    }
+
+    /// Whether `process`'s unsynced data in `id` is an ordering exposure it
+    /// opened already: data it renamed into place (written before that
+    /// rename), or a rewrite over its own truncation. Its end then adds
+    /// nothing for the same data.
+    pub fn exposed_by_its_order(&self, id: FileId, process: &Process) -> bool {
+        let last = self
+            .inodes
+            .get(&id)
+            .and_then(|s| s.dirty.as_ref())
+            .and_then(|d| d.last_write_of(process.key))
+            .unwrap_or(0);
+        self.exposures.any_open_where(id, |e| {
+            e.finding.process.pid == process.pid
+                && (e.rule.id == truncate_in_place::INFO.id
+                    || (e.rule.id == rename_without_fsync::INFO.id && e.opened_ns >= last))
+        })
+    }
+
+    /// Pids of live processes holding `id` open.
+    pub fn holders(&self, id: FileId) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|p| p.tables().any(|t| self.fds.holds(t, id)))
+            .map(|p| p.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Whether the inode is judged (persistent, regular or directory) and
+    /// still has a name.
+    pub fn is_judged(&self, id: &FileId) -> bool {
+        self.inodes
+            .get(id)
+            .is_some_and(|s| s.judged() && !s.unlinked)
+    }
+}
+
+/// What every rule implements.
+pub trait Rule: Send {
+    fn info(&self) -> &'static RuleInfo;
+
+    /// Reacts to a moment: opens exposures through `cx`, keeps its state.
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>);
+
+    /// Whether the rule still waits on something about `id` (so the core
+    /// keeps that inode's state).
+    fn holds(&self, _id: &FileId) -> bool {
+        false
+    }
+
+    /// The inode `id` is gone, or its state was dropped: what the rule
+    /// kept about it no longer applies.
+    fn forget(&mut self, _id: &FileId) {}
+}
+
+/// Every rule's catalog entry, in the order reports list their counts.
 pub const RULES: &[RuleInfo] = &[
     rename_without_fsync::INFO,
     killed_while_dirty::INFO,
@@ -40,8 +272,26 @@ pub const RULES: &[RuleInfo] = &[
     rename_without_dir_fsync::INFO,
     interleaved_writers::INFO,
     create_without_dir_fsync::INFO,
+    unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
 ];
+
+/// A fresh instance of every rule.
+pub fn registry() -> Vec<Box<dyn Rule>> {
+    vec![
+        Box::new(rename_without_fsync::RenameWithoutFsync),
+        Box::new(killed_while_dirty::KilledWhileDirty),
+        Box::new(killed_mid_write::KilledMidWrite),
+        Box::new(truncate_in_place::TruncateInPlace::default()),
+        Box::new(fsync_error_ignored::FsyncErrorIgnored::default()),
+        Box::new(unsynced_at_exit::UnsyncedAtExit),
+        Box::new(rename_without_dir_fsync::RenameWithoutDirFsync),
+        Box::new(interleaved_writers::InterleavedWriters::default()),
+        Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
+        Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
+        Box::new(sync_file_range_only::SyncFileRangeOnly),
+    ]
+}
 
 /// The finding a process's end raises for one file it left dirty
 /// (killed-while-dirty, unsynced-at-exit): the exit or kill facts in
@@ -107,4 +357,54 @@ pub(crate) fn with_dirty_evidence(
                 .as_ref()
                 .map(|c| json!({"seq": c.seq, "ts_ns": c.ts_ns})),
         )
+}
+
+/// The finding of a name whose directory was never fsynced after it was
+/// made (rename, link, create, unlink), for the name rules.
+pub(crate) fn name_finding(
+    info: &RuleInfo,
+    p: &PendingName,
+    summary: String,
+    fix: &'static str,
+) -> Finding {
+    Finding::new(
+        info.id,
+        info.severity,
+        p.path.clone(),
+        p.file,
+        p.process.clone(),
+        summary,
+    )
+    .with("operation", p.op.as_str())
+    .with("directory", p.dir.clone())
+    .with("fs", p.fs.clone())
+    .with("fix", fix)
+    .with_calls(p.calls())
+}
+
+/// At the end, a pending name's verdict: given when `wanted`, closed when
+/// an fsync of its directory came after its process ended, and lowered
+/// while that process still runs. Names its process made durable itself
+/// never reach here.
+pub(crate) fn settle_name(
+    cx: &mut Cx<'_>,
+    info: &'static RuleInfo,
+    p: &PendingName,
+    finding: Finding,
+) {
+    let mut f = finding;
+    if p.closed.is_none() && cx.procs.is_live(p.key) {
+        f = still_running(f, &[p.process.pid]);
+    }
+    cx.settle(info, f, p.closed.clone(), p.since_epoch);
+}
+
+/// Lowers a verdict about a process that may still act.
+pub(crate) fn still_running(mut f: Finding, pids: &[u32]) -> Finding {
+    f.severity = Severity::Low;
+    f.summary
+        .push_str(" (still running or open when the trace ended: it may still be made durable)");
+    f.evidence
+        .insert("still_running_pids".into(), Value::from(pids.to_vec()));
+    f
 }

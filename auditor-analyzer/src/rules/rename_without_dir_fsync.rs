@@ -1,21 +1,53 @@
 //! `rename-without-dir-fsync`: a rename (or link) whose destination
-//! directory was never fsynced before the process ended: after a crash the
-//! old name (or no name) can come back.
+//! directory was never fsynced before its process ended: after a crash the
+//! old name (or no name) can come back. Another process may fsync the
+//! directory later (a parent that syncs what its helpers made): the
+//! verdict is then low, with who did it and when.
 
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, settle_name};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "rename-without-dir-fsync",
     severity: Severity::Medium,
     title: "rename never made durable by an fsync of the destination directory",
+    kind: Kind::Name,
 };
 
-/// The verdict for a pending rename when its process ends.
-pub fn check(p: &PendingName) -> Option<Finding> {
-    if !matches!(p.op, NameOp::Rename | NameOp::Link) {
+pub struct RenameWithoutDirFsync;
+
+impl Rule for RenameWithoutDirFsync {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Ended { process, .. } => {
+                let left: Vec<Finding> =
+                    cx.dirs.of_process(process.key).filter_map(check).collect();
+                for f in left {
+                    cx.at_risk(f);
+                }
+            }
+            Moment::End { .. } => {
+                let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+                for p in &names {
+                    if let Some(f) = check(p) {
+                        settle_name(cx, &INFO, p, f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The verdict for a pending rename or link.
+fn check(p: &PendingName) -> Option<Finding> {
+    if !matches!(p.op, NameOp::Rename | NameOp::Link) || !p.persistent() {
         return None;
     }
     let summary = format!(
@@ -25,22 +57,15 @@ pub fn check(p: &PendingName) -> Option<Finding> {
         p.dir
     );
     Some(
-        Finding::new(
-            INFO.id,
-            INFO.severity,
-            p.path.clone(),
-            p.file,
-            p.process.clone(),
+        name_finding(
+            &INFO,
+            p,
             summary,
+            "open the directory and fsync it after the rename",
         )
-        .with("operation", p.op.as_str())
         .with("source", p.old_path.clone())
         .with("destination", p.path.clone())
-        .with("directory", p.dir.clone())
-        .with("fs", p.fs.clone())
-        .with("data_synced", p.data_synced)
-        .with("fix", "open the directory and fsync it after the rename")
-        .with_calls(vec![p.call.clone()]),
+        .with("data_synced", p.data_synced),
     )
 }
 

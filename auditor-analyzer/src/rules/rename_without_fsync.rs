@@ -1,43 +1,72 @@
 //! `rename-without-fsync`: data renamed (or linked) into place before it was
 //! made durable. After a crash the new name can point to an empty or partial
-//! file, replacing a good one: the `docker load` empty-layer incident.
+//! file, replacing a good one: the `docker load` empty-layer incident. The
+//! exposure lasts until the data is durable (an fsync by anyone, a sync).
 
 use crate::calls::{human_duration, plural};
+use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
-use crate::track::inodes::InodeState;
+use crate::track::inodes::{Dirty, InodeState};
 
-use super::{RuleInfo, with_dirty_evidence};
+use super::{Cx, Kind, Moment, Rename, Rule, RuleInfo, with_dirty_evidence};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "rename-without-fsync",
     severity: Severity::High,
     title: "file renamed or linked into place while its data was not durable",
+    kind: Kind::Ordering,
 };
 
-/// The rename as the rule needs it.
-pub struct Rename<'a> {
-    /// "rename" or "link".
-    pub op: &'a str,
-    pub source: &'a str,
-    pub destination: &'a str,
-    /// Some(true) when another inode was known at the destination.
-    pub replaced: Option<bool>,
-    pub call: CallRef,
-    pub process: ProcessRef,
+pub struct RenameWithoutFsync;
+
+impl Rule for RenameWithoutFsync {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let Moment::Renamed {
+            id,
+            rename,
+            pid,
+            call,
+        } = m
+        else {
+            return;
+        };
+        let Some((inode, process)) = cx.lookup(id, *pid) else {
+            return;
+        };
+        // Once per dirty spell: a second rename of the same unsynced data
+        // is the same exposure.
+        let Some(dirty) = inode.dirty.as_ref() else {
+            return;
+        };
+        if cx.is_open(inode.id, &INFO) {
+            return;
+        }
+        let f = finding(inode, dirty, rename, &call.to_ref(), process.to_ref());
+        cx.expose(&INFO, Subject::Data(inode.id), f);
+    }
 }
 
-/// Flags a rename of an inode holding unsynced data (once per dirty spell).
-pub fn check(inode: &InodeState, r: &Rename<'_>) -> Option<Finding> {
-    let dirty = inode.dirty.as_ref().filter(|d| !d.rename_reported)?;
-    let age = r.call.ts_ns.saturating_sub(dirty.first_write.ts_ns);
-    let replace = if r.replaced == Some(true) {
+/// The finding for a rename of an inode holding unsynced data.
+fn finding(
+    inode: &InodeState,
+    dirty: &Dirty,
+    r: &Rename<'_>,
+    call: &CallRef,
+    process: ProcessRef,
+) -> Finding {
+    let op = if r.link { "link" } else { "rename" };
+    let age = call.ts_ns.saturating_sub(dirty.first_write.ts_ns);
+    let replace = if r.replaced {
         ", replacing the previous file"
     } else {
         ""
     };
     let summary = format!(
-        "{}d {:?} to {:?}{replace} with {} unsynced bytes ({}, first {} earlier) and no fsync: a crash can leave {:?} empty or partial",
-        r.op,
+        "{op}d {:?} to {:?}{replace} with {} unsynced bytes ({}, first {} earlier) and no fsync: a crash can leave {:?} empty or partial",
         r.source,
         r.destination,
         dirty.bytes,
@@ -50,29 +79,27 @@ pub fn check(inode: &InodeState, r: &Rename<'_>) -> Option<Finding> {
         INFO.severity,
         r.destination,
         Some(inode.id),
-        r.process.clone(),
+        process,
         summary,
     )
-    .with("operation", r.op)
+    .with("operation", op)
     .with("source", r.source)
     .with("destination", r.destination)
-    .with("destination_existed", r.replaced);
-    f = with_dirty_evidence(f, inode, dirty, r.call.ts_ns);
-    if inode.fs == "ext4" && r.replaced == Some(true) {
+    .with("destination_existed", r.replaced.then_some(true));
+    f = with_dirty_evidence(f, inode, dirty, call.ts_ns);
+    if inode.fs == "ext4" && r.replaced {
         f = f.with(
             "fs_note",
             "ext4's auto_da_alloc flushes data on rename-over-existing and may hide this; XFS and btrfs do not",
         );
     }
     let mut calls = inode.calls();
-    calls.push(r.call.clone());
-    Some(
-        f.with(
-            "fix",
-            "fsync (or fdatasync) the file before renaming it, then fsync the directory",
-        )
-        .with_calls(calls),
+    calls.push(call.clone());
+    f.with(
+        "fix",
+        "fsync (or fdatasync) the file before renaming it, then fsync the directory",
     )
+    .with_calls(calls)
 }
 
 #[cfg(test)]

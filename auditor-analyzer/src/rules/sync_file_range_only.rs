@@ -3,26 +3,74 @@
 //! durability guarantee.
 
 use crate::calls::Call;
+use crate::exposure::Subject;
 use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{RuleInfo, with_dirty_evidence};
+use super::{Cx, Kind, Moment, Rule, RuleInfo, with_dirty_evidence};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "sync-file-range-only",
     severity: Severity::Low,
     title: "data made \"durable\" only with sync_file_range before a rename or exit",
+    kind: Kind::EndOfLife,
 };
 
+pub struct SyncFileRangeOnly;
+
+impl Rule for SyncFileRangeOnly {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Renamed { id, pid, call, .. } => {
+                if let Some((inode, process)) = cx.lookup(id, *pid) {
+                    self.judge(cx, inode, "rename", call, process.to_ref());
+                }
+            }
+            Moment::Ended { process, call, .. } => {
+                let trigger = Call::from(*call);
+                let inodes = cx.inodes;
+                for id in &process.written {
+                    let Some(st) = inodes.get(id) else {
+                        continue;
+                    };
+                    let mine = st.dirty.as_ref().is_some_and(|d| d.written_by(process.key));
+                    if mine && cx.is_judged(id) {
+                        self.judge(cx, st, "exit", &trigger, process.to_ref());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl SyncFileRangeOnly {
+    /// Once per dirty spell.
+    fn judge(
+        &self,
+        cx: &mut Cx<'_>,
+        inode: &InodeState,
+        moment: &str,
+        trigger: &Call,
+        process: ProcessRef,
+    ) {
+        if cx.is_open(inode.id, &INFO) {
+            return;
+        }
+        if let Some(f) = check(inode, moment, trigger, process) {
+            cx.expose(&INFO, Subject::Data(inode.id), f);
+        }
+    }
+}
+
 /// Flags dirty data whose only sync was sync_file_range, at `moment`
-/// ("rename" or "exit"), once per dirty spell.
-pub fn check(
-    inode: &InodeState,
-    moment: &str,
-    trigger: &Call,
-    process: ProcessRef,
-) -> Option<Finding> {
-    let dirty = inode.dirty.as_ref().filter(|d| !d.sfr_reported)?;
+/// ("rename" or "exit").
+fn check(inode: &InodeState, moment: &str, trigger: &Call, process: ProcessRef) -> Option<Finding> {
+    let dirty = inode.dirty.as_ref()?;
     let sfr = dirty.sync_file_range.as_ref()?;
     let summary = format!(
         "{:?} was only sync_file_range'd before {moment}: {} bytes are still not durable (sync_file_range flushes no metadata and no disk cache)",

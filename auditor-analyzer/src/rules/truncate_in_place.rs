@@ -1,28 +1,88 @@
 //! `truncate-in-place`: a file with content truncated and rewritten in
 //! place. Until the rewrite is durable, a crash leaves it empty or partial;
 //! writing aside and renaming keeps the old content until the new is safe.
+//! The exposure opens at the first write after the truncation and lasts
+//! until the new content is durable.
 
 use serde_json::Value;
 
 use crate::calls::Call;
+use crate::event::FileId;
+use crate::exposure::Subject;
+use crate::fast_hash::FastMap;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
-use crate::track::inodes::{InodeState, Truncation};
+use crate::track::inodes::InodeState;
 
-use super::RuleInfo;
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "truncate-in-place",
     severity: Severity::High,
     title: "file with content truncated and rewritten in place",
+    kind: Kind::Ordering,
 };
 
+/// A truncation of a file that had content, waiting for the rewrite.
+struct Truncation {
+    size_before: Option<i64>,
+    call: Call,
+    since_epoch: u32,
+}
+
+#[derive(Default)]
+pub struct TruncateInPlace {
+    pending: FastMap<FileId, Truncation>,
+}
+
+impl Rule for TruncateInPlace {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Truncated {
+                id,
+                size_before,
+                call,
+                ..
+            } => {
+                self.pending.insert(
+                    *id,
+                    Truncation {
+                        size_before: *size_before,
+                        call: (*call).clone(),
+                        since_epoch: cx.epoch,
+                    },
+                );
+            }
+            Moment::Wrote { id, pid, call, .. } => {
+                if !self.pending.contains_key(id) {
+                    return;
+                }
+                let Some((inode, process)) = cx.lookup(id, *pid) else {
+                    return;
+                };
+                if let Some(t) = self.pending.remove(id) {
+                    let f = finding(inode, &t, call, process.to_ref());
+                    cx.expose_since(&INFO, Subject::Data(inode.id), f, t.since_epoch);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn holds(&self, id: &FileId) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    fn forget(&mut self, id: &FileId) {
+        self.pending.remove(id);
+    }
+}
+
 /// Raised at the first write after the truncation.
-pub fn finding(
-    inode: &InodeState,
-    trunc: &Truncation,
-    write: &Call,
-    process: ProcessRef,
-) -> Finding {
+fn finding(inode: &InodeState, trunc: &Truncation, write: &Call, process: ProcessRef) -> Finding {
     let before = trunc
         .size_before
         .map_or_else(|| "unknown".to_string(), |s| format!("{s} bytes"));
@@ -66,15 +126,49 @@ mod tests {
             close(100, 3),
             exit(100, 0),
         ];
-        let findings = run(events);
+        let findings = run(events.clone());
         assert_eq!(rules(&findings), vec!["truncate-in-place"]);
         let f = &findings[0];
+        // The launched command fsynced the rewrite before it ended well:
+        // the window closed, low, and the verdict says for how long.
         assert_eq!(
             (f.path.as_str(), f.process.pid, f.severity),
-            ("/etc/app/state.json", 100, crate::Severity::High)
+            ("/etc/app/state.json", 100, crate::Severity::Low)
         );
         assert_eq!(f.evidence["size_before"], "unknown");
         assert_eq!(f.evidence["rewrite"], "write(fd=3, 200) = 200");
+        assert_eq!(f.evidence["closed_by"]["call"], "fsync(fd=3) = 0");
+        assert_eq!(f.evidence["exposed_for_ns"], 1_000_000);
+        // Under attach the window is what a serving daemon is exposed
+        // for: the rule's severity, with its length.
+        let mut attached = events;
+        if let EventKind::ProcessStart { launched, .. } = &mut attached[0].kind {
+            *launched = false;
+        }
+        let f = one(&run(attached), "truncate-in-place").clone();
+        assert_eq!(f.severity, crate::Severity::High);
+        assert_eq!(f.evidence["exposed_for"], "1.0ms");
+    }
+
+    #[test]
+    fn never_made_durable_it_stays_high() {
+        let events = vec![
+            start(100, "/etc/app"),
+            open_with(
+                100,
+                "state.json",
+                AT_FDCWD,
+                O_WRONLY | O_TRUNC,
+                3,
+                Some(reg(30)),
+            ),
+            write(100, 3, 200),
+            close(100, 3),
+            exit(100, 0),
+        ];
+        let f = one(&run(events), "truncate-in-place").clone();
+        assert_eq!(f.severity, crate::Severity::High);
+        assert!(f.evidence.get("closed_by").is_none());
     }
 
     #[test]

@@ -1,30 +1,133 @@
 //! `unsynced-at-exit`: a process ended normally while files it wrote still
 //! held data that was not durable. A crash soon after loses it, though the
-//! program believed its work was done.
+//! program believed its work was done. Another process may still make it
+//! durable (a parent that fsyncs what a helper wrote, a `sync` after the
+//! command): then the verdict is low, with who did it and how much later.
 
 use serde_json::{Map, Value};
 
 use crate::calls::plural;
+use crate::event::FileId;
+use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{EndOfLife, RuleInfo};
+use super::{Cx, EndOfLife, Kind, Moment, Rule, RuleInfo, still_running};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unsynced-at-exit",
     severity: Severity::Medium,
     title: "process exited with written data not yet durable",
+    kind: Kind::EndOfLife,
 };
 
-/// The verdict for one file at the writer's exit; `context` carries the exit
-/// facts (`exit_code`, ...), `calls` the exit call.
-pub fn check(
+pub struct UnsyncedAtExit;
+
+impl Rule for UnsyncedAtExit {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        match m {
+            Moment::Ended {
+                process,
+                code,
+                signal: None,
+                call,
+                ..
+            } => {
+                let mut context = Map::new();
+                context.insert("exit_code".into(), (*code).into());
+                let key = process.key;
+                let ids: Vec<_> = process
+                    .written
+                    .iter()
+                    .filter(|id| {
+                        cx.is_judged(id)
+                            && cx.inodes.get(id).is_some_and(|s| {
+                                s.dirty.as_ref().is_some_and(|d| d.written_by(key))
+                            })
+                    })
+                    .copied()
+                    .collect();
+                for id in ids {
+                    if cx.exposed_by_its_order(id, process) {
+                        continue;
+                    }
+                    let calls = std::slice::from_ref(*call);
+                    expose(cx, id, process.to_ref(), &context, calls, None);
+                }
+            }
+            Moment::End { last } => {
+                // Writers whose end the trace did not see: still running
+                // (attach, or a daemon the command left behind) or gone
+                // unseen. Lowered at the end when they may still fsync.
+                let calls = last.map(std::slice::from_ref).unwrap_or_default();
+                let ids = cx
+                    .inodes
+                    .ids_where(|s| s.judged() && !s.unlinked && s.dirty.is_some());
+                for id in ids {
+                    let Some(d) = cx.inodes.get(&id).and_then(|s| s.dirty.as_ref()) else {
+                        continue;
+                    };
+                    let unseen = d.writers.iter().find(|w| {
+                        !cx.exposures
+                            .any_open_where(id, |e| e.finding.process.pid == w.process.pid)
+                    });
+                    let Some(w) = unseen.cloned() else {
+                        continue;
+                    };
+                    let mut context = Map::new();
+                    let alive = cx.procs.is_live(w.key);
+                    context.insert(
+                        "ended_by".into(),
+                        if alive {
+                            "end of trace"
+                        } else {
+                            "exit not seen"
+                        }
+                        .into(),
+                    );
+                    let live = alive.then_some(w.process.pid);
+                    expose(cx, id, w.process, &context, calls, live);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens the exposure of `process`'s unsynced data in `id`; `live` when
+/// that process still runs (it may yet fsync: the verdict is lowered).
+fn expose(
+    cx: &mut Cx<'_>,
+    id: FileId,
+    process: ProcessRef,
+    context: &Map<String, Value>,
+    calls: &[CallRef],
+    live: Option<u32>,
+) {
+    let Some(st) = cx.inodes.get(&id) else {
+        return;
+    };
+    if let Some(mut f) = check(st, process, context, calls) {
+        if let Some(pid) = live {
+            f = still_running(f, &[pid]);
+        }
+        cx.expose(&INFO, Subject::Data(id), f);
+    }
+}
+
+/// The verdict for one file at its writer's end; `context` carries the
+/// exit facts (`exit_code`, ...), `calls` the exit call.
+fn check(
     inode: &InodeState,
     process: ProcessRef,
     context: &Map<String, Value>,
     calls: &[CallRef],
 ) -> Option<Finding> {
-    let dirty = inode.dirty.as_ref().filter(|d| !d.rename_reported)?;
+    let dirty = inode.dirty.as_ref()?;
     let summary = format!(
         "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
         inode.path(),
@@ -86,9 +189,9 @@ mod tests {
     }
 
     #[test]
-    fn deferred_while_another_live_process_holds_the_file() {
+    fn made_durable_later_by_another_process_is_low_and_says_who() {
         // The child writes through the inherited fd and exits; the parent
-        // still holds the file and fsyncs it later: clean.
+        // still holds the file and fsyncs it later: the window closed.
         let base = vec![
             start(100, "/d"),
             open_existing(100, "/d/log", 3, reg(11)),
@@ -98,8 +201,17 @@ mod tests {
         ];
         let mut events = base.clone();
         events.extend([fsync(100, 3), exit(100, 0)]);
-        assert_clean(&run(events));
-        // The parent exits without fsync: the child's data is reported then.
+        let findings = run(events);
+        let f = one(&findings, "unsynced-at-exit");
+        assert_eq!((f.process.pid, f.severity), (200, crate::Severity::Low));
+        assert_eq!(f.evidence["closed_by"]["pid"], 100);
+        assert_eq!(f.evidence["closed_by"]["call"], "fsync(fd=3) = 0");
+        assert!(
+            f.summary.contains("made durable 1.0ms later by app (100)"),
+            "{}",
+            f.summary
+        );
+        // The parent exits without fsync: the child's data is still at risk.
         let mut events = base;
         events.push(exit(100, 0));
         let findings = run(events);

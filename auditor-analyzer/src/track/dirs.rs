@@ -1,11 +1,15 @@
-//! Directory entries not yet durable: names created, renamed or linked into
-//! a directory that has not been fsynced since. A crash can lose such a name
-//! even when the file's data is on disk.
+//! Directory entries not yet durable: names created, renamed, linked into
+//! or removed from a directory that has not been fsynced since. A crash can
+//! lose such a name (or bring a removed one back) even when the file's data
+//! is on disk. Names stay here until their directory is made durable, they
+//! go away, or the observation ends: a name whose process ended before its
+//! directory was fsynced is a verdict, settled at the end.
 
 use std::collections::BTreeMap;
 
 use crate::event::FileId;
-use crate::finding::{CallRef, ProcessRef};
+use crate::exposure::Closer;
+use crate::finding::{CallRef, ProcessRef, bound_calls};
 
 use super::processes::ProcKey;
 
@@ -16,6 +20,7 @@ pub enum NameOp {
     Mkdir,
     Rename,
     Link,
+    Unlink,
 }
 
 impl NameOp {
@@ -25,6 +30,7 @@ impl NameOp {
             NameOp::Mkdir => "mkdir",
             NameOp::Rename => "rename",
             NameOp::Link => "link",
+            NameOp::Unlink => "unlink",
         }
     }
 }
@@ -46,8 +52,36 @@ pub struct PendingName {
     pub process: ProcessRef,
     /// The file's own data was made durable after the name appeared.
     pub data_synced: bool,
+    /// The file's data had been made durable before an unlink removed its
+    /// last name (its program cared about it: a journal whose removal
+    /// commits a transaction, say).
+    pub cared: bool,
     pub call: CallRef,
     pub since_epoch: u32,
+    /// Its process ended (or the observation did) before the directory was
+    /// fsynced: from then on the name is a verdict.
+    pub ended: Option<CallRef>,
+    /// An fsync of the directory (or a sync) that came after `ended`.
+    pub closed: Option<Closer>,
+}
+
+impl PendingName {
+    /// Whether the name lives on persistent storage (a name on tmpfs is
+    /// lost at reboot by design).
+    pub fn persistent(&self) -> bool {
+        self.fs.as_deref().is_some_and(|fs| {
+            crate::track::inodes::judged(crate::event::FileType::Regular, fs).is_ok()
+        })
+    }
+
+    /// The calls its verdict shows: the one that made the name, how its
+    /// process ended, and what closed it later.
+    pub fn calls(&self) -> Vec<CallRef> {
+        let mut calls = vec![self.call.clone()];
+        calls.extend(self.ended.iter().cloned());
+        calls.extend(self.closed.iter().map(|c| c.call.clone()));
+        bound_calls(calls)
+    }
 }
 
 /// All pending names, by path (a later operation on the same name replaces
@@ -89,21 +123,44 @@ impl DirJournal {
         Some(p)
     }
 
-    /// Drops the names `pred` matches.
-    fn remove_where(&mut self, pred: impl Fn(&PendingName) -> bool) {
+    /// The names `pred` matches are durable now: those whose process has
+    /// not ended go (the program's own protocol), the others are closed by
+    /// `by` (a verdict that the window closed later).
+    fn made_durable(&mut self, by: &Closer, pred: impl Fn(&PendingName) -> bool) {
         let order = &mut self.order;
         self.by_path.retain(|_, (n, p)| {
-            let gone = pred(p);
-            if gone {
-                order.remove(n);
+            if !pred(p) {
+                return true;
             }
-            !gone
+            if p.ended.is_none() {
+                order.remove(n);
+                return false;
+            }
+            if p.closed.is_none() {
+                p.closed = Some(by.clone());
+            }
+            true
         });
     }
 
     /// The name went away (renamed from, unlinked): nothing to persist.
     pub fn forget(&mut self, path: &str) -> Option<PendingName> {
         self.remove(path)
+    }
+
+    /// Every pending name.
+    pub fn iter(&self) -> impl Iterator<Item = &PendingName> {
+        self.by_path.values().map(|(_, p)| p)
+    }
+
+    /// The names process `key` left pending.
+    pub fn of_process(&self, key: ProcKey) -> impl Iterator<Item = &PendingName> {
+        self.iter().filter(move |p| p.key == key)
+    }
+
+    /// The pending name at `path`, if any.
+    pub fn get(&self, path: &str) -> Option<&PendingName> {
+        self.by_path.get(path).map(|(_, p)| p)
     }
 
     /// A directory was renamed from `old` to `new`: names pending inside it
@@ -135,8 +192,8 @@ impl DirJournal {
     }
 
     /// The directory (by identity or any of its names) was fsynced.
-    pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String]) {
-        self.remove_where(|p| p.dir_id == Some(dir) || dir_paths.contains(&p.dir));
+    pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String], by: &Closer) {
+        self.made_durable(by, |p| p.dir_id == Some(dir) || dir_paths.contains(&p.dir));
     }
 
     /// A file's data became durable; names pointing to it remember that
@@ -154,19 +211,25 @@ impl DirJournal {
     }
 
     /// syncfs of `dev` (or sync() with None) made every name durable.
-    pub fn synced_fs(&mut self, dev: Option<u64>) {
-        self.remove_where(|p| dev.is_none_or(|d| p.file.is_some_and(|f| f.dev == d)));
+    pub fn synced_fs(&mut self, dev: Option<u64>, by: &Closer) {
+        self.made_durable(by, |p| {
+            dev.is_none_or(|d| {
+                p.file.is_some_and(|f| f.dev == d) || p.dir_id.is_some_and(|f| f.dev == d)
+            })
+        });
     }
 
-    /// Removes and returns the names `key` left pending.
-    pub fn take_for(&mut self, key: ProcKey) -> Vec<PendingName> {
-        let paths: Vec<String> = self
-            .by_path
-            .values()
-            .filter(|(_, p)| p.key == key)
-            .map(|(_, p)| p.path.clone())
-            .collect();
-        paths.iter().filter_map(|path| self.remove(path)).collect()
+    /// Process `key` ended with `call`: the names it left pending become
+    /// verdicts. Returns them (for live views).
+    pub fn ended(&mut self, key: ProcKey, call: &CallRef) -> Vec<PendingName> {
+        let mut out = Vec::new();
+        for (_, p) in self.by_path.values_mut() {
+            if p.key == key && p.ended.is_none() {
+                p.ended = Some(call.clone());
+                out.push(p.clone());
+            }
+        }
+        out
     }
 
     /// Removes and returns everything still pending (end of trace).

@@ -1,11 +1,10 @@
 //! Per-inode durability state: unsynced bytes and ranges, who wrote them,
-//! the last fsync and its result, and the facts rules need (truncations,
-//! appenders, verdicts waiting for the last holder to close).
+//! the names it has, the last fsync. Rules keep what only they need.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::calls::Call;
 use crate::event::{FileId, FileInfo, FileType, is_volatile_fs};
@@ -109,14 +108,9 @@ pub struct Dirty {
     pub since_epoch: u32,
     /// sync_file_range was the only "sync" since the data became dirty.
     pub sync_file_range: Option<Call>,
-    /// A rename of this dirty data was reported already.
-    pub rename_reported: bool,
-    /// sync-file-range-only was reported already.
-    pub sfr_reported: bool,
-    /// killed-while-dirty was reported: unsynced-at-exit stays quiet.
-    pub killed_reported: bool,
-    /// Processes whose exit (or end of trace) already judged this data.
-    pub exit_judged: Vec<ProcKey>,
+    /// When each writing process (by record) last wrote (bounded like
+    /// `writers`).
+    pub last_write_by: Vec<(ProcKey, u64)>,
 }
 
 impl Dirty {
@@ -125,55 +119,20 @@ impl Dirty {
         self.writers.iter().any(|w| w.key == key)
     }
 
+    /// When process `key` last wrote some of this data.
+    pub fn last_write_of(&self, key: ProcKey) -> Option<u64> {
+        self.last_write_by
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, ns)| *ns)
+    }
+
     /// Writer pids for evidence.
     pub fn writer_pids(&self) -> Value {
         let mut pids: Vec<u32> = self.writers.iter().map(|w| w.process.pid).collect();
         pids.dedup();
         Value::from(pids)
     }
-}
-
-/// An fsync that failed and whose failure the process has not yet answered.
-#[derive(Clone, Debug)]
-pub struct FailedSync {
-    pub key: ProcKey,
-    pub ret: i64,
-    pub call: Call,
-    pub since_epoch: u32,
-}
-
-/// A truncation of a file that had content, waiting for the rewrite.
-#[derive(Clone, Debug)]
-pub struct Truncation {
-    pub key: ProcKey,
-    pub size_before: Option<i64>,
-    pub call: Call,
-    pub since_epoch: u32,
-}
-
-/// Appenders of an inode, in the order they alternated.
-#[derive(Clone, Debug, Default)]
-pub struct Appends {
-    pub last_tid: Option<u32>,
-    pub before_last_tid: Option<u32>,
-    pub writers: Vec<Writer>,
-    /// Calls showing the A, B, A pattern once it was seen.
-    pub interleaved: Option<Vec<Call>>,
-    pub recent: VecDeque<Call>,
-    /// A write not at the end of file: not an append-only inode.
-    pub not_append_only: bool,
-    pub reported: bool,
-    pub since_epoch: u32,
-}
-
-/// An exit-time verdict waiting because another live process still holds
-/// the file open and could yet fsync it.
-#[derive(Clone, Debug)]
-pub struct Deferred {
-    pub rule: &'static str,
-    pub process: ProcessRef,
-    pub evidence: Map<String, Value>,
-    pub calls: Vec<CallRef>,
 }
 
 /// Everything known about one inode.
@@ -195,10 +154,6 @@ pub struct InodeState {
     pub last_sync: Option<Call>,
     /// Times the data was made durable (shown by live views).
     pub syncs: u64,
-    pub failed_sync: Option<FailedSync>,
-    pub truncation: Option<Truncation>,
-    pub appends: Appends,
-    pub deferred: Vec<Deferred>,
     pub history: VecDeque<Call>,
     /// Tick of the last access (the table's use clock), for LRU eviction.
     pub last_use: u64,
@@ -226,10 +181,6 @@ impl InodeState {
             dirty: None,
             last_sync: None,
             syncs: 0,
-            failed_sync: None,
-            truncation: None,
-            appends: Appends::default(),
-            deferred: Vec::new(),
             history: VecDeque::new(),
             last_use: 0,
             evicted: false,
@@ -266,14 +217,14 @@ impl InodeState {
 
     /// `path` no longer names this inode; when it was the last known name
     /// the file is gone and nothing about its data can be lost any more.
-    pub fn remove_name(&mut self, path: &str) {
+    /// Returns whether it was the last.
+    pub fn remove_name(&mut self, path: &str) -> bool {
         if self.current_names.remove(path) && self.current_names.is_empty() {
             self.unlinked = true;
             self.dirty = None;
-            self.deferred.clear();
-            self.truncation = None;
-            self.failed_sync = None;
+            return true;
         }
+        false
     }
 
     /// Remembers a relevant call (bounded ring).
@@ -326,10 +277,7 @@ impl InodeState {
             writers: Vec::new(),
             since_epoch: epoch,
             sync_file_range: None,
-            rename_reported: false,
-            sfr_reported: false,
-            killed_reported: false,
-            exit_judged: Vec::new(),
+            last_write_by: Vec::new(),
         });
         dirty.bytes += bytes;
         dirty.writes += call.calls() as u64;
@@ -340,26 +288,25 @@ impl InodeState {
         {
             dirty.writers.push(writer());
         }
+        if let Some(last) = dirty.last_write_by.iter_mut().find(|(k, _)| *k == key) {
+            last.1 = call.ts_ns;
+        } else if dirty.last_write_by.len() < WRITERS {
+            dirty.last_write_by.push((key, call.ts_ns));
+        }
     }
 
-    /// The data is durable now: nothing waits on it any more.
+    /// The data is durable now.
     pub fn make_durable(&mut self, call: &Call) {
         self.dirty = None;
         self.unknown_past = false;
-        self.deferred.clear();
         self.last_sync = Some(call.clone());
         self.syncs += 1;
     }
 
-    /// Whether nothing about this inode could still produce a finding (so
-    /// its state may be evicted when idle).
+    /// Whether nothing this state holds could still lead to a finding (the
+    /// analyzer also asks its rules and exposures before evicting it).
     pub fn idle(&self) -> bool {
-        self.dirty.is_none()
-            && !self.unknown_past
-            && self.failed_sync.is_none()
-            && self.truncation.is_none()
-            && self.deferred.is_empty()
-            && (self.appends.interleaved.is_none() || self.appends.reported)
+        self.dirty.is_none() && !self.unknown_past
     }
 }
 
@@ -510,9 +457,15 @@ impl Inodes {
     /// the inode's next state starts `evicted`; at most
     /// [`MARKS_PER_STATE`] x `keep` marks are kept, the oldest forgotten
     /// first.
-    pub fn evict(&mut self, open: &BTreeSet<FileId>, keep: usize) -> Evicted {
+    pub fn evict(
+        &mut self,
+        open: &BTreeSet<FileId>,
+        keep: usize,
+        busy: impl Fn(&FileId) -> bool,
+    ) -> Evicted {
         let before = self.map.len();
-        self.map.retain(|id, st| !st.idle() || open.contains(id));
+        self.map
+            .retain(|id, st| !st.idle() || open.contains(id) || busy(id));
         let mut out = Evicted {
             total: before - self.map.len(),
             pending: 0,
@@ -526,7 +479,7 @@ impl Inodes {
                     continue;
                 };
                 out.total += 1;
-                if !st.idle() {
+                if !st.idle() || busy(&id) {
                     out.pending += 1;
                     self.mark(id, keep);
                 }
@@ -593,7 +546,7 @@ mod eviction_tests {
         }
         dirty(&mut inodes, 1);
         let open = BTreeSet::from([reg(2).id]);
-        assert_eq!(inodes.evict(&open, usize::MAX).total, 1);
+        assert_eq!(inodes.evict(&open, usize::MAX, |_| false).total, 1);
         assert!(inodes.contains(&reg(1).id), "dirty state stays");
         assert!(inodes.contains(&reg(2).id), "open files stay");
         assert!(!inodes.contains(&reg(3).id));
@@ -633,7 +586,7 @@ mod eviction_tests {
         for ino in [3, 1, 5, 2, 4] {
             inodes.get_mut(&reg(ino).id);
         }
-        let out = inodes.evict(&BTreeSet::new(), 2);
+        let out = inodes.evict(&BTreeSet::new(), 2, |_| false);
         assert_eq!(
             out,
             Evicted {
@@ -665,7 +618,7 @@ mod eviction_tests {
         inodes.get_mut(&reg(2).id);
         // 5 is idle and closed: it goes although recent. Then by age: 1
         // (dirty) and 4 (open, idle) are the oldest.
-        let out = inodes.evict(&open, 2);
+        let out = inodes.evict(&open, 2, |_| false);
         assert_eq!(
             out,
             Evicted {
@@ -683,7 +636,7 @@ mod eviction_tests {
         for ino in 1..=100 {
             inodes.observe(&reg(ino));
             dirty(&mut inodes, ino);
-            inodes.evict(&BTreeSet::new(), 3);
+            inodes.evict(&BTreeSet::new(), 3, |_| false);
         }
         assert!(inodes.len() <= 3);
         let bound = 3 * MARKS_PER_STATE;
