@@ -50,5 +50,5 @@ pub fn run(args: RunArgs) -> Result<i32> {
             format,
         },
     )?;
-    conclude(pipeline.analyzer(), outcome, out, format, true)
+    conclude(pipeline.analyzer(), outcome, out, format)
 }

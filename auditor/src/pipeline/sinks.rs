@@ -9,7 +9,7 @@ use anyhow::Result;
 use auditor_analyzer::{
     Analyzer, Event, Finding, calls,
     finding::Severity,
-    report::{Report, jsonl_finding_line, jsonl_summary_line},
+    report::{Report, jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line},
 };
 use serde_json::Value;
 
@@ -61,8 +61,9 @@ impl Sink for Quiet {
     fn note(&mut self, _line: &str) {}
 }
 
-/// Findings streamed as JSON Lines the moment they are raised (for
-/// `--format jsonl`); other formats wait for the report.
+/// What is put at risk, streamed as JSON Lines the moment it happens (for
+/// `--format jsonl`; the verdicts follow at the end); other formats wait
+/// for the report.
 pub struct Findings<'a> {
     pub out: &'a mut Output,
     pub format: Format,
@@ -71,7 +72,7 @@ pub struct Findings<'a> {
 impl Sink for Findings<'_> {
     fn event(&mut self, _ev: &Event, found: &[Finding]) -> Result<()> {
         if self.format == Format::Jsonl {
-            stream_findings(self.out, found)?;
+            stream_at_risk(self.out, found)?;
         }
         Ok(())
     }
@@ -118,10 +119,10 @@ impl Events<'_> {
     }
 }
 
-/// Writes freshly raised findings as JSON lines.
-pub fn stream_findings(out: &mut Output, findings: &[Finding]) -> std::io::Result<()> {
+/// Writes what was just put at risk as JSON lines.
+pub fn stream_at_risk(out: &mut Output, findings: &[Finding]) -> std::io::Result<()> {
     for f in findings {
-        out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
+        out.write_chunk(format!("{}\n", jsonl_at_risk_line(f)).as_bytes())?;
     }
     Ok(())
 }
@@ -172,21 +173,20 @@ pub fn write_report(
     Ok(report.exit_code(fail_on))
 }
 
-/// The end of every run: the analyzer's end-of-run verdicts (streamed too
-/// under JSON Lines, after those `streamed` already were), then the report.
-/// Returns the findings' exit code.
+/// The end of every run: the verdicts (one JSON line each under JSON
+/// Lines), then the report. Returns the findings' exit code.
 pub fn conclude(
     analyzer: &super::Shared,
     outcome: super::Outcome,
     mut out: Output,
     format: Format,
-    streamed: bool,
 ) -> Result<i32> {
     let mut analyzer = super::lock(analyzer);
-    let tail = analyzer.finish();
+    analyzer.finish();
     if format == Format::Jsonl {
-        let all = analyzer.findings();
-        stream_findings(&mut out, if streamed { &tail } else { all })?;
+        for f in analyzer.findings() {
+            out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
+        }
     }
     let report = Report::new(&analyzer, outcome.run);
     let fail_on = analyzer.config().fail_on;

@@ -120,7 +120,7 @@ pub fn run(
             lives: None,
         },
     };
-    conclude(&shared, outcome, live.out, live.report.format(), false)
+    conclude(&shared, outcome, live.out, live.report.format())
 }
 
 /// Draws and handles keys until quit; returns the capture's run info when

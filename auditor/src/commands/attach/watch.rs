@@ -17,7 +17,7 @@ use crate::{
     capture::pump::monotonic_ns,
     cli::Format,
     output::Output,
-    pipeline::{Pulse, Sink, sinks::stream_findings},
+    pipeline::{Pulse, Sink, sinks::stream_at_risk},
 };
 
 /// How often the metrics page is re-rendered.
@@ -64,7 +64,7 @@ impl Sink for Watch<'_> {
             self.counts.inconclusive += u64::from(f.inconclusive);
         }
         if self.format == Format::Jsonl {
-            stream_findings(self.out, found)?;
+            stream_at_risk(self.out, found)?;
         }
         Ok(())
     }
