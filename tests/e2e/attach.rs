@@ -663,15 +663,29 @@ fn jsonl_output_file_grows_while_attached() {
         assert!(Instant::now() < end, "no finding line while attached");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(first["type"], "finding");
+    // While attached, what is put at risk; the verdicts come at the end.
+    assert_eq!(first["type"], "at_risk");
     assert_eq!(first["rule"], "rename-without-fsync");
     std::fs::write(dir.join("stop"), b"").unwrap();
     assert!(d.wait().unwrap().success());
     let (code, _, err) = a.stop();
     assert_eq!(code, 1, "stderr {err:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
     assert_eq!(last["type"], "summary");
+    let verdicts: Vec<&Value> = lines.iter().filter(|l| l["type"] == "finding").collect();
+    assert!(
+        verdicts.iter().any(|f| f["rule"] == "rename-without-fsync"),
+        "{text}"
+    );
+    assert_eq!(
+        last["counts"]["total"].as_u64(),
+        Some(verdicts.len() as u64)
+    );
 }
 
 fn one_error_line(args: &[&str]) -> String {

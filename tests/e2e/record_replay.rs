@@ -161,6 +161,8 @@ fn a_truncated_recording_reports_what_it_holds() {
     assert_eq!(code, 0, "below --fail-on medium");
 }
 
+/// What was put at risk as it happened (`at_risk`), every verdict at the
+/// end (`finding`), then the summary.
 #[test]
 fn jsonl_is_one_finding_per_line_then_a_summary() {
     let dir = scratch("record_replay_jsonl");
@@ -176,10 +178,20 @@ fn jsonl_is_one_finding_per_line_then_a_summary() {
     assert!(summary.get("findings").is_none());
     assert_eq!(summary["schema"], "auditor.report/v1");
     assert!(!found.is_empty());
-    assert!(found.iter().all(|f| f["type"] == "finding"));
+    let first_verdict = found
+        .iter()
+        .position(|f| f["type"] == "finding")
+        .expect("verdicts");
+    let (at_risk, verdicts) = found.split_at(first_verdict);
+    assert!(at_risk.iter().all(|f| f["type"] == "at_risk"), "{found:#?}");
+    assert!(
+        verdicts.iter().all(|f| f["type"] == "finding"),
+        "{found:#?}"
+    );
     assert_eq!(
         summary["counts"]["total"].as_u64(),
-        Some(found.len() as u64)
+        Some(verdicts.len() as u64)
     );
-    assert_eq!(found[0]["rule"], "rename-without-fsync");
+    assert_eq!(at_risk[0]["rule"], "rename-without-fsync");
+    assert_eq!(verdicts[0]["rule"], "rename-without-fsync");
 }

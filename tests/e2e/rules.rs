@@ -323,6 +323,33 @@ fn truncate_in_place() {
     );
 }
 
+/// Fsynced right after the rewrite: the window closed before the command
+/// ended well, so the verdict is low, with how long it was exposed.
+#[test]
+fn truncate_in_place_made_durable_later() {
+    let (dir, run) = audit("truncate_in_place", "synced", &[], existing_settings);
+    assert_eq!(
+        run.code, 1,
+        "low fails here: these tests run with --fail-on low"
+    );
+    let f = the_finding(&run.report, "truncate-in-place");
+    assert_names(
+        f,
+        &dir.join("settings.ini"),
+        "low",
+        printed_pid(&run.stdout, "pid"),
+    );
+    let ev = &f["evidence"];
+    assert!(
+        ev["closed_by"]["call"]
+            .as_str()
+            .unwrap()
+            .starts_with("fsync("),
+        "{ev:#}"
+    );
+    assert!(ev["exposed_for_ns"].as_u64().unwrap() > 0, "{ev:#}");
+}
+
 #[test]
 fn truncate_in_place_twin() {
     ok("truncate_in_place", existing_settings);

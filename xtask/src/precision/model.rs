@@ -876,6 +876,15 @@ impl<'a> Model<'a> {
 
     fn truncate(&mut self, n: NodeId, tgid: u32, line: usize) {
         let node = &mut self.nodes[n];
+        // Unsynced data truncated away is not lost by a crash: the program
+        // threw it away itself.
+        for (&w, _) in std::mem::take(&mut node.dirty).iter() {
+            node.notes.push((
+                "unsynced-at-exit",
+                w,
+                format!("moot: replaced, truncated by pid {tgid} at line {line}"),
+            ));
+        }
         if let Some(t) = &node.truncation
             && t.rewritten
         {
@@ -1591,7 +1600,17 @@ impl<'a> Model<'a> {
                     why,
                 );
             }
+            // The truncating process's own rewrite is its truncate-in-place
+            // exposure, not a second verdict at its exit.
+            let rewrite_by = node
+                .truncation
+                .as_ref()
+                .filter(|t| t.rewritten && t.had_content && node.unsynced())
+                .map(|t| t.tgid);
             for &w in node.dirty.keys() {
+                if rewrite_by == Some(w) {
+                    continue;
+                }
                 let fate = self.procs.get(&w).map(|p| &p.fate);
                 let rule = match fate {
                     Some(Fate::Killed(_)) => "killed-while-dirty",
@@ -2076,14 +2095,10 @@ mod tests {
 
     #[test]
     fn truncating_a_file_with_content_and_rewriting_it() {
+        // One verdict: the truncating process's rewrite is its
+        // truncate-in-place, not a second one at its exit.
         let t = truth_of(&[("/w/state.json", Before::File { size: 10 })], REWRITE);
-        assert_eq!(
-            counted(&t),
-            [
-                ("truncate-in-place", "/w/state.json".into()),
-                ("unsynced-at-exit", "/w/state.json".into())
-            ]
-        );
+        assert_eq!(counted(&t), [("truncate-in-place", "/w/state.json".into())]);
         // An empty file loses nothing to the truncation.
         let t = truth_of(&[("/w/state.json", Before::File { size: 0 })], REWRITE);
         assert_eq!(counted(&t), [("unsynced-at-exit", "/w/state.json".into())]);
@@ -2095,6 +2110,21 @@ mod tests {
         );
         assert_eq!(t.undecided.len(), 1);
         assert_eq!(t.undecided[0].rule, Some("truncate-in-place"));
+    }
+
+    #[test]
+    fn data_truncated_away_by_another_process_is_not_lost_by_a_crash() {
+        let trace = "\
+100 openat(AT_FDCWD</w>, \"log\", O_WRONLY|O_CREAT, 0666) = 3</w/log>
+100 write(3</w/log>, \"old\", 3) = 3
+100 +++ exited with 0 +++
+200 openat(AT_FDCWD</w>, \"log\", O_WRONLY|O_TRUNC) = 3</w/log>
+200 write(3</w/log>, \"new\", 3) = 3
+200 fsync(3</w/log>) = 0
+200 +++ exited with 0 +++
+";
+        let t = truth_of(&[], trace);
+        assert!(counted(&t).is_empty(), "{:?}", t.expected);
     }
 
     #[test]
