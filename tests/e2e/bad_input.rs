@@ -97,3 +97,58 @@ fn tracefs_unmounted_is_mounted_again() {
     assert!(std::path::Path::new("/sys/kernel/tracing/events").is_dir());
     assert!(evs.iter().any(|e| e["type"] == "exec"));
 }
+
+#[test]
+fn huge_numbers_are_one_line_errors_not_panics() {
+    let dir = scratch("bad_numbers");
+    for (args, needle) in [
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--duration",
+                "99999999999999999999h",
+            ][..],
+            "too long",
+        ),
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--duration",
+                "18446744073709551615s",
+            ],
+            "too long",
+        ),
+        (
+            &["attach", "--pid", "1", "--duration", "0s"],
+            "longer than zero",
+        ),
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--max-files",
+                "99999999999999999999999",
+            ],
+            "too large",
+        ),
+        (
+            &["run", "--ring-mb", "99999999999", "--", "true"],
+            "power of two",
+        ),
+        (
+            &["crashtest", "--size", "99999999999999999999G", "--", "true"],
+            "too large",
+        ),
+        (
+            &["crashtest", "--at", "99999999999999999999999", "--", "true"],
+            "too large",
+        ),
+    ] {
+        one_line_error(&auditor(&dir, args), needle);
+    }
+}

@@ -29,7 +29,6 @@ use crate::{
         cgroup,
         lives::Lives,
         metrics::{self, Sample, Server},
-        parse_duration,
         procfs::{ProcFs, ProcInfo},
         release_freed_memory,
         targets::{Selectors, comm_key},
@@ -87,7 +86,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
         return run_tui(args, analyzer);
     }
     let format = args.report.format();
-    let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
+    let deadline = args.duration;
     let metrics = args.metrics_addr.as_deref().map(Server::bind).transpose()?;
     let Targets {
         selectors,
@@ -248,7 +247,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
 /// live view of `run --tui` drawing while it runs. Quitting (or SIGINT,
 /// SIGTERM, `--duration`) stops the capture; the report goes to --output.
 fn run_tui(args: AttachArgs, analyzer: Analyzer) -> Result<i32> {
-    let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
+    let deadline = args.duration;
     let Targets {
         selectors,
         proc,

@@ -84,17 +84,20 @@ enum At {
     Random(usize),
 }
 
+/// Most random crash points: each is a whole run of the command.
+const MAX_POINTS: u64 = 100_000;
+
 fn parse_at(s: &str) -> Result<At, UserError> {
     match s {
         "exit" => Ok(At::Exit),
         "renames" => Ok(At::Every(Class::Rename)),
         "fsyncs" => Ok(At::Every(Class::Fsync)),
-        n => match n.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(At::Random(n)),
-            _ => Err(UserError::new(format!(
-                "--at {s}: expected exit, renames, fsyncs or a number of random points"
-            ))),
-        },
+        n if n.starts_with(|c: char| c.is_ascii_digit()) => crate::parse::count(n, MAX_POINTS)
+            .map(|n| At::Random(n as usize))
+            .map_err(|e| UserError::new(format!("--at {s}: {e}"))),
+        _ => Err(UserError::new(format!(
+            "--at {s}: expected exit, renames, fsyncs or a number of random points"
+        ))),
     }
 }
 
@@ -129,7 +132,7 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
     // First, before any thread exists, so every thread inherits the mask.
     freeze::watch_interrupts();
     let at = parse_at(&args.at)?;
-    let size = scratch::parse_size(&args.size)?;
+    let size = args.size;
     scratch::preflight(args.fs, size)?;
     let config = analyzer_config(&args.report)?;
     Analyzer::new(config.clone()).map_err(|e| UserError::new(format!("{e:#}")))?;
@@ -425,6 +428,7 @@ mod tests {
         assert_eq!(parse_at("fsyncs").unwrap(), At::Every(Class::Fsync));
         assert_eq!(parse_at("3").unwrap(), At::Random(3));
         assert!(parse_at("0").is_err());
+        assert!(parse_at("99999999999999999999999").is_err());
         assert!(parse_at("sometimes").is_err());
     }
 

@@ -37,22 +37,6 @@ impl CrashFs {
     }
 }
 
-/// Parses `300M`, `1G`, `65536K` or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, UserError> {
-    let bad = || UserError::new(format!("--size {s}: expected a size such as 300M or 1G"));
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(bad)
-}
-
 /// Refuses early, with the fix, when this host cannot run a crash test.
 pub fn preflight(fs: CrashFs, size: u64) -> Result<(), UserError> {
     // SAFETY: geteuid has no preconditions.
@@ -276,18 +260,4 @@ fn run_tool(cmd: &mut Command) -> Result<()> {
         anyhow::bail!("{name} failed: {}", msg.trim());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size("300M").unwrap(), 300 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("big").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 }
