@@ -9,6 +9,7 @@ mod crashtest;
 mod error;
 mod output;
 mod parse;
+mod private;
 mod tui;
 
 use clap::{Parser, error::ErrorKind};

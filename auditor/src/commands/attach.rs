@@ -58,6 +58,7 @@ static INTERRUPTS: AtomicI32 = AtomicI32::new(0);
 extern "C" fn on_signal(_sig: libc::c_int) {
     if INTERRUPTS.fetch_add(1, Ordering::Relaxed) >= 1 {
         let msg = b"auditor: interrupted again: stopped without a report (probes detached)\n";
+        crate::output::remove_temp_files();
         // SAFETY: write and _exit are async-signal-safe.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());

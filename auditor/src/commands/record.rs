@@ -8,12 +8,12 @@ use crate::{
     capture::{enrich, launch, probes::Probes},
     cli::RecordArgs,
     error::UserError,
-    output::AtomicFile,
+    output::Output,
 };
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     launch::resolve_program(&args.command[0])?;
-    let file = AtomicFile::create(&args.output)?;
+    let file = Output::open(Some(&args.output))?;
     let mut probes = Probes::load(ring_bytes(args.capture.ring_mb)?)?;
     // The recording holds events with paths already made absolute, so a
     // replay needs no knowledge of the traced processes' cwd or fds.
