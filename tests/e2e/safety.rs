@@ -193,3 +193,39 @@ fn a_full_destination_fails_before_the_command_runs() {
     assert!(!marker.exists(), "the command ran and its report was lost");
     drop(full);
 }
+
+#[test]
+fn a_truncated_recording_is_reported_incomplete_with_exit_2() {
+    let dir = scratch("safety-truncated");
+    let out = auditor(&dir, &["record", "-o", "whole.rec", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    let whole = std::fs::read(dir.join("whole.rec")).unwrap();
+    // Cut inside the last event line: the trailer and part of an event go.
+    let last_line = whole[..whole.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap();
+    let event_line = whole[..last_line]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let cut = event_line + (last_line - event_line) / 2;
+    std::fs::write(dir.join("cut.rec"), &whole[..cut]).unwrap();
+    let out = auditor(&dir, &["report", "--format", "json", "cut.rec"]);
+    assert_eq!(out.status.code(), Some(2), "not a clean bill of health");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("byte {event_line}")),
+        "says where it stops: {err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["complete"], false);
+    assert_eq!(doc["truncated_at_byte"], event_line as u64);
+    // The whole recording is still a clean one.
+    let out = auditor(&dir, &["report", "--format", "json", "whole.rec"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["complete"], true);
+}

@@ -34,6 +34,7 @@ pub fn run(args: ReportArgs) -> Result<i32> {
     }
     let mut info = run_info("report", &rec.header.command);
     info.started_at = rec.header.started_at.clone();
+    info.truncated_at_byte = rec.truncated_at.map(|t| t.byte_offset);
     if let Some(tr) = &rec.trailer {
         info.ended_at = tr.ended_at.clone();
         info.exit_status = tr.exit_status;
