@@ -8,10 +8,11 @@ use std::{
     ffi::CString,
     os::unix::{
         ffi::OsStrExt,
-        fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
+        fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use auditor_e2e::*;
@@ -228,4 +229,257 @@ fn a_truncated_recording_is_reported_incomplete_with_exit_2() {
     assert_eq!(out.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["complete"], true);
+}
+
+/// Our scratch directories in /var/tmp (`auditor-crashtest-...`), with
+/// their owner.
+fn scratch_dirs() -> Vec<(PathBuf, u32)> {
+    std::fs::read_dir("/var/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("auditor-crashtest-")
+        })
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            Some((e.path(), m.uid()))
+        })
+        .collect()
+}
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+fn loops() -> String {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pids and states of live processes whose command line mentions `needle`.
+fn processes_running(needle: &str) -> Vec<(i32, char)> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next())
+            .unwrap_or('?');
+        if state != 'Z' && state != 'X' {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Whatever a failed test leaves (processes, mounts, loop devices, planted
+/// or stale directories) goes, so later tests start clean.
+struct CleanUp {
+    fixture: &'static str,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for CleanUp {
+    fn drop(&mut self) {
+        for (pid, _) in processes_running(self.fixture) {
+            // SAFETY: kill with a pid of a fixture of ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for line in mountinfo().lines() {
+            if let Some(m) = line
+                .split(' ')
+                .nth(4)
+                .filter(|m| m.contains("auditor-crashtest-"))
+            {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+        for line in loops().lines() {
+            if line.contains("auditor-crashtest-")
+                && let Some(dev) = line.split(':').next()
+            {
+                let _ = Command::new("losetup").args(["-d", dev]).status();
+            }
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+#[test]
+fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
+    let dir = scratch("safety-plant");
+    let victim_file = dir.join("victim-file");
+    std::fs::write(&victim_file, b"precious").unwrap();
+    let victim_dir = dir.join("victim-dir");
+    std::fs::create_dir(&victim_dir).unwrap();
+    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
+    // nobody pre-creates auditor-crashtest-PID for the next pids to come,
+    // with `mnt` and `run-0.img` pointing at the victims.
+    let planted = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([PYTHON, "-B"])
+        .arg(fixture("crash/plant.py"))
+        .args(["/var/tmp", victim_dir.to_str().unwrap()])
+        .args([victim_file.to_str().unwrap(), "500"])
+        .status()
+        .unwrap();
+    assert!(planted.success());
+    let planted: Vec<PathBuf> = scratch_dirs()
+        .into_iter()
+        .filter(|(p, uid)| *uid == 65534 && !before.contains(p))
+        .map(|(p, _)| p)
+        .collect();
+    let _cleanup = CleanUp {
+        fixture: "crash/unsynced_at_exit.py",
+        dirs: planted.clone(),
+    };
+    assert!(planted.len() >= 400, "planted {}", planted.len());
+
+    let cmd = py("crash/unsynced_at_exit.py");
+    let mut child = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["crashtest", "--keep", "--format", "json", "--"])
+        .args(&cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let victim_mount = victim_dir.to_str().unwrap().to_owned();
+    let mut mounted_on_victim = false;
+    while child.try_wait().unwrap().is_none() {
+        mounted_on_victim |= mountinfo()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&victim_mount));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        std::fs::read(&victim_file).unwrap() == b"precious",
+        "root wrote the user's chosen file: {stderr}"
+    );
+    assert!(!mounted_on_victim, "root mounted onto the user's directory");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for p in &planted {
+        assert!(
+            std::fs::symlink_metadata(p.join("mnt"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{} is not ours to touch",
+            p.display()
+        );
+    }
+    // The run's own directory: new, private, its kept image 0600.
+    let kept: Vec<PathBuf> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("auditor: kept image "))
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(kept.len(), 1, "{stderr}");
+    let own = kept[0].parent().unwrap().to_path_buf();
+    assert!(!planted.contains(&own));
+    assert_eq!(mode(&kept[0]), 0o600);
+    assert_eq!(mode(&own), 0o700);
+    assert_eq!(std::fs::metadata(&own).unwrap().uid(), 0);
+    assert!(
+        !own.join("mnt").exists(),
+        "a finished run's mount point goes"
+    );
+    std::fs::remove_dir_all(&own).unwrap();
+}
+
+#[test]
+fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
+    require_root();
+    let _cleanup = CleanUp {
+        fixture: "crash/stopped_child.py",
+        dirs: Vec::new(),
+    };
+    let dir = scratch("safety-sigkill");
+    let cmd = py("crash/stopped_child.py");
+    let mut child = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["crashtest", "--at", "renames", "--"])
+        .args(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !(mountinfo().contains("auditor-crashtest-")
+        && processes_running("crash/stopped_child.py")
+            .iter()
+            .any(|&(_, s)| s == 'T'))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let procs = processes_running("crash/stopped_child.py");
+        let mounts = mountinfo().contains("auditor-crashtest-");
+        let attached = loops().contains("auditor-crashtest-");
+        let dirs = scratch_dirs();
+        if procs.is_empty() && !mounts && !attached && dirs.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "left behind: processes {procs:?}, mounted {mounts}, loop {attached}, dirs {dirs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_later_crashtest_removes_what_a_killed_one_left() {
+    require_root();
+    // A pid that is gone: a child of ours, reaped.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = PathBuf::from(format!(
+        "/var/tmp/auditor-crashtest-{gone_pid}-00112233445566ff"
+    ));
+    let _cleanup = CleanUp {
+        fixture: "crash/unsynced_at_exit_ok.py",
+        dirs: vec![stale.clone()],
+    };
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(stale.join("mnt")).unwrap();
+    std::fs::write(stale.join("run-3.img"), b"the traced program's data").unwrap();
+    let held = Tmpfs::mount(&stale.join("mnt"), "1m");
+    std::mem::forget(held);
+    let dir = scratch("safety-stale");
+    let cmd = py("crash/unsynced_at_exit_ok.py");
+    let mut args = vec!["crashtest", "--format", "json", "--"];
+    args.extend(argv(&cmd));
+    let out = auditor(&dir, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !mountinfo().contains(stale.to_str().unwrap()),
+        "still mounted"
+    );
+    assert!(!stale.exists(), "stale scratch directory left");
 }

@@ -7,6 +7,8 @@
 
 mod files;
 mod freeze;
+mod guardian;
+mod leftovers;
 mod scratch;
 mod verdict;
 
@@ -129,7 +131,9 @@ fn choose(n: usize, renames: u64, fsyncs: u64, seed: u64) -> Vec<Point> {
 }
 
 pub fn run(args: CrashtestArgs) -> Result<i32> {
-    // First, before any thread exists, so every thread inherits the mask.
+    // Before any thread exists: the guardian is forked (and dropped last,
+    // after the scratch state), then the mask every thread inherits.
+    let guardian = guardian::Guardian::start()?;
     freeze::watch_interrupts();
     let at = parse_at(&args.at)?;
     let size = args.size;
@@ -139,7 +143,9 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
     launch::resolve_program(&args.command[0])?;
     let out = Output::open(args.report.output.as_deref())?;
     let mut probes = Probes::load(crate::commands::run::ring_bytes(args.capture.ring_mb)?)?;
+    guardian.watch_traced(probes.traced_map_fd())?;
     let mut scratch = Scratch::new(args.fs, size, args.keep)?;
+    guardian.watch_dir(&scratch.dir, args.keep)?;
     // SAFETY: set while only the signal watcher runs, which reads no
     // environment; the traced command inherits it.
     unsafe { std::env::set_var("AUDITOR_CRASH_DIR", &scratch.mnt) };
