@@ -483,3 +483,39 @@ fn a_later_crashtest_removes_what_a_killed_one_left() {
     );
     assert!(!stale.exists(), "stale scratch directory left");
 }
+
+#[test]
+fn metrics_on_a_non_loopback_address_are_warned_about() {
+    let dir = scratch("safety-metrics");
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let attach = |addr: &str| {
+        auditor(
+            &dir,
+            &[
+                "attach",
+                "--pid",
+                &pid,
+                "--duration",
+                "1s",
+                "--metrics-addr",
+                addr,
+                "-o",
+                "r.json",
+            ],
+        )
+    };
+    let open = attach("0.0.0.0:0");
+    let quiet = attach("127.0.0.1:0");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(0), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("--metrics-addr 0.0.0.0:"), "{err}");
+    assert!(warnings[0].contains("127.0.0.1"), "names the fix: {err}");
+    let err = String::from_utf8_lossy(&quiet.stderr);
+    assert_eq!(quiet.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
