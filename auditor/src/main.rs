@@ -22,12 +22,15 @@ fn usage_error(e: clap::Error) -> ! {
         e.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
     ) {
+        // The first paragraph: the error and the values clap would accept.
         let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        eprintln!(
-            "auditor: {}",
-            first.strip_prefix("error: ").unwrap_or(first)
-        );
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let line = first.join(" ");
+        eprintln!("auditor: {}", line.strip_prefix("error: ").unwrap_or(&line));
         std::process::exit(2);
     }
     e.exit()

@@ -139,3 +139,12 @@ fn huge_numbers_are_one_line_errors_not_panics() {
         assert_one_line_error(&auditor(&dir, args), needle);
     }
 }
+
+#[test]
+fn a_bad_choice_lists_the_choices_on_one_line() {
+    let dir = scratch("bad_choice");
+    assert_one_line_error(
+        &auditor(&dir, &["crashtest", "--fs", "zfs", "--", "true"]),
+        "[possible values: xfs, ext4]",
+    );
+}
