@@ -281,32 +281,44 @@ fn processes_running(needle: &str) -> Vec<(i32, char)> {
     found
 }
 
-/// Whatever a failed test leaves (processes, mounts, loop devices, planted
-/// or stale directories) goes, so later tests start clean.
+/// Whatever a failed test leaves (its fixture's processes, mounts, loop
+/// devices and directories under `dirs`) goes, so later tests start clean.
+/// Only ours: other crashtests may be running on this host.
 struct CleanUp {
-    fixture: &'static str,
+    fixture: String,
     dirs: Vec<PathBuf>,
+}
+
+impl CleanUp {
+    fn new(fixture_name: &str, dirs: Vec<PathBuf>) -> CleanUp {
+        CleanUp {
+            fixture: fixture(fixture_name).to_str().unwrap().to_owned(),
+            dirs,
+        }
+    }
+
+    fn ours(&self, path: &str) -> bool {
+        self.dirs
+            .iter()
+            .any(|d| path.starts_with(d.to_str().unwrap()))
+    }
 }
 
 impl Drop for CleanUp {
     fn drop(&mut self) {
-        for (pid, _) in processes_running(self.fixture) {
+        for (pid, _) in processes_running(&self.fixture) {
             // SAFETY: kill with a pid of a fixture of ours.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(100));
         for line in mountinfo().lines() {
-            if let Some(m) = line
-                .split(' ')
-                .nth(4)
-                .filter(|m| m.contains("auditor-crashtest-"))
-            {
+            if let Some(m) = line.split(' ').nth(4).filter(|m| self.ours(m)) {
                 let _ = Command::new("umount").args(["-l", m]).status();
             }
         }
         for line in loops().lines() {
-            if line.contains("auditor-crashtest-")
-                && let Some(dev) = line.split(':').next()
+            if let Some((dev, rest)) = line.split_once(':')
+                && self.dirs.iter().any(|d| rest.contains(d.to_str().unwrap()))
             {
                 let _ = Command::new("losetup").args(["-d", dev]).status();
             }
@@ -341,10 +353,9 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
         .filter(|(p, uid)| *uid == 65534 && !before.contains(p))
         .map(|(p, _)| p)
         .collect();
-    let _cleanup = CleanUp {
-        fixture: "crash/unsynced_at_exit.py",
-        dirs: planted.clone(),
-    };
+    let mut cleanup_dirs = planted.clone();
+    cleanup_dirs.push(victim_dir.clone());
+    let _cleanup = CleanUp::new("crash/unsynced_at_exit.py", cleanup_dirs);
     assert!(planted.len() >= 400, "planted {}", planted.len());
 
     let cmd = py("crash/unsynced_at_exit.py");
@@ -404,10 +415,9 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
 #[test]
 fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
     require_root();
-    let _cleanup = CleanUp {
-        fixture: "crash/stopped_child.py",
-        dirs: Vec::new(),
-    };
+    let mut cleanup = CleanUp::new("crash/stopped_child.py", Vec::new());
+    let fixture_path = cleanup.fixture.clone();
+    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
     let dir = scratch("safety-sigkill");
     let cmd = py("crash/stopped_child.py");
     let mut child = Command::new(auditor_bin())
@@ -418,29 +428,41 @@ fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // This run's scratch directory, mounted, and its stopped process.
     let start = Instant::now();
-    while !(mountinfo().contains("auditor-crashtest-")
-        && processes_running("crash/stopped_child.py")
-            .iter()
-            .any(|&(_, s)| s == 'T'))
-    {
+    let ours = loop {
+        let new: Vec<PathBuf> = scratch_dirs()
+            .into_iter()
+            .filter(|(p, uid)| *uid == 0 && !before.contains(p))
+            .map(|(p, _)| p)
+            .collect();
+        if let [d] = new.as_slice()
+            && mountinfo().contains(d.to_str().unwrap())
+            && processes_running(&fixture_path)
+                .iter()
+                .any(|&(_, s)| s == 'T')
+        {
+            break d.clone();
+        }
         assert!(start.elapsed() < Duration::from_secs(30), "never started");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    cleanup.dirs.push(ours.clone());
+    let ours_str = ours.to_str().unwrap().to_owned();
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();
     loop {
-        let procs = processes_running("crash/stopped_child.py");
-        let mounts = mountinfo().contains("auditor-crashtest-");
-        let attached = loops().contains("auditor-crashtest-");
-        let dirs = scratch_dirs();
-        if procs.is_empty() && !mounts && !attached && dirs.is_empty() {
+        let procs = processes_running(&fixture_path);
+        let mounted = mountinfo().contains(&ours_str);
+        let attached = loops().contains(&ours_str);
+        let exists = ours.exists();
+        if procs.is_empty() && !mounted && !attached && !exists {
             break;
         }
         assert!(
             killed.elapsed() < Duration::from_secs(5),
-            "left behind: processes {procs:?}, mounted {mounts}, loop {attached}, dirs {dirs:?}"
+            "left behind: processes {procs:?}, mounted {mounted}, loop {attached}, {ours_str} there {exists}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -456,10 +478,7 @@ fn a_later_crashtest_removes_what_a_killed_one_left() {
     let stale = PathBuf::from(format!(
         "/var/tmp/auditor-crashtest-{gone_pid}-00112233445566ff"
     ));
-    let _cleanup = CleanUp {
-        fixture: "crash/unsynced_at_exit_ok.py",
-        dirs: vec![stale.clone()],
-    };
+    let _cleanup = CleanUp::new("crash/unsynced_at_exit_ok.py", vec![stale.clone()]);
     std::fs::create_dir(&stale).unwrap();
     std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::create_dir(stale.join("mnt")).unwrap();
