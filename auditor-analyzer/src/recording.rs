@@ -409,4 +409,73 @@ mod tests {
             )
         );
     }
+
+    /// Reads `bytes` as a recording to the end (or the first error) and
+    /// analyzes what it yields, as `auditor report` does: what comes out
+    /// does not matter, only that it returns.
+    fn read_all(bytes: &[u8]) {
+        let Ok(mut r) = RecordingReader::new(std::io::Cursor::new(bytes), "fuzz") else {
+            return;
+        };
+        let mut n = 0;
+        let mut analyzer = crate::Analyzer::new(crate::Config::default()).unwrap();
+        while let Ok(Some(mut ev)) = r.next_event() {
+            analyzer.process(&mut ev);
+            n += 1;
+            assert!(n <= bytes.len(), "more events than bytes");
+        }
+        analyzer.finish();
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn whole() -> Vec<u8> {
+            let (header, events, trailer) = sample();
+            write_recording(&header, &events, Some(&trailer))
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                read_all(&bytes);
+            }
+
+            #[test]
+            fn a_valid_header_before_arbitrary_lines_never_panics(
+                tail in proptest::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let mut bytes = whole();
+                let first = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+                bytes.truncate(first);
+                bytes.extend_from_slice(&tail);
+                read_all(&bytes);
+            }
+
+            #[test]
+            fn cut_or_corrupted_recordings_never_panic(
+                cut in any::<prop::sample::Index>(),
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            ) {
+                let mut bytes = whole();
+                for (at, byte) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                let end = cut.index(bytes.len() + 1);
+                read_all(&bytes[..end]);
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -111,7 +111,7 @@ impl ReportOptions {
 pub struct CaptureOptions {
     /// Kernel ring buffer size in MiB (a power of two); larger loses fewer
     /// events under bursts.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    #[arg(long, value_name = "MIB", default_value = "16", value_parser = crate::parse::ring_mb)]
     pub ring_mb: u32,
 }
 
@@ -151,8 +151,8 @@ pub struct AttachArgs {
     #[arg(long)]
     pub follow_new: bool,
     /// Stop after this long (e.g. 30s, 10m, 2h); else at SIGINT or SIGTERM.
-    #[arg(long, value_name = "DURATION")]
-    pub duration: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse::duration)]
+    pub duration: Option<Duration>,
     /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464), path /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
@@ -163,11 +163,11 @@ pub struct AttachArgs {
     /// used are forgotten (counted in stats, later verdicts on them marked
     /// inconclusive). About 1 to 3 KiB each.
     #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_FILES,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = crate::parse::max_records)]
     pub max_files: usize,
     /// Most process records kept at once (least recently active forgotten first).
     #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_PROCESSES,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = crate::parse::max_records)]
     pub max_processes: usize,
 }
 
@@ -187,8 +187,8 @@ pub struct CrashtestArgs {
     #[arg(long, value_enum, default_value = "xfs")]
     pub fs: CrashFs,
     /// Size of the scratch image (e.g. 300M, 1G; XFS needs at least 300M).
-    #[arg(long, default_value = "300M")]
-    pub size: String,
+    #[arg(long, default_value = "300M", value_parser = crate::parse::size)]
+    pub size: u64,
     /// Crash points: exit, renames, fsyncs, or a number N of random points among them.
     #[arg(long, default_value = "exit")]
     pub at: String,

@@ -8,13 +8,37 @@ mod commands;
 mod crashtest;
 mod error;
 mod output;
+mod parse;
 mod pipeline;
+mod private;
 mod tui;
 
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
+
+/// A bad value (a number out of range, a malformed duration) is one line
+/// naming the option and the fix, like every other error of ours; help,
+/// version and usage errors are clap's own.
+fn usage_error(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        // The first paragraph: the error and the values clap would accept.
+        let text = e.render().to_string();
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let line = first.join(" ");
+        eprintln!("auditor: {}", line.strip_prefix("error: ").unwrap_or(&line));
+        std::process::exit(2);
+    }
+    e.exit()
+}
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     let result = match cli.command {
         cli::Command::Run(a) => commands::run::run(a),
         cli::Command::Record(a) => commands::record::run(a),

@@ -5,27 +5,14 @@ use std::process::Command;
 
 use auditor_e2e::*;
 
-fn one_line_error(out: &std::process::Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "exit code 2 for: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "exactly one line: {err}");
-    assert!(
-        lines[0].starts_with("auditor: "),
-        "prefixed with our name: {err}"
-    );
-    assert!(lines[0].contains(needle), "mentions {needle:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
 #[test]
 fn command_not_found() {
     let dir = scratch("bad_cmd");
-    one_line_error(
+    assert_one_line_error(
         &auditor(&dir, &["run", "--", "no-such-program-xyz"]),
         "command not found: no-such-program-xyz",
     );
-    one_line_error(
+    assert_one_line_error(
         &auditor(&dir, &["run", "--", "./missing.sh"]),
         "command not found: ./missing.sh",
     );
@@ -34,7 +21,7 @@ fn command_not_found() {
 #[test]
 fn unwritable_output() {
     let dir = scratch("bad_output");
-    one_line_error(
+    assert_one_line_error(
         &auditor(
             &dir,
             &["run", "--output", "/nonexistent-dir/r.json", "--", "true"],
@@ -60,13 +47,13 @@ fn not_root() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    one_line_error(&out, "needs root");
+    assert_one_line_error(&out, "needs root");
 }
 
 #[test]
 fn unknown_rule_and_bad_glob() {
     let dir = scratch("bad_rule");
-    one_line_error(
+    assert_one_line_error(
         &auditor(&dir, &["run", "--rule", "no-such-rule", "--", "true"]),
         "unknown rule id",
     );
@@ -76,11 +63,11 @@ fn unknown_rule_and_bad_glob() {
 fn not_a_recording() {
     let dir = scratch("bad_recording");
     std::fs::write(dir.join("junk.rec"), "hello\n").unwrap();
-    one_line_error(
+    assert_one_line_error(
         &auditor(&dir, &["report", "junk.rec"]),
         "not an auditor recording",
     );
-    one_line_error(&auditor(&dir, &["report", "missing.rec"]), "missing.rec");
+    assert_one_line_error(&auditor(&dir, &["report", "missing.rec"]), "missing.rec");
 }
 
 #[test]
@@ -96,4 +83,68 @@ fn tracefs_unmounted_is_mounted_again() {
     let evs = events(&dir, &["true"]);
     assert!(std::path::Path::new("/sys/kernel/tracing/events").is_dir());
     assert!(evs.iter().any(|e| e["type"] == "exec"));
+}
+
+#[test]
+fn huge_numbers_are_one_line_errors_not_panics() {
+    let dir = scratch("bad_numbers");
+    for (args, needle) in [
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--duration",
+                "99999999999999999999h",
+            ][..],
+            "too long",
+        ),
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--duration",
+                "18446744073709551615s",
+            ],
+            "too long",
+        ),
+        (
+            &["attach", "--pid", "1", "--duration", "0s"],
+            "longer than zero",
+        ),
+        (
+            &[
+                "attach",
+                "--pid",
+                "1",
+                "--max-files",
+                "99999999999999999999999",
+            ],
+            "too large",
+        ),
+        (
+            &["run", "--ring-mb", "99999999999", "--", "true"],
+            "power of two",
+        ),
+        (
+            &["crashtest", "--size", "99999999999999999999G", "--", "true"],
+            "too large",
+        ),
+        (
+            &["crashtest", "--at", "99999999999999999999999", "--", "true"],
+            "too large",
+        ),
+    ] {
+        assert_one_line_error(&auditor(&dir, args), needle);
+    }
+}
+
+#[test]
+fn a_bad_choice_lists_the_choices_on_one_line() {
+    let dir = scratch("bad_choice");
+    assert_one_line_error(
+        &auditor(&dir, &["crashtest", "--fs", "zfs", "--", "true"]),
+        "[possible values: xfs, ext4]",
+    );
 }

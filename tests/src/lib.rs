@@ -254,3 +254,18 @@ pub fn the_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
     );
     found[0]
 }
+
+/// Bad input: exit code 2 and exactly one line, prefixed with our name,
+/// that mentions `needle`; never a panic.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code 2 for: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {err}");
+    assert!(
+        lines[0].starts_with("auditor: "),
+        "prefixed with our name: {err}"
+    );
+    assert!(lines[0].contains(needle), "mentions {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

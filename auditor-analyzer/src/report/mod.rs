@@ -72,6 +72,10 @@ pub struct RunInfo {
     pub events: u64,
     /// "run" (live) or "report" (from a recording).
     pub mode: String,
+    /// Where a recording read back stops being whole (a crash or kill cut
+    /// it): byte offset of its first missing or partial line.
+    #[serde(default)]
+    pub truncated_at_byte: Option<u64>,
 }
 
 /// Findings per rule and severity.
@@ -157,8 +161,22 @@ impl Report {
 
     /// 0 when no finding reaches `fail_on`, 1 when one does. Inconclusive
     /// findings count: a verdict we could not confirm is not a clean one.
+    /// A truncated recording with no such finding is 2, not 0: what it
+    /// lost could have held one, so the analysis did not do its job.
     pub fn exit_code(&self, fail_on: Severity) -> i32 {
-        i32::from(self.findings.iter().any(|f| f.severity >= fail_on))
+        if self.findings.iter().any(|f| f.severity >= fail_on) {
+            1
+        } else if self.run.truncated_at_byte.is_some() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Whether the events analyzed are all there were: none dropped, and
+    /// the recording (if any) whole.
+    pub fn complete(&self) -> bool {
+        self.dropped() == 0 && self.run.truncated_at_byte.is_none()
     }
 
     /// `; 4 moot (gone or replaced before the end); 2 suppressed by --ignore`,
@@ -185,7 +203,10 @@ impl Report {
     /// `3 findings (1 high, 2 medium) in 2 files; 12345 events, 0 dropped`.
     pub fn summary_line(&self) -> String {
         let c = self.counts();
-        let tail = format!("{} events, {} dropped", self.events(), self.dropped());
+        let mut tail = format!("{} events, {} dropped", self.events(), self.dropped());
+        if let Some(b) = self.run.truncated_at_byte {
+            tail.push_str(&format!("; recording truncated at byte {b}"));
+        }
         if c.total == 0 {
             return format!("no durability findings; {tail}{}", self.left_out());
         }
@@ -253,8 +274,29 @@ pub(crate) mod tests {
                 dropped: 0,
                 events: 8,
                 mode: "run".into(),
+                truncated_at_byte: None,
             },
         )
+    }
+
+    #[test]
+    fn a_truncated_recording_is_incomplete_and_never_exits_clean() {
+        let mut r = sample_report();
+        r.run.truncated_at_byte = Some(1234);
+        assert!(!r.complete());
+        assert_eq!(r.exit_code(Severity::Medium), 1, "findings still say 1");
+        r.findings.clear();
+        assert_eq!(r.exit_code(Severity::Medium), 2);
+        assert!(
+            r.summary_line()
+                .ends_with("; recording truncated at byte 1234")
+        );
+        let v = r.to_json();
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["truncated_at_byte"], 1234);
+        r.run.truncated_at_byte = None;
+        assert_eq!(r.exit_code(Severity::Medium), 0);
+        assert_eq!(r.to_json()["truncated_at_byte"], serde_json::Value::Null);
     }
 
     #[test]

@@ -1,20 +1,43 @@
 //! Prometheus text exposition (format 0.0.4) of a running attach, served at
-//! `/metrics` by a small blocking HTTP server on its own thread. The capture
-//! loop renders the page about once a second and the server hands out the
-//! latest copy, so a scrape never touches the analyzer.
+//! `/metrics` by hyper on a single-threaded tokio runtime of its own thread.
+//! The capture loop renders the page about once a second and the server
+//! hands out the latest copy, so a scrape never touches the analyzer.
+//! Connections are served concurrently, each with a deadline, and their
+//! number is capped: an idle or slow client cannot delay a scrape or pile
+//! up. Every label value comes from a bounded set, so no series multiplies
+//! with the processes a host runs.
 
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     fmt::Write as _,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use auditor_analyzer::event::EventKind;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::CONTENT_TYPE,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::error::UserError;
+
+/// Time a client gets to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a whole connection may take, answer included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; past it new ones are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Commands shown with their own unsynced-bytes series (the largest); the
+/// total over every process is a series of its own.
+const UNSYNCED_SERIES: usize = 10;
 
 /// Name of an event kind as the JSON stream writes it (`type`).
 pub fn kind_name(k: &EventKind) -> &'static str {
@@ -183,15 +206,26 @@ pub fn render(s: &Sample) -> String {
         &mut o,
         "auditor_unsynced_bytes",
         "gauge",
-        "Bytes a live traced process wrote that are not durable yet.",
+        "Bytes live traced processes of a command wrote that are not durable yet (the commands with the most).",
     );
-    for (pid, comm, bytes) in &s.unsynced {
+    for (comm, bytes) in unsynced_by_comm(&s.unsynced) {
         let _ = writeln!(
             o,
-            "auditor_unsynced_bytes{{pid=\"{pid}\",comm=\"{}\"}} {bytes}",
-            label(comm)
+            "auditor_unsynced_bytes{{comm=\"{}\"}} {bytes}",
+            label(&comm)
         );
     }
+    family(
+        &mut o,
+        "auditor_unsynced_bytes_all_processes",
+        "gauge",
+        "Bytes every live traced process wrote that are not durable yet.",
+    );
+    let _ = writeln!(
+        o,
+        "auditor_unsynced_bytes_all_processes {}",
+        s.unsynced.iter().map(|u| u.2).sum::<u64>()
+    );
     family(
         &mut o,
         "auditor_oldest_unsynced_write_age_seconds",
@@ -210,7 +244,42 @@ pub fn render(s: &Sample) -> String {
         "Time since the probes were attached.",
     );
     let _ = writeln!(o, "auditor_uptime_seconds {}", s.uptime_s);
+    family(
+        &mut o,
+        "auditor_build_info",
+        "gauge",
+        "The auditor serving these metrics; always 1.",
+    );
+    let _ = writeln!(
+        o,
+        "auditor_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     o
+}
+
+/// Unsynced bytes summed per command, the largest first, at most
+/// [`UNSYNCED_SERIES`] of them: a pid label would make a new series for
+/// every process a daemon forks.
+fn unsynced_by_comm(unsynced: &[(u32, String, u64)]) -> Vec<(String, u64)> {
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, comm, bytes) in unsynced {
+        *by.entry(comm.as_str()).or_default() += bytes;
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().map(|(c, b)| (c.to_owned(), b)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(UNSYNCED_SERIES);
+    v
+}
+
+/// The warning for an address other hosts can reach: the page names the
+/// commands running here and what they lose, and has no authentication.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "warning: --metrics-addr {addr} serves metrics (command names, findings) without authentication to every host that can reach it; use 127.0.0.1 unless that is intended"
+        )
+    })
 }
 
 /// A bound metrics endpoint; publish pages with [`Server::publish`].
@@ -220,7 +289,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` now, so a port in use fails before probes load.
+    /// Binds `addr` now, so a port in use fails before probes load; warns
+    /// on stderr when other hosts can reach it.
     pub fn bind(addr: &str) -> Result<Server, UserError> {
         let listener = TcpListener::bind(addr).map_err(|e| {
             UserError::new(format!(
@@ -230,15 +300,22 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|e| UserError::new(format!("--metrics-addr {addr}: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| UserError::new(format!("--metrics-addr {addr}: {e}")))?;
+        if let Some(w) = exposure_warning(local) {
+            eprintln!("auditor: {w}");
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| UserError::new(format!("cannot start the metrics server: {e}")))?;
         let page = Arc::new(Mutex::new(String::new()));
         let shared = page.clone();
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let _ = answer(conn, &shared);
-                }
-            })
+            .spawn(move || runtime.block_on(serve(listener, shared)))
             .map_err(|e| UserError::new(format!("cannot start the metrics server: {e}")))?;
         Ok(Server { page, addr: local })
     }
@@ -250,49 +327,76 @@ impl Server {
     }
 }
 
-/// One request, one answer, then close: scrapers need nothing more.
-fn answer(mut conn: TcpStream, page: &Mutex<String>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// Accepts for as long as the process runs; each connection is a task of
+/// its own with a deadline.
+async fn serve(listener: TcpListener, page: Arc<Mutex<String>>) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of fds, say: wait rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let page = page.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let page = page.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &page)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut first = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
+}
+
+/// One request, one answer, then close: scrapers need nothing more.
+fn answer(req: &Request<Incoming>, page: &Mutex<String>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &'static str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+        r
+    };
+    let readable = matches!(*req.method(), Method::GET | Method::HEAD);
+    match (readable, req.uri().path()) {
+        (true, "/metrics") => reply(
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             page.lock().map(|p| p.clone()).unwrap_or_default(),
         ),
-        ("GET" | "HEAD", _) => (
-            "404 Not Found",
+        (true, _) => reply(
+            StatusCode::NOT_FOUND,
             "text/plain",
             "metrics are at /metrics\n".into(),
         ),
-        _ => ("405 Method Not Allowed", "text/plain", String::new()),
-    };
-    let mut resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if method != "HEAD" {
-        resp.push_str(&body);
+        _ => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", String::new()),
     }
-    conn.write_all(resp.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+        time::Instant,
+    };
 
     fn get(addr: SocketAddr, path: &str) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
@@ -309,6 +413,7 @@ mod tests {
         s.findings
             .insert(("unsynced-at-exit".into(), "medium".into()), 2);
         s.unsynced.push((7, "we\"ird\\na\nme".into(), 100));
+        s.unsynced.push((8, "we\"ird\\na\nme".into(), 20));
         s.oldest_unsynced_age_s = Some(1.5);
         let page = render(&s);
         assert!(page.contains("auditor_events_total{kind=\"write\"} 3\n"));
@@ -317,9 +422,12 @@ mod tests {
                 "auditor_findings_total{rule=\"unsynced-at-exit\",severity=\"medium\"} 2\n"
             )
         );
-        assert!(
-            page.contains("auditor_unsynced_bytes{pid=\"7\",comm=\"we\\\"ird\\\\na\\nme\"} 100\n")
-        );
+        assert!(page.contains("auditor_unsynced_bytes{comm=\"we\\\"ird\\\\na\\nme\"} 120\n"));
+        assert!(page.contains("auditor_unsynced_bytes_all_processes 120\n"));
+        assert!(page.contains(&format!(
+            "auditor_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
         assert!(page.contains("auditor_oldest_unsynced_write_age_seconds 1.5\n"));
         // Every sample belongs to the family typed just before it.
         let mut typed = String::new();
@@ -347,5 +455,67 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("cannot listen there"), "{e}");
+    }
+
+    #[test]
+    fn series_stay_bounded_however_many_processes_run() {
+        let mut s = Sample::default();
+        for pid in 0..1000 {
+            s.unsynced
+                .push((pid, format!("worker-{}", pid % 50), 1 + u64::from(pid)));
+        }
+        let page = render(&s);
+        let series: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("auditor_unsynced_bytes{"))
+            .collect();
+        assert_eq!(series.len(), UNSYNCED_SERIES, "{series:#?}");
+        assert!(!page.contains("pid="), "{page}");
+        // The largest first: worker-49 has pids 49, 99, ..., 999.
+        assert!(series[0].starts_with("auditor_unsynced_bytes{comm=\"worker-49\"}"));
+        let total: u64 = (1..=1000).sum();
+        assert!(page.contains(&format!("auditor_unsynced_bytes_all_processes {total}\n")));
+    }
+
+    #[test]
+    fn idle_connections_neither_delay_a_scrape_nor_stay_open() {
+        let server = Server::bind("127.0.0.1:0").unwrap();
+        server.publish("auditor_uptime_seconds 1\n".into());
+        let idle: Vec<TcpStream> = (0..10)
+            .map(|_| TcpStream::connect(server.addr).unwrap())
+            .collect();
+        let t = Instant::now();
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        let _ = c.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "a scrape behind 10 idle connections took {:?}",
+            t.elapsed()
+        );
+        // Each idle one is closed once its time to send a request is up.
+        for mut conn in idle {
+            conn.set_read_timeout(Some(HEADER_TIMEOUT * 3)).unwrap();
+            let mut buf = Vec::new();
+            assert!(conn.read_to_end(&mut buf).is_ok(), "closed by the server");
+        }
+        assert!(t.elapsed() < HEADER_TIMEOUT * 3);
+    }
+
+    #[test]
+    fn only_loopback_goes_without_a_warning() {
+        for quiet in ["127.0.0.1:9464", "[::1]:9464"] {
+            assert_eq!(exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:9464", "[::]:9464", "192.0.2.1:9464"] {
+            let w = exposure_warning(loud.parse().unwrap()).unwrap();
+            assert!(
+                w.contains("without authentication") && w.contains("127.0.0.1"),
+                "{w}"
+            );
+        }
     }
 }

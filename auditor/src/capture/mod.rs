@@ -3,6 +3,8 @@
 
 pub mod btf;
 pub mod decode;
+#[cfg(test)]
+mod decode_fuzz;
 pub mod enrich;
 pub mod launch;
 pub mod preflight;

@@ -7,14 +7,14 @@ use crate::{
     capture::launch,
     cli::RecordArgs,
     error::UserError,
-    output::AtomicFile,
+    output::Output,
     pipeline::{Pipeline, Sink, Target, options::rfc3339},
 };
 
 /// Writes each event as the analyzer left it: paths made absolute, so a
 /// replay needs no knowledge of the traced processes' cwd or fds.
 struct Recorder {
-    writer: RecordingWriter<AtomicFile>,
+    writer: RecordingWriter<Output>,
 }
 
 impl Sink for Recorder {
@@ -26,7 +26,7 @@ impl Sink for Recorder {
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     launch::resolve_program(&args.command[0])?;
-    let file = AtomicFile::create(&args.output)?;
+    let file = Output::open(Some(&args.output))?;
     let mut pipeline = Pipeline::live(Config::default(), &args.capture)?;
     let started = std::time::SystemTime::now();
     let mut sink = Recorder {

@@ -56,8 +56,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
 }
 
 fn read_state(path: &Path) -> Option<FileState> {
-    let mut f = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The traced program names these files: a symlink it swapped in is not
+    // followed out of the scratch filesystem, a FIFO does not block us.
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
     let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];

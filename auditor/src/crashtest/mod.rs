@@ -7,6 +7,8 @@
 
 mod files;
 mod freeze;
+mod guardian;
+mod leftovers;
 mod scratch;
 mod verdict;
 
@@ -78,17 +80,20 @@ enum At {
     Random(usize),
 }
 
+/// Most random crash points: each is a whole run of the command.
+const MAX_POINTS: u64 = 100_000;
+
 fn parse_at(s: &str) -> Result<At, UserError> {
     match s {
         "exit" => Ok(At::Exit),
         "renames" => Ok(At::Every(Class::Rename)),
         "fsyncs" => Ok(At::Every(Class::Fsync)),
-        n => match n.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(At::Random(n)),
-            _ => Err(UserError::new(format!(
-                "--at {s}: expected exit, renames, fsyncs or a number of random points"
-            ))),
-        },
+        n if n.starts_with(|c: char| c.is_ascii_digit()) => crate::parse::count(n, MAX_POINTS)
+            .map(|n| At::Random(n as usize))
+            .map_err(|e| UserError::new(format!("--at {s}: {e}"))),
+        _ => Err(UserError::new(format!(
+            "--at {s}: expected exit, renames, fsyncs or a number of random points"
+        ))),
     }
 }
 
@@ -120,16 +125,22 @@ fn choose(n: usize, renames: u64, fsyncs: u64, seed: u64) -> Vec<Point> {
 }
 
 pub fn run(args: CrashtestArgs) -> Result<i32> {
-    // First, before any thread exists, so every thread inherits the mask.
+    // Before any thread exists: the guardian is forked (and dropped last,
+    // after the scratch state), then the mask every thread inherits.
+    let guardian = guardian::Guardian::start()?;
     freeze::watch_interrupts();
     let at = parse_at(&args.at)?;
-    let size = scratch::parse_size(&args.size)?;
+    let size = args.size;
     scratch::preflight(args.fs, size)?;
     let config = analyzer_config(&args.report)?;
     launch::resolve_program(&args.command[0])?;
     let out = Output::open(args.report.output.as_deref())?;
     let mut pipeline = Pipeline::live(config.clone(), &args.capture)?;
+    if let Some(probes) = pipeline.probes_mut() {
+        guardian.watch_traced(probes.traced_map_fd())?;
+    }
     let mut scratch = Scratch::new(args.fs, size, args.keep)?;
+    guardian.watch_dir(&scratch.dir, args.keep)?;
     // SAFETY: set while only the signal watcher runs, which reads no
     // environment; the traced command inherits it.
     unsafe { std::env::set_var("AUDITOR_CRASH_DIR", &scratch.mnt) };
@@ -430,6 +441,7 @@ mod tests {
         assert_eq!(parse_at("fsyncs").unwrap(), At::Every(Class::Fsync));
         assert_eq!(parse_at("3").unwrap(), At::Random(3));
         assert!(parse_at("0").is_err());
+        assert!(parse_at("99999999999999999999999").is_err());
         assert!(parse_at("sometimes").is_err());
     }
 

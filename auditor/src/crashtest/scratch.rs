@@ -1,16 +1,18 @@
 //! The scratch filesystem: an image file formatted fresh for every run,
 //! loop-mounted at one fixed directory (so paths compare across runs), and
-//! a power cut that throws away whatever had not reached the log.
+//! a power cut that throws away whatever had not reached the log. All of
+//! it lives in a directory private to root and new for each crashtest.
 
 use std::{
     ffi::CString,
-    os::unix::ffi::OsStrExt,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context, Result};
 
+use super::leftovers;
 use crate::{cli::CrashFs, error::UserError};
 
 impl CrashFs {
@@ -35,22 +37,6 @@ impl CrashFs {
             CrashFs::Ext4 => 16 << 20,
         }
     }
-}
-
-/// Parses `300M`, `1G`, `65536K` or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, UserError> {
-    let bad = || UserError::new(format!("--size {s}: expected a size such as 300M or 1G"));
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(bad)
 }
 
 /// Refuses early, with the fix, when this host cannot run a crash test.
@@ -99,9 +85,14 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A work directory holding the image(s) and the mount point. Dropping it
-/// unmounts, detaches loop devices and removes what `--keep` does not keep,
-/// whatever path got us there (error, interrupt, normal end).
+/// Start of every scratch directory's name; the owner's pid and a random
+/// part follow (`auditor-crashtest-1234-0123456789abcdef`).
+const PREFIX: &str = "auditor-crashtest-";
+
+/// A private work directory holding the image(s) and the mount point.
+/// Dropping it unmounts, detaches loop devices and removes what `--keep`
+/// does not keep, whatever path got us there (error, interrupt, normal
+/// end); a SIGKILL is the guardian's to clean up.
 pub struct Scratch {
     pub fs: CrashFs,
     pub size: u64,
@@ -113,19 +104,35 @@ pub struct Scratch {
     /// Images kept for `--keep`, in run order.
     pub kept: Vec<PathBuf>,
     mounted: bool,
+    /// Identity of the mount point we created, checked before each mount.
+    mnt_id: (u64, u64),
     /// Where we were before entering the mount (the traced command inherits
     /// our working directory).
     home: PathBuf,
 }
 
 impl Scratch {
+    /// A fresh directory under `$TMPDIR` (default /var/tmp), created by us
+    /// now under a name nobody could guess, mode 0700: nothing a local user
+    /// planted (a directory of that name, a symlink at `mnt` or at an
+    /// image's name) can be in it. Leftovers of killed runs are removed
+    /// first.
     pub fn new(fs: CrashFs, size: u64, keep: bool) -> Result<Scratch> {
         let base = std::env::var_os("TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        let dir = base.join(format!("auditor-crashtest-{}", std::process::id()));
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        let base = check_base(&base)?;
+        remove_stale(&base);
+        let name = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            crate::private::random_hex()?
+        );
+        let dir = base.join(name);
+        make_private_dir(&dir)?;
+        let mnt = dir.join(leftovers::MOUNT_POINT);
+        make_private_dir(&mnt)?;
+        let m = std::fs::symlink_metadata(&mnt)?;
         Ok(Scratch {
             fs,
             size,
@@ -135,6 +142,7 @@ impl Scratch {
             mnt,
             kept: Vec::new(),
             mounted: false,
+            mnt_id: (m.dev(), m.ino()),
             home: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         })
     }
@@ -146,7 +154,9 @@ impl Scratch {
             let _ = std::fs::remove_file(&self.image);
         }
         self.image = self.dir.join(format!("run-{index}.img"));
-        let f = std::fs::File::create(&self.image)
+        // New, never through a link, and 0600: it holds what the traced
+        // program wrote, whatever modes it gave its files.
+        let f = crate::private::create_new(&self.image)
             .with_context(|| format!("creating {}", self.image.display()))?;
         f.set_len(self.size)?;
         drop(f);
@@ -158,18 +168,26 @@ impl Scratch {
         self.mount()
     }
 
-    /// Mounts the current image (log recovery happens here after a cut).
+    /// Mounts the current image (log recovery happens here after a cut),
+    /// only on the directory we created.
     pub fn mount(&mut self) -> Result<()> {
+        let m = std::fs::symlink_metadata(&self.mnt)
+            .with_context(|| format!("checking {}", self.mnt.display()))?;
+        if !m.is_dir() || (m.dev(), m.ino()) != self.mnt_id {
+            anyhow::bail!(
+                "{} is no longer the directory this run created: not mounting there",
+                self.mnt.display()
+            );
+        }
         run_tool(
             Command::new("mount")
-                .args(["-t", self.fs.name(), "-o", "loop"])
+                .args(["-t", self.fs.name(), "-o", "loop,nosuid,nodev"])
                 .arg(&self.image)
                 .arg(&self.mnt),
         )?;
         self.mounted = true;
         Ok(())
     }
-
     /// Makes the mount the working directory the traced command inherits.
     pub fn enter(&self) -> Result<()> {
         std::env::set_current_dir(&self.mnt)
@@ -188,12 +206,12 @@ impl Scratch {
         self.leave();
         let c = CString::new(self.mnt.as_os_str().as_bytes())?;
         // SAFETY: valid C string.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        if unsafe { libc::umount2(c.as_ptr(), libc::UMOUNT_NOFOLLOW) } != 0 {
             let e = std::io::Error::last_os_error();
             // Busy (a straggler still holds a file): detach it lazily so
             // nothing is left mounted.
             // SAFETY: valid C string.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            if unsafe { libc::umount2(c.as_ptr(), libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH) } != 0 {
                 return Err(anyhow::anyhow!("unmounting {}: {e}", self.mnt.display()));
             }
         }
@@ -234,11 +252,13 @@ impl Drop for Scratch {
             eprintln!("auditor: {e:#}");
         }
         detach_loops(&self.image);
+        // Without a mount point the directory holds only kept images, and
+        // no later run takes it for leftovers.
+        let _ = std::fs::remove_dir(&self.mnt);
         if self.keep {
             return;
         }
         let _ = std::fs::remove_file(&self.image);
-        let _ = std::fs::remove_dir(&self.mnt);
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -246,23 +266,79 @@ impl Drop for Scratch {
 /// Detaches any loop device still backed by `image` (autoclear normally
 /// does it at unmount; this covers a mount that failed half-way).
 fn detach_loops(image: &Path) {
-    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+    for (dev, backing) in leftovers::loop_devices() {
+        if backing == image {
+            leftovers::clear_loop(&dev);
+        }
+    }
+}
+
+/// The base directory, resolved, if a scratch directory there is safe from
+/// others: one they can write into must be sticky (like /var/tmp), so
+/// they cannot rename ours away and put their own in its place.
+fn check_base(base: &Path) -> Result<PathBuf> {
+    let bad = |why: &str| {
+        UserError::new(format!(
+            "TMPDIR {}: {why}; point TMPDIR at a directory only root can write, or unset it",
+            base.display()
+        ))
+    };
+    let real = std::fs::canonicalize(base).map_err(|e| bad(&e.to_string()))?;
+    let m = std::fs::metadata(&real).map_err(|e| bad(&e.to_string()))?;
+    if !m.is_dir() {
+        return Err(bad("not a directory").into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let others_write = m.mode() & 0o022 != 0;
+    let sticky = m.mode() & libc::S_ISVTX != 0;
+    if m.uid() != me && m.uid() != 0 {
+        return Err(bad("owned by another user").into());
+    }
+    if others_write && !sticky {
+        return Err(bad("writable by others and not sticky").into());
+    }
+    Ok(real)
+}
+
+/// mkdir that fails if the name exists, mode 0700 whatever the umask.
+fn make_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Takes down the scratch directories of earlier runs that were killed
+/// along with their guardian: ours by name, owner and mode, still holding
+/// a mount point, whose pid is gone. A directory someone else made with
+/// our prefix is not ours and is left alone.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
             continue;
         };
-        let backing =
-            std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
-        if Path::new(backing.trim()) == image
-            && let Ok(dev) = std::fs::File::open(format!("/dev/{name}"))
-        {
-            use std::os::fd::AsRawFd;
-            const LOOP_CLR_FD: libc::c_ulong = 0x4c01;
-            // SAFETY: ioctl without argument on an open loop device.
-            unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD, 0) };
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let ours = m.is_dir() && m.uid() == 0 && m.mode() & 0o7777 == 0o700;
+        // SAFETY: signal 0 only checks that the pid exists.
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        let unfinished = e.path().join(leftovers::MOUNT_POINT).is_dir();
+        if ours && !alive && unfinished {
+            leftovers::clean(&e.path(), false, &[]);
         }
     }
 }
@@ -276,18 +352,4 @@ fn run_tool(cmd: &mut Command) -> Result<()> {
         anyhow::bail!("{name} failed: {}", msg.trim());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size("300M").unwrap(), 300 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("big").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 }

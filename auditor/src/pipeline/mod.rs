@@ -182,6 +182,7 @@ impl Pipeline {
     fn replay_recording(&mut self, rec: Recording, sink: &mut dyn Sink) -> Result<Outcome> {
         let mut run = run_info("report", &rec.header.command);
         run.started_at = rec.header.started_at.clone();
+        run.truncated_at_byte = rec.truncated_at.as_ref().map(|t| t.byte_offset);
         if let Some(tr) = &rec.trailer {
             run.ended_at = tr.ended_at.clone();
             run.exit_status = tr.exit_status;

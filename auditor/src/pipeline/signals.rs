@@ -29,6 +29,7 @@ extern "C" fn on_launch_signal(sig: libc::c_int) {
 extern "C" fn on_attach_signal(_sig: libc::c_int) {
     if STOPS.fetch_add(1, Ordering::Relaxed) >= 1 {
         let msg = b"auditor: interrupted again: stopped without a report (probes detached)\n";
+        crate::output::remove_temp_files();
         // SAFETY: write and _exit are async-signal-safe.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());

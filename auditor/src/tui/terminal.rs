@@ -60,10 +60,7 @@ impl Guard {
             .write(true)
             .open("/dev/tty")
             .map_err(|e| UserError::new(format!("--tui: cannot open /dev/tty: {e}")))?;
-        let sink = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
+        let sink = crate::private::open_append(log)
             .map_err(|e| UserError::new(format!("--tui: cannot open {}: {e}", log.display())))?;
         let null = File::options().read(true).open("/dev/null")?;
         HOOK.call_once(|| {

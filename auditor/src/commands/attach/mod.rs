@@ -13,7 +13,7 @@ use watch::Watch;
 mod watch;
 
 use crate::{
-    attach::{metrics::Server, parse_duration},
+    attach::metrics::Server,
     cli::{AttachArgs, Format},
     output::Output,
     pipeline::{AttachPlan, Pipeline, Target, options::analyzer_config, sinks::conclude},
@@ -27,7 +27,7 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     let mut config = analyzer_config(&args.report)?;
     config.max_files = args.max_files;
     config.max_processes = args.max_processes;
-    let deadline = args.duration.as_deref().map(parse_duration).transpose()?;
+    let deadline = args.duration;
     let metrics = match (&args.metrics_addr, args.tui) {
         (Some(addr), false) => Some(Server::bind(addr)?),
         _ => None,
