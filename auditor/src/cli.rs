@@ -22,7 +22,9 @@ Examples:
   auditor crashtest --at renames -- python3 save_state.py
       Cut the power after each rename on a scratch XFS and see what is lost.
 
-Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 auditor error.";
+Exit codes: the traced command's own code when it failed (128 + the signal
+when it was killed), findings or not; else 0 when no finding reaches
+--fail-on, 1 when one does; 2 when the auditor could not do its job.";
 
 #[derive(Parser)]
 #[command(

@@ -100,14 +100,31 @@ pub fn report(dir: &Path, extra: &[&str], cmd: &[&str]) -> (i32, Value) {
     args.extend_from_slice(cmd);
     let out = auditor(dir, &args);
     let code = out.status.code().expect("auditor killed by a signal");
-    assert!(
-        code == 0 || code == 1,
-        "auditor error {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}), auditor exit {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
+    .expect("report is JSON");
+    assert_run_code(code, &doc, &String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(&out_file).unwrap();
     (code, doc)
+}
+
+/// `auditor run`'s exit code is the command's failure when it failed
+/// (128 + the signal when killed), else 0 or 1 (findings): never an error.
+pub fn assert_run_code(code: i32, report: &Value, stderr: &str) {
+    let status = &report["exit_status"];
+    let failed = match (status["code"].as_i64(), status["signal"].as_i64()) {
+        (Some(c), _) if c != 0 => Some(c as i32),
+        (_, Some(s)) => Some(128 + s as i32),
+        _ => None,
+    };
+    match failed {
+        Some(want) => assert_eq!(code, want, "the command's failure is passed on: {stderr}"),
+        None => assert!(code == 0 || code == 1, "auditor error {code}: {stderr}"),
+    }
 }
 
 /// Events of one type.
@@ -188,9 +205,12 @@ pub fn run_report_with_env(dir: &Path, extra: &[&str], cmd: &[&str], env: &[(&st
     let out = auditor_with_env(dir, &args, env);
     let code = out.status.code().expect("auditor killed by a signal");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(code == 0 || code == 1, "auditor error {code}: {stderr}");
-    let report =
-        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).expect("report is JSON");
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(&out_file)
+            .unwrap_or_else(|e| panic!("no report ({e}), auditor exit {code}: {stderr}")),
+    )
+    .expect("report is JSON");
+    assert_run_code(code, &report, &stderr);
     std::fs::remove_file(&out_file).unwrap();
     Run {
         code,

@@ -48,6 +48,17 @@ impl ExitStatusInfo {
         }
     }
 
+    /// The exit code a wrapper must pass on for it: its code when it
+    /// exited non-zero, 128 + the signal when it was killed (as a shell
+    /// reports it); None when it succeeded.
+    pub fn failure(self) -> Option<i32> {
+        match self {
+            ExitStatusInfo::Code(0) => None,
+            ExitStatusInfo::Code(c) => Some(c),
+            ExitStatusInfo::Signal(s) => Some(128 + s),
+        }
+    }
+
     /// `exited with code 0` / `killed by SIGKILL`.
     pub fn describe(self) -> String {
         match self {
@@ -159,11 +170,26 @@ impl Report {
         }
     }
 
+    /// The traced command's own failure, as the exit code that must not be
+    /// masked: its code when it exited non-zero, 128 + the signal when it
+    /// was killed. Only for runs that launched it (`run`, `crashtest`); a
+    /// report of a recording judges what was recorded.
+    pub fn command_failure(&self) -> Option<i32> {
+        if !matches!(self.run.mode.as_str(), "run" | "crashtest") {
+            return None;
+        }
+        self.run.exit_status?.failure()
+    }
+
+    /// The command's failure first (see [`Report::command_failure`]); then
     /// 0 when no finding reaches `fail_on`, 1 when one does. Inconclusive
     /// findings count: a verdict we could not confirm is not a clean one.
     /// A truncated recording with no such finding is 2, not 0: what it
     /// lost could have held one, so the analysis did not do its job.
     pub fn exit_code(&self, fail_on: Severity) -> i32 {
+        if let Some(code) = self.command_failure() {
+            return code;
+        }
         if self.findings.iter().any(|f| f.severity >= fail_on) {
             1
         } else if self.run.truncated_at_byte.is_some() {
@@ -318,6 +344,20 @@ pub(crate) mod tests {
             r.summary_line(),
             "3 findings (1 high, 2 medium) in 2 files; 8 events, 0 dropped"
         );
+    }
+
+    #[test]
+    fn a_failing_command_is_never_masked() {
+        let mut r = sample_report();
+        r.run.exit_status = Some(ExitStatusInfo::Code(3));
+        assert_eq!(r.exit_code(Severity::Medium), 3, "findings or not");
+        r.findings.clear();
+        assert_eq!(r.exit_code(Severity::Medium), 3);
+        r.run.exit_status = Some(ExitStatusInfo::Signal(9));
+        assert_eq!(r.exit_code(Severity::Medium), 137);
+        // A recording's report judges the recording.
+        r.run.mode = "report".into();
+        assert_eq!(r.exit_code(Severity::Medium), 0);
     }
 
     #[test]

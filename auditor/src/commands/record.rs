@@ -1,7 +1,7 @@
 //! `auditor record -o FILE -- CMD`: save the event stream for later analysis.
 
 use anyhow::Result;
-use auditor_analyzer::{Config, Event, Finding, recording::RecordingWriter};
+use auditor_analyzer::{Config, Event, ExitStatusInfo, Finding, recording::RecordingWriter};
 
 use crate::{
     capture::launch,
@@ -49,5 +49,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             String::new()
         }
     );
-    Ok(0)
+    // The command's failure is never masked: its code, 128 + the signal.
+    Ok(run
+        .exit_status
+        .and_then(ExitStatusInfo::failure)
+        .unwrap_or(0))
 }

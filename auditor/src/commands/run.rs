@@ -1,6 +1,7 @@
 //! `auditor run -- CMD`: trace a command and report.
 
 use anyhow::Result;
+use auditor_analyzer::ExitStatusInfo;
 
 use crate::{
     capture::launch,
@@ -41,7 +42,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
                 outcome.run.dropped
             );
         }
-        return Ok(0);
+        // The command's failure is never masked, even when only its events
+        // were asked for.
+        return Ok(outcome
+            .run
+            .exit_status
+            .and_then(ExitStatusInfo::failure)
+            .unwrap_or(0));
     }
     let outcome = pipeline.run(
         target,

@@ -338,7 +338,10 @@ pub fn finish(
     out.commit()
         .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
     let fail_on = crate::pipeline::options::analyzer_config(&args.report)?.fail_on;
-    Ok(i32::from(reference.exit_code(fail_on) == 1 || t.losses > 0))
+    Ok(match reference.command_failure() {
+        Some(code) => code,
+        None => i32::from(reference.exit_code(fail_on) == 1 || t.losses > 0),
+    })
 }
 
 fn render_text(
