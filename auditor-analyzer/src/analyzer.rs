@@ -66,6 +66,8 @@ pub struct Analyzer {
     dirs: DirJournal,
     exposures: Exposures,
     mode: Mode,
+    /// The launched command's cwd (from its start event).
+    launched_cwd: Option<String>,
     /// Number of `lost` records so far: state older than the current epoch
     /// may have missed events.
     epoch: u32,
@@ -102,6 +104,7 @@ impl Analyzer {
             dirs: DirJournal::default(),
             exposures: Exposures::default(),
             mode: Mode::default(),
+            launched_cwd: None,
             epoch: 0,
             verdicts: None,
             stats: AnalyzerStats::default(),
@@ -120,6 +123,15 @@ impl Analyzer {
     /// Recordings already carry it, so replays need none.
     pub fn set_enricher(&mut self, enricher: Enricher) {
         self.enricher = Some(enricher);
+    }
+
+    /// The working directory of the command the auditor launched, when it
+    /// launched one.
+    pub fn launched_cwd(&self) -> Option<&str> {
+        match self.mode {
+            Mode::Launched { key, .. } => self.launched_cwd.as_deref().filter(|_| key != 0),
+            Mode::Attached => None,
+        }
     }
 
     /// The config this analyzer runs with (the report needs `fail_on`).

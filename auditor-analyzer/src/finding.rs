@@ -98,6 +98,14 @@ pub struct Finding {
     /// Lost events could have changed this verdict.
     pub inconclusive: bool,
     pub inconclusive_reason: Option<String>,
+    /// Stable across runs (rule, path relative to the working directory
+    /// or repository, call site): what baselines and code review compare.
+    /// Set when the report is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The group of alike findings it belongs to in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Finding {
@@ -121,6 +129,8 @@ impl Finding {
             calls: Vec::new(),
             inconclusive: false,
             inconclusive_reason: None,
+            fingerprint: None,
+            group: None,
         }
     }
 

@@ -39,6 +39,7 @@ impl Analyzer {
                 code: None,
                 killed: false,
             };
+            self.launched_cwd = cwd.starts_with('/').then(|| normalize(cwd));
         }
         if let Some(p) = self.procs.get_mut(ev.pid) {
             p.cwd = cwd.starts_with('/').then(|| normalize(cwd));

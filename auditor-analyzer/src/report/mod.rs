@@ -1,6 +1,7 @@
 //! A finished analysis as people and machines receive it: the run, the
 //! findings worst first, counts and coverage stats, and the exit code.
 
+pub mod groups;
 pub mod json;
 pub mod jsonl;
 pub mod text;
@@ -83,6 +84,11 @@ pub struct RunInfo {
     pub events: u64,
     /// "run" (live) or "report" (from a recording).
     pub mode: String,
+    /// What finding paths are shown relative to and fingerprinted from:
+    /// the repository (or else the working directory) of the launched
+    /// command, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// Where a recording read back stops being whole (a crash or kill cut
     /// it): byte offset of its first missing or partial line.
     #[serde(default)]
@@ -105,8 +111,11 @@ pub struct Counts {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub run: RunInfo,
-    /// Worst first, then by path and order raised.
+    /// Worst first, then by path and order raised; each with its
+    /// fingerprint and group.
     pub findings: Vec<Finding>,
+    /// Alike findings, in the order of their worst member.
+    pub groups: Vec<groups::Group>,
     pub stats: AnalyzerStats,
 }
 
@@ -122,9 +131,21 @@ impl Report {
                 .then_with(|| a.path.cmp(&b.path))
                 .then(ia.cmp(ib))
         });
+        let mut findings: Vec<Finding> = findings.into_iter().map(|(_, f)| f).collect();
+        let base = run.base.as_deref();
+        let groups = groups::groups(&findings, base);
+        for g in &groups {
+            for &i in &g.members {
+                findings[i].group = Some(g.id.clone());
+            }
+        }
+        for f in &mut findings {
+            f.fingerprint = Some(groups::fingerprint(f, base));
+        }
         Report {
             run,
-            findings: findings.into_iter().map(|(_, f)| f).collect(),
+            findings,
+            groups,
             stats: analyzer.stats(),
         }
     }
@@ -301,6 +322,7 @@ pub(crate) mod tests {
                 events: 8,
                 mode: "run".into(),
                 truncated_at_byte: None,
+                base: Some("/d".into()),
             },
         )
     }

@@ -1,10 +1,15 @@
-//! The report for people: findings grouped by file, worst first, each with
-//! its evidence and the calls that led to it, and a one-line summary.
+//! The report for people. Terse by default: alike findings are one entry
+//! (rule, count, where, who, one example in full and a few more names, the
+//! fix), worst first; `verbose` adds every finding with its evidence and the
+//! calls that led to it. Lines are wrapped to the width asked for, and
+//! nothing a traced program chose (paths, argv, names) reaches the terminal
+//! raw.
 
 use std::fmt::Write;
 
 use serde_json::Value;
 
+use super::groups::{Group, escape, relative, shell_quote};
 use super::{ExitStatusInfo, Report};
 use crate::event::FileId;
 use crate::finding::{Finding, Severity};
@@ -12,6 +17,21 @@ use crate::finding::{Finding, Severity};
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
 const DIM: &str = "\x1b[2m";
+/// Examples named under a group besides the one shown in full.
+const EXAMPLES: usize = 3;
+
+/// How the text report is drawn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextOptions {
+    /// ANSI colour (a terminal, NO_COLOR unset).
+    pub color: bool,
+    /// Every finding in full: evidence and calls.
+    pub verbose: bool,
+    /// Wrap lines to this many columns.
+    pub width: Option<usize>,
+    /// Show at most this many entries (groups, or findings when verbose).
+    pub max_findings: Option<usize>,
+}
 
 fn severity_color(s: Severity) -> &'static str {
     match s {
@@ -52,24 +72,51 @@ impl Paint {
     }
 }
 
+/// Writes `text` (already escaped) after `indent`, wrapped at `width` on
+/// spaces; continuation lines are indented two more.
+fn wrapped(out: &mut String, indent: &str, text: &str, width: Option<usize>) {
+    let Some(width) = width.filter(|w| *w > indent.len() + 20) else {
+        let _ = writeln!(out, "{indent}{text}");
+        return;
+    };
+    let mut line = String::from(indent);
+    let mut first = true;
+    for word in text.split(' ') {
+        let room = if first {
+            indent.len()
+        } else {
+            indent.len() + 2
+        };
+        if line.len() > room && line.len() + 1 + word.len() > width {
+            let _ = writeln!(out, "{line}");
+            line = format!("{indent}  ");
+            first = false;
+        } else if line.len() > room {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
 impl Report {
-    /// The text report; ANSI colour only when `color` is set.
-    pub fn render_text(&self, color: bool) -> String {
-        let paint = Paint(color);
+    /// The text report (see [`TextOptions`]).
+    pub fn render_text(&self, o: &TextOptions) -> String {
+        let paint = Paint(o.color);
         let mut out = String::new();
         let status = self
             .run
             .exit_status
             .map_or_else(|| "ran".to_string(), ExitStatusInfo::describe);
-        let _ = writeln!(
-            out,
-            "auditor {} ({}): `{}` {status}; {} .. {}",
+        let header = format!(
+            "auditor {} ({}): {} {status}; {} .. {}",
             self.run.tool_version,
             self.run.mode,
-            self.run.command.join(" "),
+            shell_quote(&self.run.command),
             self.run.started_at,
             self.run.ended_at
         );
+        wrapped(&mut out, "", &header, o.width);
         if self.dropped() > 0 {
             let warning = format!(
                 "warning: {} events were dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
@@ -77,15 +124,112 @@ impl Report {
             );
             let _ = writeln!(out, "{}", paint.on("\x1b[1;33m", &warning));
         }
-        // Group by path, in the (worst-first) order findings are sorted.
-        let mut groups: Vec<(&str, Vec<&Finding>)> = Vec::new();
-        for f in &self.findings {
-            match groups.iter_mut().find(|(p, _)| *p == f.path) {
-                Some((_, list)) => list.push(f),
-                None => groups.push((&f.path, vec![f])),
+        if let Some(byte) = self.run.truncated_at_byte {
+            let _ = writeln!(
+                out,
+                "{}",
+                paint.on(
+                    "\x1b[1;33m",
+                    &format!(
+                        "warning: the recording stops at byte {byte}: findings cover what it holds"
+                    )
+                )
+            );
+        }
+        let shown = if o.verbose {
+            self.render_findings(&mut out, &paint, o)
+        } else {
+            self.render_groups(&mut out, &paint, o)
+        };
+        if shown.0 < shown.1 {
+            let what = if o.verbose { "findings" } else { "groups" };
+            let _ = writeln!(
+                out,
+                "\n(+{} more {what}: --max-findings raises the limit; the JSON report has them all)",
+                shown.1 - shown.0
+            );
+        }
+        out.push('\n');
+        self.render_not_judged(&mut out);
+        let _ = writeln!(out, "{}", self.summary_line());
+        out
+    }
+
+    /// One entry per group; returns (shown, total).
+    fn render_groups(&self, out: &mut String, paint: &Paint, o: &TextOptions) -> (usize, usize) {
+        let base = self.run.base.as_deref();
+        let limit = o.max_findings.unwrap_or(usize::MAX);
+        for g in self.groups.iter().take(limit) {
+            let first = &self.findings[g.members[0]];
+            out.push('\n');
+            self.group_head(out, paint, g, first);
+            let example = escape(relative(&first.path, base));
+            wrapped(
+                out,
+                "    ",
+                &format!("{example}: {}", escape(&first.summary)),
+                o.width,
+            );
+            if let Some(reason) = &first.inconclusive_reason {
+                let line = format!("INCONCLUSIVE: {}", escape(reason));
+                wrapped(out, "    ", &paint.on("\x1b[33m", &line), o.width);
+            }
+            if g.members.len() > 1 {
+                let more: Vec<String> = g.members[1..]
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|&i| escape(relative(&self.findings[i].path, base)).into_owned())
+                    .collect();
+                let rest = g.members.len() - 1 - more.len();
+                let tail = if rest > 0 {
+                    format!(" (+{rest} more)")
+                } else {
+                    String::new()
+                };
+                wrapped(
+                    out,
+                    "    ",
+                    &format!("also: {}{tail}", more.join(", ")),
+                    o.width,
+                );
+            }
+            if let Some(fix) = first.evidence.get("fix").and_then(Value::as_str) {
+                wrapped(out, "    ", &format!("fix: {}", escape(fix)), o.width);
             }
         }
-        for (path, findings) in &groups {
+        (self.groups.len().min(limit), self.groups.len())
+    }
+
+    fn group_head(&self, out: &mut String, paint: &Paint, g: &Group, first: &Finding) {
+        let sev = format!("{:<6}", first.severity.as_str().to_uppercase());
+        let count = if g.members.len() > 1 {
+            format!(" x{}", g.members.len())
+        } else {
+            String::new()
+        };
+        let who = format!("{} (pid {})", first.process.comm, first.process.pid);
+        let _ = writeln!(
+            out,
+            "{} {}{}  {}  {}",
+            paint.on(severity_color(first.severity), &sev),
+            paint.on(BOLD, &g.rule),
+            count,
+            paint.on(BOLD, &escape(&g.pattern)),
+            paint.on(DIM, &format!("by {}", escape(&who)))
+        );
+    }
+
+    /// Every finding in full, grouped by file; returns (shown, total).
+    fn render_findings(&self, out: &mut String, paint: &Paint, o: &TextOptions) -> (usize, usize) {
+        let limit = o.max_findings.unwrap_or(usize::MAX);
+        let mut by_path: Vec<(&str, Vec<&Finding>)> = Vec::new();
+        for f in self.findings.iter().take(limit) {
+            match by_path.iter_mut().find(|(p, _)| *p == f.path) {
+                Some((_, list)) => list.push(f),
+                None => by_path.push((&f.path, vec![f])),
+            }
+        }
+        for (path, findings) in &by_path {
             out.push('\n');
             let inode = findings
                 .iter()
@@ -98,14 +242,17 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{}  {}",
-                paint.on(BOLD, path),
-                paint.on(DIM, &format!("({})", detail.join(", ")))
+                paint.on(BOLD, &escape(path)),
+                paint.on(DIM, &format!("({})", escape(&detail.join(", "))))
             );
             for f in findings {
-                render_finding(&mut out, f, &paint);
+                render_finding(out, f, paint, o.width);
             }
         }
-        out.push('\n');
+        (self.findings.len().min(limit), self.findings.len())
+    }
+
+    fn render_not_judged(&self, out: &mut String) {
         if self.stats.ignored_files.count > 0 {
             let reasons: Vec<String> = self
                 .stats
@@ -140,13 +287,18 @@ impl Report {
             } else {
                 ""
             };
+            let examples: Vec<String> = caller
+                .examples
+                .iter()
+                .map(|e| escape(e).into_owned())
+                .collect();
             let _ = writeln!(
                 out,
                 "not judged: {} bytes written to {} file{} its caller handed the command as output ({}{more}): keeping redirected output is the caller's job",
                 caller.bytes,
                 caller.files,
                 if caller.files == 1 { "" } else { "s" },
-                caller.examples.join(", ")
+                examples.join(", ")
             );
         }
         if self.stats.evicted_dirty > 0 || self.stats.evicted_processes > 0 {
@@ -163,26 +315,27 @@ impl Report {
                 self.stats.evicted_names, self.stats.max_files
             );
         }
-        let _ = writeln!(out, "{}", self.summary_line());
-        out
     }
 }
 
-fn render_finding(out: &mut String, f: &Finding, paint: &Paint) {
+fn render_finding(out: &mut String, f: &Finding, paint: &Paint, width: Option<usize>) {
     let sev = format!("{:<6}", f.severity.as_str().to_uppercase());
     let _ = writeln!(
         out,
         "  {} {}  {}",
         paint.on(severity_color(f.severity), &sev),
         paint.on(BOLD, &f.rule),
-        paint.on(DIM, &format!("pid {} {}", f.process.pid, f.process.comm))
+        paint.on(
+            DIM,
+            &format!("pid {} {}", f.process.pid, escape(&f.process.comm))
+        )
     );
-    let _ = writeln!(out, "    {}", f.summary);
+    wrapped(out, "    ", &escape(&f.summary), width);
     if let Some(reason) = &f.inconclusive_reason {
         let _ = writeln!(
             out,
             "    {}",
-            paint.on("\x1b[33m", &format!("INCONCLUSIVE: {reason}"))
+            paint.on("\x1b[33m", &format!("INCONCLUSIVE: {}", escape(reason)))
         );
     }
     let evidence: Vec<(&String, &Value)> =
@@ -190,7 +343,12 @@ fn render_finding(out: &mut String, f: &Finding, paint: &Paint) {
     if !evidence.is_empty() {
         let _ = writeln!(out, "    evidence:");
         for (k, v) in evidence {
-            let _ = writeln!(out, "      {k}: {}", value_text(v));
+            wrapped(
+                out,
+                "      ",
+                &format!("{k}: {}", escape(&value_text(v))),
+                width,
+            );
         }
     }
     if let Some(first) = f.calls.first() {
@@ -200,21 +358,34 @@ fn render_finding(out: &mut String, f: &Finding, paint: &Paint) {
             let who = if c.pid == 0 {
                 String::new()
             } else {
-                format!("{}/{} {}  ", c.pid, c.tid, c.comm)
+                format!("{}/{} {}  ", c.pid, c.tid, escape(&c.comm))
             };
-            let _ = writeln!(out, "      #{:<6} +{rel:.6}s  {who}{}", c.seq, c.call);
+            let _ = writeln!(
+                out,
+                "      #{:<6} +{rel:.6}s  {who}{}",
+                c.seq,
+                escape(&c.call)
+            );
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::TextOptions;
     use crate::report::tests::sample_report;
 
+    fn verbose() -> TextOptions {
+        TextOptions {
+            verbose: true,
+            ..TextOptions::default()
+        }
+    }
+
     #[test]
-    fn text_groups_by_file_worst_first_with_calls() {
+    fn verbose_text_groups_by_file_worst_first_with_calls() {
         let r = sample_report();
-        let text = r.render_text(false);
+        let text = r.render_text(&verbose());
         assert!(!text.contains('\x1b'), "no colour unless asked");
         let a = text.find("/d/a  (dev 8:1 ino 10, ext4)").expect(&text);
         let log = text.find("/d/log  (").expect(&text);
@@ -233,21 +404,88 @@ mod tests {
                 .ends_with("3 findings (1 high, 2 medium) in 2 files; 8 events, 0 dropped"),
             "{text}"
         );
-        assert!(r.render_text(true).contains("\x1b[1;31mHIGH"));
+        let colored = TextOptions {
+            color: true,
+            ..verbose()
+        };
+        assert!(r.render_text(&colored).contains("\x1b[1;31mHIGH"));
+    }
+
+    #[test]
+    fn terse_text_is_one_entry_per_group_with_its_fix() {
+        let r = sample_report();
+        let text = r.render_text(&TextOptions::default());
+        assert!(
+            text.contains("HIGH   rename-without-fsync  a  by app (pid 100)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    fix: fsync (or fdatasync) the file before renaming it"),
+            "{text}"
+        );
+        assert!(!text.contains("evidence:"), "evidence is for -v: {text}");
+        assert!(
+            text.starts_with("auditor 0.1.0 (run): app --save exited with code 0;"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn at_most_max_findings_entries_and_a_word_about_the_rest() {
+        let r = sample_report();
+        let text = r.render_text(&TextOptions {
+            max_findings: Some(1),
+            ..TextOptions::default()
+        });
+        assert_eq!(text.matches("fix:").count(), 1, "{text}");
+        assert!(text.contains("(+2 more groups"), "{text}");
+    }
+
+    #[test]
+    fn lines_fit_the_width() {
+        let r = sample_report();
+        let text = r.render_text(&TextOptions {
+            width: Some(80),
+            ..TextOptions::default()
+        });
+        for line in text.lines().filter(|l| !l.starts_with("auditor ")) {
+            // A word longer than the width (a path) cannot be broken.
+            let longest_word = line.split(' ').map(str::len).max().unwrap_or(0);
+            assert!(line.len() <= 80 || longest_word > 60, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn names_a_program_chose_never_reach_the_terminal_raw() {
+        let mut r = sample_report();
+        r.findings[0].path = "/d/\x1b[2Jevil\u{202e}".into();
+        r.findings[0].summary = "renamed \x1b]0;owned\x07".into();
+        r.run.command = vec!["touch".into(), "\x1b[31mred".into()];
+        for o in [TextOptions::default(), verbose()] {
+            let text = r.render_text(&o);
+            assert!(!text.contains('\x1b'), "{text:?}");
+            assert!(!text.contains('\x07'), "{text:?}");
+            assert!(!text.contains('\u{202e}'), "{text:?}");
+            assert!(
+                text.contains("\\x1b[2Jevil\\u{202e}") || text.contains("\\x1b]0;owned"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn clean_report_says_so_plainly() {
         let mut r = sample_report();
         r.findings.clear();
-        let text = r.render_text(false);
+        r.groups.clear();
+        let text = r.render_text(&TextOptions::default());
         assert!(
             text.trim_end()
                 .ends_with("no durability findings; 8 events, 0 dropped"),
             "{text}"
         );
         r.run.dropped = 7;
-        let text = r.render_text(false);
+        let text = r.render_text(&TextOptions::default());
         assert!(text.contains("warning: 7 events were dropped"), "{text}");
     }
 }
