@@ -90,6 +90,14 @@ pub struct ReportOptions {
     /// __pycache__, .pytest_cache, .mypy_cache, .cache), left out by default.
     #[arg(long)]
     pub judge_caches: bool,
+    /// Text report: every finding in full, with its evidence and the calls
+    /// that led to it (by default alike findings are one entry).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Text report: at most N entries (the JSON report keeps them all).
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_findings: Option<usize>,
 }
 
 impl ReportOptions {

@@ -13,6 +13,7 @@ mod pipeline;
 mod private;
 mod tui;
 
+use auditor_analyzer::report::groups::escape;
 use clap::{Parser, error::ErrorKind};
 
 /// A bad value (a number out of range, a malformed duration) is one line
@@ -31,7 +32,10 @@ fn usage_error(e: clap::Error) -> ! {
             .map(str::trim)
             .collect();
         let line = first.join(" ");
-        eprintln!("auditor: {}", line.strip_prefix("error: ").unwrap_or(&line));
+        eprintln!(
+            "auditor: {}",
+            escape(line.strip_prefix("error: ").unwrap_or(&line))
+        );
         std::process::exit(2);
     }
     e.exit()
@@ -51,8 +55,10 @@ fn main() {
         Err(e) => {
             // One line, prefixed with our name; user errors carry their fix.
             match e.downcast_ref::<error::UserError>() {
-                Some(u) => eprintln!("auditor: {u}"),
-                None => eprintln!("auditor: {}", format!("{e:#}").replace('\n', " ")),
+                // What the user typed or a program named goes into some
+                // messages: never raw to the terminal.
+                Some(u) => eprintln!("auditor: {}", escape(&u.to_string())),
+                None => eprintln!("auditor: {}", escape(&format!("{e:#}").replace('\n', " "))),
             }
             std::process::exit(2);
         }

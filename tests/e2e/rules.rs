@@ -507,6 +507,6 @@ fn fsync_error_ignored_twin() {
         "giving up on the data after a failed fsync is correct: {:#}",
         run.report["findings"]
     );
-    assert_eq!(run.code, 0);
     assert_eq!(run.report["exit_status"]["code"], 1, "the program exits 1");
+    assert_eq!(run.code, 1, "and its failure is passed on");
 }

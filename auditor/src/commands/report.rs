@@ -32,5 +32,5 @@ pub fn run(args: ReportArgs) -> Result<i32> {
             format,
         },
     )?;
-    conclude(pipeline.analyzer(), outcome, out, format)
+    conclude(pipeline.analyzer(), outcome, out, &args.report)
 }

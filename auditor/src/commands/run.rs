@@ -57,5 +57,5 @@ pub fn run(args: RunArgs) -> Result<i32> {
             format,
         },
     )?;
-    conclude(pipeline.analyzer(), outcome, out, format)
+    conclude(pipeline.analyzer(), outcome, out, &args.report)
 }

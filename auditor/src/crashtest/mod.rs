@@ -22,7 +22,9 @@ use crate::{
     cli::CrashtestArgs,
     error::UserError,
     output::Output,
-    pipeline::{Outcome, Pipeline, Sink, Target, lock, options::analyzer_config},
+    pipeline::{
+        Outcome, Pipeline, Sink, Target, lock, options::analyzer_config, sinks::report_base,
+    },
 };
 use files::Snapshot;
 use scratch::Scratch;
@@ -300,7 +302,9 @@ impl TracedRun {
     fn report(self, pipeline: &Pipeline) -> Report {
         let mut info = self.outcome.run;
         info.mode = "crashtest".into();
-        Report::new(&lock(pipeline.analyzer()), info)
+        let analyzer = lock(pipeline.analyzer());
+        info.base = analyzer.launched_cwd().map(report_base);
+        Report::new(&analyzer, info)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::{
     cli::{CrashtestArgs, Format},
     error::UserError,
     output::Output,
-    pipeline::sinks::use_color,
+    pipeline::sinks::text_options,
 };
 
 /// How the crash test was set up, for the report.
@@ -329,9 +329,9 @@ pub fn finish(
             out.write_chunk(format!("{v}\n").as_bytes())?;
         }
         Format::Text => {
-            let color = use_color(&out);
-            let mut text = reference.render_text(color);
-            text.push_str(&render_text(&reference, &crashes, &plan, &t, color));
+            let o = text_options(&args.report, &out);
+            let mut text = reference.render_text(&o);
+            text.push_str(&render_text(&reference, &crashes, &plan, &t, o.color));
             out.write_chunk(text.as_bytes())?;
         }
     }

@@ -9,12 +9,17 @@ use anyhow::Result;
 use auditor_analyzer::{
     Analyzer, Event, Finding, calls,
     finding::Severity,
-    report::{Report, jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line},
+    report::{
+        Report, jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line, text::TextOptions,
+    },
 };
 use serde_json::Value;
 
 use crate::{
-    attach::lives::Lives, capture::probes::KernelStats, cli::Format, error::UserError,
+    attach::lives::Lives,
+    capture::probes::KernelStats,
+    cli::{Format, ReportOptions},
+    error::UserError,
     output::Output,
 };
 
@@ -132,20 +137,57 @@ pub fn use_color(out: &Output) -> bool {
     out.is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// How the text report is drawn: colour and width for a terminal (or
+/// `COLUMNS`), long lines for files and pipes (tools read them).
+pub fn text_options(o: &ReportOptions, out: &Output) -> TextOptions {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|c| *c >= 40);
+    TextOptions {
+        color: use_color(out),
+        verbose: o.verbose,
+        width: columns.or_else(|| out.is_terminal().then(terminal_width).flatten()),
+        max_findings: o.max_findings,
+    }
+}
+
+/// Columns of the terminal on stdout.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize; a zeroed one is a valid buffer.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col >= 40).then_some(usize::from(ws.ws_col))
+}
+
+/// What finding paths are shown relative to and fingerprinted from: the
+/// repository the launched command ran in, else its working directory.
+pub fn report_base(cwd: &str) -> String {
+    let mut dir = std::path::Path::new(cwd);
+    loop {
+        if dir.join(".git").exists() {
+            return dir.display().to_string();
+        }
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => return cwd.to_string(),
+        }
+    }
+}
+
 /// Writes the final report in the chosen format (JSON Lines: the summary
 /// line; findings were streamed) with the process lives under attach, and
 /// commits the output. Returns the findings' exit code.
 pub fn write_report(
     mut out: Output,
-    format: Format,
+    o: &ReportOptions,
     report: &Report,
     lives: Option<&Lives>,
     fail_on: Severity,
 ) -> Result<i32> {
-    let color = use_color(&out);
-    match format {
+    match o.format() {
         Format::Text => {
-            let mut text = report.render_text(color);
+            let mut text = report.render_text(&text_options(o, &out));
             if let Some(l) = lives {
                 text.push_str(&l.render_text());
             }
@@ -177,18 +219,19 @@ pub fn write_report(
 /// Lines), then the report. Returns the findings' exit code.
 pub fn conclude(
     analyzer: &super::Shared,
-    outcome: super::Outcome,
+    mut outcome: super::Outcome,
     mut out: Output,
-    format: Format,
+    o: &ReportOptions,
 ) -> Result<i32> {
     let mut analyzer = super::lock(analyzer);
     analyzer.finish();
-    if format == Format::Jsonl {
+    outcome.run.base = analyzer.launched_cwd().map(report_base);
+    if o.format() == Format::Jsonl {
         for f in analyzer.findings() {
             out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
         }
     }
     let report = Report::new(&analyzer, outcome.run);
     let fail_on = analyzer.config().fail_on;
-    write_report(out, format, &report, outcome.lives.as_ref(), fail_on)
+    write_report(out, o, &report, outcome.lives.as_ref(), fail_on)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use auditor_analyzer::Finding;
 use auditor_analyzer::finding::Severity;
+use auditor_analyzer::report::groups::escape;
 use auditor_analyzer::snapshot::{FileView, ProcessState, ProcessView, SignalView, Snapshot};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -163,8 +164,8 @@ pub struct App {
 impl App {
     pub fn new(target: impl Into<String>, output_note: impl Into<String>) -> App {
         App {
-            target: target.into(),
-            output_note: output_note.into(),
+            target: escape(&target.into()).into_owned(),
+            output_note: escape(&output_note.into()).into_owned(),
             snapshot: Snapshot::default(),
             elapsed: Duration::ZERO,
             tab: Tab::Findings,
@@ -189,8 +190,9 @@ impl App {
         match msg {
             Msg::Key(k) => return self.on_key(k),
             Msg::Tick(elapsed) => self.elapsed = elapsed,
-            Msg::Snapshot(s) => {
+            Msg::Snapshot(mut s) => {
                 if !self.paused {
+                    defuse(&mut s);
                     self.take_snapshot(*s);
                 }
             }
@@ -500,6 +502,47 @@ pub fn severity_label(s: Severity) -> &'static str {
     }
 }
 
+/// Makes everything a traced program chose (paths, names, calls, evidence)
+/// safe to draw: control characters and bidirectional overrides become
+/// escapes, so a file name cannot clear the screen or forge a line.
+fn defuse(s: &mut Snapshot) {
+    fn clean(v: &mut String) {
+        if let std::borrow::Cow::Owned(e) = escape(v) {
+            *v = e;
+        }
+    }
+    for p in &mut s.processes {
+        clean(&mut p.comm);
+    }
+    for f in &mut s.files {
+        clean(&mut f.path);
+        if let Some(op) = f.last_op.as_mut() {
+            clean(op);
+        }
+        for (_, comm) in &mut f.writers {
+            clean(comm);
+        }
+    }
+    for sig in &mut s.signals {
+        clean(&mut sig.sender_comm);
+        clean(&mut sig.target_comm);
+    }
+    for f in &mut s.findings {
+        clean(&mut f.path);
+        clean(&mut f.summary);
+        clean(&mut f.process.comm);
+        for c in &mut f.calls {
+            clean(&mut c.comm);
+            clean(&mut c.call);
+        }
+        for v in f.evidence.values_mut() {
+            if let serde_json::Value::String(t) = v {
+                clean(t);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -567,6 +610,24 @@ pub(crate) mod tests {
         };
         s.stats.events = events;
         s
+    }
+
+    #[test]
+    fn names_a_program_chose_are_drawn_defused() {
+        let mut evil = three_findings().remove(0);
+        evil.path = "/d/\x1b[2J\x1b]0;pwned\x07\u{202e}cod.exe".into();
+        evil.summary = "\x1b[31mforged line\n".into();
+        evil.process.comm = "\x1bc".into();
+        let mut app = App::new("run \x1b[2J", "log");
+        app.update(Msg::Snapshot(Box::new(snapshot_with(vec![evil], 1))));
+        let f = app.findings()[0].1;
+        for text in [&f.path, &f.summary, &f.process.comm, &app.target] {
+            assert!(
+                !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{text:?}"
+            );
+        }
+        assert_eq!(f.path, "/d/\\x1b[2J\\x1b]0;pwned\\x07\\u{202e}cod.exe");
     }
 
     fn three_findings() -> Vec<Finding> {

@@ -120,7 +120,7 @@ pub fn run(
             lives: None,
         },
     };
-    conclude(&shared, outcome, live.out, live.report.format())
+    conclude(&shared, outcome, live.out, &live.report)
 }
 
 /// Draws and handles keys until quit; returns the capture's run info when

@@ -58,5 +58,5 @@ pub fn run(args: AttachArgs) -> Result<i32> {
     drop(sink);
     // The probes are detached before the report is written.
     drop(pipeline.take_probes());
-    conclude(pipeline.analyzer(), outcome, out, format)
+    conclude(pipeline.analyzer(), outcome, out, &args.report)
 }
