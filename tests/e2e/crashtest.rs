@@ -237,6 +237,60 @@ fn every_rename_is_a_crash_point() {
         assert_eq!(files, expect, "crash {}", i + 1);
     }
     assert_confirmed(&doc, "/a", "rename", "rename-without-fsync");
+    // Each loss confirms the findings about its own file, never another's.
+    let mut confirmed_paths = std::collections::BTreeSet::new();
+    for (c, f) in losses(&doc) {
+        for id in f["link"]["finding_ids"].as_array().unwrap() {
+            let found = finding_by_id(&doc, id);
+            assert_eq!(
+                found["path"], f["path"],
+                "crash {}: the loss of {} confirms a finding about another file: {found:#}",
+                c["index"], f["path"]
+            );
+            confirmed_paths.insert(found["path"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(confirmed_paths.len(), 3, "a, b and c: {confirmed_paths:?}");
+}
+
+/// What a crash test tells while it works: which point it is at, and the
+/// two ways of asking for nothing (a command that writes only outside the
+/// scratch filesystem; `--at fsyncs` for a command that never fsyncs).
+#[test]
+fn progress_and_warnings_go_to_stderr() {
+    let dir = scratch("crashtest-progress");
+    let out_file = dir.join("report.json");
+    let run = |at: &str, cmd: &[&str]| {
+        let mut args = vec!["crashtest", "--format", "json", "--output"];
+        args.push(out_file.to_str().unwrap());
+        args.extend(["--at", at, "--"]);
+        args.extend_from_slice(cmd);
+        let out = auditor(&dir, &args);
+        assert_nothing_left();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cmd = py("crash/many_renames.py");
+    let stderr = run("renames", &argv(&cmd));
+    for i in 1..=9 {
+        assert!(
+            stderr.contains(&format!("crash point {i}/9: after rename #{i}")),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    let outside = dir.join("outside.txt");
+    let script = format!("echo data > {}", outside.display());
+    let stderr = run("fsyncs", &["/bin/sh", "-c", &script]);
+    assert!(
+        stderr.contains("left no file on the scratch filesystem")
+            && stderr.contains(outside.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--at fsyncs: the command made no successful fsync"),
+        "{stderr}"
+    );
 }
 
 #[test]

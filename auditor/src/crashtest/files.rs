@@ -32,6 +32,27 @@ pub fn snapshot(root: &Path) -> Snapshot {
     out
 }
 
+/// Whether any regular file is under `root` (the program wrote something
+/// there); stops at the first.
+pub fn any_file(root: &Path) -> bool {
+    fn find(root: &Path, dir: &Path, depth: usize) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            if dir == root && e.file_name() == "lost+found" {
+                return false;
+            }
+            match std::fs::symlink_metadata(e.path()) {
+                Ok(m) if m.is_file() => true,
+                Ok(m) if m.is_dir() && depth < 64 => find(root, &e.path(), depth + 1),
+                _ => false,
+            }
+        })
+    }
+    find(root, root, 0)
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

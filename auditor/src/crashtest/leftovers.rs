@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::freeze;
+use crate::capture::maps;
 
 /// Name of the mount point inside a scratch directory. A directory that
 /// still has one belongs to a run that never finished cleaning up (a run
@@ -26,7 +26,7 @@ pub fn clean(dir: &Path, keep: bool, traced: &[RawFd]) -> bool {
     let mnt = dir.join(MOUNT_POINT);
     let mut found = false;
     for &fd in traced {
-        for pid in freeze::traced_pids(fd) {
+        for pid in maps::traced_pids(fd) {
             if is_stopped(pid) || uses(pid, &mnt) {
                 found = true;
                 // SAFETY: kill with a pid the run traced.

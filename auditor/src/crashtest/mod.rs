@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use auditor_analyzer::{Config, Event, EventKind, Finding, calls, report::Report};
 
 use crate::{
-    capture::{launch, pump::monotonic_ns},
+    capture::{launch, maps, pump::monotonic_ns},
     cli::CrashtestArgs,
     error::UserError,
     output::Output,
@@ -185,13 +185,18 @@ fn run_points(
         fsyncs: 0,
     };
     let mut crashes = Vec::new();
+    eprintln!("auditor: crashtest: the command runs once whole, to count its crash points");
     let mut reference = {
         scratch.fresh(0)?;
         let run = traced_run(args, config, pipeline, scratch, None)?;
         let findings = finish(pipeline);
         plan.renames = run.renames;
         plan.fsyncs = run.fsyncs;
+        if !files::any_file(&scratch.mnt) {
+            warn_nothing_on_scratch(&scratch.mnt, &findings);
+        }
         if at == At::Exit {
+            eprintln!("auditor: crash point 1/1: after the command's last process exited");
             let believed = files::snapshot(&scratch.mnt);
             scratch.power_cut()?;
             crashes.push(recover(scratch, Point::Exit, None, believed, findings)?);
@@ -218,6 +223,16 @@ fn run_points(
             choose(n, plan.renames, plan.fsyncs, seed)
         }
     };
+    if let At::Every(class) = at
+        && points.is_empty()
+    {
+        eprintln!(
+            "auditor: warning: --at {}s: the command made no successful {}, so there is no crash point (try --at exit)",
+            class.name(),
+            class.name()
+        );
+    }
+    let total = points.len();
     for (i, point) in points.into_iter().enumerate() {
         if freeze::interrupted() {
             break;
@@ -225,6 +240,11 @@ fn run_points(
         let Point::After(class, ordinal) = point else {
             continue;
         };
+        eprintln!(
+            "auditor: crash point {}/{total}: after {} #{ordinal}",
+            i + 1,
+            class.name()
+        );
         scratch.fresh(i + 1)?;
         let mut run = traced_run(args, config, pipeline, scratch, Some((class, ordinal)))?;
         if freeze::interrupted() {
@@ -245,6 +265,32 @@ fn run_points(
     }
     reference.run.mode = "crashtest".into();
     Ok((reference, crashes, plan))
+}
+
+/// The command left no file on the scratch filesystem: what it wrote (if
+/// anything) went elsewhere, where no crash is simulated.
+fn warn_nothing_on_scratch(mnt: &Path, findings: &[Finding]) {
+    let mut outside: Vec<&str> = findings
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| !Path::new(p).starts_with(mnt))
+        .collect();
+    outside.sort_unstable();
+    outside.dedup();
+    let examples = if outside.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<String> = outside
+            .iter()
+            .take(3)
+            .map(|p| auditor_analyzer::report::groups::escape(p).into_owned())
+            .collect();
+        format!(" (it wrote {} outside it)", shown.join(", "))
+    };
+    eprintln!(
+        "auditor: warning: the command left no file on the scratch filesystem{examples}: only files under $AUDITOR_CRASH_DIR ({}) are crash-tested; write there, with relative paths from it or paths built from the variable",
+        mnt.display()
+    );
 }
 
 /// Unmounts the cut filesystem, mounts it again (log recovery) and judges
@@ -340,7 +386,7 @@ impl Sink for Cutter<'_> {
         self.fsyncs += u64::from(Class::Fsync.matches(ev));
         if let Some((c, _)) = self.arm
             && c.matches(ev)
-            && freeze::read_slot(self.crash_fd, 3) == Some(ev.seq + 1)
+            && maps::read_slot(self.crash_fd, 3) == Some(ev.seq + 1)
         {
             self.crash = Some(cut(ev, self.scratch, self.traced_fd));
         }

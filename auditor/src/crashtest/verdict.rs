@@ -127,34 +127,71 @@ fn rank(rule: &str, name_lost: bool) -> Option<usize> {
 
 /// Links one lost file: the analysis up to the crash point must have named
 /// it (same inode or path); those findings are confirmed when the complete
-/// run raised the same rule on the same path.
+/// run raised the same rule on the same path, at the same call.
 pub fn link(c: &Compared, predictions: &[Finding], reference: &[Finding]) -> Link {
-    let mut local: Vec<(usize, &Finding)> = predictions
+    let mut local: Vec<(usize, usize, &Finding)> = predictions
         .iter()
-        .filter(|f| f.path == c.path || f.inode == Some(c.believed.id))
-        .filter_map(|f| rank(&f.rule, c.name_lost()).map(|r| (r, f)))
+        .enumerate()
+        .filter(|(_, f)| f.path == c.path || f.inode == Some(c.believed.id))
+        .filter_map(|(i, f)| rank(&f.rule, c.name_lost()).map(|r| (r, i, f)))
         .collect();
-    local.sort_by_key(|(r, _)| *r);
+    // The best rule first; of one rule only the latest finding: its call
+    // put in place what the crash found lost (what earlier calls put
+    // there was replaced anyway).
+    local.sort_by_key(|(r, i, _)| (*r, std::cmp::Reverse(*i)));
+    local.dedup_by_key(|(r, _, _)| *r);
     let mut confirmed: Vec<usize> = Vec::new();
-    for (_, f) in &local {
-        if let Some(i) = reference
-            .iter()
-            .position(|r| r.rule == f.rule && r.path == f.path)
-            && !confirmed.contains(&i)
+    for &(_, i, f) in &local {
+        if let Some(r) = same_finding(f, ordinal(predictions, i), reference)
+            && !confirmed.contains(&r)
         {
-            confirmed.push(i);
+            confirmed.push(r);
         }
     }
     if !confirmed.is_empty() {
         return Link::Confirmed(confirmed);
     }
     match local.first() {
-        Some((_, f)) => Link::InFlight {
+        Some((_, _, f)) => Link::InFlight {
             rule: f.rule.clone(),
             path: f.path.clone(),
         },
         None => Link::Unpredicted,
     }
+}
+
+/// How many findings of the same rule on the same path come before
+/// `findings[i]`.
+fn ordinal(findings: &[Finding], i: usize) -> usize {
+    let f = &findings[i];
+    findings[..i]
+        .iter()
+        .filter(|o| o.rule == f.rule && o.path == f.path)
+        .count()
+}
+
+/// The complete run's finding that is `f` of the cut run: same rule and
+/// path, and of those the one at the same call (same process name and
+/// call text), else the one at the same place in their order, else the
+/// last. A program run twice makes the same calls in the same order, so a
+/// file renamed into place five times confirms the finding about the
+/// rename the crash undid, not the first of the five.
+fn same_finding(f: &Finding, nth: usize, reference: &[Finding]) -> Option<usize> {
+    let alike: Vec<usize> = reference
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.rule == f.rule && r.path == f.path)
+        .map(|(i, _)| i)
+        .collect();
+    let last_call = |x: &Finding| x.calls.last().map(|c| (c.comm.clone(), c.call.clone()));
+    let at_call: Vec<usize> = alike
+        .iter()
+        .copied()
+        .filter(|&i| last_call(&reference[i]) == last_call(f))
+        .collect();
+    let pool = if at_call.is_empty() { &alike } else { &at_call };
+    let from_alike = alike.get(nth).filter(|i| pool.contains(i));
+    from_alike.or(pool.last()).copied()
 }
 
 /// Totals the exit code and summary rest on.
@@ -461,4 +498,116 @@ fn render_text(
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use auditor_analyzer::{
+        event::FileId,
+        finding::{CallRef, ProcessRef, Severity},
+    };
+
+    use super::*;
+
+    fn finding(rule: &str, path: &str, comm: &str, call: &str) -> Finding {
+        let mut f = Finding::new(
+            rule,
+            Severity::High,
+            path,
+            None,
+            ProcessRef {
+                pid: 1,
+                comm: comm.into(),
+                exe: None,
+            },
+            "",
+        );
+        f.calls.push(CallRef {
+            seq: 1,
+            ts_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm: comm.into(),
+            call: call.into(),
+        });
+        f
+    }
+
+    fn lost(path: &str) -> Compared {
+        let state = |ino| FileState {
+            size: 10,
+            hash: "h".into(),
+            id: FileId { dev: 1, ino },
+        };
+        Compared {
+            path: path.into(),
+            believed: state(7),
+            after: Some(FileState {
+                size: 0,
+                ..state(7)
+            }),
+            outcome: Outcome::Empty,
+        }
+    }
+
+    fn rename(n: u32) -> String {
+        format!("rename(\"/m/s.tmp{n}\", \"/m/s\") = 0")
+    }
+
+    /// The reference renamed /m/s into place three times; a crash right
+    /// after the second rename confirms the finding about that rename.
+    #[test]
+    fn a_loss_confirms_the_finding_about_its_own_call() {
+        let reference: Vec<Finding> = (1..=3)
+            .map(|n| finding("rename-without-fsync", "/m/s", "app", &rename(n)))
+            .collect();
+        let cut: Vec<Finding> = (1..=2)
+            .map(|n| finding("rename-without-fsync", "/m/s", "app", &rename(n)))
+            .collect();
+        assert_eq!(
+            link(&lost("/m/s"), &cut, &reference),
+            Link::Confirmed(vec![1])
+        );
+        assert_eq!(
+            link(&lost("/m/s"), &cut[..1], &reference),
+            Link::Confirmed(vec![0])
+        );
+    }
+
+    /// Calls that read the same in every iteration: the order decides.
+    #[test]
+    fn identical_calls_are_matched_by_their_order() {
+        let same = || finding("unsynced-at-exit", "/m/log", "app", "write(fd=3, 4) = 4");
+        let reference = vec![same(), same(), same()];
+        assert_eq!(
+            link(&lost("/m/log"), &[same(), same()], &reference),
+            Link::Confirmed(vec![1])
+        );
+    }
+
+    /// Other files' findings are never confirmed by this file's loss, and
+    /// a cut-run finding the complete run did not keep is in flight.
+    #[test]
+    fn other_files_and_unkept_findings_are_not_confirmed() {
+        let reference = vec![
+            finding("rename-without-fsync", "/m/a", "app", &rename(1)),
+            finding("rename-without-fsync", "/m/b", "app", &rename(2)),
+        ];
+        let cut = vec![finding("rename-without-fsync", "/m/b", "app", &rename(2))];
+        assert_eq!(
+            link(&lost("/m/b"), &cut, &reference),
+            Link::Confirmed(vec![1])
+        );
+        let cut = vec![finding(
+            "unsynced-at-exit",
+            "/m/b",
+            "app",
+            "write(fd=3, 1) = 1",
+        )];
+        assert!(matches!(
+            link(&lost("/m/b"), &cut, &reference),
+            Link::InFlight { .. }
+        ));
+        assert_eq!(link(&lost("/m/c"), &cut, &reference), Link::Unpredicted);
+    }
 }
