@@ -318,6 +318,15 @@ impl Analyzer {
     /// mid-flight appear implicitly) and knows the thread.
     fn ensure_process(&mut self, ev: &Event) {
         let new = self.procs.get(ev.pid).is_none();
+        // An exiting process still signals its parent (SIGCHLD) after its
+        // exit event: those last words belong to the life that ended, not
+        // to a new one (a reused pid would first appear at its fork).
+        if new
+            && matches!(ev.kind, EventKind::SignalSent { .. })
+            && self.recent.ended_recently(ev.pid)
+        {
+            return;
+        }
         if new {
             let table = self.fds.new_table();
             self.procs.start(ev.pid, &ev.comm, table, self.epoch);

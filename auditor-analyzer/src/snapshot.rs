@@ -20,7 +20,8 @@ use crate::track::processes::{Process, ProcessTable};
 const ENDED: usize = 64;
 /// Signals remembered for the view.
 const SIGNALS: usize = 64;
-/// Files shown: those with unsynced data first, then the most recently used.
+/// Files shown: those with unsynced data first, then the most recently
+/// changed (files only read are left out).
 const FILES: usize = 256;
 /// Newest findings copied into a snapshot (counts cover all of them).
 pub(crate) const FINDINGS: usize = 200;
@@ -119,6 +120,11 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
+    /// Whether `pid` is among the ended processes remembered.
+    pub(crate) fn ended_recently(&self, pid: u32) -> bool {
+        self.ended.iter().any(|p| p.pid == pid)
+    }
+
     /// Notes what the tracker is about to forget. Runs before the event is
     /// applied, so an exiting process is still in the table.
     pub(crate) fn observe(
@@ -236,7 +242,7 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
             s.file_type == crate::event::FileType::Regular
                 && s.judged()
                 && !s.unlinked
-                && (s.dirty.is_some() || !s.history.is_empty())
+                && (s.dirty.is_some() || s.changed)
         })
         .collect();
     let rank = |s: &&crate::track::inodes::InodeState| {
@@ -338,6 +344,58 @@ mod tests {
         let p = &s.processes[0];
         assert_eq!((p.pid, p.unsynced_bytes, p.open_files), (10, 4196, 1));
         assert_eq!(p.state, ProcessState::Running);
+    }
+
+    #[test]
+    fn files_only_read_are_left_out() {
+        let a = feed(vec![
+            start(10, "/d"),
+            open_with(
+                10,
+                "/etc/hosts",
+                crate::track::paths::AT_FDCWD,
+                0,
+                3,
+                Some(reg(1)),
+            ),
+            close(10, 3),
+            open_new(10, "/d/out", 4, reg(2)),
+            close(10, 4),
+            open_existing(10, "/d/kept", 5, reg(3)),
+            close(10, 5),
+        ]);
+        let s = a.snapshot(0);
+        let paths: Vec<&str> = s.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(!paths.contains(&"/etc/hosts"), "{paths:?}");
+        assert!(
+            paths.contains(&"/d/out") && paths.contains(&"/d/kept"),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn one_row_per_process_life() {
+        // An exiting child's SIGCHLD to its parent comes after its exit.
+        let a = feed(vec![
+            start(10, "/d"),
+            fork(10, 11),
+            exit(11, 0),
+            signal(11, 10, 17),
+        ]);
+        let s = a.snapshot(0);
+        let rows: Vec<_> = s.processes.iter().filter(|p| p.pid == 11).collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(matches!(rows[0].state, ProcessState::Exited { .. }));
+        assert_eq!(s.signals.len(), 1, "the signal itself is kept");
+        // A reused pid starts a new life at its fork.
+        let a = feed(vec![
+            start(10, "/d"),
+            fork(10, 11),
+            exit(11, 0),
+            fork(10, 11),
+        ]);
+        let s = a.snapshot(0);
+        assert_eq!(s.processes.iter().filter(|p| p.pid == 11).count(), 2);
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl Analyzer {
             .or_else(|| self.inodes.get(&t.id).and_then(|s| s.size));
         if let Some(st) = self.inodes.get_mut(&t.id) {
             st.remember(call.clone());
+            st.changed = true;
         }
         if *ret < 0 {
             return;
@@ -201,6 +202,7 @@ impl Analyzer {
             return;
         };
         st.remember(call.clone());
+        st.changed = true;
         let size_before = file.as_ref().map(|f| f.size).or(st.size);
         st.size = Some(*length);
         if *length == 0 && judged && size_before.is_some_and(|s| s > 0) {
@@ -214,6 +216,7 @@ impl Analyzer {
             && let Some(st) = self.inodes.get_mut(&t.id)
         {
             st.remember(call);
+            st.changed = true;
         }
     }
 

@@ -134,6 +134,7 @@ impl Analyzer {
                 && info.file_type == FileType::Regular;
             if let Some(st) = self.inodes.get_mut(&info.id) {
                 st.remember(call.clone());
+                st.changed |= info.created || flags::writable(*open_flags);
                 if info.created {
                     st.created_in_trace = true;
                 }

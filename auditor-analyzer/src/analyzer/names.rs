@@ -200,6 +200,7 @@ impl Analyzer {
         let judged = self.is_judged(&id);
         if judged && let Some(st) = self.inodes.get_mut(&id) {
             st.remember(call.clone());
+            st.changed = true;
         }
         // Update the name table first, so findings name the destination.
         let prior_source_name = if exchange {

@@ -155,6 +155,10 @@ pub struct InodeState {
     /// Times the data was made durable (shown by live views).
     pub syncs: u64,
     pub history: VecDeque<Call>,
+    /// The trace saw it changed or opened to be: written, truncated,
+    /// created, renamed, opened for writing (live views leave out files
+    /// that were only read).
+    pub changed: bool,
     /// Tick of the last access (the table's use clock), for LRU eviction.
     pub last_use: u64,
     /// An earlier state of this inode was evicted while it still carried
@@ -182,6 +186,7 @@ impl InodeState {
             last_sync: None,
             syncs: 0,
             history: VecDeque::new(),
+            changed: false,
             last_use: 0,
             evicted: false,
             unknown_past: false,

@@ -90,7 +90,7 @@ impl Sort {
 
     fn choices(tab: Tab) -> &'static [Sort] {
         match tab {
-            Tab::Findings => &[Sort::Newest, Sort::Severity],
+            Tab::Findings => &[Sort::Severity, Sort::Newest],
             Tab::Files => &[Sort::Unsynced, Sort::Age, Sort::Path, Sort::Syncs],
             Tab::Processes => &[Sort::Pid, Sort::Unsynced, Sort::OpenFiles],
             Tab::Signals => &[Sort::Newest],
@@ -169,7 +169,7 @@ impl App {
             snapshot: Snapshot::default(),
             elapsed: Duration::ZERO,
             tab: Tab::Findings,
-            sorts: [Sort::Newest, Sort::Unsynced, Sort::Pid, Sort::Newest],
+            sorts: [Sort::Severity, Sort::Unsynced, Sort::Pid, Sort::Newest],
             selections: Default::default(),
             detail: false,
             detail_scroll: 0,
@@ -651,11 +651,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn findings_are_newest_first_and_selection_follows_the_item() {
+    fn newest_first_sort_and_selection_follows_the_item() {
         let mut app = App::new("t", "n");
         let mut all = three_findings();
         app.update(Msg::Snapshot(Box::new(snapshot_with(all.clone(), 0))));
+        app.update(key(KeyCode::Char('s')));
+        assert_eq!(app.sort(Tab::Findings), Sort::Newest);
         assert_eq!(app.findings()[0].1.path, "/d/new");
+        app.update(key(KeyCode::Char('g')));
         app.update(key(KeyCode::Char('j')));
         assert_eq!(app.selected_finding().unwrap().path, "/d/state");
         all.push(finding(
@@ -753,9 +756,18 @@ pub(crate) mod tests {
             file("/d/c", 0, 0, 1),
         ];
         app.update(Msg::Snapshot(Box::new(s)));
-        app.update(key(KeyCode::Char('s')));
-        assert_eq!(app.sort(Tab::Findings), Sort::Severity);
+        assert_eq!(
+            app.sort(Tab::Findings),
+            Sort::Severity,
+            "worst first by default"
+        );
         assert_eq!(app.findings()[0].1.severity, Severity::High);
+        app.update(key(KeyCode::Char('s')));
+        assert_eq!(app.sort(Tab::Findings), Sort::Newest);
+        let newest = app.findings()[0].0;
+        assert!(app.findings().iter().all(|(n, _)| *n <= newest));
+        app.update(key(KeyCode::Char('s')));
+        assert_eq!(app.sort(Tab::Findings), Sort::Severity, "wraps around");
         app.update(key(KeyCode::Tab));
         let paths = |app: &App| {
             app.files()

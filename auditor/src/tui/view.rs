@@ -52,6 +52,52 @@ fn rate(r: f64) -> String {
     }
 }
 
+/// `path` in at most `width` characters, cut in the middle so the file
+/// name stays: `/var/lib/docker/…/layer.tar`.
+pub fn middle(path: &str, width: usize) -> String {
+    let chars: Vec<char> = path.chars().collect();
+    let n = chars.len();
+    if n <= width {
+        return path.to_string();
+    }
+    if width < 4 {
+        return chars[..width].iter().collect();
+    }
+    let budget = width - 1;
+    let name = chars
+        .iter()
+        .rev()
+        .position(|&c| c == '/')
+        .map_or(n, |i| i + 1);
+    // Keep the whole name (with its slash) and a little of the start when
+    // it fits; else a third of the start and the end of the name.
+    let head = if name + 4 <= budget {
+        budget - name
+    } else {
+        budget / 3
+    };
+    let tail = budget - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[n - tail..]);
+    out
+}
+
+/// Widths the table gives its columns in `area` (as [`table`] lays them
+/// out: one column of spacing, one for the selection mark).
+fn column_widths(area: Rect, widths: &[Constraint]) -> Vec<usize> {
+    let inner = Rect {
+        width: area.width.saturating_sub(1),
+        ..area
+    };
+    Layout::horizontal(widths.to_vec())
+        .spacing(1)
+        .split(inner)
+        .iter()
+        .map(|r| r.width as usize)
+        .collect()
+}
+
 fn pid_comm(pid: u32, comm: &str) -> String {
     format!("{pid} {comm}")
 }
@@ -191,6 +237,13 @@ fn render_rows(f: &mut Frame, area: Rect, t: Table, selected: usize, empty: &str
 }
 
 fn render_findings(f: &mut Frame, area: Rect, app: &App) {
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(25),
+        Constraint::Fill(1),
+        Constraint::Length(16),
+    ];
+    let path_width = column_widths(area, &widths)[2];
     let rows: Vec<Row> = app
         .findings()
         .into_iter()
@@ -203,7 +256,7 @@ fn render_findings(f: &mut Frame, area: Rect, app: &App) {
             Row::new(vec![
                 sev,
                 Cell::from(rule),
-                Cell::from(x.path.clone()),
+                Cell::from(middle(&x.path, path_width)),
                 Cell::from(pid_comm(x.process.pid, &x.process.comm)),
             ])
         })
@@ -213,16 +266,7 @@ fn render_findings(f: &mut Frame, area: Rect, app: &App) {
     } else {
         ""
     };
-    let t = table(
-        rows,
-        &[
-            Constraint::Length(4),
-            Constraint::Length(25),
-            Constraint::Fill(1),
-            Constraint::Length(16),
-        ],
-        &["SEV", "RULE", "PATH", "PROCESS"],
-    );
+    let t = table(rows, &widths, &["SEV", "RULE", "PATH", "PROCESS"]);
     render_rows(f, area, t, app.selected(Tab::Findings), empty);
 }
 
@@ -316,6 +360,15 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn render_files(f: &mut Frame, area: Rect, app: &App) {
+    let widths = [
+        Constraint::Fill(3),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(12),
+        Constraint::Fill(2),
+    ];
+    let path_width = column_widths(area, &widths)[0];
     let rows: Vec<Row> = app
         .files()
         .into_iter()
@@ -332,7 +385,7 @@ fn render_files(f: &mut Frame, area: Rect, app: &App) {
                 .collect::<Vec<_>>()
                 .join(",");
             Row::new(vec![
-                Cell::from(x.path.clone()),
+                Cell::from(middle(&x.path, path_width)),
                 unsynced,
                 Cell::from(x.unsynced_age_ns.map(human_duration).unwrap_or_default()),
                 Cell::from(x.syncs.to_string()),
@@ -348,14 +401,7 @@ fn render_files(f: &mut Frame, area: Rect, app: &App) {
     };
     let t = table(
         rows,
-        &[
-            Constraint::Fill(3),
-            Constraint::Length(9),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(12),
-            Constraint::Fill(2),
-        ],
+        &widths,
         &["PATH", "UNSYNCED", "AGE", "FSYNCS", "WRITERS", "LAST OP"],
     );
     render_rows(f, area, t, app.selected(Tab::Files), empty);
@@ -515,7 +561,8 @@ fn render_help(f: &mut Frame) {
         "e                          export the current report (JSON)",
         "q, Ctrl-C                  quit and write the report",
         "",
-        "Quitting while the command runs sends it SIGTERM.",
+        "Quitting while the command runs sends SIGTERM to every traced",
+        "process, then SIGKILL to those left after 2 s.",
     ];
     let area = f.area();
     let w = (lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u16 + 4).min(area.width);
@@ -536,6 +583,23 @@ fn render_help(f: &mut Frame) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_paths_are_cut_in_the_middle_keeping_the_file_name() {
+        let p = "/var/lib/docker/overlay2/0123456789abcdef/diff/etc/config.json";
+        assert_eq!(middle(p, 80), p, "fits: unchanged");
+        let cut = middle(p, 30);
+        assert_eq!(cut.chars().count(), 30);
+        assert!(cut.ends_with("/config.json"), "{cut}");
+        assert!(cut.starts_with("/var/lib/"), "{cut}");
+        assert!(cut.contains('…'));
+        // A name longer than the room keeps both ends of it.
+        let long = format!("/d/{}", "n".repeat(50));
+        let cut = middle(&long, 20);
+        assert_eq!(cut.chars().count(), 20);
+        assert!(cut.starts_with("/d/") && cut.ends_with("nnn"), "{cut}");
+        assert_eq!(middle("/abcdef", 3), "/ab");
+    }
+
     use std::time::Duration;
 
     use auditor_analyzer::snapshot::SignalView;
@@ -733,8 +797,8 @@ mod tests {
             .evidence
             .insert("unsynced_ranges".into(), json!([[0, 12288]]));
         let other = finding(
-            "rename-without-fsync",
-            Severity::High,
+            "create-without-dir-fsync",
+            Severity::Low,
             "/data/a",
             4242,
             "python3",
