@@ -488,10 +488,12 @@ pub fn call_ref(ev: &Event) -> CallRef {
     }
 }
 
-/// `1 write` / `2 writes`.
+/// `1 write` / `2 writes`, `1 process` / `2 processes`.
 pub fn plural(n: u64, word: &str) -> String {
     if n == 1 {
         format!("{n} {word}")
+    } else if word.ends_with('s') || word.ends_with('x') || word.ends_with("sh") {
+        format!("{n} {word}es")
     } else {
         format!("{n} {word}s")
     }

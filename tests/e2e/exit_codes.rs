@@ -82,3 +82,70 @@ fn the_auditors_own_failure_is_2() {
         2
     );
 }
+
+/// The first SIGINT lets the command end its own way; a second one reports
+/// at once what was seen, exits 130, and leaves the command running (it had
+/// the terminal's SIGINT too; what it does with it is its business).
+#[test]
+fn a_second_interrupt_reports_what_was_seen_and_exits_130() {
+    use std::{
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+    require_root();
+    let dir = scratch("exit_second_interrupt");
+    let pid_file = dir.join("sh.pid");
+    let script = format!(
+        "trap '' INT; echo data > out.txt; echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 30",
+        p = pid_file.display()
+    );
+    // Files, not pipes: the command left running holds them open.
+    let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["run", "--format", "json", "--", SH, "-c", &script])
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the capture see the mv before interrupting.
+    std::thread::sleep(Duration::from_millis(300));
+    let sh: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let asked = Instant::now();
+    for _ in 0..2 {
+        // SAFETY: kill with the pid of the auditor we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = child.wait().unwrap();
+    let took = asked.elapsed();
+    let stderr = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(10), "reported at once: {took:?}");
+    assert!(stderr.contains("interrupted again"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stdout).unwrap()).expect("a JSON report");
+    let out_txt = dir.join("out.txt");
+    assert!(
+        all_findings(&report)
+            .iter()
+            .any(|f| f["path"] == out_txt.to_str().unwrap()),
+        "what was seen is reported: {report:#}"
+    );
+    assert!(report["exit_status"].is_null(), "the command had not ended");
+    assert!(
+        std::path::Path::new(&format!("/proc/{sh}")).exists(),
+        "the command is left running"
+    );
+    // SAFETY: the command we started (the shell became its sleep).
+    unsafe { libc::kill(sh, libc::SIGKILL) };
+}

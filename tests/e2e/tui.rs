@@ -103,6 +103,58 @@ fn quitting_while_the_command_runs_stops_it_and_still_reports() {
     );
 }
 
+/// A workload that ignores SIGTERM, with a child that inherits that: `q`
+/// sends SIGTERM to every traced process and SIGKILL after the 2 s grace,
+/// so nothing is left running (reparented to init) and the report follows.
+#[test]
+fn quit_kills_a_workload_that_ignores_sigterm_after_the_grace() {
+    require_root();
+    let dir = scratch("tui_quit_ignores_sigterm");
+    let report = dir.join("report.json");
+    let pids = dir.join("pids");
+    let script = format!(
+        "trap '' TERM; echo $$ > {p}.tmp; sleep 300 & echo $! >> {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pids.display()
+    );
+    let cmd = format!(
+        "{} run --tui --output {} -- /bin/sh -c '{}'; echo $? > {}; sleep 60",
+        auditor_bin().display(),
+        report.display(),
+        script.replace('\'', "'\\''"),
+        dir.join("exit.code").display(),
+    );
+    let tmux = Tmux::start(&dir, &cmd);
+    wait_for_file(&pids);
+    let pids: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "the shell and its sleep");
+    // The shell, its sleep, and the mv that ended.
+    tmux.wait_for("the workload traced", |s| s.contains("Processes 3"));
+    let quit = std::time::Instant::now();
+    tmux.keys(&["q"]);
+    assert_eq!(exit_code(&dir), 128 + 9, "the shell ended by SIGKILL");
+    let took = quit.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1900),
+        "SIGKILL came only after the grace: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "quit is prompt: {took:?}"
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "traced process {pid} is still running after quit"
+        );
+    }
+    let report = read_report(&report);
+    assert_eq!(report["exit_status"]["signal"], 9, "{report:#}");
+}
+
 #[test]
 fn refuses_without_a_terminal() {
     let dir = scratch("tui_no_tty");

@@ -9,8 +9,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use super::Report;
 use super::groups::{Group, escape, relative, shell_quote};
-use super::{ExitStatusInfo, Report};
 use crate::event::FileId;
 use crate::finding::{Finding, Severity};
 
@@ -104,10 +104,15 @@ impl Report {
     pub fn render_text(&self, o: &TextOptions) -> String {
         let paint = Paint(o.color);
         let mut out = String::new();
-        let status = self
-            .run
-            .exit_status
-            .map_or_else(|| "ran".to_string(), ExitStatusInfo::describe);
+        let status = match self.run.exit_status {
+            Some(e) => e.describe(),
+            // A launched command without an exit status was still running
+            // when the report was written (a second Ctrl-C).
+            None if matches!(self.run.mode.as_str(), "run" | "crashtest") => {
+                "was still running when the report was written".to_string()
+            }
+            None => "ran".to_string(),
+        };
         let header = format!(
             "auditor {} ({}): {} {status}; {} .. {}",
             self.run.tool_version,

@@ -190,6 +190,13 @@ impl Launched {
         self.done.load(Ordering::Acquire)
     }
 
+    /// How the command ended if it did, without waiting for the rest (the
+    /// reaper goes on reaping until we exit).
+    pub fn leave(self) -> Option<ExitStatusInfo> {
+        CHILD.store(0, Ordering::Relaxed);
+        *self.exit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Waits for the reaper; how the command ended.
     pub fn wait(mut self) -> Option<ExitStatusInfo> {
         if let Some(r) = self.reaper.take() {

@@ -7,6 +7,7 @@ pub mod decode;
 mod decode_fuzz;
 pub mod enrich;
 pub mod launch;
+pub mod maps;
 pub mod preflight;
 pub mod probes;
 pub mod procfs;

@@ -9,7 +9,7 @@ use crate::{
     error::UserError,
     output::Output,
     pipeline::{
-        Pipeline, Target,
+        INTERRUPTED, Pipeline, Target,
         options::analyzer_config,
         sinks::{Events, Findings, conclude},
     },
@@ -44,11 +44,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         }
         // The command's failure is never masked, even when only its events
         // were asked for.
-        return Ok(outcome
-            .run
-            .exit_status
-            .and_then(ExitStatusInfo::failure)
-            .unwrap_or(0));
+        return Ok(
+            match outcome.run.exit_status.and_then(ExitStatusInfo::failure) {
+                Some(code) => code,
+                None if outcome.left_running => INTERRUPTED,
+                None => 0,
+            },
+        );
     }
     let outcome = pipeline.run(
         target,

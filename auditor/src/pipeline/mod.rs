@@ -14,12 +14,13 @@ pub use attached::AttachPlan;
 pub use sinks::{Pulse, Sink};
 
 use std::{
+    os::fd::BorrowedFd,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Result;
-use auditor_analyzer::{Analyzer, Config, Event, RunInfo, recording::Recording};
+use auditor_analyzer::{Analyzer, Config, Event, RunInfo, calls::plural, recording::Recording};
 
 use crate::{
     attach::{lives::Lives, release_freed_memory},
@@ -60,7 +61,14 @@ pub enum Target {
 pub struct Outcome {
     pub run: RunInfo,
     pub lives: Option<Lives>,
+    /// A second interrupt ended the run before the launched command did:
+    /// the report covers what was seen until then.
+    pub left_running: bool,
 }
+
+/// The exit code of a run reported before its command ended (a second
+/// Ctrl-C): 128 + SIGINT, as a shell reports an interrupted command.
+pub const INTERRUPTED: i32 = 128 + libc::SIGINT;
 
 /// The analyzer and, for live runs, the probes.
 pub struct Pipeline {
@@ -104,6 +112,15 @@ impl Pipeline {
         self.probes.as_mut()
     }
 
+    /// The probes' map of traced tgids, while the probes are loaded.
+    pub fn traced_map(&self) -> Option<BorrowedFd<'_>> {
+        self.probes.as_ref().map(|p| {
+            // SAFETY: the fd belongs to the probes, which the borrow keeps
+            // alive.
+            unsafe { BorrowedFd::borrow_raw(p.traced_map_fd()) }
+        })
+    }
+
     /// Detaches the probes (dropping them detaches everything), so the
     /// report is written with nothing of ours left in the kernel.
     pub fn take_probes(&mut self) -> Option<Probes> {
@@ -129,14 +146,25 @@ impl Pipeline {
         for ev in at_start {
             feed.event(ev)?;
         }
-        let (kernel, decode) = capture(probes, &mut feed, |_| launched.finished())?;
+        let (kernel, decode) = capture(probes, &mut feed, |_| {
+            launched.finished() || signals::interrupted_again()
+        })?;
         let mut run = run_info("run", argv);
-        run.exit_status = launched.wait();
+        let left_running = !launched.finished();
+        run.exit_status = if left_running {
+            launched.leave()
+        } else {
+            launched.wait()
+        };
         run.started_at = rfc3339(started);
         run.ended_at = rfc3339(SystemTime::now());
         run.dropped = pump::dropped(&kernel, &decode);
         run.events = decode.records;
-        Ok(Outcome { run, lives: None })
+        Ok(Outcome {
+            run,
+            lives: None,
+            left_running,
+        })
     }
 
     fn attach(&mut self, plan: AttachPlan, sink: &mut dyn Sink) -> Result<Outcome> {
@@ -154,7 +182,7 @@ impl Pipeline {
         feed.sink.note(&if seeded > 0 {
             format!(
                 "attached to {}; stop with Ctrl-C or SIGTERM",
-                plural(seeded, "process")
+                plural(seeded as u64, "process")
             )
         } else {
             format!(
@@ -176,6 +204,7 @@ impl Pipeline {
         Ok(Outcome {
             run,
             lives: feed.lives,
+            left_running: false,
         })
     }
 
@@ -193,7 +222,11 @@ impl Pipeline {
         for ev in rec.events {
             feed.event(ev)?;
         }
-        Ok(Outcome { run, lives: None })
+        Ok(Outcome {
+            run,
+            lives: None,
+            left_running: false,
+        })
     }
 }
 
@@ -201,15 +234,6 @@ fn new_analyzer(config: Config) -> Result<Analyzer> {
     let mut analyzer = Analyzer::new(config)?;
     analyzer.set_enricher(Box::new(enrich::enrich));
     Ok(analyzer)
-}
-
-/// `1 process`, `2 processes`.
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        format!("{n} {word}es")
-    }
 }
 
 /// The one capture loop: rounds of the pump until `finished` says the

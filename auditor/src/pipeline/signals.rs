@@ -1,7 +1,8 @@
 //! SIGINT and SIGTERM while capturing: one count of stop requests, read by
 //! the capture loop. A launched command ends the run itself (a terminal's
-//! SIGINT reaches it directly; a SIGTERM meant for us is passed on); under
-//! attach the first signal stops cleanly and a second exits at once.
+//! SIGINT reaches it directly; a SIGTERM meant for us is passed on), and a
+//! second signal reports at once what was seen; under attach the first
+//! signal stops cleanly and a second exits at once.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -23,7 +24,11 @@ extern "C" fn on_launch_signal(sig: libc::c_int) {
     if sig == libc::SIGTERM {
         launch::forward_sigterm();
     }
-    STOPS.fetch_add(1, Ordering::Relaxed);
+    if STOPS.fetch_add(1, Ordering::Relaxed) == 1 {
+        let msg = b"auditor: interrupted again: reporting what was seen so far (the command is left running)\n";
+        // SAFETY: write is async-signal-safe.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }
 }
 
 extern "C" fn on_attach_signal(_sig: libc::c_int) {
@@ -55,6 +60,12 @@ pub fn install(policy: Policy) {
 /// Whether a stop was asked for (a signal, or [`request_stop`]).
 pub fn stop_requested() -> bool {
     STOPS.load(Ordering::Relaxed) > 0
+}
+
+/// Whether a second stop came (`run`: report now, without waiting for
+/// the command to end).
+pub fn interrupted_again() -> bool {
+    STOPS.load(Ordering::Relaxed) >= 2
 }
 
 /// Asks the capture to stop, as a first signal would (the live view's quit).

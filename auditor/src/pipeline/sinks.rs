@@ -216,7 +216,7 @@ pub fn write_report(
 }
 
 /// The end of every run: the verdicts (one JSON line each under JSON
-/// Lines), then the report. Returns the findings' exit code.
+/// Lines), then the report. Returns the run's exit code.
 pub fn conclude(
     analyzer: &super::Shared,
     mut outcome: super::Outcome,
@@ -233,5 +233,11 @@ pub fn conclude(
     }
     let report = Report::new(&analyzer, outcome.run);
     let fail_on = analyzer.config().fail_on;
-    write_report(out, o, &report, outcome.lives.as_ref(), fail_on)
+    let code = write_report(out, o, &report, outcome.lives.as_ref(), fail_on)?;
+    // A command still running when the report was written has not
+    // succeeded: its findings alone must not turn the run green.
+    Ok(match report.command_failure() {
+        None if outcome.left_running => super::INTERRUPTED,
+        _ => code,
+    })
 }

@@ -6,13 +6,14 @@
 //! of events therefore neither waits for drawing nor grows the UI's memory.
 
 use std::{
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
-use auditor_analyzer::{RunInfo, report::Report};
+use auditor_analyzer::{RunInfo, calls::plural, report::Report};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
 
 use super::{
@@ -21,21 +22,34 @@ use super::{
     view,
 };
 use crate::{
-    capture::pump::monotonic_ns,
+    capture::{maps, pump::monotonic_ns},
     cli::ReportOptions,
     error::UserError,
     output::{AtomicFile, Output},
-    pipeline::{Outcome, Pipeline, Shared, Sink, Target, lock, options::rfc3339, sinks::conclude},
+    pipeline::{
+        Outcome, Pipeline, Shared, Sink, Target, lock, options::rfc3339, signals, sinks::conclude,
+    },
 };
 
 /// Drawing rate.
 const TICK: Duration = Duration::from_millis(100);
-/// How long quitting waits for a stopped workload to end before writing
-/// the report from what was seen.
-const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long a launched workload has between SIGTERM and SIGKILL once the
+/// user quits.
+const GRACE: Duration = Duration::from_secs(2);
+/// How long quitting then waits for the capture to end (the last events
+/// drained, an attach detached) before writing the report from what was
+/// seen.
+const DRAIN: Duration = Duration::from_secs(3);
 
-/// Asks a running capture to end (quit was pressed).
-pub type Stop = Box<dyn Fn() + Send>;
+/// How quitting ends a capture that is still running.
+pub enum Stop {
+    /// A launched workload is ours: SIGTERM to every traced process, SIGKILL
+    /// to what is left after [`GRACE`]. Holds its own handle on the
+    /// probes' traced map, so the map outlives nothing it should not.
+    Workload(OwnedFd),
+    /// Attached processes are not ours: the capture is asked to detach.
+    Detach,
+}
 
 /// What the live view needs besides the capture itself.
 pub struct Live {
@@ -97,20 +111,18 @@ pub fn run(
     let ended = match ended {
         Some(outcome) => Some(outcome),
         None => {
-            app.update(Msg::Notice("stopping the traced workload…".into()));
-            guard.terminal.draw(|f| view::render(f, &app))?;
-            stop();
-            match rx.recv_timeout(STOP_WAIT) {
-                Ok(r) => Some(r?),
-                Err(_) => None,
-            }
+            let ended = stop_capture(&stop, &rx, &mut |notice| {
+                app.update(Msg::Notice(notice));
+                guard.terminal.draw(|f| view::render(f, &app)).map(drop)
+            })?;
+            ended.transpose()?
         }
     };
     drop(guard);
     if ended.is_none() {
         eprintln!(
-            "auditor: the traced workload did not end within {}s of quitting; the report covers what was seen until then",
-            STOP_WAIT.as_secs()
+            "auditor: the capture did not end within {}s of quitting; the report covers what was seen until then",
+            (GRACE + DRAIN).as_secs()
         );
     }
     let outcome = match ended {
@@ -118,9 +130,47 @@ pub fn run(
         None => Outcome {
             run: run_info(&live.info, None, &shared),
             lives: None,
+            left_running: true,
         },
     };
     conclude(&shared, outcome, live.out, &live.report)
+}
+
+/// Ends a capture still running after quit, telling the user each step;
+/// what the capture thread sent, or None when it did not end in time.
+fn stop_capture(
+    stop: &Stop,
+    rx: &mpsc::Receiver<Result<Outcome>>,
+    tell: &mut dyn FnMut(String) -> std::io::Result<()>,
+) -> Result<Option<Result<Outcome>>> {
+    let wait = |d: Duration| rx.recv_timeout(d).ok();
+    match stop {
+        Stop::Workload(traced) => {
+            let fd = traced.as_raw_fd();
+            let n = maps::signal_all(fd, libc::SIGTERM);
+            tell(format!(
+                "sent SIGTERM to {}; SIGKILL in {}s…",
+                plural(n as u64, "process"),
+                GRACE.as_secs()
+            ))?;
+            if let Some(r) = wait(GRACE) {
+                return Ok(Some(r));
+            }
+            // Twice: a process forking while the first pass ran.
+            let n = maps::signal_all(fd, libc::SIGKILL);
+            std::thread::sleep(Duration::from_millis(20));
+            maps::signal_all(fd, libc::SIGKILL);
+            tell(format!("sent SIGKILL to {}…", plural(n as u64, "process")))?;
+        }
+        Stop::Detach => {
+            tell("detaching…".into())?;
+            signals::request_stop();
+            if let Some(r) = wait(GRACE) {
+                return Ok(Some(r));
+            }
+        }
+    }
+    Ok(wait(DRAIN))
 }
 
 /// Draws and handles keys until quit; returns the capture's run info when

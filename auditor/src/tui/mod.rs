@@ -10,43 +10,34 @@ mod view;
 
 pub use terminal::require_terminal;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU32, Ordering},
-};
-
-use anyhow::Result;
-use auditor_analyzer::{Config, Event, EventKind, Finding};
+use anyhow::{Context, Result};
+use auditor_analyzer::{Config, report::groups::shell_quote};
 
 use crate::{
     capture::launch,
     cli::{ReportOptions, RunArgs},
     output::Output,
-    pipeline::{AttachPlan, Pipeline, Sink, Target, options::run_info, signals},
+    pipeline::{AttachPlan, Pipeline, Target, options::run_info, sinks::Quiet},
 };
-use live::Live;
+use live::{Live, Stop};
 
 /// `auditor run --tui -- CMD`: the command runs traced with its output in a
 /// log (or discarded) while the UI shows the live state; quitting while it
-/// runs sends it SIGTERM.
+/// runs sends every traced process SIGTERM, then SIGKILL after a grace.
 pub fn run_command(args: RunArgs, config: Config) -> Result<i32> {
     require_terminal()?;
     launch::resolve_program(&args.command[0])?;
     let out = Output::open(args.report.output.as_deref())?;
     let pipeline = Pipeline::live(config, &args.capture)?;
-    let child = Arc::new(AtomicU32::new(0));
-    let stop = {
-        let child = child.clone();
-        Box::new(move || {
-            let pid = child.load(Ordering::SeqCst);
-            if pid > 0 {
-                // SAFETY: kill has no memory preconditions.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-        })
-    };
+    // Our own handle on the traced map: quitting signals what it names
+    // while the capture (which owns the probes) may be ending.
+    let traced = pipeline
+        .traced_map()
+        .context("a live pipeline has a traced map")?
+        .try_clone_to_owned()
+        .context("duplicating the traced map's fd")?;
     let live = Live {
-        target: args.command.join(" "),
+        target: shell_quote(&args.command),
         info: run_info("run", &args.command),
         command_log: live::command_log(args.report.output.as_deref()),
         report: args.report,
@@ -55,9 +46,9 @@ pub fn run_command(args: RunArgs, config: Config) -> Result<i32> {
     live::run(
         pipeline,
         Target::Launch(args.command),
-        Box::new(Launched { child }),
+        Box::new(Quiet),
         live,
-        stop,
+        Stop::Workload(traced),
     )
 }
 
@@ -85,24 +76,8 @@ pub fn run_attach(
     live::run(
         pipeline,
         Target::Attach(plan),
-        Box::new(crate::pipeline::sinks::Quiet),
+        Box::new(Quiet),
         live,
-        Box::new(signals::request_stop),
+        Stop::Detach,
     )
-}
-
-/// Remembers the launched command's pid, for quitting while it runs.
-struct Launched {
-    child: Arc<AtomicU32>,
-}
-
-impl Sink for Launched {
-    fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
-        if let EventKind::ProcessStart { launched: true, .. } = ev.kind {
-            self.child.store(ev.pid, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    fn note(&mut self, _line: &str) {}
 }
