@@ -218,6 +218,19 @@ pub struct Offsets {
     pub inode_win: u32,
     pub sb_win: u32,
     pub regs_win: u32,
+    /// `linux_binprm.filename`: the raw `sched_process_exec` passes the
+    /// binprm, not the perf event's copied name.
+    pub bprm_filename: u32,
+    /// `kernel_siginfo.si_code` and `k_sigaction.sa.sa_handler`, for the
+    /// raw `signal_deliver`.
+    pub siginfo_code: u32,
+    pub ksigaction_handler: u32,
+    /// `signal_struct.live`: threads of the group still running, for
+    /// kernels whose raw `sched_process_exit` does not pass `group_dead`.
+    pub signal_live: u32,
+    /// 1 when the raw `sched_process_exit` passes `group_dead` (Linux 6.16
+    /// and later; the kernel's BTF tells).
+    pub exit_has_group_dead: u32,
 }
 
 /// Bytes read at once from a kernel structure (see [`Offsets`]).

@@ -32,6 +32,11 @@ pub(crate) static OFFSETS: Offsets = Offsets {
     inode_win: 0,
     sb_win: 0,
     regs_win: 0,
+    bprm_filename: 0,
+    siginfo_code: 0,
+    ksigaction_handler: 0,
+    signal_live: 0,
+    exit_has_group_dead: 0,
 };
 
 /// One field of `OFFSETS`, read volatile so the compiler does not fold the

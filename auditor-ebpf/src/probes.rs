@@ -6,8 +6,8 @@ use auditor_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
 use crate::{
@@ -55,13 +55,17 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-#[tracepoint]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+/// raw `sched_process_exec(struct task_struct *p, pid_t old_pid,
+/// struct linux_binprm *bprm)`. Raw, like every probe here: a perf
+/// tracepoint's detach waits for an RCU grace period, which was most of
+/// the time a run took to end.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let _ = try_exec(&ctx);
     0
 }
 
-fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
@@ -75,21 +79,22 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
     // Close-on-exec fds are gone.
     bump_fd_generation();
-    // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
-    let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
-    let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
+    let old_pid: u64 = ctx.arg(1);
+    let bprm: *const u8 = ctx.arg(2);
+    // SAFETY: a fault-checked kernel read.
+    let filename: *const u8 =
+        unsafe { read(bprm, off!(bprm_filename)) }.unwrap_or(core::ptr::null());
     emit(Kind::Exec, pid_tgid, |r: &mut PathRecord| {
         r.sys.nr = 0;
         r.sys.calls = 0;
-        r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
+        r.sys.args = [old_pid as i32 as u64, 0, 0, 0, 0, 0];
         r.sys.ret = 0;
         r.sys.enter_ns = r.sys.header.ts_ns;
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
         r.path2[0] = 0;
-        let src = ctx.as_ptr_u8().wrapping_add((loc & 0xffff) as usize);
         // SAFETY: a fault-checked kernel read into the record.
-        match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut r.path) } {
+        match unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut r.path) } {
             Ok(s) if s.len() >= PATH_MAX - 1 => r.sys.header.flags |= FLAG_PATH_TRUNCATED,
             Ok(_) => {}
             Err(_) => r.path[0] = 0,
@@ -98,23 +103,15 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-trait CtxPtr {
-    fn as_ptr_u8(&self) -> *const u8;
-}
-
-impl CtxPtr for TracePointContext {
-    fn as_ptr_u8(&self) -> *const u8 {
-        aya_ebpf::EbpfContext::as_ptr(self) as *const u8
-    }
-}
-
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+/// raw `sched_process_exit(struct task_struct *p, bool group_dead)`
+/// (`group_dead` since Linux 6.16).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit(&ctx);
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
@@ -126,17 +123,25 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_traced(tgid) {
         return Ok(());
     }
-    let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(|e| e as i64)?;
     let task = current_task();
-    let (code, group_code) = unsafe {
+    let (code, group_code, live) = unsafe {
         let code: u32 = read(task, off!(task_exit_code)).unwrap_or(0);
         let sig: *const u8 = read(task, off!(task_signal)).unwrap_or(core::ptr::null());
-        let gc: u32 = if sig.is_null() {
-            0
+        if sig.is_null() {
+            (code, 0, 1)
         } else {
-            read(sig, off!(signal_group_exit_code)).unwrap_or(0)
-        };
-        (code, gc)
+            let gc: u32 = read(sig, off!(signal_group_exit_code)).unwrap_or(0);
+            let live: u32 = read(sig, off!(signal_live)).unwrap_or(1);
+            (code, gc, live)
+        }
+    };
+    let group_dead = if off!(exit_has_group_dead) != 0 {
+        let arg: u64 = ctx.arg(1);
+        arg as u8
+    } else {
+        // Older kernels: the group's live count, already decremented by
+        // this thread (two threads ending at once may both see 0).
+        (live == 0) as u8
     };
     if group_dead != 0 {
         // The pid may be reused by an untraced process.
@@ -204,26 +209,31 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-#[tracepoint]
-pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+/// raw `signal_deliver(int sig, struct kernel_siginfo *info,
+/// struct k_sigaction *ka)`.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
     let _ = try_signal_deliver(&ctx);
     0
 }
 
-fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
         return Ok(());
     }
-    let (sig, code, handler) = unsafe {
-        let sig: i32 = ctx.read_at(8).map_err(|e| e as i64)?;
-        let code: i32 = ctx.read_at(16).map_err(|e| e as i64)?;
-        let handler: u64 = ctx.read_at(24).map_err(|e| e as i64)?;
-        (sig, code, handler)
+    let sig: u64 = ctx.arg(0);
+    let info: *const u8 = ctx.arg(1);
+    let ka: *const u8 = ctx.arg(2);
+    // SAFETY: fault-checked kernel reads.
+    let (code, handler) = unsafe {
+        let code: i32 = read(info, off!(siginfo_code)).unwrap_or(0);
+        let handler: u64 = read(ka, off!(ksigaction_handler))?;
+        (code, handler)
     };
     emit(Kind::SignalDeliver, pid_tgid, |r: &mut SignalRecord| {
-        r.sig = sig;
+        r.sig = sig as i32;
         r.code = code;
         r.target_tgid = tgid;
         r.target_tid = pid_tgid as u32;

@@ -114,20 +114,33 @@ fn report(run: &mut Run) {
     submit(entry);
 }
 
-/// Reports every run in flight. Called before any other record is written,
-/// from one place per program: each call site of this loop is checked slot
-/// by slot when the probes load.
+/// Reports every run in flight. Called before any other record is written.
+/// The slots are walked by `bpf_loop`, whose body the load-time checker
+/// verifies once: unrolled, this loop was checked slot by slot at every
+/// call site, and that was most of the probes' start-up.
 #[inline(always)]
 pub fn flush_all() {
-    for i in 0..MAX_RUNS {
-        let Some(slot) = RUNLIST.get_ptr_mut(i) else {
-            continue;
-        };
+    // SAFETY: a helper call with our own callback and no context.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_RUNS,
+            flush_index as *const () as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+}
+
+/// `bpf_loop`'s body: flushes `RUNLIST` slot `i` when it names a run.
+#[inline(never)]
+extern "C" fn flush_index(i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    if let Some(slot) = RUNLIST.get_ptr_mut(i as u32) {
         let entry = load(slot);
         if entry != 0 {
             flush_slot(slot, entry);
         }
     }
+    0
 }
 
 /// Flushes the run a `RUNLIST` entry names, then frees the entry unless it

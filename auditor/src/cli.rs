@@ -123,6 +123,11 @@ pub struct CaptureOptions {
     /// events under bursts.
     #[arg(long, value_name = "MIB", default_value = "16", value_parser = crate::parse::ring_mb)]
     pub ring_mb: u32,
+    /// Print where the time went (kernel BTF, the verifier for each probe,
+    /// attach, the command, the report, detach) on stderr at exit, one
+    /// line per phase.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Args)]
@@ -231,4 +236,17 @@ pub struct ReportArgs {
     pub report: ReportOptions,
     /// A recording made by `auditor record`.
     pub recording: PathBuf,
+}
+
+impl Command {
+    /// Whether `--timings` was given.
+    pub fn timings(&self) -> bool {
+        match self {
+            Command::Run(a) => a.capture.timings,
+            Command::Record(a) => a.capture.timings,
+            Command::Attach(a) => a.capture.timings,
+            Command::Crashtest(a) => a.capture.timings,
+            Command::Report(_) => false,
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod output;
 mod parse;
 mod pipeline;
 mod private;
+mod timings;
 mod tui;
 
 use auditor_analyzer::report::groups::escape;
@@ -42,7 +43,11 @@ fn usage_error(e: clap::Error) -> ! {
 }
 
 fn main() {
+    let started = std::time::Instant::now();
     let cli = cli::Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    if cli.command.timings() {
+        timings::enable(started);
+    }
     let result = match cli.command {
         cli::Command::Run(a) => commands::run::run(a),
         cli::Command::Record(a) => commands::record::run(a),
@@ -51,7 +56,10 @@ fn main() {
         cli::Command::Crashtest(a) => commands::crashtest::run(a),
     };
     match result {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => {
+            timings::print();
+            std::process::exit(code)
+        }
         Err(e) => {
             // One line, prefixed with our name; user errors carry their fix.
             match e.downcast_ref::<error::UserError>() {

@@ -174,6 +174,12 @@ fn build() -> Result<()> {
             "bpfel-unknown-none",
         ])
         .args(["-Z", "build-std=core"])
+        // Debug info for every crate of this build, core's helpers
+        // (memset, memcpy) included: the linker's BTF then describes every
+        // function, which the kernel requires of a program that passes a
+        // callback (bpf_loop), and a program with BTF is verified function
+        // by function instead of inlined path by path.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "2")
         // The host build's flags do not apply to the BPF target.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;

@@ -11,6 +11,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -26,110 +27,140 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-struct Member {
-    name: u32,
-    type_id: u32,
-    bit_offset: u32,
+/// The structs the probes walk: only their names are indexed, so start-up
+/// does not build a table of the kernel's ~150,000 types.
+const WANTED: &[&str] = &[
+    "task_struct",
+    "signal_struct",
+    "files_struct",
+    "fdtable",
+    "file",
+    "inode",
+    "super_block",
+    "pt_regs",
+    "linux_binprm",
+    "kernel_siginfo",
+    "k_sigaction",
+    "sigaction",
+];
+
+/// Typedefs looked up by name: the prototypes of raw tracepoints.
+const WANTED_TYPEDEFS: &[&str] = &["btf_trace_sched_process_exit"];
+
+/// A BTF blob read in place: where each type's record starts, and the ids
+/// of the structs in [`WANTED`]. Members are decoded when asked for.
+pub struct Btf<'a> {
+    data: &'a [u8],
+    strings: &'a [u8],
+    /// Byte offset in `data` of each type's record; index = type id
+    /// (slot 0, `void`, has none and holds 0).
+    types: Vec<u32>,
+    structs: HashMap<&'static str, u32>,
+    typedefs: HashMap<&'static str, u32>,
 }
 
+/// One type record's fixed part.
 struct Type {
     name: u32,
     kind: u32,
+    vlen: usize,
+    kind_flag: bool,
     /// size for struct/union/int, referenced type for modifiers.
     size_or_type: u32,
-    members: Vec<Member>,
+    /// Offset of what follows the fixed part (members, for structs).
+    body: usize,
 }
 
-/// A parsed BTF blob: just enough to find struct members by name.
-pub struct Btf {
-    strings: Vec<u8>,
-    types: Vec<Type>,
-    structs: HashMap<String, u32>,
+fn u16_at(data: &[u8], o: usize) -> Result<u16> {
+    Ok(u16::from_le_bytes(
+        data.get(o..o + 2).context("BTF truncated")?.try_into()?,
+    ))
 }
 
-impl Btf {
-    pub fn parse(data: &[u8]) -> Result<Btf> {
-        let u16_at = |o: usize| -> Result<u16> {
-            Ok(u16::from_le_bytes(
-                data.get(o..o + 2).context("BTF truncated")?.try_into()?,
-            ))
-        };
-        let u32_at = |o: usize| -> Result<u32> {
-            Ok(u32::from_le_bytes(
-                data.get(o..o + 4).context("BTF truncated")?.try_into()?,
-            ))
-        };
-        if u16_at(0)? != BTF_MAGIC {
+fn u32_at(data: &[u8], o: usize) -> Result<u32> {
+    Ok(u32::from_le_bytes(
+        data.get(o..o + 4).context("BTF truncated")?.try_into()?,
+    ))
+}
+
+impl<'a> Btf<'a> {
+    /// Indexes the structs the probes need.
+    pub fn parse(data: &'a [u8]) -> Result<Btf<'a>> {
+        Btf::parse_wanting(data, WANTED)
+    }
+
+    /// Indexes the structs named in `wanted`.
+    fn parse_wanting(data: &'a [u8], wanted: &'static [&'static str]) -> Result<Btf<'a>> {
+        if u16_at(data, 0)? != BTF_MAGIC {
             bail!("not a little-endian BTF blob");
         }
-        let hdr_len = u32_at(4)? as usize;
-        let type_off = u32_at(8)? as usize;
-        let type_len = u32_at(12)? as usize;
-        let str_off = u32_at(16)? as usize;
-        let str_len = u32_at(20)? as usize;
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
         let strings = data
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .context("BTF string section out of bounds")?
-            .to_vec();
-        // Type ids start at 1; slot 0 is `void`.
-        let mut types = vec![Type {
-            name: 0,
-            kind: 0,
-            size_or_type: 0,
-            members: Vec::new(),
-        }];
+            .context("BTF string section out of bounds")?;
+        let mut btf = Btf {
+            data,
+            strings,
+            types: vec![0],
+            structs: HashMap::new(),
+            typedefs: HashMap::new(),
+        };
         let mut pos = hdr_len + type_off;
         let end = pos + type_len;
         while pos < end {
-            let name = u32_at(pos)?;
-            let info = u32_at(pos + 4)?;
-            let size_or_type = u32_at(pos + 8)?;
-            pos += 12;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
-            match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => pos += 4,
-                KIND_ARRAY => pos += 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for _ in 0..vlen {
-                        let off = u32_at(pos + 8)?;
-                        members.push(Member {
-                            name: u32_at(pos)?,
-                            type_id: u32_at(pos + 4)?,
-                            bit_offset: if kind_flag { off & 0xff_ffff } else { off },
-                        });
-                        pos += 12;
-                    }
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => pos += 8 * vlen,
-                KIND_DATASEC | KIND_ENUM64 => pos += 12 * vlen,
-                _ => {}
-            }
-            types.push(Type {
-                name,
-                kind,
-                size_or_type,
-                members,
-            });
-        }
-        let mut btf = Btf {
-            strings,
-            types,
-            structs: HashMap::new(),
-        };
-        for (id, t) in btf.types.iter().enumerate() {
+            let t = btf.type_at(pos)?;
+            btf.types.push(pos as u32);
+            pos = t.body
+                + match t.kind {
+                    KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                    KIND_ARRAY => 12,
+                    KIND_STRUCT | KIND_UNION => 12 * t.vlen,
+                    KIND_ENUM | KIND_FUNC_PROTO => 8 * t.vlen,
+                    KIND_DATASEC | KIND_ENUM64 => 12 * t.vlen,
+                    _ => 0,
+                };
             if t.kind == KIND_STRUCT && t.name != 0 {
-                btf.structs
-                    .entry(btf.str_at(t.name).to_owned())
-                    .or_insert(id as u32);
+                let name = btf.str_at(t.name);
+                if let Some(w) = wanted.iter().find(|w| **w == name) {
+                    let id = btf.types.len() as u32 - 1;
+                    btf.structs.entry(w).or_insert(id);
+                }
+            }
+            if t.kind == KIND_TYPEDEF && t.name != 0 {
+                let name = btf.str_at(t.name);
+                if let Some(w) = WANTED_TYPEDEFS.iter().find(|w| **w == name) {
+                    let id = btf.types.len() as u32 - 1;
+                    btf.typedefs.entry(w).or_insert(id);
+                }
             }
         }
         Ok(btf)
     }
 
-    fn str_at(&self, off: u32) -> &str {
+    fn type_at(&self, pos: usize) -> Result<Type> {
+        let info = u32_at(self.data, pos + 4)?;
+        Ok(Type {
+            name: u32_at(self.data, pos)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: u32_at(self.data, pos + 8)?,
+            body: pos + 12,
+        })
+    }
+
+    fn get(&self, id: u32) -> Option<Type> {
+        match self.types.get(id as usize) {
+            Some(&pos) if id != 0 => self.type_at(pos as usize).ok(),
+            _ => None,
+        }
+    }
+
+    fn str_at(&self, off: u32) -> &'a str {
         let s = self.strings.get(off as usize..).unwrap_or_default();
         let len = s.iter().position(|&b| b == 0).unwrap_or(s.len());
         std::str::from_utf8(&s[..len]).unwrap_or("")
@@ -138,7 +169,7 @@ impl Btf {
     /// Follows typedefs and qualifiers to the underlying type.
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
-            match self.types.get(id as usize) {
+            match self.get(id) {
                 Some(t)
                     if matches!(
                         t.kind,
@@ -153,46 +184,82 @@ impl Btf {
         id
     }
 
+    /// (name, type id, bit offset) of each member of a struct or union.
+    fn members(&self, t: &Type) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        let (body, flag) = (t.body, t.kind_flag);
+        let n = if matches!(t.kind, KIND_STRUCT | KIND_UNION) {
+            t.vlen
+        } else {
+            0
+        };
+        (0..n).filter_map(move |i| {
+            let p = body + 12 * i;
+            let off = u32_at(self.data, p + 8).ok()?;
+            Some((
+                u32_at(self.data, p).ok()?,
+                u32_at(self.data, p + 4).ok()?,
+                if flag { off & 0xff_ffff } else { off },
+            ))
+        })
+    }
+
+    fn struct_id(&self, name: &str) -> Result<u32> {
+        self.structs
+            .get(name)
+            .copied()
+            .with_context(|| format!("struct {name} not in BTF"))
+    }
+
     /// Byte offset of `field` in `struct name`, looking inside anonymous
     /// struct/union members as C does.
     pub fn member_offset(&self, name: &str, field: &str) -> Result<u32> {
-        let id = *self
-            .structs
-            .get(name)
-            .with_context(|| format!("struct {name} not in BTF"))?;
-        self.find(id, field)
+        let id = self.struct_id(name)?;
+        self.find(id, field, 0)
             .map(|bits| bits / 8)
             .with_context(|| format!("struct {name} has no field {field} in this kernel's BTF"))
     }
 
-    fn find(&self, id: u32, field: &str) -> Option<u32> {
-        let t = self.types.get(id as usize)?;
-        for m in &t.members {
-            if m.name != 0 && self.str_at(m.name) == field {
-                return Some(m.bit_offset);
+    fn find(&self, id: u32, field: &str, depth: u32) -> Option<u32> {
+        let t = self.get(id)?;
+        if depth > 16 {
+            return None;
+        }
+        for (name, _, bits) in self.members(&t) {
+            if name != 0 && self.str_at(name) == field {
+                return Some(bits);
             }
         }
-        for m in &t.members {
-            if m.name == 0 {
-                let inner = self.resolve(m.type_id);
-                let k = self.types.get(inner as usize)?.kind;
+        for (name, type_id, bits) in self.members(&t) {
+            if name == 0 {
+                let inner = self.resolve(type_id);
+                let k = self.get(inner)?.kind;
                 if (k == KIND_STRUCT || k == KIND_UNION)
-                    && let Some(bits) = self.find(inner, field)
+                    && let Some(inner_bits) = self.find(inner, field, depth + 1)
                 {
-                    return Some(m.bit_offset + bits);
+                    return Some(bits + inner_bits);
                 }
             }
         }
         None
     }
 
+    /// Arguments the raw tracepoint `name` passes its programs, from the
+    /// prototype of its `btf_trace_NAME` typedef (whose first parameter is
+    /// the tracepoint's own data, not passed on).
+    pub fn raw_tracepoint_args(&self, name: &str) -> Option<usize> {
+        let id = *self.typedefs.get(format!("btf_trace_{name}").as_str())?;
+        let ptr = self.get(self.get(id)?.size_or_type)?;
+        if ptr.kind != KIND_PTR {
+            return None;
+        }
+        let proto = self.get(self.resolve(ptr.size_or_type))?;
+        (proto.kind == KIND_FUNC_PROTO).then(|| proto.vlen.saturating_sub(1))
+    }
+
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Result<u32> {
-        let id = *self
-            .structs
-            .get(name)
-            .with_context(|| format!("struct {name} not in BTF"))?;
-        Ok(self.types[id as usize].size_or_type)
+        let id = self.struct_id(name)?;
+        Ok(self.get(id).context("BTF type out of range")?.size_or_type)
     }
 
     #[cfg(test)]
@@ -202,12 +269,68 @@ impl Btf {
 
     #[cfg(test)]
     fn kind_of_member(&self, name: &str, field: &str) -> Option<u32> {
-        let id = *self.structs.get(name)?;
-        let t = &self.types[id as usize];
-        t.members
-            .iter()
-            .find(|m| self.str_at(m.name) == field)
-            .map(|m| self.types[self.resolve(m.type_id) as usize].kind)
+        let t = self.get(*self.structs.get(name)?)?;
+        self.members(&t)
+            .find(|m| self.str_at(m.0) == field)
+            .and_then(|m| self.get(self.resolve(m.1)))
+            .map(|t| t.kind)
+    }
+}
+
+/// The running kernel's BTF, mapped rather than read: sysfs hands it out
+/// 4 KiB per read(2), about 1,300 calls and tens of milliseconds for 5 MiB,
+/// where a mapping costs a page fault per page the parse touches.
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    pub fn open(path: &str) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len() as usize;
+        if len == 0 {
+            return Err(std::io::Error::other("empty file"));
+        }
+        // SAFETY: a private read-only mapping of a file we opened; the
+        // kernel's BTF does not change while it runs.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes and lives as long as
+        // `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Reads the kernel's BTF: mapped where sysfs allows it (Linux 6.15 and
+/// later), else read.
+pub fn with_kernel_btf<T>(f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    match Mapped::open(VMLINUX_BTF) {
+        Ok(m) => Ok(f(m.bytes())),
+        Err(_) => Ok(f(&std::fs::read(VMLINUX_BTF)?)),
     }
 }
 
@@ -269,6 +392,14 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
         inode_win: 0,
         sb_win: 0,
         regs_win: 0,
+        bprm_filename: o("linux_binprm", "filename")?,
+        siginfo_code: o("kernel_siginfo", "si_code")?,
+        ksigaction_handler: o("k_sigaction", "sa")? + o("sigaction", "sa_handler")?,
+        signal_live: o("signal_struct", "live")?,
+        exit_has_group_dead: u32::from(
+            btf.raw_tracepoint_args("sched_process_exit")
+                .is_some_and(|n| n >= 2),
+        ),
     };
     let x = offsets;
     offsets.file_win = window(
@@ -341,7 +472,8 @@ mod tests {
 
     #[test]
     fn finds_direct_and_anonymous_members() {
-        let btf = Btf::parse(&blob()).unwrap();
+        let blob = blob();
+        let btf = Btf::parse_wanting(&blob, &["outer"]).unwrap();
         assert_eq!(btf.member_offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.member_offset("outer", "c").unwrap(), 4);
         assert!(btf.member_offset("outer", "zz").is_err());
@@ -359,13 +491,16 @@ mod tests {
     fn running_kernel_has_every_offset() {
         // Skipped where the kernel exposes no BTF; the end-to-end tests cover
         // the same path as root.
-        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+        let Ok(o) = with_kernel_btf(|data| {
+            let btf = Btf::parse(data).unwrap();
+            assert!(btf.has_struct("task_struct"));
+            assert!(btf.raw_tracepoint_args("sched_process_exit").unwrap() >= 1);
+            kernel_offsets(&btf).unwrap()
+        }) else {
             return;
         };
-        let btf = Btf::parse(&data).unwrap();
-        assert!(btf.has_struct("task_struct"));
-        let o = kernel_offsets(&btf).unwrap();
         assert!(o.task_files > 0 && o.inode_sb > 0 && o.fdt_fd > 0);
         assert_ne!(o.task_pid, o.task_tgid);
+        assert!(o.bprm_filename > 0 && o.siginfo_code == 8);
     }
 }

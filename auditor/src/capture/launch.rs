@@ -3,6 +3,7 @@
 
 use std::{
     ffi::OsString,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     sync::{
@@ -119,6 +120,9 @@ pub fn start_events(
 /// instruction, and the thread that reaps it and every descendant.
 pub struct Launched {
     done: Arc<AtomicBool>,
+    /// Readable once `done` is set, so the capture loop wakes at the end
+    /// instead of at its next poll timeout.
+    done_fd: Arc<OwnedFd>,
     exit: Arc<Mutex<Option<ExitStatusInfo>>>,
     reaper: Option<std::thread::JoinHandle<()>>,
 }
@@ -170,19 +174,40 @@ impl Launched {
 
         let done = Arc::new(AtomicBool::new(false));
         let exit = Arc::new(Mutex::new(None));
+        // SAFETY: eventfd with flags only; the fd is owned at once.
+        let done_fd = Arc::new(unsafe {
+            let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            OwnedFd::from_raw_fd(fd)
+        });
         let reaper = {
             let done = done.clone();
             let exit = exit.clone();
-            std::thread::spawn(move || reap(child_pid, &exit, &done))
+            let done_fd = done_fd.clone();
+            std::thread::spawn(move || {
+                reap(child_pid, &exit, &done);
+                let one: u64 = 1;
+                // SAFETY: an 8-byte write to our eventfd.
+                unsafe { libc::write(done_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            })
         };
         Ok((
             Launched {
                 done,
+                done_fd,
                 exit,
                 reaper: Some(reaper),
             },
             events,
         ))
+    }
+
+    /// An fd that turns readable when the command and all its descendants
+    /// have exited.
+    pub fn done_fd(&self) -> RawFd {
+        self.done_fd.as_raw_fd()
     }
 
     /// The command and all its descendants have exited.

@@ -1,19 +1,21 @@
 //! Loading and attaching the probes, and the maps userspace talks through.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::{
+    os::fd::{AsFd, AsRawFd, RawFd},
+    sync::Mutex,
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, STAT_TRACED_FULL};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{
-        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
-    },
+    programs::{RawTracePoint, raw_trace_point::RawTracePointLink},
 };
 
 use super::{btf, preflight};
-use crate::error::UserError;
+use crate::{error::UserError, timings};
 
 static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/auditor-ebpf.o"));
@@ -21,8 +23,9 @@ static PROBE_OBJECT: &[u8] =
 /// Loaded, attached probes. Dropping this detaches everything.
 pub struct Probes {
     links: Links,
-    // Keeps programs and maps alive; dropped after the links.
-    _ebpf: Ebpf,
+    // Keeps programs and maps alive; dropped after the links (None only
+    // while dropping).
+    ebpf: Option<Ebpf>,
     pub ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
     traced_fd: RawFd,
@@ -62,6 +65,14 @@ fn thread_slots() -> (u32, u32) {
     (slots, if pid_max <= slots { FEW } else { MAX })
 }
 
+/// What a mode needs loaded beyond the probes every mode uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    /// Crash points (`auditor crashtest`): left out of the other modes'
+    /// programs, so the verifier does not check them there.
+    pub crash_points: bool,
+}
+
 /// Counters the probes keep in the kernel.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelStats {
@@ -83,25 +94,29 @@ impl KernelStats {
 impl Probes {
     /// Checks the host, loads the probes with this kernel's offsets and
     /// attaches them. Fails with a [`UserError`] for anything fixable.
-    pub fn load(ring_bytes: u32) -> Result<Probes> {
+    pub fn load(ring_bytes: u32, needs: Needs) -> Result<Probes> {
         if PROBE_OBJECT.is_empty() {
             return Err(UserError::new(
                 "this auditor binary was built without its probes: build it with `cargo xtask build`",
             )
             .into());
         }
+        let t = Instant::now();
         preflight::check_privileges()?;
         preflight::check_btf(std::path::Path::new(btf::VMLINUX_BTF))?;
         preflight::ensure_tracefs()?;
         preflight::raise_memlock();
+        let t = timings::since("preflight", t);
 
-        let raw = std::fs::read(btf::VMLINUX_BTF)
-            .map_err(|e| UserError::new(format!("cannot read {}: {e}", btf::VMLINUX_BTF)))?;
-        let kbtf = btf::Btf::parse(&raw)
-            .map_err(|e| UserError::new(format!("cannot parse {}: {e:#}", btf::VMLINUX_BTF)))?;
-        let offsets = btf::kernel_offsets(&kbtf).map_err(|e| {
-            UserError::new(format!("this kernel's structures are not supported: {e:#}"))
-        })?;
+        let offsets = btf::with_kernel_btf(|raw| {
+            let kbtf = btf::Btf::parse(raw)
+                .map_err(|e| UserError::new(format!("cannot parse {}: {e:#}", btf::VMLINUX_BTF)))?;
+            btf::kernel_offsets(&kbtf).map_err(|e| {
+                UserError::new(format!("this kernel's structures are not supported: {e:#}"))
+            })
+        })
+        .map_err(|e| UserError::new(format!("cannot read {}: {e}", btf::VMLINUX_BTF)))??;
+        let t = timings::since("btf offsets", t);
 
         let (slots, overflow) = thread_slots();
         let empty = std::env::var_os(EMPTY_PROBES_ENV).is_some_and(|v| v == "1");
@@ -111,46 +126,37 @@ impl Probes {
                  nothing (a benchmark's floor)"
             );
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let t = timings::since("loader (kernel BTF parsed by aya)", t);
+        let mut ebpf = loader
+            // The probes carry no CO-RE relocations: the offsets above are
+            // all they take from the kernel's BTF.
+            .btf(None)
             .override_global("OFFSETS", &offsets, true)
             .override_global("EMPTY_PROBES", &u32::from(empty), true)
+            .override_global("CRASH_POINTS", &u32::from(needs.crash_points), true)
             .override_global("SLOT_MASK", &(slots - 1), true)
             .map_max_entries("SLOTS", slots)
             .map_max_entries("PENDING", overflow)
             .map_max_entries("EVENTS", ring_bytes)
             .load(PROBE_OBJECT)
             .context("loading the probes into the kernel")?;
+        let t = timings::since("object and maps", t);
+
+        load_programs(&mut ebpf)?;
+        let t = timings::since("verifier (all programs)", t);
 
         // The record-writing tail of sys_exit, in place before sys_exit runs.
         {
             let tail: &mut RawTracePoint = program(&mut ebpf, "sys_exit_report")?;
-            tail.load().context("loading sys_exit_report")?;
             let fd = tail.fd()?.try_clone()?;
             let mut tails = ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
             tails.set(0, &fd, 0).context("installing sys_exit_report")?;
         }
 
         let mut links = Links::default();
-        for (prog, category, name) in [
-            ("sched_process_exec", "sched", "sched_process_exec"),
-            ("sched_process_exit", "sched", "sched_process_exit"),
-            ("signal_deliver", "signal", "signal_deliver"),
-        ] {
-            let p: &mut TracePoint = program(&mut ebpf, prog)?;
-            p.load().with_context(|| format!("loading {prog}"))?;
-            let id = p
-                .attach(category, name)
-                .with_context(|| format!("attaching {category}:{name}"))?;
-            links.tracepoints.push(p.take_link(id)?);
-        }
-        for name in [
-            "sys_enter",
-            "sys_exit",
-            "sched_process_fork",
-            "signal_generate",
-        ] {
+        for name in RAW_TRACEPOINTS {
             let p: &mut RawTracePoint = program(&mut ebpf, name)?;
-            p.load().with_context(|| format!("loading {name}"))?;
             let id = p
                 .attach(name)
                 .with_context(|| format!("attaching raw tracepoint {name}"))?;
@@ -159,7 +165,6 @@ impl Probes {
 
         let flush_fd = {
             let p: &mut RawTracePoint = program(&mut ebpf, "flush_runs")?;
-            p.load().context("loading flush_runs")?;
             p.fd()?.as_fd().as_raw_fd()
         };
         let traced_fd = match ebpf.map("TRACED") {
@@ -168,14 +173,19 @@ impl Probes {
         };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
+        timings::since("attach", t);
         Ok(Probes {
             links,
-            _ebpf: ebpf,
+            ebpf: Some(ebpf),
             ring,
             stats,
             traced_fd,
             flush_fd,
         })
+    }
+
+    fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
+        self.ebpf.as_mut().context("the probes are being unloaded")
     }
 
     /// Raw fd of the traced-tgid map, for a child to add itself before exec.
@@ -208,7 +218,7 @@ impl Probes {
 
     fn map_insert<K: aya::Pod>(&mut self, name: &str, key: K) -> Result<()> {
         let map = self
-            ._ebpf
+            .ebpf_mut()?
             .map_mut(name)
             .with_context(|| format!("probe object has no {name} map"))?;
         let mut m = aya::maps::HashMap::<_, K, u32>::try_from(map)?;
@@ -223,7 +233,7 @@ impl Probes {
     /// (+1) of that call's record.
     pub fn arm_crash(&mut self, class: u64, ordinal: u64) -> Result<RawFd> {
         let map = self
-            ._ebpf
+            .ebpf_mut()?
             .map_mut("CRASH")
             .context("probe object has no CRASH map")?;
         let fd = match &*map {
@@ -275,6 +285,86 @@ impl Probes {
     }
 }
 
+/// Raw tracepoints, attached under their program's name. All raw: a perf
+/// tracepoint's detach waits for an RCU grace period (tens of ms each,
+/// under a global mutex), a raw one's does not.
+const RAW_TRACEPOINTS: [&str; 7] = [
+    "sys_enter",
+    "sys_exit",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "signal_generate",
+    "signal_deliver",
+];
+
+/// Every program: the attached ones, the tail of sys_exit and the flush
+/// userspace runs. Longest to verify first, so the threads below finish
+/// together.
+const PROGRAMS: [&str; 9] = [
+    "sys_exit_report",
+    "sched_process_exec",
+    "sys_exit",
+    "sched_process_exit",
+    "flush_runs",
+    "signal_generate",
+    "signal_deliver",
+    "sched_process_fork",
+    "sys_enter",
+];
+
+/// Loads every program, on as many threads as there are CPUs: the
+/// verifier is most of start-up, it checks each program on its own, and
+/// (for a privileged loader) takes no lock that would serialise them.
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    let mut todo: Vec<(&str, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| PROGRAMS.contains(name))
+        .collect();
+    if todo.len() != PROGRAMS.len() {
+        anyhow::bail!("probe object lacks some of its programs");
+    }
+    todo.sort_by_key(|(name, _)| std::cmp::Reverse(PROGRAMS.iter().position(|p| p == name)));
+    let queue = Mutex::new(todo);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let Some((name, prog)) =
+                            queue.lock().unwrap_or_else(|e| e.into_inner()).pop()
+                        else {
+                            return Ok(());
+                        };
+                        let t = Instant::now();
+                        match prog {
+                            aya::programs::Program::RawTracePoint(p) => p.load(),
+                            _ => anyhow::bail!("program {name} has an unexpected type"),
+                        }
+                        .with_context(|| format!("loading {name}"))?;
+                        if timings::enabled() {
+                            let insns = prog
+                                .info()
+                                .ok()
+                                .and_then(|i| i.verified_instruction_count())
+                                .unwrap_or(0);
+                            timings::record(
+                                format!("verifier {name} ({insns} insns verified)"),
+                                t.elapsed(),
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| anyhow::bail!("a loader thread panicked"))
+        })
+    })
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -285,26 +375,21 @@ where
     Ok(p.try_into()?)
 }
 
-/// The attachments, owned so they can be closed in parallel.
+/// The attachments, owned so they are closed before the programs.
 #[derive(Default)]
 struct Links {
-    tracepoints: Vec<TracePointLink>,
     raw: Vec<RawTracePointLink>,
 }
 
 impl Drop for Probes {
-    /// Detaching a perf tracepoint waits for an RCU grace period; doing the
-    /// few we have at once lets them share the wait.
+    /// Raw tracepoints detach at once: no thread per link is needed.
     fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links);
-        std::thread::scope(|s| {
-            for l in links.tracepoints {
-                s.spawn(move || drop(l));
-            }
-            for l in links.raw {
-                s.spawn(move || drop(l));
-            }
-        });
+        let t = Instant::now();
+        drop(std::mem::take(&mut self.links));
+        // Programs and maps (the ring buffer, the per-thread array) are
+        // freed as their fds close.
+        drop(self.ebpf.take());
+        timings::since("detach", t);
     }
 }
 

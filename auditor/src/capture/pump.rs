@@ -2,7 +2,10 @@
 //! periodic flush of runs of writes the kernel is still counting, and the
 //! kernel's drop counters turned into `Lost` events where they were seen.
 
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use auditor_analyzer::event::{Event, EventKind};
@@ -132,14 +135,21 @@ impl Pump {
     }
 }
 
-/// Waits until the ring has data or `timeout` passes.
-pub fn wait_readable(ring: &RingBuf<MapData>, timeout: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: ring.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+/// Waits until the ring has data, `wake` (an eventfd, when given) is
+/// written, or `timeout` passes.
+pub fn wait_readable(ring: &RingBuf<MapData>, wake: Option<RawFd>, timeout: Duration) {
+    let mut pfds = [
+        libc::pollfd {
+            fd: ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+    unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use auditor_analyzer::{Config, Event, EventKind, Finding, calls, report::Report};
 
 use crate::{
-    capture::{launch, maps, pump::monotonic_ns},
+    capture::{launch, maps, probes::Needs, pump::monotonic_ns},
     cli::CrashtestArgs,
     error::UserError,
     output::Output,
@@ -137,7 +137,11 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
     let config = analyzer_config(&args.report)?;
     launch::resolve_program(&args.command[0])?;
     let out = Output::open(args.report.output.as_deref())?;
-    let mut pipeline = Pipeline::live(config.clone(), &args.capture)?;
+    // A crash at exit needs no crash point in the probes.
+    let needs = Needs {
+        crash_points: !matches!(at, At::Exit),
+    };
+    let mut pipeline = Pipeline::live_with(config.clone(), &args.capture, needs)?;
     if let Some(probes) = pipeline.probes_mut() {
         guardian.watch_traced(probes.traced_map_fd())?;
     }

@@ -28,10 +28,11 @@ use crate::{
         decode::DecodeStats,
         enrich,
         launch::Launched,
-        probes::{KernelStats, Probes},
+        probes::{KernelStats, Needs, Probes},
         pump::{self, Pump, wait_readable},
     },
     cli::CaptureOptions,
+    timings,
 };
 use options::{rfc3339, ring_bytes, run_info};
 
@@ -79,9 +80,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads the probes and builds the analyzer with the live enricher.
     pub fn live(config: Config, capture: &CaptureOptions) -> Result<Pipeline> {
+        Pipeline::live_with(config, capture, Needs::default())
+    }
+
+    /// [`Pipeline::live`] with what a mode needs beyond the common probes.
+    pub fn live_with(config: Config, capture: &CaptureOptions, needs: Needs) -> Result<Pipeline> {
         let ring = ring_bytes(capture)?;
         let mut pipeline = Pipeline::replay(config)?;
-        pipeline.probes = Some(Probes::load(ring)?);
+        pipeline.probes = Some(Probes::load(ring, needs)?);
         Ok(pipeline)
     }
 
@@ -141,14 +147,17 @@ impl Pipeline {
         let probes = self.probes.as_mut().expect("a live pipeline has probes");
         let started = SystemTime::now();
         signals::install(signals::Policy::Launch);
+        let t = Instant::now();
         let (launched, at_start) = Launched::spawn(probes, argv)?;
         let mut feed = Feed::new(&self.analyzer, sink, None);
         for ev in at_start {
             feed.event(ev)?;
         }
-        let (kernel, decode) = capture(probes, &mut feed, |_| {
+        let t = timings::since("launch", t);
+        let (kernel, decode) = capture(probes, &mut feed, Some(launched.done_fd()), |_| {
             launched.finished() || signals::interrupted_again()
         })?;
+        timings::since("command and capture", t);
         let mut run = run_info("run", argv);
         let left_running = !launched.finished();
         run.exit_status = if left_running {
@@ -190,7 +199,7 @@ impl Pipeline {
                 plan.describe.join(" ")
             )
         });
-        let (kernel, decode) = capture(probes, &mut feed, |feed| {
+        let (kernel, decode) = capture(probes, &mut feed, None, |feed| {
             signals::stop_requested()
                 || plan.deadline.is_some_and(|d| t0.elapsed() >= d)
                 // Nothing left to watch.
@@ -241,6 +250,7 @@ fn new_analyzer(config: Config) -> Result<Analyzer> {
 fn capture(
     probes: &mut Probes,
     feed: &mut Feed<'_>,
+    wake: Option<std::os::fd::RawFd>,
     mut finished: impl FnMut(&Feed<'_>) -> bool,
 ) -> Result<(KernelStats, DecodeStats)> {
     let mut pump = Pump::default();
@@ -270,7 +280,7 @@ fn capture(
         if done {
             break;
         }
-        wait_readable(&probes.ring, Duration::from_millis(50));
+        wait_readable(&probes.ring, wake, Duration::from_millis(50));
     }
     Ok((probes.kernel_stats(), pump.decoder.stats))
 }

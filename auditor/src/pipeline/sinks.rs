@@ -223,8 +223,10 @@ pub fn conclude(
     mut out: Output,
     o: &ReportOptions,
 ) -> Result<i32> {
+    let t = std::time::Instant::now();
     let mut analyzer = super::lock(analyzer);
     analyzer.finish();
+    let t = crate::timings::since("verdicts", t);
     outcome.run.base = analyzer.launched_cwd().map(report_base);
     if o.format() == Format::Jsonl {
         for f in analyzer.findings() {
@@ -234,6 +236,7 @@ pub fn conclude(
     let report = Report::new(&analyzer, outcome.run);
     let fail_on = analyzer.config().fail_on;
     let code = write_report(out, o, &report, outcome.lives.as_ref(), fail_on)?;
+    crate::timings::since("report", t);
     // A command still running when the report was written has not
     // succeeded: its findings alone must not turn the run green.
     Ok(match report.command_failure() {
