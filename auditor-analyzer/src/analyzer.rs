@@ -85,6 +85,8 @@ pub struct Analyzer {
     recent: Recent,
     /// Shared comm strings for kept calls.
     comms: CommCache,
+    /// [`Analyzer::process`] returns what each event put at risk.
+    raise: bool,
 }
 
 impl Analyzer {
@@ -115,6 +117,7 @@ impl Analyzer {
             last_event: None,
             recent: Recent::default(),
             comms: CommCache::default(),
+            raise: true,
         })
     }
 
@@ -123,6 +126,13 @@ impl Analyzer {
     /// Recordings already carry it, so replays need none.
     pub fn set_enricher(&mut self, enricher: Enricher) {
         self.enricher = Some(enricher);
+    }
+
+    /// Whether [`Analyzer::process`] returns what each event put at risk
+    /// (on by default). Off, it returns nothing and copies nothing, for
+    /// callers that only want the verdicts at the end.
+    pub fn set_at_risk(&mut self, on: bool) {
+        self.raise = on;
     }
 
     /// The working directory of the command the auditor launched, when it
@@ -213,6 +223,17 @@ impl Analyzer {
         if self.verdicts.is_some() {
             return Vec::new();
         }
+        self.conclude();
+        self.findings().to_vec()
+    }
+
+    /// End of the observation, as [`Analyzer::finish`], keeping the
+    /// verdicts here (see [`Analyzer::findings`]) instead of returning a
+    /// copy: a run can end with a finding on each of 100,000 files.
+    pub fn conclude(&mut self) {
+        if self.verdicts.is_some() {
+            return;
+        }
         let end_call = self.last_event.map(|(seq, ts_ns)| crate::finding::CallRef {
             seq,
             ts_ns,
@@ -229,8 +250,17 @@ impl Analyzer {
             &mut raised,
         );
         let verdicts = self.verdicts();
-        self.verdicts = Some(verdicts.clone());
-        verdicts
+        self.verdicts = Some(verdicts);
+    }
+
+    /// Moves the verdicts out once the observation ended (a report made
+    /// from them needs no second copy); [`Analyzer::findings`] is empty
+    /// afterwards.
+    pub fn take_findings(&mut self) -> Vec<Finding> {
+        self.verdicts
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The verdicts once [`Analyzer::finish`] ran; before that, what is at
@@ -292,6 +322,7 @@ impl Analyzer {
             epoch: self.epoch,
             exposures: &mut self.exposures,
             raised,
+            raise: self.raise,
         };
         for rule in self.rules.iter_mut() {
             rule.observe(m, &mut cx);

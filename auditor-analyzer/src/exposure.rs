@@ -186,6 +186,12 @@ impl Exposures {
         self.all.iter()
     }
 
+    /// Takes every exposure out, in the order they opened.
+    pub fn drain(&mut self) -> impl Iterator<Item = Exposure> + '_ {
+        self.open.clear();
+        self.all.drain(..)
+    }
+
     /// Keeps at most `cap` exposures: past it the oldest closed ones go
     /// first (their verdict is low anyway), then the oldest of any state.
     /// Returns how many went.

@@ -134,6 +134,23 @@ impl Finding {
         }
     }
 
+    /// An empty finding that allocates nothing: what stays behind when a
+    /// finding is moved out of a structure that owns it.
+    pub fn placeholder() -> Finding {
+        Finding::new(
+            "",
+            Severity::Low,
+            String::new(),
+            None,
+            ProcessRef {
+                pid: 0,
+                comm: String::new(),
+                exe: None,
+            },
+            String::new(),
+        )
+    }
+
     /// Adds one evidence entry (builder style, so rules read top-down).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Finding {
         self.evidence.insert(key.to_string(), value.into());

@@ -12,7 +12,9 @@ use std::{
 };
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static PHASES: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
+/// Each phase: its name, how long it took, and the resident memory at its
+/// end (KiB).
+static PHASES: Mutex<Vec<(String, Duration, u64)>> = Mutex::new(Vec::new());
 static STARTED: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Turns recording on (the phases cost a lock each, so only when asked);
@@ -29,10 +31,11 @@ pub fn enabled() -> bool {
 /// Records that `phase` took `d`.
 pub fn record(phase: impl Into<String>, d: Duration) {
     if enabled() {
-        PHASES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((phase.into(), d));
+        PHASES.lock().unwrap_or_else(|e| e.into_inner()).push((
+            phase.into(),
+            d,
+            resident_kib("VmRSS"),
+        ));
     }
 }
 
@@ -51,13 +54,34 @@ pub fn print() {
         return;
     }
     let phases = std::mem::take(&mut *PHASES.lock().unwrap_or_else(|e| e.into_inner()));
-    for (phase, d) in phases {
-        eprintln!("auditor: timing: {phase} {:.1} ms", d.as_secs_f64() * 1e3);
+    for (phase, d, rss) in phases {
+        eprintln!(
+            "auditor: timing: {phase} {:.1} ms (resident {:.1} MiB)",
+            d.as_secs_f64() * 1e3,
+            rss as f64 / 1024.0
+        );
     }
     if let Some(t0) = *STARTED.lock().unwrap_or_else(|e| e.into_inner()) {
         eprintln!(
             "auditor: timing: total {:.1} ms",
             t0.elapsed().as_secs_f64() * 1e3
         );
+        eprintln!(
+            "auditor: timing: peak resident {:.1} MiB",
+            resident_kib("VmHWM") as f64 / 1024.0
+        );
     }
+}
+
+/// A `kB` line of /proc/self/status (`VmRSS`, `VmHWM`), 0 if unreadable.
+fn resident_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -22,7 +22,10 @@ impl Analyzer {
         let mut moot = self.stats.moot.clone();
         let mut suppressed = 0;
         let mut caches = 0;
-        for e in self.exposures.iter() {
+        // The exposures end here: their findings are moved into the
+        // verdicts, not copied.
+        let mut exposures = std::mem::take(&mut self.exposures);
+        for mut e in exposures.drain() {
             let f = match &e.state {
                 State::Moot(Moot::Deleted) => {
                     moot.deleted += 1;
@@ -32,7 +35,10 @@ impl Analyzer {
                     moot.replaced += 1;
                     continue;
                 }
-                _ => self.judge(e, true),
+                _ => {
+                    let f = std::mem::replace(&mut e.finding, Finding::placeholder());
+                    self.judge_finding(&e, f, true)
+                }
             };
             if !self.filter.rule_enabled(&f.rule) {
                 continue;
@@ -78,7 +84,11 @@ impl Analyzer {
     /// The verdict of one exposure that is not moot; `end` when the
     /// observation is over (a live process may then still fix it later).
     fn judge(&self, e: &Exposure, end: bool) -> Finding {
-        let mut f = e.finding.clone();
+        self.judge_finding(e, e.finding.clone(), end)
+    }
+
+    /// [`Analyzer::judge`] of `e` whose finding, as raised, is `f`.
+    fn judge_finding(&self, e: &Exposure, mut f: Finding, end: bool) -> Finding {
         let inode = match e.subject {
             Subject::Data(id) | Subject::Lasting(Some(id)) => Some(id),
             _ => None,

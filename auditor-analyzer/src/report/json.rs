@@ -1,10 +1,60 @@
 //! The JSON report (`auditor.report/v1`), documented field by field in
 //! docs/report-schema.md.
 
-use serde_json::{Value, json};
+use std::io::Write;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value, json};
 
 use super::{REPORT_SCHEMA, Report};
 use crate::calls::signal_name;
+use crate::finding::Finding;
+
+/// The report document, serialized member by member in sorted key order
+/// (as a `serde_json::Map` would print it); the findings one at a time.
+struct Doc<'a> {
+    header: Map<String, Value>,
+    extra: Map<String, Value>,
+    findings: &'a [Finding],
+}
+
+/// The findings as the document holds them: each one a value of its own
+/// (keys sorted, as in [`Report::to_json`]), made one at a time.
+struct Findings<'a>(&'a [Finding]);
+
+impl Serialize for Findings<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for f in self.0 {
+            seq.serialize_element(&serde_json::to_value(f).map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Doc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut keys: Vec<&str> = self
+            .header
+            .keys()
+            .chain(self.extra.keys())
+            .map(String::as_str)
+            .chain(std::iter::once("findings"))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut map = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            if k == "findings" {
+                map.serialize_entry(k, &Findings(self.findings))?;
+            } else if let Some(v) = self.extra.get(k).or_else(|| self.header.get(k)) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
 
 impl Report {
     /// Run facts, counts and stats: everything but the findings (shared
@@ -43,6 +93,28 @@ impl Report {
         map
     }
 
+    /// The document [`Report::to_json`] makes, with `extra` members (the
+    /// process lives under attach), serialized to `w` as it goes: never
+    /// built in memory, which for 50,000 findings was a tree of values
+    /// several times the size of the 80 MB of text it printed. Pretty,
+    /// keys in the same sorted order, byte for byte what printing
+    /// `to_json` gave.
+    pub fn write_json(
+        &self,
+        w: &mut dyn std::io::Write,
+        extra: Map<String, Value>,
+    ) -> std::io::Result<()> {
+        let doc = Doc {
+            header: self.header_json(),
+            extra,
+            findings: &self.findings,
+        };
+        let mut buf = std::io::BufWriter::with_capacity(64 << 10, w);
+        serde_json::to_writer_pretty(&mut buf, &doc)?;
+        buf.write_all(b"\n")?;
+        buf.flush()
+    }
+
     /// The whole report as one JSON document.
     pub fn to_json(&self) -> Value {
         let mut map = self.header_json();
@@ -57,6 +129,19 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use crate::report::tests::sample_report;
+
+    #[test]
+    fn the_streamed_document_is_the_printed_one() {
+        let r = sample_report();
+        let mut streamed = Vec::new();
+        r.write_json(&mut streamed, serde_json::Map::new()).unwrap();
+        let mut printed = serde_json::to_vec_pretty(&r.to_json()).unwrap();
+        printed.push(b'\n');
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(printed).unwrap()
+        );
+    }
 
     #[test]
     fn report_json_has_the_documented_shape() {

@@ -123,15 +123,23 @@ impl Report {
     /// Snapshots the analyzer with the run facts. Call
     /// [`Analyzer::finish`] first, or end-of-life findings are missing.
     pub fn new(analyzer: &Analyzer, run: RunInfo) -> Report {
-        let mut findings: Vec<(usize, Finding)> =
-            analyzer.findings().iter().cloned().enumerate().collect();
-        findings.sort_by(|(ia, a), (ib, b)| {
+        Report::from_findings(analyzer.findings().to_vec(), analyzer.stats(), run)
+    }
+
+    /// [`Report::new`] that takes the verdicts out of the analyzer instead
+    /// of copying them (call [`Analyzer::conclude`] first).
+    pub fn take(analyzer: &mut Analyzer, run: RunInfo) -> Report {
+        let stats = analyzer.stats();
+        Report::from_findings(analyzer.take_findings(), stats, run)
+    }
+
+    fn from_findings(mut findings: Vec<Finding>, stats: AnalyzerStats, run: RunInfo) -> Report {
+        // A stable sort keeps the order raised among equals.
+        findings.sort_by(|a, b| {
             b.severity
                 .cmp(&a.severity)
                 .then_with(|| a.path.cmp(&b.path))
-                .then(ia.cmp(ib))
         });
-        let mut findings: Vec<Finding> = findings.into_iter().map(|(_, f)| f).collect();
         let base = run.base.as_deref();
         let groups = groups::groups(&findings, base);
         for g in &groups {
@@ -146,7 +154,7 @@ impl Report {
             run,
             findings,
             groups,
-            stats: analyzer.stats(),
+            stats,
         }
     }
 

@@ -72,9 +72,49 @@ impl Paint {
     }
 }
 
+/// Text on its way out: buffered, and handed to the writer (when there is
+/// one) every 64 KiB, so a verbose report of 100,000 findings is never
+/// held whole. The first write error is kept and returned at the end.
+struct Out<'a> {
+    buf: String,
+    to: Option<&'a mut dyn std::io::Write>,
+    error: Option<std::io::Error>,
+}
+
+impl Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.buf.push_str(s);
+        Ok(())
+    }
+}
+
+impl Out<'_> {
+    fn push(&mut self, c: char) {
+        self.buf.push(c);
+    }
+
+    /// Hands what is buffered to the writer once there is enough of it.
+    fn spill(&mut self) {
+        if self.buf.len() >= 64 << 10 {
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        if let Some(w) = self.to.as_mut() {
+            if self.error.is_none()
+                && let Err(e) = w.write_all(self.buf.as_bytes())
+            {
+                self.error = Some(e);
+            }
+            self.buf.clear();
+        }
+    }
+}
+
 /// Writes `text` (already escaped) after `indent`, wrapped at `width` on
 /// spaces; continuation lines are indented two more.
-fn wrapped(out: &mut String, indent: &str, text: &str, width: Option<usize>) {
+fn wrapped(out: &mut impl Write, indent: &str, text: &str, width: Option<usize>) {
     let Some(width) = width.filter(|w| *w > indent.len() + 20) else {
         let _ = writeln!(out, "{indent}{text}");
         return;
@@ -102,8 +142,30 @@ fn wrapped(out: &mut String, indent: &str, text: &str, width: Option<usize>) {
 impl Report {
     /// The text report (see [`TextOptions`]).
     pub fn render_text(&self, o: &TextOptions) -> String {
+        let mut out = Out {
+            buf: String::new(),
+            to: None,
+            error: None,
+        };
+        self.render_into(&mut out, o);
+        out.buf
+    }
+
+    /// The text report written to `w` as it is drawn (see
+    /// [`Report::render_text`]).
+    pub fn write_text(&self, o: &TextOptions, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut out = Out {
+            buf: String::new(),
+            to: Some(w),
+            error: None,
+        };
+        self.render_into(&mut out, o);
+        out.drain();
+        out.error.map_or(Ok(()), Err)
+    }
+
+    fn render_into(&self, out: &mut Out<'_>, o: &TextOptions) {
         let paint = Paint(o.color);
-        let mut out = String::new();
         let status = match self.run.exit_status {
             Some(e) => e.describe(),
             // A launched command without an exit status was still running
@@ -121,7 +183,7 @@ impl Report {
             self.run.started_at,
             self.run.ended_at
         );
-        wrapped(&mut out, "", &header, o.width);
+        wrapped(out, "", &header, o.width);
         if self.dropped() > 0 {
             let warning = format!(
                 "warning: {} events were dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
@@ -142,9 +204,9 @@ impl Report {
             );
         }
         let shown = if o.verbose {
-            self.render_findings(&mut out, &paint, o)
+            self.render_findings(out, &paint, o)
         } else {
-            self.render_groups(&mut out, &paint, o)
+            self.render_groups(out, &paint, o)
         };
         if shown.0 < shown.1 {
             let what = if o.verbose { "findings" } else { "groups" };
@@ -155,13 +217,12 @@ impl Report {
             );
         }
         out.push('\n');
-        self.render_not_judged(&mut out);
+        self.render_not_judged(out);
         let _ = writeln!(out, "{}", self.summary_line());
-        out
     }
 
     /// One entry per group; returns (shown, total).
-    fn render_groups(&self, out: &mut String, paint: &Paint, o: &TextOptions) -> (usize, usize) {
+    fn render_groups(&self, out: &mut Out<'_>, paint: &Paint, o: &TextOptions) -> (usize, usize) {
         let base = self.run.base.as_deref();
         let limit = o.max_findings.unwrap_or(usize::MAX);
         for g in self.groups.iter().take(limit) {
@@ -201,11 +262,12 @@ impl Report {
             if let Some(fix) = first.evidence.get("fix").and_then(Value::as_str) {
                 wrapped(out, "    ", &format!("fix: {}", escape(fix)), o.width);
             }
+            out.spill();
         }
         (self.groups.len().min(limit), self.groups.len())
     }
 
-    fn group_head(&self, out: &mut String, paint: &Paint, g: &Group, first: &Finding) {
+    fn group_head(&self, out: &mut Out<'_>, paint: &Paint, g: &Group, first: &Finding) {
         let sev = format!("{:<6}", first.severity.as_str().to_uppercase());
         let count = if g.members.len() > 1 {
             format!(" x{}", g.members.len())
@@ -225,13 +287,19 @@ impl Report {
     }
 
     /// Every finding in full, grouped by file; returns (shown, total).
-    fn render_findings(&self, out: &mut String, paint: &Paint, o: &TextOptions) -> (usize, usize) {
+    fn render_findings(&self, out: &mut Out<'_>, paint: &Paint, o: &TextOptions) -> (usize, usize) {
         let limit = o.max_findings.unwrap_or(usize::MAX);
+        // In the order each path first appears; found through a map, as a
+        // run may hold a finding on each of 100,000 files.
         let mut by_path: Vec<(&str, Vec<&Finding>)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for f in self.findings.iter().take(limit) {
-            match by_path.iter_mut().find(|(p, _)| *p == f.path) {
-                Some((_, list)) => list.push(f),
-                None => by_path.push((&f.path, vec![f])),
+            match index.get(f.path.as_str()) {
+                Some(&i) => by_path[i].1.push(f),
+                None => {
+                    index.insert(&f.path, by_path.len());
+                    by_path.push((&f.path, vec![f]));
+                }
             }
         }
         for (path, findings) in &by_path {
@@ -253,11 +321,12 @@ impl Report {
             for f in findings {
                 render_finding(out, f, paint, o.width);
             }
+            out.spill();
         }
         (self.findings.len().min(limit), self.findings.len())
     }
 
-    fn render_not_judged(&self, out: &mut String) {
+    fn render_not_judged(&self, out: &mut Out<'_>) {
         if self.stats.ignored_files.count > 0 {
             let reasons: Vec<String> = self
                 .stats
@@ -323,7 +392,7 @@ impl Report {
     }
 }
 
-fn render_finding(out: &mut String, f: &Finding, paint: &Paint, width: Option<usize>) {
+fn render_finding(out: &mut Out<'_>, f: &Finding, paint: &Paint, width: Option<usize>) {
     let sev = format!("{:<6}", f.severity.as_str().to_uppercase());
     let _ = writeln!(
         out,

@@ -18,6 +18,10 @@ struct Recorder {
 }
 
 impl Sink for Recorder {
+    fn at_risk(&self) -> bool {
+        false
+    }
+
     fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
         self.writer.write_event(ev)?;
         Ok(())

@@ -378,6 +378,10 @@ struct Cutter<'a> {
 }
 
 impl Sink for Cutter<'_> {
+    fn at_risk(&self) -> bool {
+        false
+    }
+
     fn admit(&mut self, ev: &Event) -> bool {
         self.crash.as_ref().is_none_or(|c| ev.ts_ns < c.cut_ns)
     }

@@ -296,6 +296,7 @@ struct Feed<'a> {
 
 impl<'a> Feed<'a> {
     fn new(analyzer: &'a Shared, sink: &'a mut dyn Sink, lives: Option<Lives>) -> Self {
+        lock(analyzer).set_at_risk(sink.at_risk());
         Feed {
             analyzer,
             sink,

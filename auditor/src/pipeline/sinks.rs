@@ -3,7 +3,7 @@
 //! Lines, the event stream printed), and the final report written the same
 //! way for every mode.
 
-use std::time::Duration;
+use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use auditor_analyzer::{
@@ -43,6 +43,12 @@ pub trait Sink {
     /// `ev` once the analyzer has seen it, with the findings it raised.
     fn event(&mut self, ev: &Event, found: &[Finding]) -> Result<()>;
 
+    /// Whether [`Sink::event`] reads what each event put at risk; when not,
+    /// the analyzer makes no copy of it.
+    fn at_risk(&self) -> bool {
+        true
+    }
+
     /// About every 100 ms while capturing, and once at the end.
     fn pulse(&mut self, _p: &Pulse<'_>) -> Result<()> {
         Ok(())
@@ -63,6 +69,10 @@ impl Sink for Quiet {
         Ok(())
     }
 
+    fn at_risk(&self) -> bool {
+        false
+    }
+
     fn note(&mut self, _line: &str) {}
 }
 
@@ -81,6 +91,10 @@ impl Sink for Findings<'_> {
         }
         Ok(())
     }
+
+    fn at_risk(&self) -> bool {
+        self.format == Format::Jsonl
+    }
 }
 
 /// The decoded event stream itself (`run --events`), in the chosen format.
@@ -91,6 +105,10 @@ pub struct Events<'a> {
 }
 
 impl Sink for Events<'_> {
+    fn at_risk(&self) -> bool {
+        false
+    }
+
     fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
         let line = match self.format {
             Format::Text => format!(
@@ -120,6 +138,21 @@ impl Events<'_> {
             let end: &[u8] = if self.first { b"[\n]\n" } else { b"\n]\n" };
             self.out.write_chunk(end)?;
         }
+        Ok(())
+    }
+}
+
+/// An [`Output`] as a plain writer, each write one chunk (so a reader that
+/// went away stops the report quietly, as for every other output).
+struct Chunks<'a>(&'a mut Output);
+
+impl std::io::Write for Chunks<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_chunk(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -187,20 +220,18 @@ pub fn write_report(
 ) -> Result<i32> {
     match o.format() {
         Format::Text => {
-            let mut text = report.render_text(&text_options(o, &out));
+            let options = text_options(o, &out);
+            report.write_text(&options, &mut Chunks(&mut out))?;
             if let Some(l) = lives {
-                text.push_str(&l.render_text());
+                out.write_chunk(l.render_text().as_bytes())?;
             }
-            out.write_chunk(text.as_bytes())?
         }
         Format::Json => {
-            let mut doc = report.to_json();
-            if let (Some(l), Some(m)) = (lives, doc.as_object_mut()) {
-                m.insert("processes".into(), l.to_json());
+            let mut extra = serde_json::Map::new();
+            if let Some(l) = lives {
+                extra.insert("processes".into(), l.to_json());
             }
-            let mut bytes = serde_json::to_vec_pretty(&doc)?;
-            bytes.push(b'\n');
-            out.write_chunk(&bytes)?
+            report.write_json(&mut Chunks(&mut out), extra)?;
         }
         Format::Jsonl => {
             let mut v: Value = serde_json::from_str(&jsonl_summary_line(report))?;
@@ -225,16 +256,19 @@ pub fn conclude(
 ) -> Result<i32> {
     let t = std::time::Instant::now();
     let mut analyzer = super::lock(analyzer);
-    analyzer.finish();
+    analyzer.conclude();
     let t = crate::timings::since("verdicts", t);
     outcome.run.base = analyzer.launched_cwd().map(report_base);
     if o.format() == Format::Jsonl {
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, Chunks(&mut out));
         for f in analyzer.findings() {
-            out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
+            writeln!(w, "{}", jsonl_finding_line(f))?;
         }
+        w.flush()?;
     }
-    let report = Report::new(&analyzer, outcome.run);
     let fail_on = analyzer.config().fail_on;
+    let report = Report::take(&mut analyzer, outcome.run);
+    drop(analyzer);
     let code = write_report(out, o, &report, outcome.lives.as_ref(), fail_on)?;
     crate::timings::since("report", t);
     // A command still running when the report was written has not

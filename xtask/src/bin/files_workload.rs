@@ -2,7 +2,8 @@
 //! closes N distinct files, one after the other, in DIR. Each file is
 //! removed once WINDOW newer ones exist (and the rest at the end), so the
 //! disk holds at most WINDOW small files while the tracer sees every one of
-//! them still dirty when it has to let go of it.
+//! them still dirty when it has to let go of it. WINDOW 0 keeps them all
+//! (the report-size benchmark: every file is a finding).
 //! Usage: files_workload DIR N WINDOW
 //! It creates DIR/ready, waits for DIR/go (the tracer is attached), works,
 //! and prints its loop time in nanoseconds.
@@ -30,12 +31,14 @@ fn main() {
         let mut f = File::create(name(i)).expect("create");
         f.write_all(&record).expect("write");
         drop(f);
-        if i >= window {
+        if window > 0 && i >= window {
             fs::remove_file(name(i - window)).expect("remove");
         }
     }
-    for i in n.saturating_sub(window)..n {
-        let _ = fs::remove_file(name(i));
+    if window > 0 {
+        for i in n.saturating_sub(window)..n {
+            let _ = fs::remove_file(name(i));
+        }
     }
     println!("{}", start.elapsed().as_nanos());
 }
