@@ -1,6 +1,9 @@
 //! Runs of writes: consecutive complete writes of one thread to one regular
 //! file are counted in the thread's slot and reported as one record (with
-//! the number of calls) when anything else happens. A write then costs a
+//! the number of calls) when anything else happens. Positioned writes
+//! (pwrite64, pwritev) run the same way when each starts where the last
+//! ended: the record says the first one's offset, and the run stands for
+//! one write of their total there, as the calls together were. A write then costs a
 //! counter update instead of a ring-buffer record and the file lookup it
 //! would need, which is most of what tracing a write-heavy program costs.
 //!
@@ -101,7 +104,19 @@ fn report(run: &mut Run) {
         r.ret = bytes as i64;
         r.enter_ns = info.first_ns;
         r.file = info.file;
-        r.file.size = info.file.size.wrapping_add(before as i64);
+        if positioned(info.nr) {
+            // This part starts where the parts before it ended; the file
+            // was at least that long by then.
+            let start = info.off.wrapping_add(before);
+            r.args[3] = start;
+            r.file.size = if before > 0 && (start as i64) > info.file.size {
+                start as i64
+            } else {
+                info.file.size
+            };
+        } else {
+            r.file.size = info.file.size.wrapping_add(before as i64);
+        }
         r.file2 = FileIdent::default();
         // The owner writes a description only after publishing the version
         // that will use it: two versions on, ours may have been rewritten
@@ -252,7 +267,31 @@ pub fn continues(p: &Pending, nr: u32, fd: u64, fdgen: u64) -> bool {
         && info.fd as u64 == fd
         && run.fdgen == fdgen
         && info.nr == nr
+        && (!positioned(nr) || p.args[3] == p.next_off)
+        && plain(nr, &p.args)
         && load(&run.word) & LISTED != 0
+}
+
+/// The writes that say their offset, and run when each starts where the
+/// last ended.
+#[inline(always)]
+pub fn positioned(nr: u32) -> bool {
+    use auditor_common::nr::{PWRITE64, PWRITEV, PWRITEV2};
+    matches!(nr, PWRITE64 | PWRITEV | PWRITEV2)
+}
+
+/// pwritev2 runs only without flags (RWF_DSYNC and the like change what
+/// one call does) and at an offset (-1 is the fd's position).
+#[inline(always)]
+fn plain(nr: u32, args: &[u64; 6]) -> bool {
+    nr != auditor_common::nr::PWRITEV2 || (args[5] == 0 && args[3] as i64 >= 0)
+}
+
+/// The calls that start or continue runs.
+#[inline(always)]
+pub fn runs_on(nr: u32) -> bool {
+    use auditor_common::nr::{WRITE, WRITEV};
+    matches!(nr, WRITE | WRITEV) || positioned(nr)
 }
 
 /// Counts a finished write into the thread's run. False when the write must
@@ -261,13 +300,16 @@ pub fn continues(p: &Pending, nr: u32, fd: u64, fdgen: u64) -> bool {
 #[inline(always)]
 pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     use auditor_common::linux::mode::{S_IFMT, S_IFREG};
-    if ret <= 0 || (p.nr == auditor_common::nr::WRITE && ret as u64 != p.args[2]) {
+    use auditor_common::nr::{PWRITE64, WRITE};
+    if ret <= 0 || (matches!(p.nr, WRITE | PWRITE64) && ret as u64 != p.args[2]) {
         return false;
     }
     let tid = pid_tgid as u32;
     let add = (1 << COUNT_SHIFT) | ret as u64;
+    let next_off = p.args[3].wrapping_add(ret as u64);
     let run = &mut p.run;
     if p.cont != 0 {
+        p.next_off = next_off;
         let old = atomic::add(&mut run.word, add);
         if old & LISTED == 0 {
             // A flush took the run while this write was inside the kernel
@@ -292,6 +334,13 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     if f.ino == 0 || u32::from(f.i_mode) & S_IFMT != S_IFREG {
         return false;
     }
+    // Linux appends a pwrite on an O_APPEND file wherever it says: its
+    // offset is not where the data went.
+    if !plain(p.nr, &p.args)
+        || positioned(p.nr) && f.f_flags & auditor_common::linux::open::O_APPEND != 0
+    {
+        return false;
+    }
     // A new run: report the last one, publish the new version, then
     // describe it in the half of `info` no flush of older versions reads.
     run.flush();
@@ -306,6 +355,7 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     info.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     info.nr = p.nr;
     info.fd = p.args[0] as u32;
+    info.off = p.args[3];
     run.fdgen = p.fdgen;
     run.pid_tgid = pid_tgid;
     claim(run, tid);
@@ -313,5 +363,6 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     if !list(run, tid) {
         run.flush();
     }
+    p.next_off = next_off;
     true
 }

@@ -10,8 +10,8 @@ use auditor_common::{
     STAT_DROPPED, SyscallRecord,
     linux::open::O_APPEND,
     nr::{
-        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, WRITE, WRITEV, fd_args, is_traced_syscall,
-        path_args, returns_fd,
+        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, fd_args, is_traced_syscall, path_args,
+        returns_fd,
     },
 };
 use aya_ebpf::{
@@ -90,7 +90,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     p.args[3] = w.get(off!(regs_args[3]), start);
     p.args[4] = w.get(off!(regs_args[4]), start);
     p.args[5] = w.get(off!(regs_args[5]), start);
-    if matches!(nr, WRITE | WRITEV) {
+    if runs::runs_on(nr) {
         // Only writes start or continue runs, and only they need this.
         p.fdgen = fd_generation();
         if runs::continues(p, nr, p.args[0], p.fdgen) {
@@ -137,7 +137,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let ret: i64 = ctx.arg(1);
-    if matches!(p.nr, WRITE | WRITEV) {
+    if runs::runs_on(p.nr) {
         if runs::absorb(p, pid_tgid, ret) {
             p.nr = IDLE;
             return Ok(());

@@ -57,6 +57,9 @@ pub struct Pending {
     pub file: FileIdent,
     /// Fd generation seen at entry.
     pub fdgen: u64,
+    /// Where a positioned write must start to continue the thread's run
+    /// (the end of its last write); only the owner reads or writes it.
+    pub next_off: u64,
     pub run: Run,
 }
 
@@ -185,6 +188,8 @@ pub struct RunInfo {
     pub comm: [u8; 16],
     pub nr: u32,
     pub fd: u32,
+    /// Offset of the run's first write, for positioned writes.
+    pub off: u64,
 }
 
 pub const BLANK_INFO: RunInfo = RunInfo {
@@ -203,6 +208,7 @@ pub const BLANK_INFO: RunInfo = RunInfo {
     comm: [0; 16],
     nr: 0,
     fd: 0,
+    off: 0,
 };
 
 pub const BLANK_RUN: Run = Run {
@@ -225,5 +231,6 @@ pub static BLANK: Pending = Pending {
     args: [0; 6],
     file: BLANK_INFO.file,
     fdgen: 0,
+    next_off: 0,
     run: BLANK_RUN,
 };

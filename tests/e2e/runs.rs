@@ -14,8 +14,10 @@
 //! - writers taking turns on one file stay separate events in turn order,
 //!   even with no other traced call between the turns, and
 //!   `interleaved-writers` still fires;
-//! - positioned, pipe, `/dev/null`, failed and short writes stay one event
-//!   per call, each with its own size before.
+//! - positioned writes (pwrite64, pwritev) run when each starts where the
+//!   last ended, the event saying the first one's offset; others, and
+//!   pipe, `/dev/null`, failed and short writes, stay one event per call,
+//!   each with its own size before.
 //!
 //! The periodic flush (every 100 ms, so a thread that only writes is still
 //! seen) can cut a run into parts at any moment. [`runs`] joins the parts
@@ -128,11 +130,10 @@ fn assert_clean(run: &Run) {
     assert_eq!(run.code, 0, "no finding, exit 0");
 }
 
-/// A complete, non-positioned write to a regular file: what a run (or a
-/// part of one) looks like.
+/// A complete write to a regular file: what a run (or a part of one)
+/// looks like.
 fn is_run_part(e: &Value) -> bool {
     e["type"] == "write"
-        && e["offset"].is_null()
         && e["file"]["file_type"] == "regular"
         && e["ret"].as_i64().is_some_and(|r| r > 0)
         && e["ret"].as_i64().map(|r| r as u64) == e["requested"].as_u64()
@@ -141,12 +142,20 @@ fn is_run_part(e: &Value) -> bool {
 /// `next` continues the run `last`: same thread, call, fd and file, and it
 /// starts where `last` ended.
 fn continues(last: &Value, next: &Value) -> bool {
-    let end = last["file"]["size"].as_i64().unwrap() + last["ret"].as_i64().unwrap();
+    let ret = last["ret"].as_i64().unwrap();
+    let size = last["file"]["size"].as_i64().unwrap();
+    let starts_at_its_end = match (last["offset"].as_i64(), next["offset"].as_i64()) {
+        (None, None) => next["file"]["size"].as_i64() == Some(size + ret),
+        (Some(off), Some(next_off)) => {
+            next_off == off + ret && next["file"]["size"].as_i64() == Some(size.max(off + ret))
+        }
+        _ => false,
+    };
     ["pid", "tid", "call", "fd"]
         .iter()
         .all(|k| last[k] == next[k])
         && last["file"]["id"] == next["file"]["id"]
-        && next["file"]["size"].as_i64() == Some(end)
+        && starts_at_its_end
 }
 
 /// The stream with the parts of each run joined: the joined event keeps the
@@ -752,20 +761,18 @@ fn threads_taking_turns_leave_every_turn_unsynced() {
 }
 
 #[test]
-fn positioned_pipe_null_and_failed_writes_are_one_event_per_call() {
+fn positioned_writes_run_where_each_starts_at_the_last_ones_end() {
     let t = trace("one_per_call", &[]);
-    let fd_of = |name: &str| printed_pid(&t.stdout, name) as i64;
     let pid = printed_pid(&t.stdout, "pid");
-    let path = t.dir.join("pwrite.dat");
-    let on = on_file(&t.raw, &path);
-    let (fd, ro) = (fd_of("pwrite"), fd_of("ro"));
-    let pwrites: Vec<(i64, u64, i64, i64, i64)> = on
+    let fd = printed_pid(&t.stdout, "pwrite") as i64;
+    let on = on_file(&t.events, &t.dir.join("pwrite.dat"));
+    let pwrites: Vec<(i64, u64, i64, i64, i64)> = writes(&on)
         .iter()
         .filter(|e| e["call"] == "pwrite64")
         .map(|e| {
             assert_eq!(
-                (e["pid"].as_u64(), e["fd"].as_i64(), e["calls"].as_u64()),
-                (Some(pid), Some(fd), Some(1)),
+                (e["pid"].as_u64(), e["fd"].as_i64()),
+                (Some(pid), Some(fd)),
                 "{e}"
             );
             (
@@ -779,14 +786,51 @@ fn positioned_pipe_null_and_failed_writes_are_one_event_per_call() {
         .collect();
     assert_eq!(
         pwrites,
-        [
-            (0, 10, 10, 0, 1),
-            (10, 10, 10, 10, 1),
-            (20, 10, 10, 20, 1),
-            (30, 10, 10, 30, 1)
-        ],
-        "(offset, requested, ret, size, calls): each pwrite its own event"
+        [(0, 40, 40, 0, 4), (100, 10, 10, 40, 1), (5, 10, 10, 110, 1)],
+        "(offset, requested, ret, size, calls): the 4 contiguous pwrites one \
+         event at the first one's offset, the two that start elsewhere each \
+         their own"
     );
+}
+
+#[test]
+fn a_run_of_positioned_writes_is_unsynced_where_it_landed() {
+    let (dir, run) = audit("pwrites", &["nosync"]);
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    let f = the_finding(&run.report, "unsynced-at-exit");
+    assert_names(
+        f,
+        &dir.join("db.dat"),
+        "medium",
+        printed_pid(&run.stdout, "pid"),
+    );
+    let ev = &f["evidence"];
+    assert_eq!(
+        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
+        (Some(3000 + 200), Some(300 + 10)),
+        "{ev:#}"
+    );
+    assert_eq!(
+        ev["unsynced_ranges"],
+        json!([[4096, 7096], [10000, 10200]]),
+        "pwrite64 from 4096 and pwritev from 10000, each run where it landed"
+    );
+    let (_, run) = audit("pwrites", &["sync"]);
+    assert!(
+        all_findings(&run.report).is_empty(),
+        "{:#}",
+        run.report["findings"]
+    );
+}
+
+#[test]
+fn pipe_null_and_failed_writes_are_one_event_per_call() {
+    let t = trace("one_per_call", &[]);
+    let fd_of = |name: &str| printed_pid(&t.stdout, name) as i64;
+    let pid = printed_pid(&t.stdout, "pid");
+    let path = t.dir.join("pwrite.dat");
+    let on = on_file(&t.raw, &path);
+    let ro = fd_of("ro");
     let failed: Vec<Shape> = on
         .iter()
         .filter(|e| e["call"] == "write")
@@ -794,7 +838,7 @@ fn positioned_pipe_null_and_failed_writes_are_one_event_per_call() {
         .collect();
     assert_eq!(
         failed,
-        [(pid, pid, ro, 1, 10, -9, 40); 3],
+        [(pid, pid, ro, 1, 10, -9, 110); 3],
         "writes to a read-only fd fail (EBADF), each its own event"
     );
 
