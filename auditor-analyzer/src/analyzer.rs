@@ -181,7 +181,7 @@ impl Analyzer {
             EventKind::Rename { .. } => self.on_rename(ev, &mut raised),
             EventKind::Unlink { .. } => self.on_unlink(ev),
             EventKind::Mkdir { .. } => self.on_mkdir(ev),
-            EventKind::Close { fd, .. } => self.on_close(ev, *fd),
+            EventKind::Close { .. } => self.on_close(ev, &mut raised),
             EventKind::CloseRange {
                 first,
                 last,

@@ -182,7 +182,13 @@ pub fn describe(ev: &Event) -> String {
             ret,
             ..
         } => format!("{call}({path:?}, {mode:#o}){}", ret_str(*ret)),
-        EventKind::Close { fd, ret, .. } => close_text(*fd, *ret),
+        EventKind::Close {
+            fd,
+            ret,
+            calls,
+            reopens,
+            ..
+        } => close_text(*fd, *ret, *calls, reopens.map_or(0, |r| r.count)),
         EventKind::CloseRange {
             first,
             last,
@@ -304,8 +310,13 @@ fn sync_text(call: Syscall, fd: Option<i32>, ret: i64, range: Option<(u64, u64, 
     format!("{call}({args}){}", ret_str(ret))
 }
 
-fn close_text(fd: i32, ret: i64) -> String {
-    format!("close(fd={fd}){}", ret_str(ret))
+fn close_text(fd: i32, ret: i64, calls: u32, reopens: u32) -> String {
+    let text = format!("close(fd={fd}){}", ret_str(ret));
+    if calls > 1 || reopens > 0 {
+        format!("{text} ({calls} calls, reopened {reopens} times between them)")
+    } else {
+        text
+    }
 }
 
 /// A call the analyzer keeps (per-inode history, first unsynced write, last
@@ -344,6 +355,8 @@ enum What {
     Close {
         fd: i32,
         ret: i64,
+        calls: u32,
+        reopens: u32,
     },
 }
 
@@ -353,6 +366,7 @@ impl Call {
     pub fn calls(&self) -> u32 {
         match self.what {
             What::Write { calls, .. } => calls.max(1),
+            What::Close { calls, reopens, .. } => calls.max(1).saturating_add(reopens),
             _ => 1,
         }
     }
@@ -388,7 +402,18 @@ impl Call {
                 ret: *ret,
                 range: *range,
             }),
-            EventKind::Close { fd, ret, .. } => Some(What::Close { fd: *fd, ret: *ret }),
+            EventKind::Close {
+                fd,
+                ret,
+                calls,
+                reopens,
+                ..
+            } => Some(What::Close {
+                fd: *fd,
+                ret: *ret,
+                calls: *calls,
+                reopens: reopens.map_or(0, |r| r.count),
+            }),
             _ => None,
         };
         Call {
@@ -419,7 +444,12 @@ impl Call {
                 ret,
                 range,
             } => sync_text(*name, *fd, *ret, *range),
-            What::Close { fd, ret } => close_text(*fd, *ret),
+            What::Close {
+                fd,
+                ret,
+                calls,
+                reopens,
+            } => close_text(*fd, *ret, *calls, *reopens),
         }
     }
 

@@ -63,6 +63,20 @@ fn one_call() -> u32 {
     1
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The identical reopens of a run of visits (see `EventKind::Close`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reopens {
+    pub call: Syscall,
+    pub dirfd: i32,
+    pub flags: u32,
+    pub mode: u32,
+    pub count: u32,
+}
+
 /// What happened. Return values are the raw syscall return: >= 0 success,
 /// negative errno on failure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +177,16 @@ pub enum EventKind {
         fd: i32,
         ret: i64,
         file: Option<FileInfo>,
+        /// How many closes this event stands for. More than one: a run of
+        /// visits, where the fd was closed, opened again just as before
+        /// (`reopens`), closed again, and so on.
+        #[serde(default = "one_call", skip_serializing_if = "is_one")]
+        calls: u32,
+        /// A run of visits: the read-only reopens between the closes, each
+        /// of the path the fd had, with the same call, flags, mode and
+        /// dirfd, onto this fd, of the same unchanged file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reopens: Option<Reopens>,
     },
     CloseRange {
         first: u32,

@@ -232,6 +232,8 @@ pub fn close(pid: u32, fd: i32) -> Event {
             fd,
             ret: 0,
             file: None,
+            calls: 1,
+            reopens: None,
         },
     )
 }

@@ -17,6 +17,7 @@ mod ring;
 mod runs;
 mod syscalls;
 mod thread;
+mod visits;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -31,18 +31,18 @@ use crate::{
     thread::{Pending, Run, RunInfo, slot_of},
 };
 
-const LISTED: u64 = 1 << 63;
-const VER_SHIFT: u32 = 60;
+pub(crate) const LISTED: u64 = 1 << 63;
+pub(crate) const VER_SHIFT: u32 = 60;
 const VER_BITS: u64 = 7 << VER_SHIFT;
-const COUNT_SHIFT: u32 = 40;
+pub(crate) const COUNT_SHIFT: u32 = 40;
 const COUNT_FIELD: u64 = (1 << 20) - 1;
-const COUNT_MAX: u64 = COUNT_FIELD - 1;
-const BYTES_FIELD: u64 = (1 << COUNT_SHIFT) - 1;
+pub(crate) const COUNT_MAX: u64 = COUNT_FIELD - 1;
+pub(crate) const BYTES_FIELD: u64 = (1 << COUNT_SHIFT) - 1;
 /// Leaves room for one more write (at most 2 GiB) below the field's top.
-const BYTES_MAX: u64 = 1 << 39;
+pub(crate) const BYTES_MAX: u64 = 1 << 39;
 
 #[inline(always)]
-fn count_of(w: u64) -> u64 {
+pub(crate) fn count_of(w: u64) -> u64 {
     (w >> COUNT_SHIFT) & COUNT_FIELD
 }
 
@@ -55,13 +55,13 @@ impl Run {
 
     /// The description of the current run (the owner's to write).
     #[inline(always)]
-    fn current(&mut self) -> &mut RunInfo {
+    pub(crate) fn current(&mut self) -> &mut RunInfo {
         &mut self.info[(self.ver & 1) as usize]
     }
 
     /// Empties the run (keeping its version) and reports what it held.
     #[inline(always)]
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if count_of(load(&self.word)) != 0 {
             report(self);
         }
@@ -104,7 +104,19 @@ fn report(run: &mut Run) {
         r.ret = bytes as i64;
         r.enter_ns = info.first_ns;
         r.file = info.file;
-        if positioned(info.nr) {
+        if info.nr == auditor_common::nr::CLOSE {
+            // Visits: the closes are the calls, the reopens between them
+            // count in the bytes field (visits.rs); the open as it was made.
+            r.args = [
+                info.fd as u64,
+                info.open[0] as u64,
+                bytes,
+                info.open[1] as u64,
+                info.open[2] as u64,
+                info.open[3] as i32 as u64,
+            ];
+            r.ret = 0;
+        } else if positioned(info.nr) {
             // This part starts where the parts before it ended; the file
             // was at least that long by then.
             let start = info.off.wrapping_add(before);
@@ -203,7 +215,7 @@ fn entry_of(run: &Run, tid: u32) -> u64 {
 }
 
 #[inline(always)]
-fn unlist(run: &mut Run, tid: u32) {
+pub(crate) fn unlist(run: &mut Run, tid: u32) {
     if run.slot != 0
         && let Some(slot) = RUNLIST.get_ptr_mut(run.slot - 1)
     {
@@ -216,7 +228,7 @@ fn unlist(run: &mut Run, tid: u32) {
 /// goes before the slot: a flush that finds the slot then clears both,
 /// never the slot alone.
 #[inline(always)]
-fn list(run: &mut Run, tid: u32) -> bool {
+pub(crate) fn list(run: &mut Run, tid: u32) -> bool {
     // SAFETY: an aligned word of the owner's own entry, read by flushes.
     unsafe { core::ptr::write_volatile(&mut run.listing, run.listing.wrapping_add(1)) };
     atomic::or(&mut run.word, LISTED);
@@ -235,7 +247,7 @@ fn list(run: &mut Run, tid: u32) -> bool {
 /// Makes this thread the one running on the run's file, flushing the
 /// thread that was.
 #[inline(always)]
-fn claim(run: &Run, tid: u32) {
+pub(crate) fn claim(run: &Run, tid: u32) {
     let file = &run.info(run.ver as u64).file;
     let key = [file.dev as u64, file.ino];
     match OWNERS.get_ptr_mut(key) {
@@ -280,18 +292,18 @@ pub fn positioned(nr: u32) -> bool {
     matches!(nr, PWRITE64 | PWRITEV | PWRITEV2)
 }
 
+/// The calls that start or continue runs.
+#[inline(always)]
+pub fn runs_on(nr: u32) -> bool {
+    use auditor_common::nr::{WRITE, WRITEV};
+    matches!(nr, WRITE | WRITEV) || (positioned(nr) && crate::visits::aggregate())
+}
+
 /// pwritev2 runs only without flags (RWF_DSYNC and the like change what
 /// one call does) and at an offset (-1 is the fd's position).
 #[inline(always)]
 fn plain(nr: u32, args: &[u64; 6]) -> bool {
     nr != auditor_common::nr::PWRITEV2 || (args[5] == 0 && args[3] as i64 >= 0)
-}
-
-/// The calls that start or continue runs.
-#[inline(always)]
-pub fn runs_on(nr: u32) -> bool {
-    use auditor_common::nr::{WRITE, WRITEV};
-    matches!(nr, WRITE | WRITEV) || positioned(nr)
 }
 
 /// Counts a finished write into the thread's run. False when the write must

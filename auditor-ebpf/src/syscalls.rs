@@ -10,8 +10,8 @@ use auditor_common::{
     STAT_DROPPED, SyscallRecord,
     linux::open::O_APPEND,
     nr::{
-        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, fd_args, is_traced_syscall, path_args,
-        returns_fd,
+        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPEN, OPENAT, OPENAT2, fd_args, is_traced_syscall,
+        path_args, returns_fd,
     },
 };
 use aya_ebpf::{
@@ -29,6 +29,7 @@ use crate::{
     ring::emit_raw,
     runs,
     thread::{IDLE, Pending, bump_fd_generation, fd_generation, slot_for, slot_of},
+    visits,
 };
 
 /// raw `sys_enter(struct pt_regs *regs, long id)`.
@@ -103,6 +104,13 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     p.cont = 0;
     p.enter_ns = unsafe { bpf_ktime_get_ns() };
+    if nr == CLOSE && visits::closes_visit(p) {
+        // The visit's file, known: no lookup.
+        p.cont = visits::VISIT_CLOSE;
+        bump_fd_generation();
+        p.nr = nr;
+        return Ok(());
+    }
     if matches!(nr, CLOSE | CLOSE_RANGE | DUP2 | DUP3) {
         // Before the call acts: a write entered after this looks again.
         bump_fd_generation();
@@ -154,6 +162,19 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             p.enter_ns = unsafe { bpf_ktime_get_ns() };
         }
     }
+    if p.nr == CLOSE {
+        if p.cont == visits::VISIT_CLOSE && ret == 0 && visits::absorb_close(p, pid_tgid) {
+            p.nr = IDLE;
+            return Ok(());
+        }
+        if p.args[0] == u64::from(p.visit.fd) {
+            p.visit.state = visits::NONE;
+        }
+    }
+    if matches!(p.nr, OPEN | OPENAT | OPENAT2) && ret >= 0 && visits::absorb_reopen(p, tid, ret) {
+        p.nr = IDLE;
+        return Ok(());
+    }
     if p.nr == MMAP && !shared_writable_file_map(&p.args, ret) {
         p.nr = IDLE;
         return Ok(());
@@ -198,7 +219,7 @@ pub fn sys_exit_report(ctx: RawTracePointContext) -> i32 {
 
 /// The record of a finished syscall: plain, or with its paths.
 #[inline(always)]
-fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
+fn emit_record(pid_tgid: u64, p: &mut Pending, ret: i64) {
     let (pa, pb) = path_args(p.nr);
     if pa.is_none() {
         emit_raw(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
@@ -223,6 +244,10 @@ fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
             && read_path(arg(&p.args, i), &mut r.path2)
         {
             r.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+        }
+        if matches!(p.nr, OPEN | OPENAT | OPENAT2) && r.sys.header.flags & FLAG_PATH_TRUNCATED == 0
+        {
+            visits::arm(p, pid_tgid as u32, ret, &r.sys.file, &r.path);
         }
         crate::crash::check(p.nr, ret, r.sys.header.seq);
     });

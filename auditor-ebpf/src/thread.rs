@@ -60,7 +60,34 @@ pub struct Pending {
     /// Where a positioned write must start to continue the thread's run
     /// (the end of its last write); only the owner reads or writes it.
     pub next_off: u64,
+    /// The thread's last reported read-only open, which its close and
+    /// identical reopens may join into a run (visits.rs).
+    pub visit: Visit,
     pub run: Run,
+}
+
+/// A read-only open of a regular file that was reported, seen from its
+/// thread: its close, and reopens just like it, are counted in a run of
+/// visits instead of reported one by one. Only the owner reads or writes
+/// it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Visit {
+    pub file: FileIdent,
+    /// Fd generation when the fd was (re)opened: while it is unchanged,
+    /// the fd still names this file.
+    pub fdgen: u64,
+    pub fd: u32,
+    /// The open call, its flags, mode and dirfd as it made it.
+    pub nr: u32,
+    pub flags: u32,
+    pub mode: u32,
+    pub dirfd: u32,
+    /// `visits::NONE`, `ARMED`, `CLOSED` or `REOPENED`.
+    pub state: u32,
+    /// The run's version that counts the visits (`CLOSED`, `OPEN`).
+    pub ver: u32,
+    pub _pad: u32,
 }
 
 /// The current thread's entry, if it has one.
@@ -96,6 +123,7 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
             unsafe {
                 (*s).nr = IDLE;
                 (*s).cont = 0;
+                (*s).visit.state = 0;
                 (*s).run.word = 0;
                 (*s).run.ver = 0;
                 (*s).run.slot = 0;
@@ -106,7 +134,10 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
             return Some(s);
         }
     }
-    if PENDING.insert(tid, BLANK, 0).is_err() {
+    // By reference: a copy of the entry would not fit the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = PENDING.insert(tid, &BLANK, 0);
+    if inserted.is_err() {
         count(STAT_ARGS_FULL);
         return None;
     }
@@ -190,6 +221,8 @@ pub struct RunInfo {
     pub fd: u32,
     /// Offset of the run's first write, for positioned writes.
     pub off: u64,
+    /// A run of visits: the open call, its flags, mode and dirfd.
+    pub open: [u32; 4],
 }
 
 pub const BLANK_INFO: RunInfo = RunInfo {
@@ -209,6 +242,7 @@ pub const BLANK_INFO: RunInfo = RunInfo {
     nr: 0,
     fd: 0,
     off: 0,
+    open: [0; 4],
 };
 
 pub const BLANK_RUN: Run = Run {
@@ -232,5 +266,17 @@ pub static BLANK: Pending = Pending {
     file: BLANK_INFO.file,
     fdgen: 0,
     next_off: 0,
+    visit: Visit {
+        file: BLANK_INFO.file,
+        fdgen: 0,
+        fd: 0,
+        nr: 0,
+        flags: 0,
+        mode: 0,
+        dirfd: 0,
+        state: 0,
+        ver: 0,
+        _pad: 0,
+    },
     run: BLANK_RUN,
 };

@@ -998,3 +998,130 @@ fn careful_writers_in_parallel_are_never_unsynced() {
         );
     }
 }
+
+/// What a report says that does not depend on when, or as which pid, it
+/// ran: each finding's rule, severity, path in `dir`, inconclusiveness,
+/// and the evidence that counts bytes and calls.
+fn verdicts(report: &Value, dir: &Path) -> Vec<Value> {
+    let base = format!("{}/", dir.display());
+    let mut v: Vec<Value> = all_findings(report)
+        .iter()
+        .map(|f| {
+            let ev = &f["evidence"];
+            json!({
+                "rule": f["rule"],
+                "severity": f["severity"],
+                "path": f["path"].as_str().unwrap().trim_start_matches(&base),
+                "inconclusive": f["inconclusive"],
+                "unsynced_bytes": ev["unsynced_bytes"],
+                "writes": ev["writes"],
+                "unsynced_ranges": ev["unsynced_ranges"],
+            })
+        })
+        .collect();
+    v.sort_by_key(|f| f.to_string());
+    v
+}
+
+/// The fixture audited with visits and runs of positioned writes counted
+/// in the kernel (the default), or reported call by call
+/// (`AUDITOR_AGGREGATE=0`): (verdicts, events).
+fn audit_counted(fixture: &str, args: &[&str], counted: bool) -> (Vec<Value>, u64) {
+    let what = if counted { "counted" } else { "one_by_one" };
+    let dir = scratch_for(fixture, args, what);
+    let run = run_report_with_env(
+        &dir,
+        &[],
+        &argv(&fixture_cmd(fixture, args)),
+        &[("AUDITOR_AGGREGATE", if counted { "1" } else { "0" })],
+    );
+    assert_eq!(run.report["complete"], true, "nothing dropped");
+    assert_eq!(
+        run.report["exit_status"]["code"], 0,
+        "the fixture's checks pass: {}",
+        run.stderr
+    );
+    let events = run.report["stats"]["events"].as_u64().unwrap();
+    (verdicts(&run.report, &dir), events)
+}
+
+#[test]
+fn counted_in_the_kernel_or_call_by_call_the_verdicts_are_the_same() {
+    for (fixture, args) in [
+        ("poller", &[][..]),
+        ("pwrites", &["nosync"][..]),
+        ("pwrites", &["sync"][..]),
+        ("one_per_call", &[][..]),
+    ] {
+        let (counted, fewer) = audit_counted(fixture, args, true);
+        let (one_by_one, more) = audit_counted(fixture, args, false);
+        assert_eq!(counted, one_by_one, "{fixture} {args:?}");
+        assert!(
+            fewer < more,
+            "{fixture} {args:?}: {fewer} events, not fewer than {more}"
+        );
+    }
+    // The poller's reopens of its config, counted: a handful of events
+    // for its 400 polls.
+    let (v, events) = audit_counted("poller", &[], true);
+    let mut rules: Vec<&str> = v.iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        [
+            "rename-without-dir-fsync",
+            "rename-without-fsync",
+            "unsynced-at-exit"
+        ]
+    );
+    assert!(events < 300, "{events} events");
+}
+
+#[test]
+fn a_polled_file_is_one_open_then_one_close_per_run_of_visits() {
+    let t = trace("poller", &[]);
+    let pid = printed_pid(&t.stdout, "pid");
+    // Both configs: the first one's inode is gone by now.
+    let config = t.dir.join("config.json");
+    let ids: Vec<&Value> = t
+        .raw
+        .iter()
+        .filter(|e| e["type"] == "open" && e["path"].as_str() == config.to_str())
+        .map(|e| &e["file"]["id"])
+        .collect();
+    let on: Vec<&Value> = t
+        .raw
+        .iter()
+        .filter(|e| ids.contains(&&e["file"]["id"]))
+        .collect();
+    let closes: Vec<(u64, u64)> = on
+        .iter()
+        .filter(|e| e["type"] == "close" && e["pid"].as_u64() == Some(pid))
+        .map(|e| {
+            (
+                e["calls"].as_u64().unwrap_or(1),
+                e["reopens"]["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let (calls, reopens): (u64, u64) = closes
+        .iter()
+        .fold((0, 0), |(c, r), (ci, ri)| (c + ci, r + ri));
+    let opens = on
+        .iter()
+        .filter(|e| {
+            e["type"] == "open"
+                && e["pid"].as_u64() == Some(pid)
+                && e["path"].as_str() == config.to_str()
+        })
+        .count() as u64;
+    // The first config's creation, its 300 polls, the one held open at
+    // the end and the second config's 100 polls are 402 opens, in any
+    // split between reported opens and counted reopens; the closes are
+    // those of the creation, the polls, and of config.json.tmp (the second
+    // config's inode). A log line every 50 polls is a write, which ends
+    // the run of visits it falls in.
+    assert_eq!(opens + reopens, 402, "{closes:?}");
+    assert_eq!(calls, 402, "{closes:?}");
+    assert!(reopens >= 380, "nearly all reopens counted: {closes:?}");
+}

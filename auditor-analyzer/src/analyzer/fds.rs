@@ -172,10 +172,56 @@ impl Analyzer {
             .install(table, fd, desc, open_flags & flags::O_CLOEXEC != 0);
     }
 
-    pub(super) fn on_close(&mut self, ev: &Event, fd: i32) {
+    pub(super) fn on_close(&mut self, ev: &Event, raised: &mut Vec<Finding>) {
+        let EventKind::Close {
+            fd,
+            calls,
+            reopens,
+            file,
+            ..
+        } = &ev.kind
+        else {
+            return;
+        };
+        let Some(table) = self.table_of(ev) else {
+            return;
+        };
+        let before = self.fds.get(table, *fd).cloned();
         // close() releases the fd even when it reports an error.
-        if let Some(table) = self.table_of(ev) {
-            self.fds.close(table, fd);
+        self.fds.close(table, *fd);
+        let Some(r) = reopens.filter(|r| r.count > 0) else {
+            return;
+        };
+        // A run of visits: the closes and reopens alternate, starting with
+        // a close of what the fd held. Repeating an identical reopen and
+        // close changes nothing once the first pair is seen, so one of each
+        // stands for them all; the fd ends open when the last call was a
+        // reopen.
+        let ends_open = r.count + u32::from(before.is_some()) > *calls;
+        let path = before
+            .and_then(|d| d.path)
+            .or_else(|| {
+                file.as_ref()
+                    .and_then(|f| self.inodes.get(&f.id))
+                    .map(|s| s.path())
+            })
+            .unwrap_or_else(|| format!("<fd {fd}>"));
+        let reopen = Event {
+            kind: EventKind::Open {
+                call: r.call,
+                path,
+                // The path is absolute already.
+                dirfd: crate::track::paths::AT_FDCWD,
+                flags: r.flags,
+                mode: r.mode,
+                ret: i64::from(*fd),
+                file: file.clone(),
+            },
+            ..ev.clone()
+        };
+        self.on_open(&reopen, raised);
+        if !ends_open {
+            self.fds.close(table, *fd);
         }
     }
 

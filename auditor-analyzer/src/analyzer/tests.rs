@@ -972,3 +972,84 @@ fn findings_on_caches_are_counted_not_reported_unless_asked() {
     );
     assert_eq!(a.stats().cache_findings, 0);
 }
+
+/// Read-only opens of /d/db (inode 11) by pid 200 through fd 5, closed
+/// after each but the last when `ends_open`, as the calls came one by one,
+/// or as the probes count them: the first open, then one close standing
+/// for the closes and the reopens between them.
+fn visits(counted: bool, pairs: u32, ends_open: bool) -> Vec<crate::Event> {
+    let ro = || {
+        open_with(
+            200,
+            "/d/db",
+            AT_FDCWD,
+            O_CLOEXEC,
+            5,
+            Some(sized(reg(11), 10)),
+        )
+    };
+    let mut evs = vec![start(200, "/d"), ro()];
+    let closes = if ends_open { pairs - 1 } else { pairs };
+    if counted {
+        let mut c = close(200, 5);
+        if let EventKind::Close {
+            calls,
+            reopens,
+            file,
+            ..
+        } = &mut c.kind
+        {
+            *calls = closes;
+            *file = Some(sized(reg(11), 10));
+            *reopens = Some(crate::event::Reopens {
+                call: sys("openat"),
+                dirfd: AT_FDCWD,
+                flags: O_CLOEXEC,
+                mode: 0o644,
+                count: pairs - 1,
+            });
+        }
+        evs.push(c);
+    } else {
+        for i in 0..closes {
+            evs.push(close(200, 5));
+            if i + 1 < pairs {
+                evs.push(ro());
+            }
+        }
+    }
+    evs
+}
+
+#[test]
+fn a_run_of_visits_leaves_the_verdicts_the_calls_one_by_one_left() {
+    for ends_open in [false, true] {
+        let verdicts = |counted: bool| {
+            let mut evs = wrote(100);
+            evs.extend(visits(counted, 4, ends_open));
+            // The same moment either way (a counted run is fewer events).
+            evs.push(at(exit(100, 0), 1_000_000_000));
+            let findings = run(evs);
+            // Evidence calls differ by design (one close stands for many).
+            findings
+                .into_iter()
+                .map(|mut f| {
+                    f.calls.clear();
+                    f
+                })
+                .collect::<Vec<_>>()
+        };
+        let one_by_one = verdicts(false);
+        assert_eq!(rules(&one_by_one), ["unsynced-at-exit"]);
+        assert_eq!(
+            one_by_one[0].severity,
+            if ends_open {
+                Severity::Low
+            } else {
+                Severity::Medium
+            },
+            "a live reader still holding the file may yet fsync it"
+        );
+        assert_eq!(verdicts(true), one_by_one, "ends open: {ends_open}");
+    }
+}

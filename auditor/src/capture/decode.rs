@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
+use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, Reopens};
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
     Syscall, SyscallRecord,
@@ -433,10 +433,23 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             ret,
             file,
         },
+        // calls > 0: a run of visits (the probes' visits.rs): the closes,
+        // and in args[1..] the open call, the reopens, flags, mode, dirfd.
         CLOSE => EventKind::Close {
             fd: fd(0),
             ret,
             file,
+            calls: r.calls.max(1),
+            reopens: (r.calls > 0 && a[2] > 0).then(|| Reopens {
+                call: u32::try_from(a[1])
+                    .ok()
+                    .and_then(Syscall::from_nr)
+                    .unwrap_or(Syscall::Openat),
+                dirfd: a[5] as i32,
+                flags: a[3] as u32,
+                mode: a[4] as u32,
+                count: u32::try_from(a[2]).unwrap_or(u32::MAX),
+            }),
         },
         CLOSE_RANGE => EventKind::CloseRange {
             first: a[0] as u32,

@@ -36,6 +36,14 @@ pub struct Probes {
 /// the price of having them attached at all with it).
 const EMPTY_PROBES_ENV: &str = "AUDITOR_BENCH_EMPTY_PROBES";
 
+/// Whether the probes count visits and runs of positioned writes in the
+/// kernel (the default). `AUDITOR_AGGREGATE=0` has them reported call by
+/// call instead: the analyzer's results must be the same both ways, and
+/// tests compare them.
+fn aggregate() -> bool {
+    std::env::var_os("AUDITOR_AGGREGATE").is_none_or(|v| v != "0")
+}
+
 /// Entries of the probes' per-thread array, then of the fallback hash map
 /// for threads whose array entry another live thread holds. The array has
 /// one entry per possible thread id (pid_max rounded up to a power of two),
@@ -135,6 +143,7 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .override_global("EMPTY_PROBES", &u32::from(empty), true)
             .override_global("CRASH_POINTS", &u32::from(needs.crash_points), true)
+            .override_global("AGGREGATE", &u32::from(aggregate()), true)
             .override_global("SLOT_MASK", &(slots - 1), true)
             .map_max_entries("SLOTS", slots)
             .map_max_entries("PENDING", overflow)
