@@ -103,9 +103,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
     p.cont = 0;
-    p.enter_ns = unsafe { bpf_ktime_get_ns() };
     if nr == CLOSE && visits::closes_visit(p) {
-        // The visit's file, known: no lookup.
+        // The visit's file, known: no lookup, and no clock (a close
+        // reported after all has its end stand in for its entry).
         p.cont = visits::VISIT_CLOSE;
         bump_fd_generation();
         p.nr = nr;
@@ -123,6 +123,14 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         p.args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
         p.args[3] = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
     }
+    if visits::may_reopen(p, nr) {
+        // Likely counted at exit: no clock now (as above).
+        p.cont = visits::REOPEN;
+        p.file = FileIdent::default();
+        p.nr = nr;
+        return Ok(());
+    }
+    p.enter_ns = unsafe { bpf_ktime_get_ns() };
     // The main fd is resolved now: a close or dup2 replaces it before exit.
     p.file = FileIdent::default();
     if let (Some(i), _) = fd_args(nr) {
@@ -162,6 +170,10 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             p.enter_ns = unsafe { bpf_ktime_get_ns() };
         }
     }
+    if matches!(p.cont, visits::VISIT_CLOSE | visits::REOPEN) {
+        // Entered without the clock: its end stands in.
+        p.enter_ns = unsafe { bpf_ktime_get_ns() };
+    }
     if p.nr == CLOSE {
         if p.cont == visits::VISIT_CLOSE && ret == 0 && visits::absorb_close(p, pid_tgid) {
             p.nr = IDLE;
@@ -171,7 +183,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             p.visit.state = visits::NONE;
         }
     }
-    if matches!(p.nr, OPEN | OPENAT | OPENAT2) && ret >= 0 && visits::absorb_reopen(p, tid, ret) {
+    if p.cont == visits::REOPEN && ret >= 0 && visits::absorb_reopen(p, tid, ret) {
         p.nr = IDLE;
         return Ok(());
     }

@@ -66,6 +66,8 @@ pub const REOPENED: u32 = 3;
 
 /// `Pending::cont` of a close that may join its thread's visits.
 pub const VISIT_CLOSE: u32 = 2;
+/// `Pending::cont` of an open that may be a reopen of its thread's visit.
+pub const REOPEN: u32 = 3;
 
 /// The path of each thread's last reported read-only open, to compare a
 /// reopen's with (only that thread reads or writes its entry). Least
@@ -218,18 +220,28 @@ pub fn absorb_close(p: &mut Pending, pid_tgid: u64) -> bool {
     }
 }
 
+/// At an open's entry: whether it may be an identical reopen of the
+/// thread's closed visit (the rest is checked at exit).
+#[inline(always)]
+pub fn may_reopen(p: &Pending, nr: u32) -> bool {
+    let v = &p.visit;
+    if v.state != CLOSED || nr != v.nr {
+        return false;
+    }
+    let (dirfd, _, flags, mode) = open_args(nr, &p.args);
+    dirfd == v.dirfd && flags == v.flags && mode == v.mode
+}
+
 /// At a successful open's exit: whether it is an identical reopen of the
 /// thread's closed visit, counted into its run (then nothing is reported).
 #[inline(always)]
 pub fn absorb_reopen(p: &mut Pending, tid: u32, ret: i64) -> bool {
     let v = p.visit;
-    if v.state != CLOSED || ret != i64::from(v.fd) || p.nr != v.nr {
+    // The call, dirfd, flags and mode were compared at entry.
+    if v.state != CLOSED || ret != i64::from(v.fd) {
         return false;
     }
-    let (dirfd, path, flags, mode) = open_args(p.nr, &p.args);
-    if dirfd != v.dirfd || flags != v.flags || mode != v.mode {
-        return false;
-    }
+    let (_, path, _, _) = open_args(p.nr, &p.args);
     let mut file = FileIdent::default();
     ident(ret as u64, &mut file);
     if !same_file(&file, &v.file) || !same_path(path, tid) {
