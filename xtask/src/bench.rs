@@ -1,9 +1,18 @@
-//! `cargo xtask bench`: the same write-heavy workload untraced, under
-//! `auditor run` and under `strace -f`, side by side in one run; prints the
-//! ratios and the events the kernel dropped.
+//! `cargo xtask bench`: one table, every tracer side by side in one run,
+//! on the same workloads: untraced; the floor (the auditor with its
+//! syscall probes attached but returning at once: what having raw syscall
+//! tracepoints attached costs by itself); the auditor; bpftrace counting
+//! the same calls per pid and fd on the same tracepoint (the nearest
+//! equivalent a user could write in a line); and `strace -f`. The
+//! workloads: one writer (fdatasync every 100 writes, and writes alone),
+//! 8 writers at once, an open/close flood from an unprivileged process,
+//! start-up (`run -- true`), and a program that leaves 50,000 files dirty
+//! (memory and the time the report takes). Runs are interleaved, each from
+//! a clean page cache, and the medians compared; nothing here asserts a
+//! time (this VM's fsync latency alone varies by a quarter between runs).
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Instant,
 };
@@ -12,60 +21,119 @@ use anyhow::{Context, Result, bail};
 
 use crate::{root, sh};
 
-#[derive(Clone, Copy)]
+/// What the table is made of.
+pub struct Options {
+    pub writes: u64,
+    pub fsync_every: u64,
+    pub rounds: usize,
+    pub strace_rounds: usize,
+    pub writers: u64,
+    pub writer_writes: u64,
+    pub flood: u64,
+    pub files: u64,
+    pub startups: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tracer {
+    Untraced,
+    Floor,
+    Auditor,
+    Bpftrace,
+    Strace,
+}
+
+const TRACERS: [Tracer; 5] = [
+    Tracer::Untraced,
+    Tracer::Floor,
+    Tracer::Auditor,
+    Tracer::Bpftrace,
+    Tracer::Strace,
+];
+
+/// One timed run.
+#[derive(Clone, Copy, Default)]
 struct Sample {
-    /// The workload's own loop time.
+    /// The workload's own loop time (what it printed).
     loop_ns: u64,
-    /// The whole command, tracer start-up included.
-    wall_ns: u64,
+    /// The auditor's report: events dropped, events captured.
+    dropped: u64,
+    events: u64,
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
     v.sort_unstable();
     v[v.len() / 2]
 }
 
-pub fn run(
-    auditor: &Path,
-    writes: u64,
-    every: u64,
-    rounds: usize,
-    strace_rounds: usize,
-) -> Result<()> {
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "xtask",
-        "--bin",
-        "write_workload",
-    ]))?;
-    let workload = root().join("target/release/write_workload");
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let data = dir.join("workload.dat");
-    let report = dir.join("report.json");
-    let args = |every: u64| {
-        [
-            data.to_str().unwrap().to_owned(),
-            writes.to_string(),
-            every.to_string(),
-        ]
-    };
+/// A workload and how bpftrace counts its calls.
+struct Workload {
+    argv: Vec<String>,
+    /// The syscall numbers bpftrace counts per pid and fd.
+    syscalls: &'static [u32],
+}
 
-    let time = |cmd: &mut Command| -> Result<Sample> {
+struct Bench<'a> {
+    auditor: &'a Path,
+    report: PathBuf,
+}
+
+impl Bench<'_> {
+    /// Runs `w` under `t` once.
+    fn run(&self, t: Tracer, w: &Workload) -> Result<Sample> {
+        let mut cmd = match t {
+            Tracer::Untraced => {
+                let mut c = Command::new(&w.argv[0]);
+                c.args(&w.argv[1..]);
+                c
+            }
+            Tracer::Floor | Tracer::Auditor => {
+                let mut c = Command::new(self.auditor);
+                c.args(["run", "--format", "json", "--output"])
+                    .arg(&self.report)
+                    .arg("--")
+                    .args(&w.argv);
+                if t == Tracer::Floor {
+                    c.env("AUDITOR_BENCH_EMPTY_PROBES", "1");
+                }
+                c
+            }
+            Tracer::Bpftrace => {
+                // The same tracepoint (the perf side of raw_syscalls), the
+                // calls counted per pid and fd in a map, the command run by
+                // bpftrace itself (it exits when the command does).
+                let ids: Vec<String> = w
+                    .syscalls
+                    .iter()
+                    .map(|n| format!("args->id == {n}"))
+                    .collect();
+                let script = format!(
+                    "tracepoint:raw_syscalls:sys_enter /pid == cpid && ({})/ \
+                     {{ @calls[pid, args->id, args->args[0]] = count(); }}",
+                    ids.join(" || ")
+                );
+                let mut c = Command::new("bpftrace");
+                c.args(["-e", &script, "-c", &w.argv.join(" ")]);
+                c
+            }
+            Tracer::Strace => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-qq", "-o", "/dev/null"]).args(&w.argv);
+                c
+            }
+        };
         // Every run starts from a clean page cache: dirty data left by the
-        // previous one (the writes-alone runs never fsync) would be written
-        // back during the next and bill it for the disk's work.
+        // previous one would be written back during the next and bill it
+        // for the disk's work.
         // SAFETY: sync(2) has no preconditions.
         unsafe { libc::sync() };
-        let start = Instant::now();
         let out = cmd
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .output()
             .with_context(|| format!("{cmd:?}"))?;
-        let wall_ns = start.elapsed().as_nanos() as u64;
         if !matches!(out.status.code(), Some(0) | Some(1)) {
             bail!("{cmd:?} failed: {}", out.status);
         }
@@ -74,133 +142,420 @@ pub fn run(
             .lines()
             .find_map(|l| l.trim().parse().ok())
             .context("workload printed no timing")?;
-        Ok(Sample { loop_ns, wall_ns })
-    };
-    let mut dropped = 0u64;
-    let mut events = 0u64;
-    // `empty`: the syscall probes attached but returning at once, which is
-    // what having them attached costs by itself: the floor of this design.
-    let mut audited = |every: u64, empty: bool| -> Result<Sample> {
-        let mut cmd = Command::new(auditor);
-        if empty {
-            cmd.env("AUDITOR_BENCH_EMPTY_PROBES", "1");
-        }
-        let s = time(
-            cmd.args(["run", "--format", "json", "--output"])
-                .arg(&report)
-                .arg("--")
-                .arg(&workload)
-                .args(args(every)),
-        )?;
-        if empty {
-            return Ok(s);
-        }
-        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-        dropped = dropped.max(
-            doc["stats"]["dropped"]
+        let mut s = Sample {
+            loop_ns,
+            ..Sample::default()
+        };
+        if t == Tracer::Auditor {
+            let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
+            s.dropped = doc["stats"]["dropped"]
                 .as_u64()
-                .context("report has no stats.dropped")?,
-        );
-        events = doc["stats"]["events"].as_u64().unwrap_or(0);
+                .context("report has no stats.dropped")?;
+            s.events = doc["stats"]["events"].as_u64().unwrap_or(0);
+        }
         Ok(s)
+    }
+
+    /// `rounds` of every tracer in `tracers`, interleaved; strace only in
+    /// the first `strace_rounds`.
+    fn rounds(
+        &self,
+        name: &str,
+        w: &Workload,
+        rounds: usize,
+        strace_rounds: usize,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let mut all: Vec<Vec<Sample>> = vec![Vec::new(); TRACERS.len()];
+        for round in 0..rounds {
+            let mut line = format!("  {name}, round {}:", round + 1);
+            for (i, &t) in TRACERS.iter().enumerate() {
+                if t == Tracer::Strace && round >= strace_rounds {
+                    continue;
+                }
+                let s = self.run(t, w)?;
+                line.push_str(&format!(" {t:?} {:.3}s", s.loop_ns as f64 / 1e9));
+                all[i].push(s);
+            }
+            println!("{line}");
+        }
+        Ok(all)
+    }
+}
+
+/// `0.534 s (1.12x)`: the median loop time and its ratio to untraced.
+fn cell(samples: &[Sample], base: u64) -> String {
+    if samples.is_empty() {
+        return "-".into();
+    }
+    let m = median(samples.iter().map(|s| s.loop_ns).collect());
+    format!(
+        "{:.3} s ({:.2}x)",
+        m as f64 / 1e9,
+        m as f64 / base.max(1) as f64
+    )
+}
+
+fn loop_median(samples: &[Sample]) -> u64 {
+    median(samples.iter().map(|s| s.loop_ns).collect())
+}
+
+fn worst_dropped(samples: &[Sample]) -> u64 {
+    samples.iter().map(|s| s.dropped).max().unwrap_or(0)
+}
+
+/// A row of the table from the samples of each tracer.
+fn row(case: &str, all: &[Vec<Sample>]) -> String {
+    let base = loop_median(&all[0]);
+    let floor = loop_median(&all[1]);
+    let auditor = loop_median(&all[2]);
+    let mut cells: Vec<String> = all.iter().map(|s| cell(s, base)).collect();
+    cells[0] = format!("{:.3} s", base as f64 / 1e9);
+    format!(
+        "| {case} | {} | **{:.3}** | {} |",
+        cells.join(" | "),
+        auditor as f64 / floor.max(1) as f64,
+        worst_dropped(&all[2])
+    )
+}
+
+/// The `auditor: timing: PHASE N ms (resident M MiB)` lines of a run.
+fn timings(stderr: &str) -> Vec<(String, f64, f64)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("auditor: timing: "))
+        .filter_map(|l| {
+            let (phase, rest) = l.rsplit_once(" ms")?;
+            let (name, ms) = phase.rsplit_once(' ')?;
+            let rss = rest
+                .trim()
+                .strip_prefix("(resident ")
+                .and_then(|r| r.strip_suffix(" MiB)"))
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0.0);
+            Some((name.to_string(), ms.parse().ok()?, rss))
+        })
+        .collect()
+}
+
+fn phase(t: &[(String, f64, f64)], name: &str) -> Option<(f64, f64)> {
+    t.iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, ms, rss)| (*ms, *rss))
+}
+
+/// The peak resident line of `--timings` (MiB).
+fn peak(stderr: &str) -> f64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("auditor: timing: peak resident "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Start-up: the wall time of each tracer around `true`, and the
+/// auditor's phases (`--timings`), medians over `n` runs.
+fn startup(auditor: &Path, n: usize) -> Result<String> {
+    let wall = |cmd: &mut Command| -> Result<(u64, String)> {
+        let start = Instant::now();
+        let out = cmd
+            .stdout(Stdio::null())
+            .output()
+            .with_context(|| format!("{cmd:?}"))?;
+        let ns = start.elapsed().as_nanos() as u64;
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", out.status);
+        }
+        Ok((ns, String::from_utf8_lossy(&out.stderr).into_owned()))
+    };
+    let mut walls: Vec<Vec<u64>> = vec![Vec::new(); TRACERS.len()];
+    let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for _ in 0..n {
+        walls[0].push(wall(&mut Command::new("true"))?.0);
+        walls[1].push(
+            wall(
+                Command::new(auditor)
+                    .args(["run", "--", "true"])
+                    .env("AUDITOR_BENCH_EMPTY_PROBES", "1"),
+            )?
+            .0,
+        );
+        let (ns, err) = wall(Command::new(auditor).args(["run", "--timings", "--", "true"]))?;
+        walls[2].push(ns);
+        for (name, ms, _) in timings(&err) {
+            let key = if name.starts_with("verifier ") && name != "verifier (all programs)" {
+                continue;
+            } else {
+                name
+            };
+            phases.entry(key).or_default().push(ms);
+        }
+        walls[3].push(
+            wall(Command::new("bpftrace").args([
+                "-e",
+                "tracepoint:raw_syscalls:sys_enter /pid == cpid/ { @calls[pid, args->id, args->args[0]] = count(); }",
+                "-c",
+                "/bin/true",
+            ]))?
+            .0,
+        );
+        walls[4]
+            .push(wall(Command::new("strace").args(["-f", "-qq", "-o", "/dev/null", "true"]))?.0);
+    }
+    let m: Vec<u64> = walls.into_iter().map(median).collect();
+    let ms = |ns: u64| format!("{:.0} ms", ns as f64 / 1e6);
+    let med = |name: &str| {
+        phases
+            .get(name)
+            .map(|v| {
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .unwrap_or(0.0)
+    };
+    let detail = format!(
+        "verifier {:.0} + kernel BTF {:.0} + loader {:.0} + maps {:.0} + attach {:.0} + detach {:.0}",
+        med("verifier (all programs)"),
+        med("btf offsets"),
+        med("loader (kernel BTF parsed by aya)"),
+        med("object and maps"),
+        med("attach"),
+        med("detach"),
+    );
+    Ok(format!(
+        "| start-up: `run -- true`, wall, median of {n} | {} | {} | **{}** ({detail}) | {} | {} | {:.2} | |",
+        ms(m[0]),
+        ms(m[1]),
+        ms(m[2]),
+        ms(m[3]),
+        ms(m[4]),
+        m[2] as f64 / m[1].max(1) as f64
+    ))
+}
+
+/// The auditor on a program that creates and writes `files` files and
+/// leaves them all dirty: every file is a finding. Peak resident memory
+/// with `--format json`, the bytes per file above what the auditor held
+/// once attached (the ring buffer, mapped twice, is most of that), and how
+/// long the report took once the workload ended.
+fn files_case(auditor: &Path, workload: &Path, files: u64, dir: &Path) -> Result<String> {
+    let fresh = |name: &str| -> Result<PathBuf> {
+        let d = dir.join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d)?;
+        std::fs::File::create(d.join("go"))?;
+        Ok(d)
+    };
+    let n = files.to_string();
+    let d = fresh("files-untraced")?;
+    let out = Command::new(workload)
+        .arg(&d)
+        .args([n.as_str(), "0"])
+        .output()?;
+    let untraced: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("files_workload printed no timing")?;
+    let d = fresh("files-audited")?;
+    let report = dir.join("files-report.json");
+    let out = Command::new(auditor)
+        .args(["run", "--timings", "--format", "json", "--output"])
+        .arg(&report)
+        .arg("--")
+        .arg(workload)
+        .arg(&d)
+        .args([n.as_str(), "0"])
+        .output()?;
+    if !matches!(out.status.code(), Some(0) | Some(1)) {
+        bail!("auditor on files_workload failed: {}", out.status);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let t = timings(&err);
+    let audited: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("files_workload printed no timing")?;
+    let after_ms = ["drain after the end", "verdicts", "report"]
+        .iter()
+        .filter_map(|p| phase(&t, p))
+        .map(|(ms, _)| ms)
+        .sum::<f64>();
+    let attached = phase(&t, "launch").map_or(0.0, |(_, rss)| rss);
+    let peak = peak(&err);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let found = doc["counts"]["total"].as_u64().unwrap_or(0);
+    let dropped = doc["stats"]["dropped"].as_u64().unwrap_or(0);
+    let per_file = (peak - attached) * 1024.0 / files.max(1) as f64;
+    for name in ["files-untraced", "files-audited"] {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    Ok(format!(
+        "| {files} files created and written, left dirty, `--format json` | {:.3} s | | {:.3} s ({:.2}x): **peak {peak:.0} MiB**, {attached:.0} MiB of it once attached, **{per_file:.1} KiB per file**; {found} findings; **report done {:.2} s after the workload** | | | | {dropped} |",
+        untraced as f64 / 1e9,
+        audited as f64 / 1e9,
+        audited as f64 / untraced.max(1) as f64,
+        after_ms / 1e3,
+    ))
+}
+
+pub fn run(auditor: &Path, o: &Options) -> Result<()> {
+    for bin in ["write_workload", "flood_workload", "files_workload"] {
+        sh(Command::new("cargo").current_dir(root()).args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--bin",
+            bin,
+        ]))?;
+    }
+    let bin = |b: &str| root().join("target/release").join(b);
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let b = Bench {
+        auditor,
+        report: dir.join("report.json"),
+    };
+    let data = dir.join("workload.dat");
+    let s = |v: &Path| v.to_str().unwrap().to_owned();
+    let writes = |n: u64, every: u64, threads: Option<u64>| {
+        let mut argv = vec![
+            s(&bin("write_workload")),
+            s(&data),
+            n.to_string(),
+            every.to_string(),
+        ];
+        argv.extend(threads.map(|t| t.to_string()));
+        Workload {
+            argv,
+            // write, fsync, fdatasync
+            syscalls: &[1, 74, 75],
+        }
+    };
+    // The flood runs as nobody: any local user can make these calls, and
+    // the file it opens is one nobody may read.
+    let flood_file = dir.join("flood.txt");
+    std::fs::write(&flood_file, "polled\n")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&flood_file, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let flood = Workload {
+        argv: vec![
+            "/usr/bin/setpriv".into(),
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+            s(&bin("flood_workload")),
+            s(&flood_file),
+            o.flood.to_string(),
+        ],
+        // openat, close
+        syscalls: &[257, 3],
     };
 
-    // The same two configurations twice: with fsyncs (the target), then
-    // writes alone, which shows the cost per write without the noise of
-    // the disk's flush latency.
-    let mut base = Vec::new();
-    let mut traced = Vec::new();
-    let mut straced = Vec::new();
-    let mut base_w = Vec::new();
-    let mut traced_w = Vec::new();
-    let mut floor = Vec::new();
-    let mut floor_w = Vec::new();
     println!(
-        "workload: {writes} writes of 64 bytes, fsync every {every}; {rounds} rounds, interleaved \
-         (strace -f in the first {strace_rounds})"
+        "every tracer in turn, {} rounds (strace -f in the first {}), medians of the workloads' own loop times",
+        o.rounds, o.strace_rounds
     );
-    for round in 0..rounds {
-        base.push(time(Command::new(&workload).args(args(every)))?);
-        traced.push(audited(every, false)?);
-        floor.push(audited(every, true)?);
-        base_w.push(time(Command::new(&workload).args(args(0)))?);
-        traced_w.push(audited(0, false)?);
-        floor_w.push(audited(0, true)?);
-        let strace = if round < strace_rounds {
-            let s = time(
-                Command::new("strace")
-                    .args(["-f", "-qq", "-o", "/dev/null"])
-                    .arg(&workload)
-                    .args(args(every)),
-            )?;
-            straced.push(s);
-            format!("  strace {:.3}s", s.loop_ns as f64 / 1e9)
+    let one = b.rounds(
+        "1 writer",
+        &writes(o.writes, o.fsync_every, None),
+        o.rounds,
+        o.strace_rounds,
+    )?;
+    let alone = b.rounds(
+        "writes alone",
+        &writes(o.writes, 0, None),
+        o.rounds,
+        o.strace_rounds.min(1),
+    )?;
+    let few = o.rounds.div_ceil(2);
+    let many = b.rounds(
+        "8 writers",
+        &writes(o.writer_writes, o.fsync_every, Some(o.writers)),
+        few,
+        o.strace_rounds.min(1),
+    )?;
+    let flooded = b.rounds("flood", &flood, few, o.strace_rounds.min(1))?;
+    let start = startup(auditor, o.startups)?;
+    let files = files_case(auditor, &bin("files_workload"), o.files, &dir)?;
+
+    let per_write = |all: &[Vec<Sample>], i: usize| {
+        let base = loop_median(&all[0]) as f64;
+        (loop_median(&all[i]) as f64 - base) / o.writes as f64
+    };
+    let calls_per_s = |all: &[Vec<Sample>], i: usize| {
+        let m = loop_median(&all[i]);
+        if m == 0 {
+            "-".to_string()
         } else {
-            String::new()
-        };
-        let secs = |v: &[Sample]| v[round].loop_ns as f64 / 1e9;
-        println!(
-            "  round {}: untraced {:.3}s  auditor {:.3}s  empty probes {:.3}s{strace}  | writes alone: \
-             {:.3}s  {:.3}s  {:.3}s",
-            round + 1,
-            secs(&base),
-            secs(&traced),
-            secs(&floor),
-            secs(&base_w),
-            secs(&traced_w),
-            secs(&floor_w),
-        );
-    }
-    let m = |v: &[Sample], f: fn(&Sample) -> u64| median(v.iter().map(f).collect());
-    let loop_of = |x: &Sample| x.loop_ns;
-    let (b, a) = (m(&base, loop_of), m(&traced, loop_of));
-    let (bw, aw) = (m(&base, |x| x.wall_ns), m(&traced, |x| x.wall_ns));
-    let ratio = a as f64 / b as f64;
-    println!(
-        "median workload loop: untraced {:.3}s, auditor {:.3}s",
-        b as f64 / 1e9,
-        a as f64 / 1e9,
-    );
-    print!("ratio (workload loop): auditor {ratio:.3}x untraced");
-    if !straced.is_empty() {
-        let s = m(&straced, loop_of);
-        print!(", strace -f {:.3}x untraced", s as f64 / b as f64);
-    }
+            format!("{:.2}M", 2.0 * o.flood as f64 / (m as f64 / 1e9) / 1e6)
+        }
+    };
     println!();
     println!(
-        "ratio (whole command, start-up included): auditor {:.3}x",
-        aw as f64 / bw as f64
+        "| case | untraced | floor (probes attached, returning at once) | auditor | bpftrace | strace -f | auditor / floor | dropped |"
     );
-    let f = m(&floor, loop_of);
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "floor (syscall probes attached, returning at once): {:.3}s = {:.3}x untraced",
-        f as f64 / 1e9,
-        f as f64 / b as f64
+        "{}",
+        row(
+            &format!(
+                "1 writer: {} writes of 64 bytes, fdatasync every {}",
+                o.writes, o.fsync_every
+            ),
+            &one
+        )
     );
-    let (b0, a0, f0) = (
-        m(&base_w, loop_of),
-        m(&traced_w, loop_of),
-        m(&floor_w, loop_of),
-    );
-    let per_write = |t: u64| (t as f64 - b0 as f64) / writes as f64;
     println!(
-        "writes alone: untraced {:.3}s, auditor {:.3}s = {:.3}x ({:.0} ns added per write), \
-         floor {:.3}s ({:.0} ns per write)",
-        b0 as f64 / 1e9,
-        a0 as f64 / 1e9,
-        a0 as f64 / b0 as f64,
-        per_write(a0),
-        f0 as f64 / 1e9,
-        per_write(f0),
+        "{}",
+        row(
+            &format!(
+                "1 writer: {} writes alone (ns added per write: floor {:.0}, auditor {:.0}, bpftrace {:.0})",
+                o.writes,
+                per_write(&alone, 1),
+                per_write(&alone, 2),
+                per_write(&alone, 3)
+            ),
+            &alone
+        )
     );
-    println!("events captured per audited run (last): {events}; dropped (worst run): {dropped}");
     println!(
-        "target: auditor <= 1.10x untraced with 0 dropped -> {}",
-        if ratio <= 1.10 && dropped == 0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "{}",
+        row(
+            &format!(
+                "{} writer threads x {} writes, fdatasync every {}",
+                o.writers, o.writer_writes, o.fsync_every
+            ),
+            &many
+        )
+    );
+    println!(
+        "{}",
+        row(
+            &format!(
+                "open/close flood by an unprivileged process, {} pairs (syscalls/s: untraced {}, floor {}, auditor {}, bpftrace {}, strace {})",
+                o.flood,
+                calls_per_s(&flooded, 0),
+                calls_per_s(&flooded, 1),
+                calls_per_s(&flooded, 2),
+                calls_per_s(&flooded, 3),
+                calls_per_s(&flooded, 4),
+            ),
+            &flooded
+        )
+    );
+    println!("{start}");
+    println!("{files}");
+    println!();
+    println!(
+        "events the auditor captured in its last run: 1 writer {}, 8 writers {}, flood {}",
+        one[2].last().map_or(0, |s| s.events),
+        many[2].last().map_or(0, |s| s.events),
+        flooded[2].last().map_or(0, |s| s.events),
     );
     Ok(())
 }

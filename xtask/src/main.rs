@@ -38,21 +38,39 @@ enum Task {
         /// Extra arguments for the end-to-end test binaries (a test name filter).
         filter: Vec<String>,
     },
-    /// Measure tracing overhead against an untraced run and strace.
+    /// Measure the auditor against untraced runs, its own floor, bpftrace
+    /// and strace -f: writers, a flood, start-up, memory. One table.
     Bench {
-        /// Writes in the workload.
+        /// Writes in the one-writer workload.
         #[arg(long, default_value_t = 200_000)]
         writes: u64,
         /// fsync after every N writes.
         #[arg(long, default_value_t = 100)]
         fsync_every: u64,
         /// Repetitions of each configuration (the median is reported):
-        /// fsync latency varies from one run to the next.
+        /// fsync latency varies from one run to the next. The 8 writers
+        /// and the flood run half as many.
         #[arg(long, default_value_t = 11)]
         rounds: usize,
-        /// Of these, how many also run strace -f (about 30 s each).
+        /// Of these, how many also run strace -f on the one writer (about
+        /// 30 s each; once for the other workloads, none with 0).
         #[arg(long, default_value_t = 3)]
         strace_rounds: usize,
+        /// Writer threads of the many-writers workload.
+        #[arg(long, default_value_t = 8)]
+        writers: u64,
+        /// Writes of each of those threads.
+        #[arg(long, default_value_t = 200_000)]
+        writer_writes: u64,
+        /// open/close pairs of the flood.
+        #[arg(long, default_value_t = 1_000_000)]
+        flood: u64,
+        /// Files the memory workload creates and leaves dirty.
+        #[arg(long, default_value_t = 50_000)]
+        files: u64,
+        /// Runs of `run -- true` for start-up.
+        #[arg(long, default_value_t = 21)]
+        startups: usize,
     },
     /// Attach to a process that writes many distinct files; check that
     /// memory and tracked files stay bounded.
@@ -108,10 +126,28 @@ fn run(cli: Cli) -> Result<()> {
             fsync_every,
             rounds,
             strace_rounds,
+            writers,
+            writer_writes,
+            flood,
+            files,
+            startups,
         } => {
             setup::all()?;
             build()?;
-            bench::run(&auditor_bin(), writes, fsync_every, rounds, strace_rounds)
+            bench::run(
+                &auditor_bin(),
+                &bench::Options {
+                    writes,
+                    fsync_every,
+                    rounds,
+                    strace_rounds,
+                    writers,
+                    writer_writes,
+                    flood,
+                    files,
+                    startups,
+                },
+            )
         }
         Task::BenchAttach { files, max_files } => {
             setup::all()?;

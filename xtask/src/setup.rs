@@ -39,6 +39,8 @@ pub const PACKAGES: &[&str] = &[
     "postgresql-15",
     "lmdb-utils",
     "restic",
+    // What `cargo xtask bench` compares the auditor with.
+    "bpftrace",
 ];
 
 pub fn all() -> Result<()> {

@@ -256,8 +256,12 @@ fn capture(
     let mut pump = Pump::default();
     let mut sweeps = lock(feed.analyzer).sweeps();
     let t0 = Instant::now();
+    let mut ended: Option<Instant> = None;
     loop {
         let done = finished(feed);
+        if done && ended.is_none() {
+            ended = Some(Instant::now());
+        }
         let more = pump.round(probes, &mut |ev| feed.event(ev), done)?;
         {
             let analyzer = lock(feed.analyzer);
@@ -281,6 +285,10 @@ fn capture(
             break;
         }
         wait_readable(&probes.ring, wake, Duration::from_millis(50));
+    }
+    if let Some(t) = ended {
+        // What the report waits for once the traced processes are gone.
+        timings::since("drain after the end", t);
     }
     Ok((probes.kernel_stats(), pump.decoder.stats))
 }
