@@ -157,7 +157,12 @@ pub fn run(auditor: &Path, files: u64, max_files: u64) -> Result<()> {
     }
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     let stat = |k: &str| doc["stats"][k].as_u64().unwrap_or(0);
-    let loop_s = loop_ns.trim().parse::<f64>().unwrap_or(0.0) / 1e9;
+    let loop_s = loop_ns
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9;
     println!(
         "workload loop {loop_s:.1}s; attach ran {:.1}s",
         wall.as_secs_f64()
