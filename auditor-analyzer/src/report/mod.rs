@@ -4,6 +4,7 @@
 pub mod groups;
 pub mod json;
 pub mod jsonl;
+pub mod left_out;
 pub mod text;
 
 pub use jsonl::{jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line};
@@ -117,6 +118,9 @@ pub struct Report {
     /// Alike findings, in the order of their worst member.
     pub groups: Vec<groups::Group>,
     pub stats: AnalyzerStats,
+    /// Findings in a baseline or accepted by an allow rule, taken out by
+    /// [`Report::leave_out`].
+    pub left_out: left_out::LeftOut,
 }
 
 impl Report {
@@ -147,6 +151,7 @@ impl Report {
             findings,
             groups,
             stats: analyzer.stats(),
+            left_out: left_out::LeftOut::default(),
         }
     }
 
@@ -244,6 +249,7 @@ impl Report {
                 self.stats.suppressed_findings
             ));
         }
+        s.push_str(&self.left_out_summary());
         s
     }
 

@@ -150,6 +150,9 @@ impl Report {
             );
         }
         out.push('\n');
+        if o.verbose {
+            self.render_left_out(&mut out);
+        }
         self.render_not_judged(&mut out);
         let _ = writeln!(out, "{}", self.summary_line());
         out
