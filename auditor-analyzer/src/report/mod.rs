@@ -2,9 +2,11 @@
 //! findings worst first, counts and coverage stats, and the exit code.
 
 pub mod groups;
+pub mod help;
 pub mod json;
 pub mod jsonl;
 pub mod left_out;
+pub mod sarif;
 pub mod text;
 
 pub use jsonl::{jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line};
