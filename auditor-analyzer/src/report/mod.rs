@@ -6,6 +6,7 @@ pub mod help;
 pub mod json;
 pub mod jsonl;
 pub mod left_out;
+pub mod plural;
 pub mod sarif;
 pub mod text;
 

@@ -328,6 +328,18 @@ pub fn finish(
             v["crashtest"] = plan_json(&plan, &t, &crashes);
             out.write_chunk(format!("{v}\n").as_bytes())?;
         }
+        Format::Sarif => {
+            let mut doc = reference.to_sarif();
+            if let Some(results) = doc["runs"][0]["results"].as_array_mut() {
+                for (i, r) in results.iter_mut().enumerate() {
+                    r["properties"]["confirmed"] = (!t.confirmed_by[i].is_empty()).into();
+                }
+            }
+            doc["runs"][0]["properties"]["crashtest"] = plan_json(&plan, &t, &crashes);
+            let mut text = serde_json::to_vec_pretty(&doc)?;
+            text.push(b'\n');
+            out.write_chunk(&text)?;
+        }
         Format::Text => {
             let o = text_options(&args.report, &out);
             let mut text = reference.render_text(&o);
