@@ -259,7 +259,11 @@ impl Report {
     /// `3 findings (1 high, 2 medium) in 2 files; 12345 events, 0 dropped`.
     pub fn summary_line(&self) -> String {
         let c = self.counts();
-        let mut tail = format!("{} events, {} dropped", self.events(), self.dropped());
+        let mut tail = format!(
+            "{}, {} dropped",
+            plural::count(self.events(), "event", "events"),
+            self.dropped()
+        );
         if let Some(b) = self.run.truncated_at_byte {
             tail.push_str(&format!("; recording truncated at byte {b}"));
         }

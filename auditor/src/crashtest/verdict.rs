@@ -5,7 +5,10 @@
 use std::fmt::Write;
 
 use anyhow::Result;
-use auditor_analyzer::{Finding, report::Report};
+use auditor_analyzer::{
+    Finding,
+    report::{Report, plural::count},
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -455,12 +458,12 @@ fn render_text(
     }
     let _ = writeln!(
         o,
-        "crash test: {} crash points, {} files lost data, {} of them predicted by no finding; {} of {} findings confirmed",
-        crashes.len(),
-        t.losses,
+        "crash test: {}, {} lost data, {} of them predicted by no finding; {} of {} confirmed",
+        count(crashes.len() as u64, "crash point", "crash points"),
+        count(t.losses as u64, "file", "files"),
         t.unpredicted,
         t.confirmed_by.iter().filter(|c| !c.is_empty()).count(),
-        reference.findings.len()
+        count(reference.findings.len() as u64, "finding", "findings")
     );
     if t.unpredicted > 0 {
         let _ = writeln!(
