@@ -84,4 +84,23 @@ mod tests {
         }
         assert_eq!(rule_help("no-such-rule"), None);
     }
+
+    /// The rules reference people are sent to documents every rule.
+    #[test]
+    fn every_rule_has_a_section_in_the_rules_reference() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        for r in RULES {
+            assert!(
+                doc.contains(&format!("\n## `{}`\n", r.id)),
+                "docs/rules.md has no section for {}",
+                r.id
+            );
+            assert!(
+                doc.contains(&format!("| [`{}`](#{})", r.id, r.id)),
+                "docs/rules.md's table lacks {}",
+                r.id
+            );
+        }
+    }
 }
