@@ -157,15 +157,22 @@ pub fn stream_at_risk(out: &mut Output, findings: &[Finding]) -> std::io::Result
 /// Colour only for people: `--color always`, or under `auto` a terminal
 /// with NO_COLOR unset (or empty); CLICOLOR_FORCE (other than 0) asks for
 /// it anywhere, and NO_COLOR still wins, as the two conventions agree.
-pub fn use_color(choice: ColorChoice, out: &Output) -> bool {
+fn use_color(choice: ColorChoice, out: &Output) -> bool {
     let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    wants_color(
+        choice,
+        out.is_terminal(),
+        set("NO_COLOR").is_some(),
+        set("CLICOLOR_FORCE").is_some_and(|v| v != "0"),
+    )
+}
+
+/// [`use_color`]'s decision, from what it read.
+fn wants_color(choice: ColorChoice, terminal: bool, no_color: bool, force: bool) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            set("NO_COLOR").is_none()
-                && (out.is_terminal() || set("CLICOLOR_FORCE").is_some_and(|v| v != "0"))
-        }
+        ColorChoice::Auto => !no_color && (terminal || force),
     }
 }
 
@@ -273,4 +280,30 @@ pub fn conclude(
         }
     }
     write_report(out, o, &report, outcome.lives.as_ref(), config.fail_on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
+        use ColorChoice::*;
+        // (choice, terminal, NO_COLOR, CLICOLOR_FORCE) -> colour
+        for (choice, terminal, no_color, force, want) in [
+            (Auto, true, false, false, true),
+            (Auto, false, false, false, false),
+            (Auto, true, true, false, false),
+            (Auto, false, false, true, true),
+            (Auto, false, true, true, false),
+            (Always, false, true, false, true),
+            (Never, true, false, true, false),
+        ] {
+            assert_eq!(
+                wants_color(choice, terminal, no_color, force),
+                want,
+                "{choice:?} terminal={terminal} NO_COLOR={no_color} CLICOLOR_FORCE={force}"
+            );
+        }
+    }
 }
