@@ -15,6 +15,14 @@ impl Report {
             s.insert("events".into(), self.stats.events.into());
             s.insert("events_captured".into(), self.run.events.into());
             s.insert("dropped".into(), self.dropped().into());
+            s.insert(
+                "baseline_findings".into(),
+                self.left_out.baseline.len().into(),
+            );
+            s.insert(
+                "allowed_findings".into(),
+                self.left_out.allowed.len().into(),
+            );
         }
         let exit_status = self.run.exit_status.map(|e| {
             json!({
@@ -29,6 +37,7 @@ impl Report {
             "tool_version": self.run.tool_version,
             "mode": self.run.mode,
             "command": self.run.command,
+            "base": self.run.base,
             "exit_status": exit_status,
             "started_at": self.run.started_at,
             "ended_at": self.run.ended_at,

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::Report;
 use super::groups::{Group, escape, relative, shell_quote};
+use super::plural::count;
 use crate::event::FileId;
 use crate::finding::{Finding, Severity};
 
@@ -124,8 +125,11 @@ impl Report {
         wrapped(&mut out, "", &header, o.width);
         if self.dropped() > 0 {
             let warning = format!(
-                "warning: {} events were dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
-                self.dropped()
+                "warning: {} dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
+                match self.dropped() {
+                    1 => "1 event was".to_string(),
+                    n => format!("{n} events were"),
+                }
             );
             let _ = writeln!(out, "{}", paint.on("\x1b[1;33m", &warning));
         }
@@ -155,6 +159,9 @@ impl Report {
             );
         }
         out.push('\n');
+        if o.verbose {
+            self.render_left_out(&mut out);
+        }
         self.render_not_judged(&mut out);
         let _ = writeln!(out, "{}", self.summary_line());
         out
@@ -268,8 +275,8 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "not judged: {} files not on persistent storage ({})",
-                self.stats.ignored_files.count,
+                "not judged: {} not on persistent storage ({})",
+                count(self.stats.ignored_files.count, "file", "files"),
                 reasons.join(", ")
             );
         }

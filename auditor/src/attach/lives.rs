@@ -273,8 +273,12 @@ impl Lives {
         }
         if self.dropped > 0 {
             s.push_str(&format!(
-                "  ({} ended processes left out of this list)\n",
-                self.dropped
+                "  ({} left out of this list)\n",
+                auditor_analyzer::report::plural::count(
+                    self.dropped,
+                    "ended process",
+                    "ended processes"
+                )
             ));
         }
         s

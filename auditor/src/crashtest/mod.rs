@@ -126,7 +126,15 @@ fn choose(n: usize, renames: u64, fsyncs: u64, seed: u64) -> Vec<Point> {
     all
 }
 
-pub fn run(args: CrashtestArgs) -> Result<i32> {
+pub fn run(mut args: CrashtestArgs) -> Result<i32> {
+    if args.report.baseline.is_some() || args.report.config.is_some() {
+        return Err(UserError::new(
+            "crashtest judges every finding: --baseline and --config apply to run, report and attach",
+        )
+        .into());
+    }
+    // Nor does the allow-list of the working directory.
+    args.report.no_config = true;
     // Before any thread exists: the guardian is forked (and dropped last,
     // after the scratch state), then the mask every thread inherits.
     let guardian = guardian::Guardian::start()?;

@@ -80,10 +80,17 @@ impl AttachPlan {
         let proc = ProcFs::default();
         let me = std::process::id();
         let found = selectors.discover(&proc, me)?;
-        let can_wait = follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
-        if found.is_empty() && !can_wait {
+        let names = !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
+        if found.is_empty() && !(follow_new && names) {
+            // Suggest only what would help: --follow-new waits for names
+            // and cgroups, never for a pid.
+            let hint = match (names, follow_new) {
+                (true, _) => " (add --follow-new to wait for one)",
+                (false, true) => " (--follow-new waits for a --comm or --cgroup, not a pid)",
+                (false, false) => "",
+            };
             return Err(UserError::new(format!(
-                "no running process matches {} (add --follow-new to wait for one)",
+                "no running process matches {}{hint}",
                 describe.join(" ")
             )));
         }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     attach::lives::Lives,
     capture::probes::KernelStats,
-    cli::{Format, ReportOptions},
+    cli::{ColorChoice, Format, ReportOptions},
     error::UserError,
     output::Output,
 };
@@ -83,17 +83,39 @@ impl Sink for Findings<'_> {
     }
 }
 
+/// How `run --events` prints the event stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EventFormat {
+    Text,
+    Json,
+    Jsonl,
+}
+
+impl EventFormat {
+    /// The event format `--format` asks for; SARIF holds findings only.
+    pub fn of(format: Format) -> Result<EventFormat, UserError> {
+        match format {
+            Format::Text => Ok(EventFormat::Text),
+            Format::Json => Ok(EventFormat::Json),
+            Format::Jsonl => Ok(EventFormat::Jsonl),
+            Format::Sarif => Err(UserError::new(
+                "--events prints events as text, json or jsonl; SARIF holds findings: drop --events or pick another --format",
+            )),
+        }
+    }
+}
+
 /// The decoded event stream itself (`run --events`), in the chosen format.
 pub struct Events<'a> {
     pub out: &'a mut Output,
-    pub format: Format,
+    pub format: EventFormat,
     pub first: bool,
 }
 
 impl Sink for Events<'_> {
     fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
         let line = match self.format {
-            Format::Text => format!(
+            EventFormat::Text => format!(
                 "{:>6} {:>7}/{:<7} {:<15} {}\n",
                 ev.seq,
                 ev.pid,
@@ -101,8 +123,8 @@ impl Sink for Events<'_> {
                 ev.comm,
                 calls::describe(ev)
             ),
-            Format::Jsonl => format!("{}\n", serde_json::to_string(ev)?),
-            Format::Json => {
+            EventFormat::Jsonl => format!("{}\n", serde_json::to_string(ev)?),
+            EventFormat::Json => {
                 let sep = if self.first { "[\n" } else { ",\n" };
                 format!("{sep}{}", serde_json::to_string(ev)?)
             }
@@ -116,7 +138,7 @@ impl Sink for Events<'_> {
 impl Events<'_> {
     /// Closes the JSON array (an empty one when no event came).
     pub fn finish(&mut self) -> Result<()> {
-        if self.format == Format::Json {
+        if self.format == EventFormat::Json {
             let end: &[u8] = if self.first { b"[\n]\n" } else { b"\n]\n" };
             self.out.write_chunk(end)?;
         }
@@ -132,9 +154,26 @@ pub fn stream_at_risk(out: &mut Output, findings: &[Finding]) -> std::io::Result
     Ok(())
 }
 
-/// Colour only for people: a terminal, and NO_COLOR unset.
-pub fn use_color(out: &Output) -> bool {
-    out.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+/// Colour only for people: `--color always`, or under `auto` a terminal
+/// with NO_COLOR unset (or empty); CLICOLOR_FORCE (other than 0) asks for
+/// it anywhere, and NO_COLOR still wins, as the two conventions agree.
+fn use_color(choice: ColorChoice, out: &Output) -> bool {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    wants_color(
+        choice,
+        out.is_terminal(),
+        set("NO_COLOR").is_some(),
+        set("CLICOLOR_FORCE").is_some_and(|v| v != "0"),
+    )
+}
+
+/// [`use_color`]'s decision, from what it read.
+fn wants_color(choice: ColorChoice, terminal: bool, no_color: bool, force: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => !no_color && (terminal || force),
+    }
 }
 
 /// How the text report is drawn: colour and width for a terminal (or
@@ -145,7 +184,7 @@ pub fn text_options(o: &ReportOptions, out: &Output) -> TextOptions {
         .and_then(|c| c.parse::<usize>().ok())
         .filter(|c| *c >= 40);
     TextOptions {
-        color: use_color(out),
+        color: use_color(o.color, out),
         verbose: o.verbose,
         width: columns.or_else(|| out.is_terminal().then(terminal_width).flatten()),
         max_findings: o.max_findings,
@@ -209,14 +248,20 @@ pub fn write_report(
             }
             out.write_chunk(format!("{v}\n").as_bytes())?
         }
+        Format::Sarif => {
+            let mut bytes = serde_json::to_vec_pretty(&report.to_sarif())?;
+            bytes.push(b'\n');
+            out.write_chunk(&bytes)?
+        }
     }
     out.commit()
         .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
     Ok(report.exit_code(fail_on))
 }
 
-/// The end of every run: the verdicts (one JSON line each under JSON
-/// Lines), then the report. Returns the run's exit code.
+/// The end of every run: the verdicts less what the baseline and the allow
+/// rules leave out (one JSON line each under JSON Lines, worst first, with
+/// fingerprint and group), then the report. Returns the run's exit code.
 pub fn conclude(
     analyzer: &super::Shared,
     mut outcome: super::Outcome,
@@ -226,18 +271,45 @@ pub fn conclude(
     let mut analyzer = super::lock(analyzer);
     analyzer.finish();
     outcome.run.base = analyzer.launched_cwd().map(report_base);
+    let mut report = Report::new(&analyzer, outcome.run);
+    let config = analyzer.config();
+    report.leave_out(config.baseline.as_ref(), &config.allow);
     if o.format() == Format::Jsonl {
-        for f in analyzer.findings() {
+        for f in &report.findings {
             out.write_chunk(format!("{}\n", jsonl_finding_line(f)).as_bytes())?;
         }
     }
-    let report = Report::new(&analyzer, outcome.run);
-    let fail_on = analyzer.config().fail_on;
-    let code = write_report(out, o, &report, outcome.lives.as_ref(), fail_on)?;
+    let code = write_report(out, o, &report, outcome.lives.as_ref(), config.fail_on)?;
     // A command still running when the report was written has not
     // succeeded: its findings alone must not turn the run green.
     Ok(match report.command_failure() {
         None if outcome.left_running => super::INTERRUPTED,
         _ => code,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
+        use ColorChoice::*;
+        // (choice, terminal, NO_COLOR, CLICOLOR_FORCE) -> colour
+        for (choice, terminal, no_color, force, want) in [
+            (Auto, true, false, false, true),
+            (Auto, false, false, false, false),
+            (Auto, true, true, false, false),
+            (Auto, false, false, true, true),
+            (Auto, false, true, true, false),
+            (Always, false, true, false, true),
+            (Never, true, false, true, false),
+        ] {
+            assert_eq!(
+                wants_color(choice, terminal, no_color, force),
+                want,
+                "{choice:?} terminal={terminal} NO_COLOR={no_color} CLICOLOR_FORCE={force}"
+            );
+        }
+    }
 }
