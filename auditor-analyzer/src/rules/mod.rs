@@ -5,6 +5,7 @@
 //! whatever it must remember between moments. Adding a rule touches its
 //! own file and [`registry`].
 
+pub mod archive_not_self_contained;
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
 pub mod interleaved_writers;
@@ -296,6 +297,7 @@ pub const RULES: &[RuleInfo] = &[
     create_without_dir_fsync::INFO,
     unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
+    archive_not_self_contained::INFO,
 ];
 
 /// A fresh instance of every rule.
@@ -312,6 +314,7 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
         Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
         Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
         Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
     ]
 }
 
