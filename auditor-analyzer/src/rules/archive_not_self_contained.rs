@@ -663,6 +663,7 @@ fn need_json(n: &Dependency, shipped: bool) -> Value {
         "naming": naming_str(n.naming),
         "path": n.path,
         "state": state_str(n.state),
+        "file": n.file,
         "format": n.format,
         "named_by": n.named_by,
         "depth": n.depth,
