@@ -63,8 +63,8 @@ impl Found {
         magic.is_some_and(|m| is_local(fs_name(m)))
     }
 
-    /// The file opened for reading, when it is still the regular file
-    /// found (the handle is reopened, not the name).
+    /// The file opened for reading: the handle is reopened, not the name,
+    /// so it is the regular file found.
     pub fn open(&self) -> Option<File> {
         let proc_path = format!("/proc/self/fd/{}", self.handle.as_raw_fd());
         let open = |noatime: i32| {
@@ -75,13 +75,11 @@ impl Found {
         };
         // O_NOATIME is refused on files of other owners without
         // CAP_FOWNER: then the read may touch the access time.
-        let f = match open(libc::O_NOATIME) {
+        match open(libc::O_NOATIME) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
             r => r,
         }
-        .ok()?;
-        let m = f.metadata().ok()?;
-        (m.is_file() && m.dev() == self.meta.dev() && m.ino() == self.meta.ino()).then_some(f)
+        .ok()
     }
 }
 
@@ -103,32 +101,40 @@ pub fn read_at(f: &File, at: u64, len: usize) -> Option<Vec<u8>> {
 
 /// `pid`'s open `fd`, when it is still the regular file `id`.
 pub fn through_fd(pid: u32, fd: i32, id: FileId) -> Option<Found> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let is_it = |m: &Metadata| m.is_file() && m.dev() == id.dev && m.ino() == id.ino;
+    // A fast process has often closed the file and reused the number by
+    // now: one stat tells, before a handle is taken.
+    if !std::fs::metadata(&link).is_ok_and(|m| is_it(&m)) {
+        return None;
+    }
     let handle = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
-        .open(format!("/proc/{pid}/fd/{fd}"))
+        .open(&link)
         .ok()?;
     let meta = handle.metadata().ok()?;
-    let same = meta.dev() == id.dev && meta.ino() == id.ino;
-    (meta.is_file() && same).then_some(Found { handle, meta })
+    is_it(&meta).then_some(Found { handle, meta })
 }
 
-/// `path` as `pid` sees it: resolved inside its root directory (the
-/// host's once it is gone), the last component not followed.
-pub fn in_root(pid: u32, path: &str) -> Lookup {
-    let Ok(c) = CString::new(path) else {
-        return Lookup::Unreadable;
-    };
+/// `pid`'s root directory (the host's once the process is gone), where
+/// the names it uses resolve.
+pub fn root_of(pid: u32) -> Option<File> {
     let dir = |p: &str| {
         OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
             .open(p)
     };
-    let Ok(root) = dir(&format!("/proc/{pid}/root")).or_else(|_| dir("/")) else {
+    dir(&format!("/proc/{pid}/root")).or_else(|_| dir("/")).ok()
+}
+
+/// `path` resolved inside `root`, the last component not followed.
+pub fn in_root(root: &File, path: &str) -> Lookup {
+    let Ok(c) = CString::new(path) else {
         return Lookup::Unreadable;
     };
-    match beneath(&root, &c) {
+    match beneath(root, &c) {
         Ok(handle) => match handle.metadata() {
             Ok(meta) if meta.is_file() => Lookup::Found(Found { handle, meta }),
             Ok(meta) if meta.file_type().is_symlink() => Lookup::Symlink,
@@ -198,8 +204,8 @@ mod tests {
         std::fs::write(&f, b"0123456789").unwrap();
         std::os::unix::fs::symlink(&f, d.join("link")).unwrap();
         std::fs::create_dir(d.join("sub")).unwrap();
-        let me = std::process::id();
-        let at = |n: &str| in_root(me, d.join(n).to_str().unwrap());
+        let root = root_of(std::process::id()).unwrap();
+        let at = |n: &str| in_root(&root, d.join(n).to_str().unwrap());
         let Lookup::Found(found) = at("f") else {
             panic!("the file")
         };
@@ -210,7 +216,7 @@ mod tests {
         assert!(matches!(at("sub"), Lookup::NotRegular));
         assert!(matches!(at("none"), Lookup::Missing));
         assert!(matches!(at("f/under-a-file"), Lookup::Missing));
-        assert!(matches!(in_root(me, "/a\0b"), Lookup::Unreadable));
+        assert!(matches!(in_root(&root, "/a\0b"), Lookup::Unreadable));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

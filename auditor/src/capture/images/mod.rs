@@ -16,6 +16,7 @@ mod qcow2;
 mod vmdk;
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileType};
@@ -36,6 +37,8 @@ const NEEDS_MAX: usize = 64;
 const FIRST: usize = 512;
 /// Smaller files hold no image header.
 const MIN_SIZE: i64 = 20;
+/// Root directories of processes kept open (each holds an fd).
+const ROOTS_MAX: usize = 64;
 
 /// What identifies one version of a file's content.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ impl Stamp {
 #[derive(Default)]
 pub struct ImageReader {
     headers: HashMap<FileId, (Stamp, Option<Header>)>,
+    /// Each process's root directory, until it execs or ends.
+    roots: HashMap<u32, File>,
 }
 
 impl ImageReader {
@@ -65,6 +70,17 @@ impl ImageReader {
     /// regular file on a local filesystem that holds an image's header.
     pub fn enrich(&mut self, ev: &mut Event) {
         let pid = ev.pid;
+        if matches!(
+            ev.kind,
+            EventKind::Exec { .. }
+                | EventKind::Exit {
+                    group_dead: true,
+                    ..
+                }
+        ) {
+            // An exec may enter another root (a container's entry point).
+            self.roots.remove(&pid);
+        }
         if let EventKind::Open {
             path,
             flags,
@@ -87,23 +103,43 @@ impl ImageReader {
 
     /// The image `pid` opened as `fd` (`path`), with what it needs.
     fn examine(&mut self, pid: u32, fd: i32, path: &str, id: FileId) -> Option<ImageInfo> {
-        let found = files::through_fd(pid, fd, id).or_else(|| match files::in_root(pid, path) {
-            Lookup::Found(f) if f.id() == id => Some(f),
-            _ => None,
-        })?;
-        let header = self.header(&found)?;
+        let found = match files::through_fd(pid, fd, id) {
+            Some(f) => f,
+            // The process closed it already (or the fd is another file).
+            None => match files::in_root(self.root(pid)?, path) {
+                Lookup::Found(f) if f.id() == id => f,
+                _ => return None,
+            },
+        };
+        let header = self.header(&found, true)?;
         Some(self.resolve(pid, path, id, header))
     }
 
-    /// The header of `f`, from the cache while the file is unchanged.
-    fn header(&mut self, f: &Found) -> Option<Header> {
+    /// `pid`'s root directory, opened once per process image.
+    fn root(&mut self, pid: u32) -> Option<&File> {
+        if !self.roots.contains_key(&pid) {
+            if self.roots.len() >= ROOTS_MAX {
+                self.roots.clear();
+            }
+            self.roots.insert(pid, files::root_of(pid)?);
+        }
+        self.roots.get(&pid)
+    }
+
+    /// The header of `f`, from the cache while the file is unchanged;
+    /// `local` when its filesystem is known to be one whose files are read.
+    fn header(&mut self, f: &Found, local: bool) -> Option<Header> {
         let stamp = Stamp::of(&f.meta);
         if let Some((s, h)) = self.headers.get(&f.id())
             && *s == stamp
         {
             return h.clone();
         }
-        let h = read_header(f);
+        let h = if local || f.on_local_fs() {
+            read_header(f)
+        } else {
+            None
+        };
         if self.headers.len() >= CACHE_MAX {
             self.headers.clear();
         }
@@ -129,7 +165,11 @@ impl ImageReader {
                     return info;
                 }
                 let named = names::classify(&r.name, &named_by);
-                let lookup = named.path.as_deref().map(|p| files::in_root(pid, p));
+                let lookup = match (named.path.as_deref(), self.root(pid)) {
+                    (Some(p), Some(root)) => Some(files::in_root(root, p)),
+                    (Some(_), None) => Some(Lookup::Unreadable),
+                    (None, _) => None,
+                };
                 let mut need = Dependency {
                     role: r.role,
                     name: named.shown,
@@ -150,7 +190,7 @@ impl ImageReader {
                         seen.push(f.id());
                         need.state = DepState::Present;
                         need.file = Some(f.id());
-                        if let Some(h) = self.header(&f) {
+                        if let Some(h) = self.header(&f, false) {
                             need.format = Some(h.format.to_string());
                             if depth >= DEPTH_MAX {
                                 info.cut |= !h.refs.is_empty();
@@ -171,12 +211,8 @@ impl ImageReader {
     }
 }
 
-/// Reads and parses what `f` starts with: None when it is no image (or
-/// lives where files are not read).
+/// Reads and parses what `f` starts with: None when it is no image.
 fn read_header(f: &Found) -> Option<Header> {
-    if !f.on_local_fs() {
-        return None;
-    }
     let file = f.open()?;
     let first = files::read_at(&file, 0, FIRST)?;
     if first.starts_with(qcow2::MAGIC) {
