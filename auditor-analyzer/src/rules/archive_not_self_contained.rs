@@ -8,14 +8,17 @@
 //!
 //! Shipped means read, by identity: a dependency travels with the image
 //! when the process that read the image also read it, or a process it
-//! started did before it ended, or a process that started it did (a script
-//! that runs `tar` for one file and `cat` for another into one stream). A
+//! started did before it ended, or a process that started it did (a
+//! program that runs `cat` on the overlay into its stream, then sends the
+//! base itself). A sibling's read does not count: `qemu-img` reading the
+//! base to create the overlay puts nothing into tar's archive. A
 //! process that reads an image and writes less than a sixteenth of it (a
 //! checksum, `file`, a listing) is not copying it; one that writes the
 //! image itself is its author (`qemu-img`), not its copier. A copy that is
 //! read again later and finds all its own dependencies where it landed (an
 //! overlay copied next to its backing file) took them along. Verdicts are
-//! given at the end of the observation.
+//! given at the end of the observation, `low` while a process that could
+//! still send the rest runs.
 
 use serde_json::{Value, json};
 
@@ -44,12 +47,15 @@ const FILES_TOTAL: usize = 1 << 20;
 const IMAGES_PER_PROCESS: usize = 64;
 /// Destinations named per process (their bytes are all counted).
 const DESTINATIONS: usize = 8;
-/// Checks waiting for a verdict, over the whole observation.
+/// Checks waiting for the end of the observation (or on one parent); past
+/// it, verdicts are given at once.
 const CHECKS: usize = 4_096;
 /// Images remembered by identity, to recognise copies read again.
 const SEEN: usize = 4_096;
 /// Ancestors walked up from an ending process.
 const ANCESTORS: usize = 64;
+/// Process records past which those of processes no longer traced go.
+const READERS: usize = 32_768;
 
 /// What a process did to one file.
 #[derive(Clone, Copy, Default)]
@@ -164,7 +170,7 @@ struct Check {
     process: ProcessRef,
     out: Outputs,
     /// The reading process's end, or the end of the trace.
-    end: Option<CallRef>,
+    end: CallRef,
     /// It read more files than are remembered.
     overflow: bool,
     /// Pids that were still running when the trace ended.
@@ -192,8 +198,6 @@ pub struct ArchiveNotSelfContained {
     decided: Vec<Check>,
     /// Images seen opened, by identity: (state, identity) of each need.
     seen: FastMap<FileId, Vec<(DepState, Option<FileId>)>>,
-    /// Checks let go past [`CHECKS`].
-    dropped: u64,
 }
 
 impl Rule for ArchiveNotSelfContained {
@@ -230,11 +234,25 @@ impl Rule for ArchiveNotSelfContained {
                 self.ended(cx, r, who, call, None);
             }
             Moment::End { last } => {
-                // Children before their parents: what a child leaves goes
-                // up to its parent, which is judged after it.
-                while let Some((&pid, _)) = self.readers.iter().max_by_key(|(_, r)| r.key) {
+                // Every live ancestor gets a record first, then children go
+                // before their parents (a child starts after its parent, so
+                // its key is larger): what a child leaves goes up to its
+                // parent, which is judged after it.
+                let pids: Vec<u32> = self.readers.keys().copied().collect();
+                for pid in pids {
+                    let Some((key, ppid)) = cx.procs.get(pid).map(|p| (p.key, p.ppid)) else {
+                        continue;
+                    };
+                    for a in ancestors(cx, key, ppid) {
+                        self.reader(cx, a);
+                    }
+                }
+                let mut order: Vec<(ProcKey, u32)> =
+                    self.readers.iter().map(|(pid, r)| (r.key, *pid)).collect();
+                order.sort_unstable_by(|a, b| b.cmp(a));
+                for (_, pid) in order {
                     let Some(r) = self.readers.remove(&pid) else {
-                        break;
+                        continue;
                     };
                     let Some(who) = cx
                         .procs
@@ -276,6 +294,24 @@ impl ArchiveNotSelfContained {
             && let Some(stale) = self.readers.remove(&pid)
         {
             self.release(&stale);
+        }
+        if self.readers.len() >= READERS && !self.readers.contains_key(&pid) {
+            // Records of processes whose end was never seen (their
+            // records were evicted from the process table).
+            let stale: Vec<u32> = self
+                .readers
+                .iter()
+                .filter(|(p, r)| cx.procs.get(**p).is_none_or(|live| live.key != r.key))
+                .map(|(p, _)| *p)
+                .collect();
+            for p in stale {
+                if let Some(r) = self.readers.remove(&p) {
+                    self.release(&r);
+                }
+            }
+            if self.readers.len() >= READERS {
+                return None;
+            }
         }
         Some(self.readers.entry(pid).or_insert_with(|| Reader {
             key,
@@ -395,13 +431,14 @@ impl ArchiveNotSelfContained {
                 key: r.key,
                 process: process.clone(),
                 out: r.out.clone(),
-                end: Some(end.clone()),
+                end: end.clone(),
                 overflow: r.overflow,
                 running: running.into_iter().collect(),
             });
         }
         checks.retain(|c| !c.image.complete());
-        // What it read goes with what its ancestors read themselves.
+        // What it read ships its ancestors' own images too (a child that
+        // sends the rest into its parent's stream).
         let ancestors = ancestors(cx, key, ppid);
         for a in &ancestors {
             if let Some(ar) = self.readers.get_mut(a) {
@@ -415,51 +452,55 @@ impl ArchiveNotSelfContained {
                 cx.at_risk(finding(c));
             }
         }
-        match ancestors.first() {
-            Some(&parent) if self.reader(cx, parent).is_some() => {
-                if let Some(p) = self.readers.get_mut(&parent) {
-                    p.inherited.extend(checks);
+        let parent = ancestors
+            .first()
+            .and_then(|&parent| self.reader(cx, parent))
+            .filter(|p| p.inherited.len() + checks.len() <= CHECKS);
+        match parent {
+            Some(p) => p.inherited.extend(checks),
+            // No traced parent left (or too much waiting on one): decided.
+            None => {
+                for c in checks {
+                    if self.decided.len() < CHECKS {
+                        self.decided.push(c);
+                    } else {
+                        self.verdict(cx, &c, &[]);
+                    }
                 }
             }
-            _ => self.decide(checks),
         }
     }
 
-    fn decide(&mut self, checks: Vec<Check>) {
-        for c in checks {
-            if self.decided.len() < CHECKS {
-                self.decided.push(c);
-            } else {
-                self.dropped += 1;
-            }
-        }
-    }
-
-    /// At the end: every check still missing something is a verdict,
-    /// unless its copy was seen to find everything where it landed.
+    /// At the end: every check still missing something is a verdict.
     fn verdicts(&mut self, cx: &mut Cx<'_>) {
         let checks = std::mem::take(&mut self.decided);
         for c in &checks {
-            if self.copied_along(c) || covered(c, &checks) || gone(c, cx) {
-                continue;
-            }
-            let mut f = finding(c);
-            if !c.running.is_empty() {
-                f.severity = Severity::Low;
-                f.summary.push_str(
-                    " (still running when the trace ended: it may yet read what is missing)",
-                );
-                f.evidence
-                    .insert("still_running_pids".into(), Value::from(c.running.clone()));
-            }
-            if c.overflow {
-                f.inconclusive = true;
-                f.inconclusive_reason = Some(format!(
-                    "the process read more than {FILES_PER_PROCESS} files: whether it read these is unknown"
-                ));
-            }
-            cx.settle(&INFO, f, None, c.image.since_epoch);
+            self.verdict(cx, c, &checks);
         }
+    }
+
+    /// The verdict of `c` (`all` the checks decided with it), unless its
+    /// copy was seen to find everything where it landed, another verdict
+    /// names its image, or nothing it wrote is left.
+    fn verdict(&self, cx: &mut Cx<'_>, c: &Check, all: &[Check]) {
+        if self.copied_along(c) || covered(c, all) || gone(c, cx) {
+            return;
+        }
+        let mut f = finding(c);
+        if !c.running.is_empty() {
+            f.severity = Severity::Low;
+            f.summary
+                .push_str(" (still running when the trace ended: it may yet read what is missing)");
+            f.evidence
+                .insert("still_running_pids".into(), Value::from(c.running.clone()));
+        }
+        if c.overflow {
+            f.inconclusive = true;
+            f.inconclusive_reason = Some(format!(
+                "the process read more than {FILES_PER_PROCESS} files: whether it read these is unknown"
+            ));
+        }
+        cx.settle(&INFO, f, None, c.image.since_epoch);
     }
 
     /// Whether every destination of `c` is a file later read as an image
@@ -550,8 +591,13 @@ fn finding(c: &Check) -> Finding {
             naming_phrase(n)
         )
     });
+    let names = if left.len() == 1 {
+        "that name"
+    } else {
+        "those names"
+    };
     let summary = format!(
-        "{:?} ({}) was written to {} by {} without {what}, which it needs: restored elsewhere it reads whatever is there under that name",
+        "{:?} ({}) was written to {} by {} without {what}, which it needs: restored elsewhere it reads whatever is there under {names}",
         img.path,
         img.info.format,
         c.out.describe(),
@@ -560,7 +606,7 @@ fn finding(c: &Check) -> Finding {
     let backing = img.info.needs.iter().find(|n| n.depth == 1);
     let mut calls = vec![img.call.to_ref()];
     calls.extend(c.out.first.as_ref().map(Call::to_ref));
-    calls.extend(c.end.clone());
+    calls.push(c.end.clone());
     Finding::new(
         INFO.id,
         INFO.severity,
@@ -973,6 +1019,36 @@ mod tests {
             exit(100, 0),
         ]);
         assert_eq!(one(&found, ID).process.pid, 101);
+    }
+
+    #[test]
+    fn a_parent_still_running_is_judged_after_its_children() {
+        let child = vec![
+            start(100, "/d"),
+            fork(100, 101),
+            read(
+                101,
+                "/d/overlay.qcow2",
+                3,
+                OVERLAY,
+                196_616,
+                Some(overlay()),
+            ),
+            pipe_write(101, 1, 196_616),
+            exit(101, 0),
+        ];
+        let mut shipped = child.clone();
+        shipped.push(read(100, "/d/base.raw", 3, BASE, 1 << 20, None));
+        assert!(mine(&run(shipped)).is_empty());
+        let found = run(child);
+        let f = one(&found, ID);
+        assert_eq!(f.process.pid, 101);
+        assert_eq!(
+            f.severity,
+            Severity::Low,
+            "its parent may still send the rest"
+        );
+        assert_eq!(f.evidence["still_running_pids"], serde_json::json!([100]));
     }
 
     #[test]
