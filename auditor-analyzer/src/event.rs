@@ -5,6 +5,8 @@
 pub use auditor_common::Syscall;
 use serde::{Deserialize, Serialize};
 
+use crate::image::ImageInfo;
+
 /// One thing a traced task did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -81,6 +83,10 @@ pub enum EventKind {
         ret: i64,
         /// The opened file (when `ret` is an fd).
         file: Option<FileInfo>,
+        /// What the live system read of the file's header when it is a
+        /// disk image opened for reading (see [`crate::image`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ImageInfo>,
     },
     /// write, pwrite64, writev, pwritev, pwritev2, copy_file_range, sendfile.
     Write {

@@ -13,6 +13,7 @@ pub mod exposure;
 mod fast_hash;
 pub mod finding;
 mod glob;
+pub mod image;
 pub mod recording;
 pub mod report;
 pub mod rules;

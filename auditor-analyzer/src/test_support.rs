@@ -106,6 +106,7 @@ pub fn open_with(
             mode: 0o644,
             ret: fd,
             file,
+            image: None,
         },
     )
 }

@@ -18,6 +18,8 @@ pub mod open {
     pub const O_DIRECTORY: u32 = 0o200000;
     pub const O_NOATIME: u32 = 0o1000000;
     pub const O_CLOEXEC: u32 = 0o2000000;
+    /// A handle on the name, not an open for reading or writing.
+    pub const O_PATH: u32 = 0o10000000;
     /// `__O_SYNC | O_DSYNC`: O_SYNC includes O_DSYNC.
     pub const O_SYNC: u32 = 0o4010000;
     /// Flags `fcntl(F_SETFL)` may change on Linux.

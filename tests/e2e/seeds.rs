@@ -120,22 +120,29 @@ fn s001_shake_log_torn_by_a_kill() {
     assert_eq!(inter["evidence"]["killed_writer"]["signal"], "SIGKILL");
 }
 
-/// 002: a thin qcow2 overlay archived with tar. Whether the archive is
-/// self-contained (its backing file is a local absolute path) is a
-/// property of the file's content, which syscall tracing cannot judge;
-/// what it can judge is durability: the archive and the base image are
-/// left unsynced by tar and qemu-img.
-#[test]
-fn s002_qcow2_overlay_archived() {
-    let dir = scratch("seed_002");
-    let cmd = [
+/// 002: a thin qcow2 overlay archived with tar while its backing file is
+/// a machine-local absolute path: the archive is durable (or not: tar and
+/// qemu-img leave it and the base image unsynced) but not self-contained.
+/// Restored elsewhere, the overlay reads whatever that path holds there.
+fn s002(args: &[&str]) -> (PathBuf, Run) {
+    let dir = scratch(&format!("seed_002{}", args.join("_")));
+    let mut cmd = vec![
         "/bin/sh".to_string(),
         fixture("seeds/qcow2_archive.sh").to_str().unwrap().into(),
     ];
+    cmd.extend(args.iter().map(|a| a.to_string()));
     let run = run_report(&dir, &["--fail-on", "low"], &argv(&cmd));
+    assert_eq!(run.report["complete"], true, "no event may be lost");
+    (dir, run)
+}
+
+#[test]
+fn s002_qcow2_overlay_archived() {
+    let (dir, run) = s002(&[]);
     assert_eq!(
         rule_ids(&run.report),
         [
+            "archive-not-self-contained",
             "create-without-dir-fsync",
             "unsynced-at-exit",
             "unsynced-at-exit"
@@ -150,6 +157,23 @@ fn s002_qcow2_overlay_archived() {
             .unwrap_or_else(|| panic!("{rule} on {name}: {:#}", run.report["findings"]))
             .clone()
     };
+    let portable = by("archive-not-self-contained", "overlay.qcow2");
+    assert_eq!(portable["process"]["comm"], "tar");
+    assert_eq!(portable["severity"], "medium");
+    let ev = &portable["evidence"];
+    let base = dir.join("base.raw");
+    assert_eq!(ev["backing_file"], base.to_str().unwrap());
+    assert_eq!(ev["backing_naming"], "absolute");
+    assert_eq!(
+        ev["destinations"][0]["path"],
+        dir.join("overlay.tar").to_str().unwrap()
+    );
+    assert!(
+        ev["fix"]
+            .as_str()
+            .unwrap()
+            .contains("qemu-img rebase -b \"\"")
+    );
     let tar = by("unsynced-at-exit", "overlay.tar");
     assert_eq!(tar["process"]["comm"], "tar");
     assert_eq!(
@@ -163,6 +187,18 @@ fn s002_qcow2_overlay_archived() {
     let overlay = by("create-without-dir-fsync", "overlay.qcow2");
     assert_eq!(overlay["process"]["comm"], "qemu-img");
     assert_eq!(overlay["severity"], "low");
+}
+
+/// Flattened before tar, the overlay carries its base's data: portable.
+/// (Its durability is another matter, judged by the other rules.)
+#[test]
+fn s002_qcow2_overlay_flattened_before_archiving() {
+    let (_, run) = s002(&["fixed"]);
+    assert!(
+        findings(&run.report, "archive-not-self-contained").is_empty(),
+        "{:#}",
+        run.report["findings"]
+    );
 }
 
 /// 003: docker load (2017): the image config saved with a temp file +

@@ -39,10 +39,22 @@ impl Analyzer {
                 .caller_files
                 .add(&mut self.caller_seen, t.id, &t.path, *ret as u64);
         }
+        let call = self.call_of(ev);
+        if *ret > 0 {
+            self.tell(
+                &Moment::Output {
+                    id: t.id,
+                    pid: ev.pid,
+                    path: &t.path,
+                    bytes: *ret as u64,
+                    call: &call,
+                },
+                raised,
+            );
+        }
         if !t.judged {
             return;
         }
-        let call = self.call_of(ev);
         let key = self.procs.get(ev.pid).map_or(0, |p| p.key);
         let epoch = self.epoch;
         let append = t.flags & flags::O_APPEND != 0;

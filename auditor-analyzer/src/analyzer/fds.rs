@@ -8,6 +8,7 @@ use auditor_common::linux::misc::CLOSE_RANGE_CLOEXEC;
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
 use crate::exposure::Moot;
 use crate::finding::Finding;
+use crate::rules::Moment;
 use crate::track::fds::{Description, flags};
 use crate::track::inodes::judged;
 
@@ -24,6 +25,15 @@ pub(super) struct Target {
     pub judged: bool,
     /// Reached through a description the command's caller opened.
     pub from_caller: bool,
+}
+
+/// Whether an open gives read access to an existing regular file (not an
+/// O_PATH handle, not a file it creates): what the rules hear of as read.
+fn opened_to_read(open_flags: u32, info: &FileInfo) -> bool {
+    info.file_type == FileType::Regular
+        && !info.created
+        && open_flags & flags::O_ACCMODE != flags::O_WRONLY
+        && open_flags & flags::O_PATH == 0
 }
 
 impl Analyzer {
@@ -101,6 +111,7 @@ impl Analyzer {
             flags: open_flags,
             ret,
             file,
+            image,
             ..
         } = &ev.kind
         else {
@@ -114,6 +125,10 @@ impl Analyzer {
         };
         let fd = *ret as i32;
         let call = self.call_of(ev);
+        let read = file
+            .as_ref()
+            .filter(|info| opened_to_read(*open_flags, info));
+        let read_call = read.map(|_| call.clone());
         let (key, process) = self.who(ev);
         let mut id = self.names.get(path);
         let mut desc_flags = *open_flags;
@@ -170,6 +185,19 @@ impl Analyzer {
         };
         self.fds
             .install(table, fd, desc, open_flags & flags::O_CLOEXEC != 0);
+        if let (Some(info), Some(call)) = (read, read_call) {
+            self.tell(
+                &Moment::Opened {
+                    id: info.id,
+                    pid: ev.pid,
+                    path,
+                    writable: flags::writable(*open_flags),
+                    image: image.as_ref(),
+                    call: &call,
+                },
+                raised,
+            );
+        }
     }
 
     pub(super) fn on_close(&mut self, ev: &Event, fd: i32) {

@@ -59,6 +59,10 @@ pub fn rule_help(id: &str) -> Option<RuleHelp> {
             "sync_file_range writes data pages but neither the metadata needed to read them back (size, block map) nor the disk's cache: it makes nothing durable.",
             "Use fdatasync or fsync.",
         ),
+        "archive-not-self-contained" => (
+            "A disk image was shipped without the file it depends on (a qcow2 backing file, VMDK extents): wherever it is restored it reads whatever that path holds there, another base or nothing.",
+            "Flatten the image before shipping it (qemu-img rebase -b \"\" IMAGE), or ship the file it depends on with it under a relative path.",
+        ),
         _ => return None,
     };
     Some(RuleHelp { risk, fix })

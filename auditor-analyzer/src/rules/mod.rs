@@ -5,6 +5,7 @@
 //! whatever it must remember between moments. Adding a rule touches its
 //! own file and [`registry`].
 
+pub mod archive_not_self_contained;
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
 pub mod interleaved_writers;
@@ -23,6 +24,7 @@ use crate::calls::{Call, human_duration};
 use crate::event::FileId;
 use crate::exposure::{Exposure, Exposures, State, Subject};
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::image::ImageInfo;
 use crate::track::dirs::{DirJournal, PendingName};
 use crate::track::fds::FdSpace;
 use crate::track::inodes::{Dirty, InodeState, Inodes};
@@ -79,6 +81,27 @@ pub enum Moment<'a> {
         at_end: bool,
         pid: u32,
         tid: u32,
+        call: &'a Call,
+    },
+    /// An existing regular file was opened with read access (not an
+    /// O_PATH handle); `image` is what the live system read of its header
+    /// when it is a disk image opened read-only.
+    Opened {
+        id: FileId,
+        pid: u32,
+        path: &'a str,
+        writable: bool,
+        image: Option<&'a ImageInfo>,
+        call: &'a Call,
+    },
+    /// A write put `bytes` (at least one) into `id`, whatever it is: a
+    /// judged file, a file on tmpfs, a pipe, a socket, a device, the
+    /// caller's output. What leaves a process.
+    Output {
+        id: FileId,
+        pid: u32,
+        path: &'a str,
+        bytes: u64,
         call: &'a Call,
     },
     /// fsync or fdatasync of a judged file returned; `ret` < 0 failed.
@@ -274,6 +297,7 @@ pub const RULES: &[RuleInfo] = &[
     create_without_dir_fsync::INFO,
     unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
+    archive_not_self_contained::INFO,
 ];
 
 /// A fresh instance of every rule.
@@ -290,6 +314,7 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
         Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
         Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
         Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
     ]
 }
 

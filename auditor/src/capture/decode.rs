@@ -414,6 +414,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[2] as u32,
             ret,
             file,
+            image: None,
         },
         OPENAT | OPENAT2 => EventKind::Open {
             call,
@@ -423,6 +424,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[3] as u32,
             ret,
             file,
+            image: None,
         },
         CREAT => EventKind::Open {
             call,
@@ -432,6 +434,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[1] as u32,
             ret,
             file,
+            image: None,
         },
         CLOSE => EventKind::Close {
             fd: fd(0),

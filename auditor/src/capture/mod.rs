@@ -6,6 +6,7 @@ pub mod decode;
 #[cfg(test)]
 mod decode_fuzz;
 pub mod enrich;
+mod images;
 pub mod launch;
 pub mod maps;
 pub mod preflight;

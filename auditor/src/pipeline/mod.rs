@@ -80,16 +80,17 @@ impl Pipeline {
     /// Loads the probes and builds the analyzer with the live enricher.
     pub fn live(config: Config, capture: &CaptureOptions) -> Result<Pipeline> {
         let ring = ring_bytes(capture)?;
-        let mut pipeline = Pipeline::replay(config)?;
-        pipeline.probes = Some(Probes::load(ring)?);
-        Ok(pipeline)
+        Ok(Pipeline {
+            analyzer: Arc::new(Mutex::new(new_analyzer(config, true)?)),
+            probes: Some(Probes::load(ring)?),
+        })
     }
 
     /// An analyzer without probes, for recordings (they already carry what
     /// the enricher would add).
     pub fn replay(config: Config) -> Result<Pipeline> {
         Ok(Pipeline {
-            analyzer: Arc::new(Mutex::new(new_analyzer(config)?)),
+            analyzer: Arc::new(Mutex::new(new_analyzer(config, false)?)),
             probes: None,
         })
     }
@@ -102,7 +103,7 @@ impl Pipeline {
     /// Starts over with a fresh analyzer (crashtest runs a command many
     /// times under the same probes).
     pub fn reset(&mut self, config: Config) -> Result<()> {
-        *lock(&self.analyzer) = new_analyzer(config)?;
+        *lock(&self.analyzer) = new_analyzer(config, self.probes.is_some())?;
         Ok(())
     }
 
@@ -230,9 +231,16 @@ impl Pipeline {
     }
 }
 
-fn new_analyzer(config: Config) -> Result<Analyzer> {
+/// The analyzer with the enricher: a `live` one also reads what only the
+/// live system can (disk image headers).
+fn new_analyzer(config: Config, live: bool) -> Result<Analyzer> {
     let mut analyzer = Analyzer::new(config)?;
-    analyzer.set_enricher(Box::new(enrich::enrich));
+    let mut enricher = if live {
+        enrich::Enricher::live()
+    } else {
+        enrich::Enricher::replay()
+    };
+    analyzer.set_enricher(Box::new(move |ev| enricher.enrich(ev)));
     Ok(analyzer)
 }
 
