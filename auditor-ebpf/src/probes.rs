@@ -1,8 +1,8 @@
 //! Process lifecycle and signal probes.
 
 use auditor_common::{
-    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_TRACED_FULL,
-    SignalRecord,
+    ExitRecord, FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord,
+    STAT_TRACED_FULL, SignalRecord,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     emit::emit,
-    kernel::{current_task, off, read},
+    kernel::{current_task, exec_args, off, read, view_stamp},
     maps::{TRACED, count, exec_is_watched, is_traced},
     runs,
     thread::{IDLE, bump_fd_generation, release, slot_of},
@@ -86,7 +86,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         r.sys.enter_ns = r.sys.header.ts_ns;
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
-        r.path2[0] = 0;
+        view_stamp(&mut r.sys.file, &mut r.sys.file2);
+        let (n, cut) = exec_args(&mut r.path2);
+        r.sys.args[1] = n as u64;
+        if cut {
+            r.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+        }
         let src = ctx.as_ptr_u8().wrapping_add((loc & 0xffff) as usize);
         // SAFETY: a fault-checked kernel read into the record.
         match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut r.path) } {
