@@ -21,6 +21,8 @@ pub mod stats;
 pub mod time;
 mod track;
 
+pub use track::{paths, views};
+
 #[cfg(test)]
 mod test_support;
 

@@ -60,6 +60,7 @@ pub fn ev(pid: u32, kind: EventKind) -> Event {
         tid: pid,
         comm: "app".into(),
         kind,
+        in_process: Default::default(),
     }
 }
 

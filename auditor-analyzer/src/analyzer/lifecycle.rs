@@ -21,14 +21,19 @@ fn comm_of(filename: &str) -> String {
         .collect()
 }
 
+/// The paths by which a process execs its own running binary.
+fn is_self_exe(path: &str) -> bool {
+    matches!(path, "/proc/self/exe" | "/proc/thread-self/exe")
+}
+
 impl Analyzer {
     pub(super) fn on_process_start(&mut self, ev: &Event) {
         let EventKind::ProcessStart {
             cwd,
             exe,
+            argv,
             ppid,
             launched,
-            ..
         } = &ev.kind
         else {
             return;
@@ -43,6 +48,7 @@ impl Analyzer {
         if let Some(p) = self.procs.get_mut(ev.pid) {
             p.cwd = cwd.starts_with('/').then(|| normalize(cwd));
             p.exe = (!exe.is_empty()).then(|| exe.clone());
+            p.argv = argv.clone();
             p.ppid = *ppid;
         }
     }
@@ -72,6 +78,7 @@ impl Analyzer {
             return;
         }
         let (cwd, exe, comm) = (parent.cwd.clone(), parent.exe.clone(), parent.comm.clone());
+        let (argv, view) = (parent.argv.clone(), parent.view.clone());
         let table = if *shares_files {
             self.fds.share(parent_table)
         } else {
@@ -87,15 +94,24 @@ impl Analyzer {
             c.ppid = ev.pid;
             c.cwd = cwd;
             c.exe = exe;
+            c.argv = argv;
+            c.view = view;
             c.threads.insert(*child_tid);
             c.last_active = tick;
         }
         self.bound_processes();
     }
 
-    pub(super) fn on_exec(&mut self, ev: &Event, filename: &str) {
+    pub(super) fn on_exec(&mut self, ev: &Event, filename: &str, argv: &[String]) {
         let Some(p) = self.procs.get(ev.pid) else {
             return;
+        };
+        // A re-exec of itself (`/proc/self/exe`, as dockerd runs
+        // docker-untar) runs the binary it already was.
+        let seen = Self::seen(filename, &ev.in_process.path_in_process);
+        let exe = match p.exe.clone() {
+            Some(exe) if is_self_exe(&seen) => exe,
+            _ => filename.to_string(),
         };
         let old: Vec<_> = p.tables().collect();
         let table = self.fds.copy(p.table_of(ev.tid), true);
@@ -105,8 +121,9 @@ impl Analyzer {
             p.thread_tables.clear();
             p.threads.clear();
             p.threads.insert(ev.pid);
-            p.exe = Some(filename.to_string());
-            p.comm = comm_of(filename);
+            p.exe = Some(exe);
+            p.argv = argv.to_vec();
+            p.comm = comm_of(&seen);
             p.last_writes.clear();
             p.short_writes.clear();
             p.mappings.clear();

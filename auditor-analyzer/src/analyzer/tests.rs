@@ -50,6 +50,8 @@ fn exec(pid: u32) -> crate::Event {
         pid,
         EventKind::Exec {
             filename: "/usr/bin/next".into(),
+            argv: vec!["next".into()],
+            stamp: None,
         },
     )
 }
