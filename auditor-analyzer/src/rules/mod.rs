@@ -5,6 +5,7 @@
 //! whatever it must remember between moments. Adding a rule touches its
 //! own file and [`registry`].
 
+pub mod commit_before_data;
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
 pub mod interleaved_writers;
@@ -274,6 +275,7 @@ pub const RULES: &[RuleInfo] = &[
     create_without_dir_fsync::INFO,
     unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
+    commit_before_data::INFO,
 ];
 
 /// A fresh instance of every rule.
@@ -290,6 +292,7 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
         Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
         Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
         Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(commit_before_data::CommitBeforeData::default()),
     ]
 }
 
