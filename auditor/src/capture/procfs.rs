@@ -75,6 +75,16 @@ impl ProcFs {
         self.path(pid, "stat").exists()
     }
 
+    /// Whether `pid` still runs: listed, and not a zombie waiting to be
+    /// reaped (its exit already happened).
+    pub fn running(&self, pid: u32) -> bool {
+        std::fs::read_to_string(self.path(pid, "stat")).is_ok_and(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    }
+
     /// comm, ppid, start time, NSpid and cgroup of `pid`.
     pub fn info(&self, pid: u32) -> io::Result<ProcInfo> {
         let stat = std::fs::read_to_string(self.path(pid, "stat"))?;

@@ -123,6 +123,7 @@ impl AttachPlan {
             }
         }
         let mut seeded = BTreeSet::new();
+        let mut watched = 0;
         let mut events = Vec::new();
         let mut pass = self.found.clone();
         for second in [false, true] {
@@ -140,13 +141,20 @@ impl AttachPlan {
             for info in &fresh {
                 probes.trace_pid(info.pid)?;
             }
+            // One that ended before it was traced would never be seen to
+            // end: it is not watched (a short-lived child of a target).
+            let fresh: Vec<ProcInfo> = fresh
+                .into_iter()
+                .filter(|i| self.proc.running(i.pid))
+                .collect();
+            watched += fresh.len();
             for info in &fresh {
                 lives.attached(info);
                 events.extend(self.state_at_attach(info, views));
             }
         }
         Ok(AtStart {
-            processes: seeded.len(),
+            processes: watched,
             events,
         })
     }
