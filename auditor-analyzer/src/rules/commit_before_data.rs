@@ -232,9 +232,8 @@ fn finding(cx: &Cx<'_>, c: &Commit, files: &[FileId]) -> Option<(Finding, u32)> 
         .collect::<Vec<_>>()
         .join(", ");
     let summary = format!(
-        "{:?} was made durable ({}) while {} under {:?} written before it by {who} {} never fsynced: a crash can keep the record and lose the data it stands for",
+        "{:?} was made durable while {} under {:?} written before it by {who} {} never fsynced: a crash can keep the record and lose the data it stands for",
         c.path,
-        c.call.call,
         plural(files.len() as u64, "file"),
         dir,
         if files.len() == 1 { "was" } else { "were" },
