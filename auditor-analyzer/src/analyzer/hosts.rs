@@ -25,8 +25,7 @@ use crate::track::views::{Host, View, rebase, under};
 
 use super::Analyzer;
 
-/// Marks a path the host has no name for (see the module doc).
-const UNKNOWN: char = '\0';
+use crate::track::views::UNKNOWN;
 
 /// What the analyzer knows about a host path a process named otherwise.
 #[derive(Clone, Debug)]
@@ -36,10 +35,7 @@ pub(super) struct Alias {
     unknown: Option<String>,
 }
 
-/// The process's own path behind an analyzer path (the marker dropped).
-pub(super) fn outside(path: &str) -> &str {
-    path.strip_prefix(UNKNOWN).unwrap_or(path)
-}
+use crate::track::views::outside;
 
 /// The (up to two) path fields of an event, in `InProcess` order.
 pub(super) fn slots(kind: &mut EventKind) -> [Option<&mut String>; 2] {

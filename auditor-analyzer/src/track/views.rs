@@ -31,6 +31,16 @@ pub enum Host {
     Unknown(String),
 }
 
+/// Leads a path, inside the analyzer, that the host has no name for: no
+/// path from the kernel holds a NUL, so it is never taken for the host path
+/// of the same spelling (see `analyzer::hosts`).
+pub(crate) const UNKNOWN: char = '\0';
+
+/// The process's own path behind an analyzer path (the marker dropped).
+pub(crate) fn outside(path: &str) -> &str {
+    path.strip_prefix(UNKNOWN).unwrap_or(path)
+}
+
 /// Mounts remembered per view: a container has a few dozen; past this a
 /// process mounting in a loop keeps its newest.
 const MAX_MOUNTS: usize = 256;

@@ -695,6 +695,45 @@ mod tests {
     }
 
     #[test]
+    fn decodes_an_exec_with_its_arguments_and_stand() {
+        let mut rec = PathRecord {
+            sys: sys(0, [7, 0, 0, 0, 0, 0], 0, 1),
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(Kind::Exec, size_of::<PathRecord>(), 1);
+        rec.path[..14].copy_from_slice(b"/proc/self/exe");
+        let args = b"docker-untar\0/\0/var/lib/docker/overlay2/x/diff\0";
+        rec.path2[..args.len()].copy_from_slice(args);
+        rec.sys.args[1] = args.len() as u64;
+        rec.sys.file2.ino = 4026531832;
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        match &out[0].kind {
+            EventKind::Exec {
+                filename,
+                argv,
+                stamp: Some(stamp),
+            } => {
+                assert_eq!(filename, "/proc/self/exe");
+                assert_eq!(
+                    argv,
+                    &["docker-untar", "/", "/var/lib/docker/overlay2/x/diff"]
+                );
+                assert_eq!((stamp.mnt_ns, stamp.root.ino), (4026531832, 77));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A length past the buffer is cut to it, never trusted.
+        rec.sys.args[1] = u64::MAX;
+        rec.sys.file.ino = 0;
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        assert!(
+            matches!(&out[1].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
+        );
+    }
+
+    #[test]
     fn counts_bad_sizes_and_unknown_kinds() {
         let mut d = Decoder::default();
         let mut out = Vec::new();
