@@ -275,6 +275,10 @@ pub enum EventKind {
         child_tid: u32,
         thread: bool,
         shares_files: bool,
+        /// The child got a mount namespace of its own (CLONE_NEWNS): its
+        /// mount calls move its paths, not the host's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_mount_ns: bool,
     },
     /// The process replaced its image.
     Exec {

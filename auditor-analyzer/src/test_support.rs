@@ -269,6 +269,7 @@ pub fn fork(pid: u32, child: u32) -> Event {
             child_tid: child,
             thread: false,
             shares_files: false,
+            new_mount_ns: false,
         },
     )
 }
@@ -281,6 +282,7 @@ pub fn spawn_thread(pid: u32, tid: u32) -> Event {
             child_tid: tid,
             thread: true,
             shares_files: true,
+            new_mount_ns: false,
         },
     )
 }

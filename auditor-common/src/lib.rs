@@ -149,7 +149,8 @@ pub struct ForkRecord {
     pub child_tid: u32,
     /// 1 when the child shares the parent's fd table (CLONE_FILES or a thread).
     pub shares_files: u32,
-    pub _pad: u32,
+    /// 1 when the child got a mount namespace of its own (CLONE_NEWNS).
+    pub new_mount_ns: u32,
 }
 
 /// A task ended.

@@ -40,6 +40,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         let cf: u64 = read(child, off!(task_files))?;
         (t, p, pf, cf)
     };
+    let new_mount_ns = mount_ns(parent) != mount_ns(child);
     if child_tgid != tgid {
         // A new process: trace it before it can run.
         if TRACED.insert(child_tgid, 1, 0).is_err() {
@@ -50,9 +51,21 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.child_tgid = child_tgid;
         r.child_tid = child_tid;
         r.shares_files = (pfiles == cfiles) as u32;
-        r._pad = 0;
+        r.new_mount_ns = new_mount_ns as u32;
     });
     Ok(())
+}
+
+/// The mount namespace `task` is in (0 when unreadable).
+#[inline(always)]
+fn mount_ns(task: *const u8) -> u64 {
+    // SAFETY: fault-checked kernel reads.
+    unsafe {
+        match read::<*const u8>(task, off!(task_nsproxy)) {
+            Ok(ns) if !ns.is_null() => read::<u64>(ns, off!(nsproxy_mnt_ns)).unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 #[tracepoint]

@@ -250,3 +250,34 @@ fn translated_events_replay_to_the_same_findings() {
     assert_eq!(live.findings(), replay.findings());
     assert_eq!(live.findings()[0].path, "/srv/jail/etc/passwd");
 }
+
+/// A child cloned into a mount namespace of its own binds a directory:
+/// its writes there land in the source, its parent's paths are unmoved.
+#[test]
+fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
+    use auditor_common::linux::ns::MS_BIND;
+    let events = vec![
+        start(10, "/"),
+        ev(
+            10,
+            EventKind::Fork {
+                child_pid: 20,
+                child_tid: 20,
+                thread: false,
+                shares_files: false,
+                new_mount_ns: true,
+            },
+        ),
+        mount(20, "/srv/data", "/mnt", MS_BIND),
+        open_new(20, "/mnt/a", 3, reg(80)),
+        write(20, 3, 1),
+        exit(20, 0),
+        open_new(10, "/mnt/b", 3, reg(81)),
+        write(10, 3, 1),
+        exit(10, 0),
+    ];
+    let findings = run(events);
+    let mut paths: Vec<&str> = findings.iter().map(|f| f.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/mnt/b", "/srv/data/a"]);
+}

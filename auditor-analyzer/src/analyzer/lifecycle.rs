@@ -7,6 +7,8 @@ use crate::finding::Finding;
 use crate::rules::Moment;
 use crate::track::paths::normalize;
 use crate::track::processes::{DeliveryRec, SignalRec};
+use crate::track::views::View;
+use std::sync::Arc;
 
 use super::{Analyzer, Mode};
 
@@ -59,6 +61,7 @@ impl Analyzer {
             child_tid,
             thread,
             shares_files,
+            new_mount_ns,
         } = &ev.kind
         else {
             return;
@@ -78,7 +81,13 @@ impl Analyzer {
             return;
         }
         let (cwd, exe, comm) = (parent.cwd.clone(), parent.exe.clone(), parent.comm.clone());
-        let (argv, view) = (parent.argv.clone(), parent.view.clone());
+        let argv = parent.argv.clone();
+        let view = if *new_mount_ns {
+            let v = parent.view.as_deref().cloned().unwrap_or_else(View::host);
+            Some(Arc::new(v.unshared()))
+        } else {
+            parent.view.clone()
+        };
         let table = if *shares_files {
             self.fds.share(parent_table)
         } else {

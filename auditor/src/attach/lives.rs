@@ -462,6 +462,7 @@ mod tests {
                     child_tid: pid,
                     thread: false,
                     shares_files: false,
+                    new_mount_ns: false,
                 },
             ));
             lives.observe(&exit(pid, 0));

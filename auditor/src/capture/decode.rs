@@ -85,6 +85,7 @@ impl Decoder {
                 child_tid: r.child_tid,
                 thread: r.child_tgid == h.tgid,
                 shares_files: r.shares_files != 0,
+                new_mount_ns: r.new_mount_ns != 0,
             }),
             Kind::Exit => read::<ExitRecord>(bytes).map(|r| exit(&r)),
             Kind::SignalGenerate => read::<SignalRecord>(bytes).map(|r| EventKind::SignalSent {

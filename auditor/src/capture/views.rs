@@ -92,8 +92,9 @@ impl Views {
             EventKind::Fork {
                 child_pid,
                 thread: false,
+                new_mount_ns,
                 ..
-            } if self.marked.contains(&ev.pid) => {
+            } if *new_mount_ns || self.marked.contains(&ev.pid) => {
                 self.marked.insert(*child_pid);
             }
             EventKind::Exit {
