@@ -48,6 +48,7 @@ pub(super) fn slots(kind: &mut EventKind) -> [Option<&mut String>; 2] {
         | EventKind::FdAtStart { path, .. }
         | EventKind::Exec { filename: path, .. }
         | EventKind::Umount { target: path, .. }
+        | EventKind::ProcessStart { exe: path, .. }
         | EventKind::Truncate {
             path: Some(path), ..
         } => [Some(path), None],

@@ -187,10 +187,11 @@ impl AttachPlan {
         // Standard output and error at attach are the process's log, set
         // up by whoever started it: not its data.
         let mut events = start_events(info.pid, &info.comm, start, fds, |o| o.fd == 1 || o.fd == 2);
+        // The view first: the start's exe is named in it.
         if let Some(view) = seen.view {
             let mut v = events[0].clone();
             v.kind = view;
-            events.insert(1, v);
+            events.insert(0, v);
         }
         events
     }
