@@ -281,3 +281,28 @@ fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
     paths.sort();
     assert_eq!(paths, ["/mnt/b", "/srv/data/a"]);
 }
+
+/// A name a jailed process renamed away is not its any more: a host file
+/// made there later carries no path of the jail's.
+#[test]
+fn a_name_renamed_away_forgets_how_the_jail_named_it() {
+    let mut events = vec![
+        start(100, "/srv"),
+        chroot(100, "/srv/jail"),
+        chdir(100, "/"),
+    ];
+    events.extend(careless_rename(100));
+    events.extend([
+        start(200, "/"),
+        open_new(200, "/srv/jail/etc/passwd.tmp", 3, reg(90)),
+        write(200, 3, 5),
+        exit(200, 0),
+    ]);
+    let findings = run(events);
+    let f = findings
+        .iter()
+        .find(|f| f.process.pid == 200)
+        .expect("the host process's file");
+    assert_eq!(f.path, "/srv/jail/etc/passwd.tmp");
+    assert_eq!(f.path_in_process, None);
+}

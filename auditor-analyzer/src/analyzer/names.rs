@@ -182,6 +182,7 @@ impl Analyzer {
                 self.tree_moved(old_path, new_path, exchange);
             }
             self.names.remove(old_path);
+            self.aliases.remove(old_path);
             return;
         };
         let prior = self.names.get(new_path).filter(|d| *d != id);
@@ -213,6 +214,7 @@ impl Analyzer {
         } else {
             if !is_link {
                 self.names.remove(old_path);
+                self.aliases.remove(old_path);
                 self.forget_name(old_path);
                 self.dirs.dir_moved(old_path, new_path);
             }
@@ -277,6 +279,14 @@ impl Analyzer {
         let to = |p: &str| {
             rehome(p, old, new).or_else(|| exchange.then(|| rehome(p, new, old)).flatten())
         };
+        // What processes in views of their own called the names moved is
+        // no longer known: their paths in the process are dropped.
+        if !self.aliases.is_empty() {
+            let prefix = [format!("{old}/"), format!("{new}/")];
+            self.aliases.retain(|k, _| {
+                !(k.starts_with(&prefix[0]) || (exchange && k.starts_with(&prefix[1])))
+            });
+        }
         let mut moved = self.names.take_under(old);
         if exchange {
             moved.extend(self.names.take_under(new));
@@ -310,6 +320,7 @@ impl Analyzer {
             return;
         }
         self.forget_name(path);
+        self.aliases.remove(path);
         let Some(id) = self.names.remove(path) else {
             return;
         };
