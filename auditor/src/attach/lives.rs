@@ -341,7 +341,10 @@ impl Lives {
                 s.push_str(&format!(" (pid {ns} in its namespace)"));
             }
             s.push_str(&format!(" {}", shown(&l.comm)));
-            if let Some(arg0) = l.argv.first().filter(|a| **a != l.comm) {
+            // argv[0] when it says more than the name (`docker-untar`
+            // for a re-exec that runs as `exe`).
+            let named = |a: &&String| a.rsplit('/').next() != Some(l.comm.as_str());
+            if let Some(arg0) = l.argv.first().filter(named) {
                 s.push_str(&format!(" ({})", shown(arg0)));
             }
             if let Some(exe) = &l.exe {
@@ -443,6 +446,58 @@ mod tests {
         assert_eq!(j[0]["state"], "exited with code 0");
         assert_eq!(j[1]["how"], "followed at exec");
         assert_eq!(j[1]["state"], "still running");
+    }
+
+    /// dockerd's re-exec shows under dockerd, as the binary it re-ran,
+    /// known by its argv[0].
+    #[test]
+    fn a_re_exec_keeps_its_binary_and_shows_under_its_parent() {
+        let mut lives = Lives::new(ProcFs::new("/nonexistent"));
+        lives.attached(&ProcInfo {
+            pid: 10,
+            comm: "dockerd".into(),
+            nspid: vec![10],
+            ..Default::default()
+        });
+        lives.record(&ev(
+            10,
+            EventKind::ProcessStart {
+                cwd: "/".into(),
+                exe: "/usr/sbin/dockerd".into(),
+                argv: vec!["/usr/sbin/dockerd".into()],
+                ppid: 1,
+                launched: false,
+            },
+        ));
+        lives.observe(&ev(
+            10,
+            EventKind::Fork {
+                child_pid: 20,
+                child_tid: 20,
+                thread: false,
+                shares_files: false,
+                new_mount_ns: false,
+            },
+        ));
+        let exec = ev(
+            20,
+            EventKind::Exec {
+                filename: "/proc/self/exe".into(),
+                argv: vec!["docker-untar".into(), "/".into()],
+                stamp: None,
+            },
+        );
+        lives.observe(&exec);
+        lives.record(&exec);
+        let j = lives.to_json();
+        assert_eq!(j[1]["exe"], "/usr/sbin/dockerd");
+        assert_eq!(j[1]["argv"][0], "docker-untar");
+        assert_eq!(j[1]["ppid"], 10);
+        let text = lives.render_text();
+        assert!(
+            text.contains("     20   exe (docker-untar)  exe /usr/sbin/dockerd"),
+            "{text}"
+        );
     }
 
     #[test]
