@@ -5,6 +5,7 @@
 
 mod data;
 mod fds;
+mod hosts;
 mod lifecycle;
 mod names;
 mod verdicts;
@@ -17,7 +18,7 @@ use crate::calls::{Call, CommCache};
 use crate::config::{Config, Filter};
 use crate::event::{Event, EventKind, FileId, FileInfo};
 use crate::exposure::Exposures;
-use crate::fast_hash::FastSet;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::finding::{Finding, ProcessRef};
 use crate::rules::{Cx, Moment, Rule, registry};
 use crate::snapshot::{self, Recent, Snapshot};
@@ -85,6 +86,9 @@ pub struct Analyzer {
     recent: Recent,
     /// Shared comm strings for kept calls.
     comms: CommCache,
+    /// Host paths some process names otherwise (a chroot, a container):
+    /// what findings on them add (see `hosts`).
+    aliases: FastMap<String, hosts::Alias>,
 }
 
 impl Analyzer {
@@ -115,6 +119,7 @@ impl Analyzer {
             last_event: None,
             recent: Recent::default(),
             comms: CommCache::default(),
+            aliases: FastMap::default(),
         })
     }
 
@@ -161,14 +166,26 @@ impl Analyzer {
         }
         self.recent
             .observe(ev, &self.procs, &self.inodes, &self.fds);
-        let ev: &Event = ev;
+        self.dispatch(ev, &mut raised);
+        Self::leave_host(ev);
+        let cap = self.config.max_files.max(1);
+        self.stats.evicted_exposures += self.exposures.bound(cap) as u64;
+        raised.retain(|f| self.shown(f));
+        for f in &mut raised {
+            self.locate(f);
+        }
+        raised
+    }
+
+    /// Hands the event to its handler.
+    fn dispatch(&mut self, ev: &Event, raised: &mut Vec<Finding>) {
         match &ev.kind {
-            EventKind::Open { .. } => self.on_open(ev, &mut raised),
-            EventKind::Write { .. } => self.on_write(ev, &mut raised),
-            EventKind::Truncate { .. } => self.on_truncate(ev, &mut raised),
+            EventKind::Open { .. } => self.on_open(ev, raised),
+            EventKind::Write { .. } => self.on_write(ev, raised),
+            EventKind::Truncate { .. } => self.on_truncate(ev, raised),
             EventKind::Fallocate { fd, file, .. } => self.on_fallocate(ev, *fd, file.as_ref()),
-            EventKind::Sync { .. } => self.on_sync(ev, &mut raised),
-            EventKind::Rename { .. } => self.on_rename(ev, &mut raised),
+            EventKind::Sync { .. } => self.on_sync(ev, raised),
+            EventKind::Rename { .. } => self.on_rename(ev, raised),
             EventKind::Unlink { .. } => self.on_unlink(ev),
             EventKind::Mkdir { .. } => self.on_mkdir(ev),
             EventKind::Close { fd, .. } => self.on_close(ev, *fd),
@@ -190,8 +207,15 @@ impl Analyzer {
             EventKind::Chdir { path, ret } => self.on_chdir(ev, path, *ret),
             EventKind::Fchdir { fd, ret } => self.on_fchdir(ev, *fd, *ret),
             EventKind::Fork { .. } => self.on_fork(ev),
-            EventKind::Exec { filename } => self.on_exec(ev, filename),
-            EventKind::Exit { .. } => self.on_exit(ev, &mut raised),
+            EventKind::Exec { filename, argv, .. } => self.on_exec(ev, filename, argv),
+            EventKind::Chroot { .. }
+            | EventKind::PivotRoot { .. }
+            | EventKind::Mount { .. }
+            | EventKind::Umount { .. }
+            | EventKind::Unshare { .. }
+            | EventKind::Setns { .. }
+            | EventKind::View { .. } => self.on_view_change(ev),
+            EventKind::Exit { .. } => self.on_exit(ev, raised),
             EventKind::SignalSent { .. } => self.on_signal_sent(ev),
             EventKind::SignalDelivered {
                 signal, handler, ..
@@ -200,10 +224,6 @@ impl Analyzer {
             EventKind::FdAtStart { .. } => self.on_fd_at_start(ev),
             EventKind::Lost { .. } => {}
         }
-        let cap = self.config.max_files.max(1);
-        self.stats.evicted_exposures += self.exposures.bound(cap) as u64;
-        raised.retain(|f| self.shown(f));
-        raised
     }
 
     /// End of the observation: every exposure gets its verdict (still
@@ -359,6 +379,7 @@ impl Analyzer {
                     pid: ev.pid,
                     comm: ev.comm.clone(),
                     exe: None,
+                    argv: Vec::new(),
                 },
             ),
         }
@@ -476,6 +497,8 @@ impl Analyzer {
 
 #[cfg(test)]
 mod bounds_tests;
+#[cfg(test)]
+mod hosts_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

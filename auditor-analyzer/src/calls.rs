@@ -230,7 +230,32 @@ pub fn describe(ev: &Event) -> String {
                 format!("fork() = {child_pid}")
             }
         }
-        EventKind::Exec { filename } => format!("execve({filename:?})"),
+        EventKind::Exec { filename, argv, .. } => match argv.first() {
+            Some(arg0) if !filename.ends_with(&format!("/{arg0}")) && filename != arg0 => {
+                format!("execve({filename:?}, argv[0]={arg0:?})")
+            }
+            _ => format!("execve({filename:?})"),
+        },
+        EventKind::Chroot { path, ret } => format!("chroot({path:?}){}", ret_str(*ret)),
+        EventKind::PivotRoot {
+            new_root,
+            put_old,
+            ret,
+        } => format!("pivot_root({new_root:?}, {put_old:?}){}", ret_str(*ret)),
+        EventKind::Mount {
+            source,
+            target,
+            flags,
+            ret,
+        } => format!("mount({source:?}, {target:?}, {flags:#x}){}", ret_str(*ret)),
+        EventKind::Umount { target, flags, ret } => {
+            format!("umount2({target:?}, {flags}){}", ret_str(*ret))
+        }
+        EventKind::Unshare { flags, ret } => format!("unshare({flags:#x}){}", ret_str(*ret)),
+        EventKind::Setns {
+            fd, nstype, ret, ..
+        } => format!("setns(fd={fd}, {nstype:#x}){}", ret_str(*ret)),
+        EventKind::View { mounts, .. } => format!("mounts as seen ({} mounts)", mounts.len()),
         EventKind::Exit {
             group_dead,
             code,

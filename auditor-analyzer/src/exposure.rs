@@ -249,6 +249,7 @@ mod tests {
             pid: 1,
             comm: "t".into(),
             exe: None,
+            argv: Vec::new(),
         };
         Exposure {
             rule,
@@ -266,6 +267,7 @@ mod tests {
                 pid: 2,
                 comm: "c".into(),
                 exe: None,
+                argv: Vec::new(),
             },
             call: CallRef {
                 seq: 9,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::FileId;
+use crate::event::{Container, FileId};
 
 /// How bad a finding is; ordered so `--fail-on` can compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,8 +58,13 @@ impl FromStr for Severity {
 pub struct ProcessRef {
     pub pid: u32,
     pub comm: String,
-    /// Executable path when known (exec or process start), else null.
+    /// Executable path when known (exec or process start), else null; a
+    /// re-exec of `/proc/self/exe` keeps the binary it re-ran.
     pub exe: Option<String>,
+    /// Its command line as its last exec set it (argv[0] names re-execs
+    /// such as dockerd's `docker-untar`); empty when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }
 
 /// One call in the chain of evidence, already rendered for people.
@@ -84,8 +89,20 @@ pub struct Finding {
     /// Stable rule id (`rename-without-fsync`, ...).
     pub rule: String,
     pub severity: Severity,
-    /// The file (or directory entry) at risk, as people know it.
+    /// The file (or directory entry) at risk, as people know it: its path
+    /// on the host, or, when `host_path_unknown` says why that cannot be
+    /// known, the process's own.
     pub path: String,
+    /// The path as the process saw it, when the host's differs (a chroot,
+    /// a container's mount namespace, a re-exec that pivoted its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_in_process: Option<String>,
+    /// Why the host has no name for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_unknown: Option<String>,
+    /// The container whose process named it so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     /// Identity of the file; null when the kernel never told us.
     pub inode: Option<FileId>,
     pub process: ProcessRef,
@@ -122,6 +139,9 @@ impl Finding {
             rule: rule.to_string(),
             severity,
             path: path.into(),
+            path_in_process: None,
+            host_path_unknown: None,
+            container: None,
             inode,
             process,
             summary: summary.into(),

@@ -22,6 +22,8 @@ pub mod stats;
 pub mod time;
 mod track;
 
+pub use track::{paths, views};
+
 #[cfg(test)]
 mod test_support;
 

@@ -60,6 +60,7 @@ pub fn ev(pid: u32, kind: EventKind) -> Event {
         tid: pid,
         comm: "app".into(),
         kind,
+        in_process: Default::default(),
     }
 }
 
@@ -269,6 +270,7 @@ pub fn fork(pid: u32, child: u32) -> Event {
             child_tid: child,
             thread: false,
             shares_files: false,
+            new_mount_ns: false,
         },
     )
 }
@@ -281,6 +283,7 @@ pub fn spawn_thread(pid: u32, tid: u32) -> Event {
             child_tid: tid,
             thread: true,
             shares_files: true,
+            new_mount_ns: false,
         },
     )
 }

@@ -120,13 +120,18 @@ pub struct SyscallRecord {
     /// Time the syscall was entered.
     pub enter_ns: u64,
     /// File behind the main fd argument (or the returned fd for opens).
+    /// For setns and exec records: the task's root directory afterwards.
     pub file: FileIdent,
     /// File behind a second fd argument (source of copy_file_range/sendfile).
+    /// For setns and exec records: `ino` is the inode number of the task's
+    /// mount namespace afterwards (what `/proc/PID/ns/mnt` shows).
     pub file2: FileIdent,
 }
 
 /// A finished syscall that carries paths (open, rename, link, unlink, mkdir,
-/// truncate, chdir) or an exec.
+/// truncate, chdir, chroot, pivot_root, mount, umount2) or an exec. An exec
+/// carries the new program's arguments in `path2`, NUL-separated, their
+/// length in `sys.args[1]`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PathRecord {
@@ -144,7 +149,8 @@ pub struct ForkRecord {
     pub child_tid: u32,
     /// 1 when the child shares the parent's fd table (CLONE_FILES or a thread).
     pub shares_files: u32,
-    pub _pad: u32,
+    /// 1 when the child got a mount namespace of its own (CLONE_NEWNS).
+    pub new_mount_ns: u32,
 }
 
 /// A task ended.
@@ -209,6 +215,21 @@ pub struct Offsets {
     pub sb_magic: u32,
     /// `comm` in task_struct (for the signal target's name).
     pub task_comm: u32,
+    /// `task_struct.fs`, then `fs_struct.root.dentry` (one offset for the
+    /// embedded path) and `dentry.d_inode`: the task's root directory.
+    pub task_fs: u32,
+    pub fs_root_dentry: u32,
+    pub dentry_inode: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, and
+    /// `mnt_namespace.ns.inum` (one offset): its mount namespace.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// `task_struct.mm`, `mm_struct.arg_start` and `arg_end`: where an
+    /// exec's arguments lie in the new program's memory.
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
     /// Syscall argument registers in `struct pt_regs` (x86_64 ABI order).
     pub regs_args: [u32; 6],
     /// Start of the [`WINDOW`]-byte span read at once from each structure;

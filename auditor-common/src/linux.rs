@@ -62,6 +62,21 @@ pub mod misc {
     pub const MAP_TYPE: u64 = 0x0f;
 }
 
+/// `mount(2)`, `umount2(2)`, `unshare(2)` and `setns(2)` values: what
+/// changes the paths a process sees.
+pub mod ns {
+    pub const MS_REMOUNT: u64 = 32;
+    pub const MS_BIND: u64 = 4096;
+    pub const MS_MOVE: u64 = 8192;
+    pub const MS_REC: u64 = 16384;
+    /// Propagation changes (`MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE |
+    /// MS_SHARED`): no path moves.
+    pub const MS_PROPAGATION: u64 = (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20);
+    pub const CLONE_NEWNS: u64 = 0x0002_0000;
+    /// `MS_REC | MS_PRIVATE`, as `mount --make-rprivate /` passes it.
+    pub const MS_PRIVATE_REC: u64 = MS_REC | (1 << 18);
+}
+
 /// `st_mode` / `i_mode` file type bits.
 pub mod mode {
     pub const S_IFMT: u32 = 0o170000;

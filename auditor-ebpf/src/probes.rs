@@ -1,8 +1,8 @@
 //! Process lifecycle and signal probes.
 
 use auditor_common::{
-    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_TRACED_FULL,
-    SignalRecord,
+    ExitRecord, FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord,
+    STAT_TRACED_FULL, SignalRecord,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     emit::emit,
-    kernel::{current_task, off, read},
+    kernel::{current_task, exec_args, off, read, view_stamp},
     maps::{TRACED, count, exec_is_watched, is_traced},
     runs,
     thread::{IDLE, bump_fd_generation, release, slot_of},
@@ -40,6 +40,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         let cf: u64 = read(child, off!(task_files))?;
         (t, p, pf, cf)
     };
+    let new_mount_ns = mount_ns(parent) != mount_ns(child);
     if child_tgid != tgid {
         // A new process: trace it before it can run.
         if TRACED.insert(child_tgid, 1, 0).is_err() {
@@ -50,9 +51,21 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.child_tgid = child_tgid;
         r.child_tid = child_tid;
         r.shares_files = (pfiles == cfiles) as u32;
-        r._pad = 0;
+        r.new_mount_ns = new_mount_ns as u32;
     });
     Ok(())
+}
+
+/// The mount namespace `task` is in (0 when unreadable).
+#[inline(always)]
+fn mount_ns(task: *const u8) -> u64 {
+    // SAFETY: fault-checked kernel reads.
+    unsafe {
+        match read::<*const u8>(task, off!(task_nsproxy)) {
+            Ok(ns) if !ns.is_null() => read::<u64>(ns, off!(nsproxy_mnt_ns)).unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 #[tracepoint]
@@ -86,7 +99,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         r.sys.enter_ns = r.sys.header.ts_ns;
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
-        r.path2[0] = 0;
+        view_stamp(&mut r.sys.file, &mut r.sys.file2);
+        let (n, cut) = exec_args(&mut r.path2);
+        r.sys.args[1] = n as u64;
+        if cut {
+            r.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+        }
         let src = ctx.as_ptr_u8().wrapping_add((loc & 0xffff) as usize);
         // SAFETY: a fault-checked kernel read into the record.
         match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut r.path) } {

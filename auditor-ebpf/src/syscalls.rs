@@ -11,7 +11,7 @@ use auditor_common::{
     linux::open::O_APPEND,
     nr::{
         CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPENAT2, WRITE, WRITEV, fd_args, is_traced_syscall,
-        path_args, returns_fd,
+        path_args, returns_fd, stamps_view,
     },
 };
 use aya_ebpf::{
@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{Window, ident, off},
+    kernel::{Window, ident, off, view_stamp},
     maps::{TAILS, count},
     ring::emit_raw,
     runs,
@@ -203,6 +203,9 @@ fn emit_record(pid_tgid: u64, p: &Pending, ret: i64) {
     if pa.is_none() {
         emit_raw(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
             fill_sys(r, p, ret);
+            if stamps_view(p.nr) {
+                view_stamp(&mut r.file, &mut r.file2);
+            }
             crate::crash::check(p.nr, ret, r.header.seq);
         });
         return;

@@ -201,9 +201,10 @@ fn s002_qcow2_overlay_flattened_before_archiving() {
     );
 }
 
-/// 003: docker load (2017): the image config saved with a temp file +
-/// rename and no fsync; layer metadata written into a write-set directory
-/// renamed into place, nothing fsynced.
+/// 003: docker load (2017): the layer's content unpacked by a re-exec of
+/// the daemon chrooted into the layer directory; the image config saved
+/// with a temp file + rename and no fsync; layer metadata written into a
+/// write-set directory renamed into place, nothing fsynced.
 #[test]
 fn s003_docker_load() {
     let (dir, run) = audit("003_bug", &seed("docker_load_layer.py", &["bug"]));
@@ -213,6 +214,8 @@ fn s003_docker_load() {
             "rename-without-dir-fsync",
             "rename-without-dir-fsync",
             "rename-without-fsync",
+            "unsynced-at-exit",
+            "unsynced-at-exit",
             "unsynced-at-exit",
             "unsynced-at-exit",
             "unsynced-at-exit"
@@ -246,6 +249,7 @@ fn s003_docker_load() {
     let layer_dir = dir.join("layerdb/sha256").join(chain);
     let mut layer: Vec<&str> = findings(&run.report, "unsynced-at-exit")
         .iter()
+        .filter(|f| f["process"]["pid"].as_u64() == Some(pid))
         .map(|f| path_of(f))
         .collect();
     layer.sort();
@@ -261,12 +265,79 @@ fn s003_docker_load() {
             .collect::<Vec<_>>()
     );
     assert!(expected.iter().all(|p| p.exists()), "the named files exist");
+    assert_layer_content(&dir, &run);
+}
+
+/// The layer's own files, written by the chrooted re-exec, are named where
+/// they are on the host, with the path the re-exec used beside it, and by
+/// the binary it really ran with its argv[0].
+fn assert_layer_content(dir: &Path, run: &Run) {
+    let untar = printed_pid(&run.stdout, "untar");
+    let diff = dir.join("overlay2").join("c".repeat(64)).join("diff");
+    let mut content: Vec<(String, String)> = findings(&run.report, "unsynced-at-exit")
+        .iter()
+        .filter(|f| f["process"]["pid"].as_u64() == Some(untar))
+        .map(|f| {
+            assert_eq!(f["process"]["argv"][0], "docker-untar", "{f:#}");
+            assert_eq!(f["process"]["exe"], PYTHON, "the binary it re-ran: {f:#}");
+            (
+                path_of(f).to_owned(),
+                f["path_in_process"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    content.sort();
+    let host = |p: &str| diff.join(p).to_str().unwrap().to_owned();
+    assert_eq!(
+        content,
+        [
+            (host("bin/blob"), "/bin/blob".to_owned()),
+            (host("etc/motd"), "/etc/motd".to_owned())
+        ]
+    );
+    assert!(content.iter().all(|(p, _)| Path::new(p).exists()));
 }
 
 #[test]
 fn s003_docker_load_fixed() {
     let (_, run) = audit("003_fixed", &seed("docker_load_layer.py", &["fixed"]));
     assert_clean(&run);
+}
+
+/// 003 as dockerd 20.10 does it: the metadata fsynced and renamed into
+/// place, the layer's content never fsynced. The record is durable before
+/// the data it describes.
+#[test]
+fn s003_docker_load_metadata_before_layer_data() {
+    let (dir, run) = audit("003_metadata", &seed("docker_load_layer.py", &["metadata"]));
+    assert_eq!(
+        rule_ids(&run.report),
+        ["commit-before-data", "unsynced-at-exit", "unsynced-at-exit"],
+        "{:#}",
+        run.report["findings"]
+    );
+    assert_layer_content(&dir, &run);
+    let chain = run
+        .stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("chain="))
+        .unwrap();
+    let f = the_finding(&run.report, "commit-before-data");
+    assert!(is(f, &dir.join("layerdb/sha256").join(chain)), "{f:#}");
+    assert_eq!(f["severity"], "medium");
+    assert_eq!(
+        f["process"]["pid"].as_u64(),
+        Some(printed_pid(&run.stdout, "pid"))
+    );
+    let ev = &f["evidence"];
+    assert_eq!(ev["data_files"], 2);
+    let diff = dir.join("overlay2").join("c".repeat(64)).join("diff");
+    assert_eq!(ev["data_directory"], diff.to_str().unwrap());
+    assert_eq!(
+        ev["writers"][0]["pid"].as_u64(),
+        Some(printed_pid(&run.stdout, "untar"))
+    );
+    assert_eq!(ev["writers"][0]["argv0"], "docker-untar");
 }
 
 /// 004: Harbor satellite's SaveState: temp file + rename, no fsync, on

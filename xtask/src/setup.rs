@@ -26,6 +26,10 @@ pub const PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "containerd",
+    // dockerd 20.10 and a static busybox for the images, chroots and
+    // containers the container tests make without any network.
+    "docker.io",
+    "busybox-static",
     "qemu-utils",
     // promtool, to lint the metrics page (the package's servers are not
     // started by its install here).

@@ -119,6 +119,7 @@ impl Analyzer {
                                 pid: ev.pid,
                                 comm: ev.comm.clone(),
                                 exe: None,
+                                argv: Vec::new(),
                             },
                             |p| p.to_ref(),
                         ),

@@ -178,7 +178,7 @@ impl Analyzer {
         }
         let desc = Description {
             file: id,
-            path: Some(path.clone()),
+            path: Some(Self::seen(path, &ev.in_process.path_in_process)),
             flags: desc_flags,
             pos: Some(0),
             from_caller: false,
@@ -307,7 +307,7 @@ impl Analyzer {
         }
         let desc = Description {
             file: id,
-            path: known_path.map(str::to_string),
+            path: known_path.map(|p| Self::seen(p, &ev.in_process.path_in_process)),
             flags,
             pos: None,
             from_caller: *from_caller,

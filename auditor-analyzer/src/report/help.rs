@@ -63,6 +63,10 @@ pub fn rule_help(id: &str) -> Option<RuleHelp> {
             "A disk image was shipped without the file it depends on (a qcow2 backing file, VMDK extents): wherever it is restored it reads whatever that path holds there, another base or nothing.",
             "Flatten the image before shipping it (qemu-img rebase -b \"\" IMAGE), or ship the file it depends on with it under a relative path.",
         ),
+        "commit-before-data" => (
+            "A record was made durable before the data a helper wrote for it: after a crash the record says the work is done while the data is empty, partial or missing.",
+            "Make the data durable first (fsync each file and its directory, or syncfs the filesystem), then fsync and rename the record into place.",
+        ),
         _ => return None,
     };
     Some(RuleHelp { risk, fix })

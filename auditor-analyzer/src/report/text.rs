@@ -330,6 +330,20 @@ impl Report {
     }
 }
 
+/// The process as people know it: its comm, and its argv[0] when that
+/// says more (dockerd's re-exec runs as `exe`, known as `docker-untar`).
+fn who(f: &Finding) -> String {
+    let arg0 = f
+        .process
+        .argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a));
+    match arg0 {
+        Some(a) if a != f.process.comm => format!("{} ({a:?})", f.process.comm),
+        _ => f.process.comm.clone(),
+    }
+}
+
 fn render_finding(out: &mut String, f: &Finding, paint: &Paint, width: Option<usize>) {
     let sev = format!("{:<6}", f.severity.as_str().to_uppercase());
     let _ = writeln!(
@@ -337,12 +351,36 @@ fn render_finding(out: &mut String, f: &Finding, paint: &Paint, width: Option<us
         "  {} {}  {}",
         paint.on(severity_color(f.severity), &sev),
         paint.on(BOLD, &f.rule),
-        paint.on(
-            DIM,
-            &format!("pid {} {}", f.process.pid, escape(&f.process.comm))
-        )
+        paint.on(DIM, &format!("pid {} {}", f.process.pid, escape(&who(f))))
     );
     wrapped(out, "    ", &escape(&f.summary), width);
+    if let Some(seen) = &f.path_in_process {
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on(DIM, &format!("as the process saw it: {}", escape(seen)))
+        );
+    }
+    if let Some(c) = &f.container {
+        let name = c
+            .name
+            .as_deref()
+            .map(|n| format!(" ({})", escape(n)))
+            .unwrap_or_default();
+        let id = escape(c.id.get(..12).unwrap_or(&c.id)).into_owned();
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on(DIM, &format!("container {id}{name}"))
+        );
+    }
+    if let Some(why) = &f.host_path_unknown {
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on("\x1b[33m", &format!("host path unknown: {}", escape(why)))
+        );
+    }
     if let Some(reason) = &f.inconclusive_reason {
         let _ = writeln!(
             out,

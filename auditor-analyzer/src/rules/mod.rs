@@ -6,6 +6,7 @@
 //! own file and [`registry`].
 
 pub mod archive_not_self_contained;
+pub mod commit_before_data;
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
 pub mod interleaved_writers;
@@ -298,6 +299,7 @@ pub const RULES: &[RuleInfo] = &[
     unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
     archive_not_self_contained::INFO,
+    commit_before_data::INFO,
 ];
 
 /// A fresh instance of every rule.
@@ -315,6 +317,7 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
         Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
         Box::new(sync_file_range_only::SyncFileRangeOnly),
         Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
+        Box::new(commit_before_data::CommitBeforeData::default()),
     ]
 }
 

@@ -573,6 +573,7 @@ mod eviction_tests {
                 pid: 1,
                 comm: "t".into(),
                 exe: None,
+                argv: Vec::new(),
             },
         };
         inodes

@@ -6,3 +6,4 @@ pub mod fds;
 pub mod inodes;
 pub mod paths;
 pub mod processes;
+pub mod views;

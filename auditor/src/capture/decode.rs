@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType};
+use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, ViewStamp};
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
     Syscall, SyscallRecord,
@@ -77,12 +77,15 @@ impl Decoder {
                 .and_then(|r| syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))),
             Kind::Exec => read::<PathRecord>(bytes).map(|r| EventKind::Exec {
                 filename: cstr(&r.path),
+                argv: args(&r.path2, r.sys.args[1]),
+                stamp: stamp(&r.sys),
             }),
             Kind::Fork => read::<ForkRecord>(bytes).map(|r| EventKind::Fork {
                 child_pid: r.child_tgid,
                 child_tid: r.child_tid,
                 thread: r.child_tgid == h.tgid,
                 shares_files: r.shares_files != 0,
+                new_mount_ns: r.new_mount_ns != 0,
             }),
             Kind::Exit => read::<ExitRecord>(bytes).map(|r| exit(&r)),
             Kind::SignalGenerate => read::<SignalRecord>(bytes).map(|r| EventKind::SignalSent {
@@ -113,6 +116,7 @@ impl Decoder {
                 tid: h.tid,
                 comm: cstr(&h.comm),
                 kind,
+                in_process: Default::default(),
             }),
             None => {
                 self.stats.bad_size += 1;
@@ -132,6 +136,7 @@ fn lost(ts_ns: u64) -> Event {
         tid: 0,
         comm: String::new(),
         kind: EventKind::Lost { count: 1 },
+        in_process: Default::default(),
     }
 }
 
@@ -153,6 +158,29 @@ fn cstr(b: &[u8]) -> String {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(&b[..end]).into_owned(),
     }
+}
+
+/// An exec's arguments: `len` bytes of NUL-separated strings (the last
+/// may be cut).
+fn args(b: &[u8], len: u64) -> Vec<String> {
+    let n = (len as usize).min(b.len());
+    b[..n]
+        .split(|&c| c == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Where the task stood, from an exec or setns record (see
+/// `SyscallRecord::file`); None when the probe could not read it.
+fn stamp(r: &SyscallRecord) -> Option<ViewStamp> {
+    (r.file.ino != 0 && r.file2.ino != 0).then(|| ViewStamp {
+        mnt_ns: r.file2.ino,
+        root: FileId {
+            dev: user_dev(r.file.dev),
+            ino: r.file.ino,
+        },
+    })
 }
 
 fn exit(r: &ExitRecord) -> EventKind {
@@ -496,6 +524,30 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             file,
         },
         CHDIR => EventKind::Chdir { path, ret },
+        CHROOT => EventKind::Chroot { path, ret },
+        PIVOT_ROOT => EventKind::PivotRoot {
+            new_root: path,
+            put_old: path2,
+            ret,
+        },
+        MOUNT => EventKind::Mount {
+            source: path,
+            target: path2,
+            flags: a[3],
+            ret,
+        },
+        UMOUNT2 => EventKind::Umount {
+            target: path,
+            flags: a[1] as u32,
+            ret,
+        },
+        UNSHARE => EventKind::Unshare { flags: a[0], ret },
+        SETNS => EventKind::Setns {
+            fd: fd(0),
+            nstype: a[1] as i64,
+            ret,
+            stamp: stamp(r),
+        },
         FCHDIR => EventKind::Fchdir { fd: fd(0), ret },
         _ => return None,
     })
@@ -644,6 +696,45 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn decodes_an_exec_with_its_arguments_and_stand() {
+        let mut rec = PathRecord {
+            sys: sys(0, [7, 0, 0, 0, 0, 0], 0, 1),
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(Kind::Exec, size_of::<PathRecord>(), 1);
+        rec.path[..14].copy_from_slice(b"/proc/self/exe");
+        let args = b"docker-untar\0/\0/var/lib/docker/overlay2/x/diff\0";
+        rec.path2[..args.len()].copy_from_slice(args);
+        rec.sys.args[1] = args.len() as u64;
+        rec.sys.file2.ino = 4026531832;
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        match &out[0].kind {
+            EventKind::Exec {
+                filename,
+                argv,
+                stamp: Some(stamp),
+            } => {
+                assert_eq!(filename, "/proc/self/exe");
+                assert_eq!(
+                    argv,
+                    &["docker-untar", "/", "/var/lib/docker/overlay2/x/diff"]
+                );
+                assert_eq!((stamp.mnt_ns, stamp.root.ino), (4026531832, 77));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A length past the buffer is cut to it, never trusted.
+        rec.sys.args[1] = u64::MAX;
+        rec.sys.file.ino = 0;
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        assert!(
+            matches!(&out[1].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ mod tests {
                 ret: 0,
                 file: None,
             },
+            in_process: Default::default(),
         };
         enrich(&mut ev);
         let f = ev.file().expect("filled");

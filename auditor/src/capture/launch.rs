@@ -101,6 +101,7 @@ pub fn start_events(
         tid: pid,
         comm: comm.to_owned(),
         kind,
+        in_process: Default::default(),
     };
     let mut evs = vec![at_start(start)];
     evs.extend(fds.into_iter().map(|o| {

@@ -126,6 +126,7 @@ impl Pump {
                 tid: 0,
                 comm: String::new(),
                 kind: EventKind::Lost { count },
+                in_process: Default::default(),
             })?;
         }
         Ok(())

@@ -29,7 +29,9 @@ use crate::{
         enrich,
         launch::Launched,
         probes::{KernelStats, Probes},
+        procfs::ProcFs,
         pump::{self, Pump, wait_readable},
+        views::Views,
     },
     cli::CaptureOptions,
 };
@@ -143,7 +145,8 @@ impl Pipeline {
         let started = SystemTime::now();
         signals::install(signals::Policy::Launch);
         let (launched, at_start) = Launched::spawn(probes, argv)?;
-        let mut feed = Feed::new(&self.analyzer, sink, None);
+        let views = Views::new(ProcFs::default());
+        let mut feed = Feed::new(&self.analyzer, sink, None, Some(views));
         for ev in at_start {
             feed.event(ev)?;
         }
@@ -174,8 +177,9 @@ impl Pipeline {
         let t0 = Instant::now();
         signals::install(signals::Policy::Attach);
         let mut lives = Lives::new(plan.proc.clone());
-        let at_start = plan.seed(probes, &mut lives)?;
-        let mut feed = Feed::new(&self.analyzer, sink, Some(lives));
+        let mut views = Views::new(plan.proc.clone());
+        let at_start = plan.seed(probes, &mut lives, &mut views)?;
+        let mut feed = Feed::new(&self.analyzer, sink, Some(lives), Some(views));
         let seeded = at_start.processes;
         for ev in at_start.events {
             feed.event(ev)?;
@@ -219,7 +223,7 @@ impl Pipeline {
             run.dropped = tr.dropped;
             run.events = tr.events;
         }
-        let mut feed = Feed::new(&self.analyzer, sink, None);
+        let mut feed = Feed::new(&self.analyzer, sink, None, None);
         for ev in rec.events {
             feed.event(ev)?;
         }
@@ -284,20 +288,28 @@ fn capture(
 }
 
 /// Events on their way: the lives of attached processes first (a process
-/// first seen at exec is introduced before its exec), then the analyzer,
-/// then the sink.
+/// first seen at exec is introduced before its exec), then where live
+/// processes' paths lie on the host (views read from /proc around execs
+/// and setns), then the analyzer, then the sink.
 struct Feed<'a> {
     analyzer: &'a Shared,
     sink: &'a mut dyn Sink,
     lives: Option<Lives>,
+    views: Option<Views>,
 }
 
 impl<'a> Feed<'a> {
-    fn new(analyzer: &'a Shared, sink: &'a mut dyn Sink, lives: Option<Lives>) -> Self {
+    fn new(
+        analyzer: &'a Shared,
+        sink: &'a mut dyn Sink,
+        lives: Option<Lives>,
+        views: Option<Views>,
+    ) -> Self {
         Feed {
             analyzer,
             sink,
             lives,
+            views,
         }
     }
 
@@ -305,7 +317,14 @@ impl<'a> Feed<'a> {
         if let Some(intro) = self.lives.as_mut().and_then(|l| l.observe(&ev)) {
             self.analyze(intro)?;
         }
-        self.analyze(ev)
+        let (before, after) = match self.views.as_mut() {
+            Some(v) => v.around(&ev),
+            None => (None, None),
+        };
+        for e in before.into_iter().chain(Some(ev)).chain(after) {
+            self.analyze(e)?;
+        }
+        Ok(())
     }
 
     fn analyze(&mut self, mut ev: Event) -> Result<()> {
@@ -313,6 +332,9 @@ impl<'a> Feed<'a> {
             return Ok(());
         }
         let found = lock(self.analyzer).process(&mut ev);
+        if let Some(l) = self.lives.as_mut() {
+            l.record(&ev);
+        }
         self.sink.event(&ev, &found)
     }
 }

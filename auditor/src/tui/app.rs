@@ -564,6 +564,7 @@ pub(crate) mod tests {
                 pid,
                 comm: comm.into(),
                 exe: None,
+                argv: Vec::new(),
             },
             format!("{path}: {rule}"),
         )

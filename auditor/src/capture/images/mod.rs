@@ -373,6 +373,7 @@ mod tests {
             pid: std::process::id(),
             tid: std::process::id(),
             comm: "t".into(),
+            in_process: Default::default(),
             kind: EventKind::Open {
                 call: auditor_analyzer::event::Syscall::Openat,
                 path: p.to_str().unwrap().into(),
