@@ -57,6 +57,7 @@ pub mod misc {
     pub const RWF_DSYNC: u64 = 0x2;
     pub const RWF_SYNC: u64 = 0x4;
     pub const PROT_WRITE: u64 = 2;
+    pub const PROT_EXEC: u64 = 4;
     pub const MAP_SHARED: u64 = 1;
     pub const MAP_SHARED_VALIDATE: u64 = 3;
     pub const MAP_TYPE: u64 = 0x0f;

@@ -27,6 +27,8 @@ pub const CHROOT: u32 = 161;
 pub const SYNC: u32 = 162;
 pub const MOUNT: u32 = 165;
 pub const UMOUNT2: u32 = 166;
+/// Followed at entry only (it does not return): where the program exits.
+pub const EXIT_GROUP: u32 = 231;
 pub const OPENAT: u32 = 257;
 pub const MKDIRAT: u32 = 258;
 pub const UNLINKAT: u32 = 263;
@@ -93,6 +95,7 @@ pub const fn is_traced_syscall(nr: u32) -> bool {
             | UMOUNT2
             | UNSHARE
             | SETNS
+            | EXIT_GROUP
     )
 }
 

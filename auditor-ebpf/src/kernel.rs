@@ -38,6 +38,13 @@ pub(crate) static OFFSETS: Offsets = Offsets {
     task_mm: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    mm_start_code: 0,
+    mm_end_code: 0,
+    mm_saved_auxv: 0,
+    mm_exe_file: 0,
+    regs_ip: 0,
+    regs_sp: 0,
+    regs_bp: 0,
     regs_args: [0; 6],
     file_win: 0,
     inode_win: 0,
@@ -143,6 +150,14 @@ pub fn fd_file(fd: u64) -> Result<*const u8, i64> {
 #[inline(always)]
 pub fn ident(fd: u64, out: &mut FileIdent) {
     if let Ok(file) = fd_file(fd) {
+        let _ = fill(file, out);
+    }
+}
+
+/// What the kernel says about a `struct file` (the exec'd image's, say).
+#[inline(always)]
+pub fn ident_file(file: *const u8, out: &mut FileIdent) {
+    if !file.is_null() {
         let _ = fill(file, out);
     }
 }

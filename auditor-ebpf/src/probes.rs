@@ -10,9 +10,11 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 
+use auditor_common::nr::EXIT_GROUP;
+
 use crate::{
     emit::emit,
-    kernel::{current_task, exec_args, off, read, view_stamp},
+    kernel::{current_task, exec_args, ident_file, off, read, view_stamp},
     maps::{TRACED, count, exec_is_watched, is_traced},
     runs,
     thread::{IDLE, bump_fd_generation, release, slot_of},
@@ -91,14 +93,27 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // __data_loc char[] filename at offset 8: low 16 bits offset, high 16 length.
     let loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
     let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
+    // Where the new image's code went, for the stacks of a process that may
+    // be gone before userspace could read its maps: the main binary's code
+    // range and identity, and the program interpreter's base.
+    let image = exec_image();
     emit(Kind::Exec, pid_tgid, |r: &mut PathRecord| {
         r.sys.nr = 0;
-        r.sys.calls = 0;
-        r.sys.args = [old_pid as u64, 0, 0, 0, 0, 0];
+        r.sys.calls = image.exe.dev;
+        r.sys.args = [
+            old_pid as u64,
+            0,
+            image.start_code,
+            image.end_code,
+            image.interp_base,
+            image.exe.ino,
+        ];
         r.sys.ret = 0;
         r.sys.enter_ns = r.sys.header.ts_ns;
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
+        r.sys.stack = 0;
+        r.sys._pad = 0;
         view_stamp(&mut r.sys.file, &mut r.sys.file2);
         let (n, cut) = exec_args(&mut r.path2);
         r.sys.args[1] = n as u64;
@@ -114,6 +129,51 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         }
     });
     Ok(())
+}
+
+/// What an exec record says about where the new image's code is.
+#[derive(Default)]
+struct Image {
+    start_code: u64,
+    end_code: u64,
+    /// `AT_BASE` of the auxiliary vector: where the program interpreter
+    /// (the dynamic loader) was loaded.
+    interp_base: u64,
+    exe: auditor_common::FileIdent,
+}
+
+#[inline(always)]
+fn exec_image() -> Image {
+    const AT_NULL: u64 = 0;
+    const AT_BASE: u64 = 7;
+    /// The auxiliary vector holds fewer pairs than this.
+    const AUXV_PAIRS: usize = 32;
+    let mut image = Image::default();
+    // SAFETY: fault-checked kernel reads.
+    let mm: *const u8 = unsafe { read(current_task(), off!(task_mm)) }.unwrap_or(core::ptr::null());
+    if mm.is_null() {
+        return image;
+    }
+    unsafe {
+        image.start_code = read::<u64>(mm, off!(mm_start_code)).unwrap_or(0);
+        image.end_code = read::<u64>(mm, off!(mm_end_code)).unwrap_or(0);
+        let exe = read::<*const u8>(mm, off!(mm_exe_file)).unwrap_or(core::ptr::null());
+        ident_file(exe, &mut image.exe);
+        let auxv = mm.wrapping_add(off!(mm_saved_auxv));
+        for i in 0..AUXV_PAIRS {
+            let Ok(pair) = read::<[u64; 2]>(auxv, i * 16) else {
+                break;
+            };
+            if pair[0] == AT_NULL {
+                break;
+            }
+            if pair[0] == AT_BASE {
+                image.interp_base = pair[1];
+                break;
+            }
+        }
+    }
+    image
 }
 
 trait CtxPtr {
@@ -136,8 +196,15 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
+    let mut exit_stack = 0;
     if let Some(p) = slot_of(tid) {
         // SAFETY: the exiting thread's own entry.
+        unsafe {
+            if (*p).nr == EXIT_GROUP {
+                exit_stack = (*p).stack;
+            }
+        }
+        // SAFETY: as above.
         runs::finish(unsafe { &mut (*p).run }, tid);
         release(tid, p);
     }
@@ -164,7 +231,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         r.exit_code = code;
         r.group_exit_code = group_code;
         r.group_dead = group_dead as u32;
-        r._pad = 0;
+        r.stack = exit_stack;
     });
     Ok(())
 }

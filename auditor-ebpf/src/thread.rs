@@ -52,6 +52,8 @@ pub struct Pending {
     /// Set at entry: this write goes to the file of the thread's run, so
     /// its file was not looked up again.
     pub cont: u32,
+    /// Id of the user stack taken at entry (0: none; see stack.rs).
+    pub stack: u32,
     pub enter_ns: u64,
     pub args: [u64; 6],
     pub file: FileIdent,
@@ -93,6 +95,7 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
             unsafe {
                 (*s).nr = IDLE;
                 (*s).cont = 0;
+                (*s).stack = 0;
                 (*s).run.word = 0;
                 (*s).run.ver = 0;
                 (*s).run.slot = 0;
@@ -185,6 +188,9 @@ pub struct RunInfo {
     pub comm: [u8; 16],
     pub nr: u32,
     pub fd: u32,
+    /// Stack of the run's first write.
+    pub stack: u32,
+    pub _pad: u32,
 }
 
 pub const BLANK_INFO: RunInfo = RunInfo {
@@ -203,6 +209,8 @@ pub const BLANK_INFO: RunInfo = RunInfo {
     comm: [0; 16],
     nr: 0,
     fd: 0,
+    stack: 0,
+    _pad: 0,
 };
 
 pub const BLANK_RUN: Run = Run {
@@ -221,6 +229,7 @@ pub static BLANK: Pending = Pending {
     tid: 0,
     nr: IDLE,
     cont: 0,
+    stack: 0,
     enter_ns: 0,
     args: [0; 6],
     file: BLANK_INFO.file,

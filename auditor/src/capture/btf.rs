@@ -266,6 +266,13 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets> {
         task_mm: o("task_struct", "mm")?,
         mm_arg_start: o("mm_struct", "arg_start")?,
         mm_arg_end: o("mm_struct", "arg_end")?,
+        mm_start_code: o("mm_struct", "start_code")?,
+        mm_end_code: o("mm_struct", "end_code")?,
+        mm_saved_auxv: o("mm_struct", "saved_auxv")?,
+        mm_exe_file: o("mm_struct", "exe_file")?,
+        regs_ip: o("pt_regs", "ip")?,
+        regs_sp: o("pt_regs", "sp")?,
+        regs_bp: o("pt_regs", "bp")?,
         regs_args: [
             o("pt_regs", "di")?,
             o("pt_regs", "si")?,

@@ -3,7 +3,9 @@
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use anyhow::{Context, Result};
-use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, STAT_TRACED_FULL};
+use auditor_common::{
+    STAT_ARGS_FULL, STAT_DROPPED, STAT_STACK_LOST, STAT_STACK_REUSED, STAT_TRACED_FULL,
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, ProgramArray, RingBuf},
@@ -27,6 +29,8 @@ pub struct Probes {
     stats: PerCpuArray<MapData, u64>,
     traced_fd: RawFd,
     flush_fd: RawFd,
+    stack_sigs_fd: RawFd,
+    stacks: bool,
 }
 
 /// Makes the syscall probes return at once (`cargo xtask bench` measures
@@ -71,6 +75,10 @@ pub struct KernelStats {
     pub args_full: u64,
     /// Processes not traced because the traced-process table was full.
     pub traced_full: u64,
+    /// Stacks that could not be taken (their calls have none).
+    pub stacks_lost: u64,
+    /// Calls whose stack was known already and only named.
+    pub stacks_reused: u64,
 }
 
 impl KernelStats {
@@ -83,7 +91,7 @@ impl KernelStats {
 impl Probes {
     /// Checks the host, loads the probes with this kernel's offsets and
     /// attaches them. Fails with a [`UserError`] for anything fixable.
-    pub fn load(ring_bytes: u32) -> Result<Probes> {
+    pub fn load(ring_bytes: u32, stacks: bool) -> Result<Probes> {
         if PROBE_OBJECT.is_empty() {
             return Err(UserError::new(
                 "this auditor binary was built without its probes: build it with `cargo xtask build`",
@@ -115,6 +123,7 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .override_global("EMPTY_PROBES", &u32::from(empty), true)
             .override_global("SLOT_MASK", &(slots - 1), true)
+            .override_global("STACKS_ON", &u32::from(stacks), true)
             .map_max_entries("SLOTS", slots)
             .map_max_entries("PENDING", overflow)
             .map_max_entries("EVENTS", ring_bytes)
@@ -128,6 +137,11 @@ impl Probes {
             let fd = tail.fd()?.try_clone()?;
             let mut tails = ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
             tails.set(0, &fd, 0).context("installing sys_exit_report")?;
+            let tail: &mut RawTracePoint = program(&mut ebpf, "sys_enter_stack")?;
+            tail.load().context("loading sys_enter_stack")?;
+            let fd = tail.fd()?.try_clone()?;
+            let mut tails = ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
+            tails.set(1, &fd, 0).context("installing sys_enter_stack")?;
         }
 
         let mut links = Links::default();
@@ -166,6 +180,10 @@ impl Probes {
             Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
             _ => anyhow::bail!("probe object has no TRACED hash map"),
         };
+        let stack_sigs_fd = match ebpf.map("STACK_SIGS") {
+            Some(Map::LruHashMap(m)) => m.fd().as_fd().as_raw_fd(),
+            _ => anyhow::bail!("probe object has no STACK_SIGS map"),
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
         Ok(Probes {
@@ -175,7 +193,20 @@ impl Probes {
             stats,
             traced_fd,
             flush_fd,
+            stack_sigs_fd,
+            stacks,
         })
+    }
+
+    /// Whether the probes take stacks (not `--no-stacks`).
+    pub fn stacks(&self) -> bool {
+        self.stacks
+    }
+
+    /// Raw fd of the map of stack signatures (userspace writes what it
+    /// learnt unwinding a stack, see the probes' stack.rs).
+    pub fn stack_sigs_fd(&self) -> RawFd {
+        self.stack_sigs_fd
     }
 
     /// Raw fd of the traced-tgid map, for a child to add itself before exec.
@@ -271,6 +302,8 @@ impl Probes {
             dropped: sum(STAT_DROPPED),
             args_full: sum(STAT_ARGS_FULL),
             traced_full: sum(STAT_TRACED_FULL),
+            stacks_lost: sum(STAT_STACK_LOST),
+            stacks_reused: sum(STAT_STACK_REUSED),
         }
     }
 }
