@@ -89,6 +89,8 @@ pub struct Analyzer {
     /// Host paths some process names otherwise (a chroot, a container):
     /// what findings on them add (see `hosts`).
     aliases: FastMap<String, hosts::Alias>,
+    /// Stacks the events named so far.
+    stacks: crate::track::stacks::Stacks,
 }
 
 impl Analyzer {
@@ -120,6 +122,7 @@ impl Analyzer {
             recent: Recent::default(),
             comms: CommCache::default(),
             aliases: FastMap::default(),
+            stacks: Default::default(),
         })
     }
 
@@ -157,6 +160,14 @@ impl Analyzer {
             self.epoch += 1;
             self.stats.lost_events += count;
             self.stats.loss_records += 1;
+            return raised;
+        }
+        if let EventKind::Stack { id, stack } = &ev.kind {
+            self.stats.stacks += 1;
+            if stack.unwind == crate::stack::Unwind::FramePointers {
+                self.stats.stacks_by_frame_pointers += 1;
+            }
+            self.stacks.insert(*id, stack.clone());
             return raised;
         }
         self.ensure_process(ev);
@@ -222,7 +233,7 @@ impl Analyzer {
             } => self.on_signal_delivered(ev, *signal, *handler),
             EventKind::ProcessStart { .. } => self.on_process_start(ev),
             EventKind::FdAtStart { .. } => self.on_fd_at_start(ev),
-            EventKind::Lost { .. } => {}
+            EventKind::Lost { .. } | EventKind::Stack { .. } => {}
         }
     }
 
@@ -240,6 +251,7 @@ impl Analyzer {
             tid: 0,
             comm: String::new(),
             call: "end of trace".into(),
+            stack: None,
         });
         let mut raised = Vec::new();
         self.tell(
@@ -491,7 +503,7 @@ impl Analyzer {
     /// The call reference of the event (for evidence chains).
     fn call_of(&mut self, ev: &Event) -> Call {
         let comm = self.comms.get(&ev.comm);
-        Call::new(ev, comm)
+        Call::new(ev, comm).with_stack(self.stacks.get(ev.stack))
     }
 }
 

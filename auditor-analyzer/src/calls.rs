@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::event::{Event, EventKind, Syscall};
 use crate::finding::CallRef;
+use crate::stack::Stack;
 use crate::track::fds::flags;
 
 /// Name of a signal number (Linux x86-64/arm64 numbering).
@@ -256,6 +257,9 @@ pub fn describe(ev: &Event) -> String {
             fd, nstype, ret, ..
         } => format!("setns(fd={fd}, {nstype:#x}){}", ret_str(*ret)),
         EventKind::View { mounts, .. } => format!("mounts as seen ({} mounts)", mounts.len()),
+        EventKind::Stack { id, stack } => {
+            format!("stack #{id} ({} frames)", stack.frames.len())
+        }
         EventKind::Exit {
             group_dead,
             code,
@@ -346,6 +350,8 @@ pub struct Call {
     pub tid: u32,
     comm: Arc<str>,
     what: What,
+    /// Where in the program the call was made, when the probes took it.
+    stack: Option<Arc<Stack>>,
 }
 
 #[derive(Clone, Debug)]
@@ -423,7 +429,14 @@ impl Call {
             tid: ev.tid,
             comm,
             what: what.unwrap_or_else(|| What::Text(describe(ev).into())),
+            stack: None,
         }
+    }
+
+    /// The call with the stack it was made from.
+    pub fn with_stack(mut self, stack: Option<Arc<Stack>>) -> Call {
+        self.stack = stack;
+        self
     }
 
     /// The human form (`write(fd=3, 4096) = 4096`).
@@ -457,6 +470,7 @@ impl Call {
             tid: self.tid,
             comm: self.comm.to_string(),
             call: self.text(),
+            stack: self.stack.clone(),
         }
     }
 }
@@ -470,6 +484,7 @@ impl From<&CallRef> for Call {
             tid: c.tid,
             comm: c.comm.as_str().into(),
             what: What::Text(c.call.as_str().into()),
+            stack: c.stack.clone(),
         }
     }
 }
@@ -510,6 +525,7 @@ pub fn call_ref(ev: &Event) -> CallRef {
         tid: ev.tid,
         comm: ev.comm.clone(),
         call: describe(ev),
+        stack: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub use auditor_common::Syscall;
 use serde::{Deserialize, Serialize};
 
 use crate::image::ImageInfo;
+use crate::stack::Stack;
 
 /// One thing a traced task did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct Event {
     /// Thread id.
     pub tid: u32,
     pub comm: String,
+    /// The user stack the call was made from: the id of an earlier
+    /// [`EventKind::Stack`] event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
     #[serde(flatten)]
     pub kind: EventKind,
     /// The paths as the process gave them, where the host's differ (a
@@ -346,6 +351,12 @@ pub enum EventKind {
         private: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         container: Option<Container>,
+    },
+    /// A user stack, unwound and symbolized: later events of the same run
+    /// name it by `id` (in their `stack`).
+    Stack {
+        id: u32,
+        stack: Stack,
     },
     /// A task ended; `group_dead` when it was the last of its process.
     Exit {

@@ -276,6 +276,7 @@ mod tests {
                 tid: 2,
                 comm: "c".into(),
                 call: "fsync(fd=3) = 0".into(),
+                stack: None,
             },
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::event::{Container, FileId};
+use crate::stack::Stack;
 
 /// How bad a finding is; ordered so `--fail-on` can compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub struct CallRef {
     pub comm: String,
     /// e.g. `write(fd=3, 4096) = 4096` or `rename("/d/a.tmp", "/d/a") = 0`.
     pub call: String,
+    /// Where the call was made; reports show it once, as the finding's
+    /// [`Finding::stack`].
+    #[serde(skip)]
+    pub stack: Option<std::sync::Arc<Stack>>,
 }
 
 /// Most calls a finding carries; the first and last ones are kept when a
@@ -123,6 +128,11 @@ pub struct Finding {
     /// The group of alike findings it belongs to in the report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where in the code the call that put the data at risk was made (the
+    /// rename, the first unsynced write, the create, ...), when the probes
+    /// took its stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Stack>,
 }
 
 impl Finding {
@@ -151,6 +161,7 @@ impl Finding {
             inconclusive_reason: None,
             fingerprint: None,
             group: None,
+            stack: None,
         }
     }
 
@@ -192,6 +203,7 @@ mod tests {
             tid: 1,
             comm: "t".into(),
             call: format!("c{seq}"),
+            stack: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod recording;
 pub mod report;
 pub mod rules;
 pub mod snapshot;
+pub mod stack;
 pub mod stats;
 pub mod time;
 mod track;

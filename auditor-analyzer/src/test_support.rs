@@ -59,6 +59,7 @@ pub fn ev(pid: u32, kind: EventKind) -> Event {
         pid,
         tid: pid,
         comm: "app".into(),
+        stack: None,
         kind,
         in_process: Default::default(),
     }

@@ -357,12 +357,24 @@ impl Analyzer {
             fd,
             addr,
             len,
+            prot,
+            flags,
             file,
             ..
         } = &ev.kind
         else {
             return;
         };
+        // Executable mappings are reported for stacks; only shared writable
+        // ones carry data to the file.
+        use auditor_common::linux::misc::{MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_WRITE};
+        let shared = matches!(
+            u64::from(*flags) & MAP_TYPE,
+            MAP_SHARED | MAP_SHARED_VALIDATE
+        );
+        if u64::from(*prot) & PROT_WRITE == 0 || !shared {
+            return;
+        }
         let Some(t) = self.target(ev, *fd, file.as_ref()) else {
             return;
         };

@@ -15,6 +15,8 @@ impl Report {
             s.insert("events".into(), self.stats.events.into());
             s.insert("events_captured".into(), self.run.events.into());
             s.insert("dropped".into(), self.dropped().into());
+            s.insert("stacks_lost".into(), self.run.stacks_lost.into());
+            s.insert("stacks_reused".into(), self.run.stacks_reused.into());
             s.insert(
                 "baseline_findings".into(),
                 self.left_out.baseline.len().into(),

@@ -97,6 +97,14 @@ pub struct RunInfo {
     /// it): byte offset of its first missing or partial line.
     #[serde(default)]
     pub truncated_at_byte: Option<u64>,
+    /// Stacks the probes could not take (unreadable user stack, ring
+    /// full): the findings about those calls have no stack.
+    #[serde(default)]
+    pub stacks_lost: u64,
+    /// Calls whose stack the probes knew already (named, not copied
+    /// again).
+    #[serde(default)]
+    pub stacks_reused: u64,
 }
 
 /// Findings per rule and severity.
@@ -336,6 +344,8 @@ pub(crate) mod tests {
                 mode: "run".into(),
                 truncated_at_byte: None,
                 base: Some("/d".into()),
+                stacks_lost: 0,
+                stacks_reused: 0,
             },
         )
     }

@@ -3,9 +3,13 @@
 //! level, message, the file at risk and the fingerprint that says "the same
 //! finding" from one run to the next.
 //!
-//! Locations are the file that was at risk: relative to the repository (or
-//! working directory) of the launched command when it lies inside it, so
-//! services can map it onto the checkout, else an absolute `file://` URI.
+//! A result's location is the source line that made the call at risk (the
+//! first frame of its stack in a file inside the repository), with the
+//! file at risk as a related location; without such a frame, the file at
+//! risk itself. Paths inside the repository (or working directory) of the
+//! launched command are relative to it, so services map them onto the
+//! checkout; others are absolute `file://` URIs. The whole stack goes in
+//! the result's `stacks`.
 
 use serde_json::{Map, Value, json};
 
@@ -86,20 +90,77 @@ fn rule_descriptors() -> Vec<Value> {
 }
 
 impl Report {
-    /// The location of `f`'s file: relative to the base when inside it.
-    fn sarif_location(&self, f: &Finding) -> Option<Value> {
-        if !f.path.starts_with('/') {
-            // `<inode dev:ino>`: no name was ever seen.
+    /// `path` as an artifact: relative to the base when inside it; None for
+    /// a path that is not absolute (`<inode dev:ino>`, a compiler's
+    /// relative source name).
+    fn artifact(&self, path: &str) -> Option<Value> {
+        if !path.starts_with('/') {
             return None;
         }
         let base = self.run.base.as_deref().filter(|b| b.starts_with('/'));
-        let rel = relative(&f.path, base);
-        let artifact = if base.is_some() && rel != f.path && rel != "." {
+        let rel = relative(path, base);
+        Some(if base.is_some() && rel != path && rel != "." {
             json!({"uri": encode_path(rel), "uriBaseId": SRCROOT})
         } else {
-            json!({"uri": file_uri(&f.path)})
-        };
+            json!({"uri": file_uri(path)})
+        })
+    }
+
+    /// Whether `path` lies inside the base (the user's repository).
+    fn in_base(&self, path: &str) -> bool {
+        let base = self.run.base.as_deref().filter(|b| b.starts_with('/'));
+        base.is_some_and(|b| relative(path, Some(b)) != path)
+    }
+
+    /// The location of `f`'s file at risk.
+    fn sarif_location(&self, f: &Finding) -> Option<Value> {
+        let artifact = self.artifact(&f.path)?;
         Some(json!({"physicalLocation": {"artifactLocation": artifact}}))
+    }
+
+    /// The source line of the first frame of `f`'s stack inside the
+    /// repository.
+    fn code_location(&self, f: &Finding) -> Option<Value> {
+        let stack = f.stack.as_ref()?;
+        let frame = stack
+            .frames
+            .iter()
+            .find(|fr| fr.line.is_some() && fr.file.as_deref().is_some_and(|p| self.in_base(p)))?;
+        let mut loc = json!({"physicalLocation": {
+            "artifactLocation": self.artifact(frame.file.as_deref()?)?,
+            "region": {"startLine": frame.line?},
+        }});
+        if let Some(func) = &frame.function {
+            loc["message"] = json!({"text": format!("in {func}")});
+        }
+        Some(loc)
+    }
+
+    /// `f`'s stack as a SARIF stack, innermost frame first.
+    fn sarif_stack(&self, f: &Finding) -> Option<Value> {
+        let stack = f.stack.as_ref()?;
+        let frames: Vec<Value> = stack
+            .frames
+            .iter()
+            .map(|fr| {
+                let mut loc = json!({"message": {"text": fr.describe()}});
+                if let (Some(file), Some(line)) = (fr.file.as_deref(), fr.line)
+                    && let Some(artifact) = self.artifact(file)
+                {
+                    loc["physicalLocation"] =
+                        json!({"artifactLocation": artifact, "region": {"startLine": line}});
+                }
+                let mut frame = json!({"location": loc});
+                if let Some(o) = &fr.object {
+                    frame["module"] = o.clone().into();
+                }
+                frame
+            })
+            .collect();
+        Some(json!({
+            "message": {"text": "where the call was made"},
+            "frames": frames,
+        }))
     }
 
     fn sarif_result(&self, f: &Finding) -> Value {
@@ -110,8 +171,22 @@ impl Report {
         }
         result.insert("level".into(), level(f.severity).into());
         result.insert("message".into(), json!({"text": f.summary}));
-        if let Some(loc) = self.sarif_location(f) {
-            result.insert("locations".into(), json!([loc]));
+        match (self.code_location(f), self.sarif_location(f)) {
+            (Some(code), file) => {
+                result.insert("locations".into(), json!([code]));
+                if let Some(mut file) = file {
+                    file["id"] = 1.into();
+                    file["message"] = json!({"text": "the file at risk"});
+                    result.insert("relatedLocations".into(), json!([file]));
+                }
+            }
+            (None, Some(file)) => {
+                result.insert("locations".into(), json!([file]));
+            }
+            (None, None) => {}
+        }
+        if let Some(stack) = self.sarif_stack(f) {
+            result.insert("stacks".into(), json!([stack]));
         }
         if let Some(fp) = &f.fingerprint {
             result.insert("partialFingerprints".into(), json!({FINGERPRINT_KEY: fp}));
@@ -273,6 +348,57 @@ mod tests {
         let mut bad = doc.clone();
         bad["runs"][0]["results"][0]["level"] = "fatal".into();
         assert_ne!(schema_errors(&bad), "");
+    }
+
+    /// A finding with a stack points at the source line inside the
+    /// repository; the file at risk becomes a related location and the
+    /// stack goes along, all valid SARIF.
+    #[test]
+    fn a_stack_points_the_result_at_the_source_line() {
+        use crate::stack::{Frame, Stack};
+        let mut r = sample_report();
+        let frame = |function: &str, file: Option<&str>, line: Option<u32>, object: &str| Frame {
+            address: 0x1000,
+            function: Some(function.into()),
+            file: file.map(Into::into),
+            line,
+            object: Some(object.into()),
+            offset: Some(0x10),
+            inlined: false,
+        };
+        r.findings[0].stack = Some(Stack {
+            frames: vec![
+                frame("rename", Some("./io/rename.c"), Some(29), "/lib/libc.so.6"),
+                frame("save_state", Some("/d/src/state.c"), Some(42), "/d/app"),
+                frame("main", Some("/d/src/main.c"), Some(10), "/d/app"),
+            ],
+            ..Stack::default()
+        });
+        let doc = r.to_sarif();
+        assert_eq!(schema_errors(&doc), "", "{doc:#}");
+        let res = &doc["runs"][0]["results"][0];
+        let loc = &res["locations"][0]["physicalLocation"];
+        assert_eq!(loc["artifactLocation"]["uri"], "src/state.c");
+        assert_eq!(loc["artifactLocation"]["uriBaseId"], "SRCROOT");
+        assert_eq!(loc["region"]["startLine"], 42);
+        assert_eq!(res["locations"][0]["message"]["text"], "in save_state");
+        assert_eq!(
+            res["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            crate::report::groups::relative(&r.findings[0].path, Some("/d"))
+        );
+        let frames = res["stacks"][0]["frames"].as_array().unwrap();
+        assert_eq!(frames.len(), 3);
+        assert!(
+            frames[0]["location"].get("physicalLocation").is_none(),
+            "a relative compiler path is not a location"
+        );
+        assert_eq!(
+            frames[2]["location"]["physicalLocation"]["region"]["startLine"],
+            10
+        );
+        // Without a frame in the repository, the file at risk is the location.
+        let other = &doc["runs"][0]["results"][1];
+        assert!(other.get("relatedLocations").is_none());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::event::FileId;
 use crate::finding::{Finding, Severity};
 
 const RESET: &str = "\x1b[0m";
+/// Frames of a stack the terse report shows.
+const STACK_SHORT: usize = 3;
 const BOLD: &str = "\x1b[1m";
 const DIM: &str = "\x1b[2m";
 /// Examples named under a group besides the one shown in full.
@@ -182,6 +184,14 @@ impl Report {
                 &format!("{example}: {}", escape(&first.summary)),
                 o.width,
             );
+            if let Some(stack) = &first.stack {
+                wrapped(
+                    out,
+                    "    ",
+                    &escape(&stack.short_in(STACK_SHORT, base)),
+                    o.width,
+                );
+            }
             if let Some(reason) = &first.inconclusive_reason {
                 let line = format!("INCONCLUSIVE: {}", escape(reason));
                 wrapped(out, "    ", &paint.on("\x1b[33m", &line), o.width);
@@ -398,6 +408,48 @@ fn render_finding(out: &mut String, f: &Finding, paint: &Paint, width: Option<us
                 "      ",
                 &format!("{k}: {}", escape(&value_text(v))),
                 width,
+            );
+        }
+    }
+    if let Some(stack) = &f.stack {
+        let how = match stack.unwind {
+            crate::stack::Unwind::FramePointers => "frame pointers",
+            crate::stack::Unwind::Dwarf => "unwind tables",
+        };
+        let _ = writeln!(out, "    stack ({how}):");
+        if let Some(i) = &stack.interpreter {
+            let script = i
+                .script
+                .as_deref()
+                .map(|s| format!(" running {s}"))
+                .unwrap_or_default();
+            wrapped(
+                out,
+                "      ",
+                &escape(&format!(
+                    "{}{script}: these are the interpreter's native frames, not the script's",
+                    i.name
+                )),
+                width,
+            );
+        }
+        for (n, fr) in stack.frames.iter().enumerate() {
+            let object = match (&fr.object, fr.offset) {
+                (Some(o), Some(off)) => format!("  {o}+{off:#x}"),
+                _ => String::new(),
+            };
+            let inlined = if fr.inlined { " (inlined)" } else { "" };
+            let line = format!(
+                "#{n:<2} {}{inlined}{}",
+                escape(&fr.describe()),
+                paint.on(DIM, &escape(&object))
+            );
+            wrapped(out, "      ", &line, width);
+        }
+        if stack.truncated {
+            let _ = writeln!(
+                out,
+                "      (outer frames beyond the copied stack are missing)"
             );
         }
     }

@@ -282,6 +282,7 @@ fn end_or_none(end: Option<CallRef>) -> CallRef {
         tid: 0,
         comm: String::new(),
         call: "end of trace".into(),
+        stack: None,
     })
 }
 

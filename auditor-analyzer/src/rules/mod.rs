@@ -184,6 +184,8 @@ impl<'a> Cx<'a> {
         finding: Finding,
         since_epoch: u32,
     ) {
+        let mut finding = finding;
+        crate::stack::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -205,6 +207,8 @@ impl<'a> Cx<'a> {
         closed: Option<crate::exposure::Closer>,
         since_epoch: u32,
     ) {
+        let mut finding = finding;
+        crate::stack::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -219,7 +223,8 @@ impl<'a> Cx<'a> {
 
     /// A finding for live views only, judged again at the end (a name left
     /// pending by a process that ended: its directory may be fsynced later).
-    pub fn at_risk(&mut self, finding: Finding) {
+    pub fn at_risk(&mut self, mut finding: Finding) {
+        crate::stack::locate(&mut finding);
         self.raised.push(finding);
     }
 

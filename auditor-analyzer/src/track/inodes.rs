@@ -565,6 +565,7 @@ mod eviction_tests {
             tid: 1,
             comm: "t".into(),
             call: "write".into(),
+            stack: None,
         };
         let writer = Writer {
             key: 1,
