@@ -246,6 +246,10 @@ pub struct CaptureOptions {
     /// events under bursts.
     #[arg(long, value_name = "MIB", default_value = "16", value_parser = crate::parse::ring_mb)]
     pub ring_mb: u32,
+    /// Do not take the user stacks that point each finding at a function and
+    /// source line.
+    #[arg(long)]
+    pub no_stacks: bool,
 }
 
 #[derive(Args)]

@@ -45,6 +45,10 @@ pub const PACKAGES: &[&str] = &[
     "postgresql-15",
     "lmdb-utils",
     "restic",
+    // The stack tests build their fixtures: C with gcc, Go with Debian's
+    // toolchain (Rust's is ours already).
+    "gcc",
+    "golang-go",
 ];
 
 pub fn all() -> Result<()> {

@@ -165,6 +165,7 @@ impl Lives {
                 pid: ev.pid,
                 tid: ev.pid,
                 comm: ev.comm.clone(),
+                stack: None,
                 kind: EventKind::ProcessStart {
                     cwd,
                     exe: exe.clone(),
@@ -398,6 +399,7 @@ mod tests {
             pid,
             tid: pid,
             comm: "d".into(),
+            stack: None,
             kind,
             in_process: Default::default(),
         }

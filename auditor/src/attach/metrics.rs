@@ -66,6 +66,7 @@ pub fn kind_name(k: &EventKind) -> &'static str {
         EventKind::Unshare { .. } => "unshare",
         EventKind::Setns { .. } => "setns",
         EventKind::View { .. } => "view",
+        EventKind::Stack { .. } => "stack",
         EventKind::Exit { .. } => "exit",
         EventKind::SignalSent { .. } => "signal_sent",
         EventKind::SignalDelivered { .. } => "signal_delivered",

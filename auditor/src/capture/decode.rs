@@ -4,9 +4,11 @@
 use std::mem::size_of;
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, ViewStamp};
+
+use super::stacks::Stacks;
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
-    Syscall, SyscallRecord,
+    StackRecord, Syscall, SyscallRecord,
     linux::{
         FMODE_CREATED,
         at::AT_FDCWD,
@@ -41,6 +43,9 @@ impl DecodeStats {
 #[derive(Default)]
 pub struct Decoder {
     pub stats: DecodeStats,
+    /// Turns the probes' stack copies into frames (live capture with
+    /// stacks on); it follows execs, mappings and forks for that.
+    pub stacks: Option<Stacks>,
 }
 
 impl Decoder {
@@ -71,23 +76,52 @@ impl Decoder {
             out.push(lost(h.ts_ns));
             return;
         }
+        let mut stack = 0u32;
         let decoded = match kind {
-            Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| syscall(&r, None, None)),
-            Kind::Path => read::<PathRecord>(bytes)
-                .and_then(|r| syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))),
-            Kind::Exec => read::<PathRecord>(bytes).map(|r| EventKind::Exec {
-                filename: cstr(&r.path),
-                argv: args(&r.path2, r.sys.args[1]),
-                stamp: stamp(&r.sys),
+            Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| {
+                stack = r.stack;
+                self.follow(&h, &r, None);
+                syscall(&r, None, None)
             }),
-            Kind::Fork => read::<ForkRecord>(bytes).map(|r| EventKind::Fork {
-                child_pid: r.child_tgid,
-                child_tid: r.child_tid,
-                thread: r.child_tgid == h.tgid,
-                shares_files: r.shares_files != 0,
-                new_mount_ns: r.new_mount_ns != 0,
+            Kind::Path => read::<PathRecord>(bytes).and_then(|r| {
+                stack = r.sys.stack;
+                let path = cstr(&r.path);
+                self.follow(&h, &r.sys, Some(&path));
+                syscall(&r.sys, Some(path), Some(cstr(&r.path2)))
             }),
-            Kind::Exit => read::<ExitRecord>(bytes).map(|r| exit(&r)),
+            Kind::Exec => read::<PathRecord>(bytes).map(|r| {
+                let filename = cstr(&r.path);
+                if let Some(s) = self.stacks.as_mut() {
+                    s.exec(h.tgid, &filename, &r);
+                }
+                EventKind::Exec {
+                    filename,
+                    argv: args(&r.path2, r.sys.args[1]),
+                    stamp: stamp(&r.sys),
+                }
+            }),
+            Kind::Fork => read::<ForkRecord>(bytes).map(|r| {
+                let thread = r.child_tgid == h.tgid;
+                if let Some(s) = self.stacks.as_mut() {
+                    s.forked(h.tgid, r.child_tgid, thread);
+                }
+                EventKind::Fork {
+                    child_pid: r.child_tgid,
+                    child_tid: r.child_tid,
+                    thread,
+                    shares_files: r.shares_files != 0,
+                    new_mount_ns: r.new_mount_ns != 0,
+                }
+            }),
+            Kind::Exit => read::<ExitRecord>(bytes).map(|r| {
+                stack = r.stack;
+                if r.group_dead != 0
+                    && let Some(s) = self.stacks.as_mut()
+                {
+                    s.exited(h.tgid);
+                }
+                exit(&r)
+            }),
             Kind::SignalGenerate => read::<SignalRecord>(bytes).map(|r| EventKind::SignalSent {
                 signal: r.sig,
                 target_pid: r.target_tgid,
@@ -107,6 +141,26 @@ impl Decoder {
                     handler: r.handler,
                 })
             }
+            Kind::Stack => {
+                if bytes.len() < size_of::<StackRecord>() {
+                    None
+                } else {
+                    // Not copied onto our stack: the record is 12 KiB.
+                    // SAFETY: length checked; plain data valid for any bit
+                    // pattern; read_unaligned copes with the alignment.
+                    let r: Box<StackRecord> = Box::new(unsafe {
+                        std::ptr::read_unaligned(bytes.as_ptr() as *const StackRecord)
+                    });
+                    match self.stacks.as_mut() {
+                        Some(s) => Some(EventKind::Stack {
+                            id: r.id,
+                            stack: s.resolve(h.tgid, &r),
+                        }),
+                        // Stacks were not asked for: nothing to say.
+                        None => return,
+                    }
+                }
+            }
         };
         match decoded {
             Some(kind) => out.push(Event {
@@ -115,6 +169,7 @@ impl Decoder {
                 pid: h.tgid,
                 tid: h.tid,
                 comm: cstr(&h.comm),
+                stack: (stack != 0).then_some(stack),
                 kind,
                 in_process: Default::default(),
             }),
@@ -122,6 +177,23 @@ impl Decoder {
                 self.stats.bad_size += 1;
                 out.push(lost(h.ts_ns));
             }
+        }
+    }
+
+    /// What the stacks need from a syscall: files opened (a mapping names
+    /// one by fd) and executable mappings.
+    fn follow(&mut self, h: &Header, r: &SyscallRecord, path: Option<&str>) {
+        let Some(s) = self.stacks.as_mut() else {
+            return;
+        };
+        match r.nr {
+            MMAP => s.mapped(h.tgid, &r.args, r.ret, &r.file),
+            OPEN | OPENAT | OPENAT2 | CREAT if r.ret >= 0 => {
+                if let Some(p) = path {
+                    s.opened(h.tgid, r.ret, p);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -135,6 +207,7 @@ fn lost(ts_ns: u64) -> Event {
         pid: 0,
         tid: 0,
         comm: String::new(),
+        stack: None,
         kind: EventKind::Lost { count: 1 },
         in_process: Default::default(),
     }
@@ -595,6 +668,8 @@ mod tests {
                 _pad: 0,
             },
             file2: FileIdent::default(),
+            stack: 0,
+            _pad: 0,
         }
     }
 
@@ -764,7 +839,7 @@ mod tests {
             exit_code: 3 << 8,
             group_exit_code: 0,
             group_dead: 1,
-            _pad: 0,
+            stack: 0,
         };
         assert_eq!(
             exit(&r),

@@ -103,6 +103,7 @@ mod tests {
             pid: 1,
             tid: 1,
             comm: "t".into(),
+            stack: None,
             kind: EventKind::Rename {
                 call: auditor_analyzer::event::Syscall::Rename,
                 old_dirfd: -100,

@@ -100,6 +100,7 @@ pub fn start_events(
         pid,
         tid: pid,
         comm: comm.to_owned(),
+        stack: None,
         kind,
         in_process: Default::default(),
     };

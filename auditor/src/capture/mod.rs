@@ -14,4 +14,5 @@ pub mod preflight;
 pub mod probes;
 pub mod procfs;
 pub mod pump;
+pub mod stacks;
 pub mod views;

@@ -125,6 +125,7 @@ impl Pump {
                 pid: 0,
                 tid: 0,
                 comm: String::new(),
+                stack: None,
                 kind: EventKind::Lost { count },
                 in_process: Default::default(),
             })?;

@@ -150,6 +150,7 @@ impl Views {
             tid: ev.pid,
             comm: ev.comm.clone(),
             kind,
+            stack: None,
             in_process: Default::default(),
         })
     }

@@ -545,6 +545,7 @@ mod tests {
             tid: 1,
             comm: comm.into(),
             call: call.into(),
+            stack: None,
         });
         f
     }

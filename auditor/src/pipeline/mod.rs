@@ -31,6 +31,7 @@ use crate::{
         probes::{KernelStats, Probes},
         procfs::ProcFs,
         pump::{self, Pump, wait_readable},
+        stacks::Stacks,
         views::Views,
     },
     cli::CaptureOptions,
@@ -84,7 +85,7 @@ impl Pipeline {
         let ring = ring_bytes(capture)?;
         Ok(Pipeline {
             analyzer: Arc::new(Mutex::new(new_analyzer(config, true)?)),
-            probes: Some(Probes::load(ring)?),
+            probes: Some(Probes::load(ring, !capture.no_stacks)?),
         })
     }
 
@@ -163,6 +164,8 @@ impl Pipeline {
         run.started_at = rfc3339(started);
         run.ended_at = rfc3339(SystemTime::now());
         run.dropped = pump::dropped(&kernel, &decode);
+        run.stacks_lost = kernel.stacks_lost;
+        run.stacks_reused = kernel.stacks_reused;
         run.events = decode.records;
         Ok(Outcome {
             run,
@@ -205,6 +208,8 @@ impl Pipeline {
         run.started_at = rfc3339(started);
         run.ended_at = rfc3339(SystemTime::now());
         run.dropped = pump::dropped(&kernel, &decode);
+        run.stacks_lost = kernel.stacks_lost;
+        run.stacks_reused = kernel.stacks_reused;
         run.events = decode.records;
         Ok(Outcome {
             run,
@@ -256,6 +261,9 @@ fn capture(
     mut finished: impl FnMut(&Feed<'_>) -> bool,
 ) -> Result<(KernelStats, DecodeStats)> {
     let mut pump = Pump::default();
+    if probes.stacks() {
+        pump.decoder.stacks = Some(Stacks::new(Some(probes.stack_sigs_fd())));
+    }
     let mut sweeps = lock(feed.analyzer).sweeps();
     let t0 = Instant::now();
     loop {

@@ -374,6 +374,7 @@ mod tests {
             tid: std::process::id(),
             comm: "t".into(),
             in_process: Default::default(),
+            stack: None,
             kind: EventKind::Open {
                 call: auditor_analyzer::event::Syscall::Openat,
                 path: p.to_str().unwrap().into(),
