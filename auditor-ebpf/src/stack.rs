@@ -51,7 +51,7 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, pid_tgid: u64, ip: u64, sp: u64,
         ip,
         sp,
     };
-    if let Some(sig) = STACK_SIGS.get_ptr(&key) {
+    if let Some(sig) = STACK_SIGS.get_ptr(key) {
         // SAFETY: a live map value; userspace may rewrite it meanwhile,
         // which at worst fails the comparison (and sends a fresh copy).
         let sig = unsafe { &*sig };
