@@ -162,7 +162,8 @@ impl Analyzer {
             self.stats.loss_records += 1;
             return raised;
         }
-        if let EventKind::Stack { id, stack } = &ev.kind {
+        if let EventKind::Stack { id, user_stack } = &ev.kind {
+            let stack = user_stack;
             self.stats.stacks += 1;
             if stack.unwind == crate::stack::Unwind::FramePointers {
                 self.stats.stacks_by_frame_pointers += 1;

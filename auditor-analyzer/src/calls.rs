@@ -257,8 +257,8 @@ pub fn describe(ev: &Event) -> String {
             fd, nstype, ret, ..
         } => format!("setns(fd={fd}, {nstype:#x}){}", ret_str(*ret)),
         EventKind::View { mounts, .. } => format!("mounts as seen ({} mounts)", mounts.len()),
-        EventKind::Stack { id, stack } => {
-            format!("stack #{id} ({} frames)", stack.frames.len())
+        EventKind::Stack { id, user_stack } => {
+            format!("stack #{id} ({} frames)", user_stack.frames.len())
         }
         EventKind::Exit {
             group_dead,

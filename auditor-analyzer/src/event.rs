@@ -353,10 +353,10 @@ pub enum EventKind {
         container: Option<Container>,
     },
     /// A user stack, unwound and symbolized: later events of the same run
-    /// name it by `id` (in their `stack`).
+    /// name it by `id` (in their `stack`, hence the other name here).
     Stack {
         id: u32,
-        stack: Stack,
+        user_stack: Stack,
     },
     /// A task ended; `group_dead` when it was the last of its process.
     Exit {

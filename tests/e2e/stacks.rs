@@ -279,3 +279,82 @@ fn no_stacks_takes_none() {
     };
     assert_eq!(rules(&on.report), rules(&off.report));
 }
+
+/// A process started before the auditor attached: its mappings come from
+/// /proc, and its stack is named all the same.
+#[test]
+fn an_attached_process_names_the_function_and_line() {
+    use std::time::{Duration, Instant};
+    require_root();
+    let dir = scratch("stacks_attach");
+    let exe = gcc(&dir, "later.c", &["-g", "-O2"]);
+    let source = fixture("stacks/later.c");
+    let mut child = Command::new(&exe).arg(&dir).spawn().unwrap();
+    let report = dir.join("report.json");
+    let pid = child.id().to_string();
+    let mut attach = Command::new(auditor_bin())
+        .current_dir(&dir)
+        .args(["attach", "-p", &pid, "--format", "json", "--output"])
+        .arg(&report)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached once it says so on stderr; the go file then releases the
+    // save, and the attach ends with the process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stderr = attach.stderr.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("attached to") {
+        assert!(Instant::now() < deadline, "never attached: {seen}");
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap();
+        assert!(n > 0, "attach ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::fs::write(dir.join("go"), b"").unwrap();
+    child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    attach.wait().unwrap();
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("no report ({e}): {seen}{rest}"));
+    let f = finding(&doc, "rename-without-fsync", &dir.join("state.json"));
+    let fr = frames(f);
+    let at = frame_at(fr, |func| func == "save_state");
+    assert_at(&fr[at], "later.c", line_of(&source, "RENAME-LINE"));
+}
+
+/// A recording keeps the stacks as they were symbolized live: its report
+/// names the function even after the binary is gone.
+#[test]
+fn a_recording_keeps_the_stacks() {
+    require_root();
+    let dir = scratch("stacks_record");
+    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
+    let source = fixture("stacks/save.c");
+    let out = auditor(
+        &dir,
+        &[
+            "record",
+            "-o",
+            "run.rec",
+            "--",
+            exe.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&exe).unwrap();
+    let out = auditor(&dir, &["report", "run.rec", "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let f = finding(&report, "rename-without-fsync", &dir.join("state.json"));
+    let fr = frames(f);
+    let at = frame_at(fr, |func| func == "save_state");
+    assert_at(&fr[at], "save.c", line_of(&source, "RENAME-LINE"));
+}

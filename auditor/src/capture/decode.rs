@@ -154,7 +154,7 @@ impl Decoder {
                     match self.stacks.as_mut() {
                         Some(s) => Some(EventKind::Stack {
                             id: r.id,
-                            stack: s.resolve(h.tgid, &r),
+                            user_stack: s.resolve(h.tgid, &r),
                         }),
                         // Stacks were not asked for: nothing to say.
                         None => return,
