@@ -529,15 +529,15 @@ pub fn call_ref(ev: &Event) -> CallRef {
     }
 }
 
-/// `1 write` / `2 writes`, `1 process` / `2 processes`.
+/// `1 write` / `2 writes`, `1 process` / `2 processes`: a regular plural
+/// (see [`crate::report::plural::count`] for the others).
 pub fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else if word.ends_with('s') || word.ends_with('x') || word.ends_with("sh") {
-        format!("{n} {word}es")
+    let many = if word.ends_with('s') || word.ends_with('x') || word.ends_with("sh") {
+        format!("{word}es")
     } else {
-        format!("{n} {word}s")
-    }
+        format!("{word}s")
+    };
+    crate::report::plural::count(n, word, &many)
 }
 
 /// `1.234s` style durations for summaries.

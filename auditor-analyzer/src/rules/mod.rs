@@ -432,6 +432,34 @@ pub(crate) fn settle_name(
     cx.settle(info, f, p.closed.clone(), p.since_epoch);
 }
 
+/// How every rule about pending names follows the run: what a process
+/// leaves pending when it ends is at risk (for live views); at the end,
+/// each pending name `check` finds wanting gets its verdict.
+pub(crate) fn observe_names(
+    m: &Moment<'_>,
+    cx: &mut Cx<'_>,
+    info: &'static RuleInfo,
+    check: fn(&PendingName) -> Option<Finding>,
+) {
+    match m {
+        Moment::Ended { process, .. } => {
+            let left: Vec<Finding> = cx.dirs.of_process(process.key).filter_map(check).collect();
+            for f in left {
+                cx.at_risk(f);
+            }
+        }
+        Moment::End { .. } => {
+            let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+            for p in &names {
+                if let Some(f) = check(p) {
+                    settle_name(cx, info, p, f);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Lowers a verdict about a process that may still act.
 pub(crate) fn still_running(mut f: Finding, pids: &[u32]) -> Finding {
     f.severity = Severity::Low;

@@ -154,19 +154,13 @@ impl Pipeline {
         let (kernel, decode) = capture(probes, &mut feed, |_| {
             launched.finished() || signals::interrupted_again()
         })?;
-        let mut run = run_info("run", argv);
+        let mut run = captured(run_info("run", argv), started, &kernel, &decode);
         let left_running = !launched.finished();
         run.exit_status = if left_running {
             launched.leave()
         } else {
             launched.wait()
         };
-        run.started_at = rfc3339(started);
-        run.ended_at = rfc3339(SystemTime::now());
-        run.dropped = pump::dropped(&kernel, &decode);
-        run.stacks_lost = kernel.stacks_lost;
-        run.stacks_reused = kernel.stacks_reused;
-        run.events = decode.records;
         Ok(Outcome {
             run,
             lives: None,
@@ -204,13 +198,12 @@ impl Pipeline {
                 // Nothing left to watch.
                 || (!plan.follow_new && feed.lives.as_ref().is_some_and(|l| l.live_count() == 0))
         })?;
-        let mut run = run_info("attach", &plan.describe);
-        run.started_at = rfc3339(started);
-        run.ended_at = rfc3339(SystemTime::now());
-        run.dropped = pump::dropped(&kernel, &decode);
-        run.stacks_lost = kernel.stacks_lost;
-        run.stacks_reused = kernel.stacks_reused;
-        run.events = decode.records;
+        let run = captured(
+            run_info("attach", &plan.describe),
+            started,
+            &kernel,
+            &decode,
+        );
         Ok(Outcome {
             run,
             lives: feed.lives,
@@ -242,6 +235,22 @@ impl Pipeline {
 
 /// The analyzer with the enricher: a `live` one also reads what only the
 /// live system can (disk image headers).
+/// A live capture's run facts: when it ran, what it got and lost.
+fn captured(
+    mut run: RunInfo,
+    started: SystemTime,
+    kernel: &KernelStats,
+    decode: &DecodeStats,
+) -> RunInfo {
+    run.started_at = rfc3339(started);
+    run.ended_at = rfc3339(SystemTime::now());
+    run.dropped = pump::dropped(kernel, decode);
+    run.stacks_lost = kernel.stacks_lost;
+    run.stacks_reused = kernel.stacks_reused;
+    run.events = decode.records;
+    run
+}
+
 fn new_analyzer(config: Config, live: bool) -> Result<Analyzer> {
     let mut analyzer = Analyzer::new(config)?;
     let mut enricher = if live {
