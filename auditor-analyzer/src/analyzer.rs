@@ -5,6 +5,7 @@
 
 mod data;
 mod fds;
+mod hosts;
 mod lifecycle;
 mod names;
 mod verdicts;
@@ -17,7 +18,7 @@ use crate::calls::{Call, CommCache};
 use crate::config::{Config, Filter};
 use crate::event::{Event, EventKind, FileId, FileInfo};
 use crate::exposure::Exposures;
-use crate::fast_hash::FastSet;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::finding::{Finding, ProcessRef};
 use crate::rules::{Cx, Moment, Rule, registry};
 use crate::snapshot::{self, Recent, Snapshot};
@@ -87,6 +88,11 @@ pub struct Analyzer {
     comms: CommCache,
     /// [`Analyzer::process`] returns what each event put at risk.
     raise: bool,
+    /// Host paths some process names otherwise (a chroot, a container):
+    /// what findings on them add (see `hosts`).
+    aliases: FastMap<String, hosts::Alias>,
+    /// Stacks the events named so far.
+    stacks: crate::track::stacks::Stacks,
 }
 
 impl Analyzer {
@@ -118,6 +124,8 @@ impl Analyzer {
             recent: Recent::default(),
             comms: CommCache::default(),
             raise: true,
+            aliases: FastMap::default(),
+            stacks: Default::default(),
         })
     }
 
@@ -164,6 +172,15 @@ impl Analyzer {
             self.stats.loss_records += 1;
             return raised;
         }
+        if let EventKind::Stack { id, user_stack } = &ev.kind {
+            let stack = user_stack;
+            self.stats.stacks += 1;
+            if stack.unwind == crate::stack::Unwind::FramePointers {
+                self.stats.stacks_by_frame_pointers += 1;
+            }
+            self.stacks.insert(*id, stack.clone());
+            return raised;
+        }
         self.ensure_process(ev);
         self.resolve_paths(ev);
         if let Some(enrich) = self.enricher.as_mut() {
@@ -171,17 +188,29 @@ impl Analyzer {
         }
         self.recent
             .observe(ev, &self.procs, &self.inodes, &self.fds);
-        let ev: &Event = ev;
+        self.dispatch(ev, &mut raised);
+        Self::leave_host(ev);
+        let cap = self.config.max_files.max(1);
+        self.stats.evicted_exposures += self.exposures.bound(cap) as u64;
+        raised.retain(|f| self.shown(f));
+        for f in &mut raised {
+            self.locate(f);
+        }
+        raised
+    }
+
+    /// Hands the event to its handler.
+    fn dispatch(&mut self, ev: &Event, raised: &mut Vec<Finding>) {
         match &ev.kind {
-            EventKind::Open { .. } => self.on_open(ev, &mut raised),
-            EventKind::Write { .. } => self.on_write(ev, &mut raised),
-            EventKind::Truncate { .. } => self.on_truncate(ev, &mut raised),
+            EventKind::Open { .. } => self.on_open(ev, raised),
+            EventKind::Write { .. } => self.on_write(ev, raised),
+            EventKind::Truncate { .. } => self.on_truncate(ev, raised),
             EventKind::Fallocate { fd, file, .. } => self.on_fallocate(ev, *fd, file.as_ref()),
-            EventKind::Sync { .. } => self.on_sync(ev, &mut raised),
-            EventKind::Rename { .. } => self.on_rename(ev, &mut raised),
+            EventKind::Sync { .. } => self.on_sync(ev, raised),
+            EventKind::Rename { .. } => self.on_rename(ev, raised),
             EventKind::Unlink { .. } => self.on_unlink(ev),
             EventKind::Mkdir { .. } => self.on_mkdir(ev),
-            EventKind::Close { .. } => self.on_close(ev, &mut raised),
+            EventKind::Close { .. } => self.on_close(ev, raised),
             EventKind::CloseRange {
                 first,
                 last,
@@ -200,20 +229,23 @@ impl Analyzer {
             EventKind::Chdir { path, ret } => self.on_chdir(ev, path, *ret),
             EventKind::Fchdir { fd, ret } => self.on_fchdir(ev, *fd, *ret),
             EventKind::Fork { .. } => self.on_fork(ev),
-            EventKind::Exec { filename } => self.on_exec(ev, filename),
-            EventKind::Exit { .. } => self.on_exit(ev, &mut raised),
+            EventKind::Exec { filename, argv, .. } => self.on_exec(ev, filename, argv),
+            EventKind::Chroot { .. }
+            | EventKind::PivotRoot { .. }
+            | EventKind::Mount { .. }
+            | EventKind::Umount { .. }
+            | EventKind::Unshare { .. }
+            | EventKind::Setns { .. }
+            | EventKind::View { .. } => self.on_view_change(ev),
+            EventKind::Exit { .. } => self.on_exit(ev, raised),
             EventKind::SignalSent { .. } => self.on_signal_sent(ev),
             EventKind::SignalDelivered {
                 signal, handler, ..
             } => self.on_signal_delivered(ev, *signal, *handler),
             EventKind::ProcessStart { .. } => self.on_process_start(ev),
             EventKind::FdAtStart { .. } => self.on_fd_at_start(ev),
-            EventKind::Lost { .. } => {}
+            EventKind::Lost { .. } | EventKind::Stack { .. } => {}
         }
-        let cap = self.config.max_files.max(1);
-        self.stats.evicted_exposures += self.exposures.bound(cap) as u64;
-        raised.retain(|f| self.shown(f));
-        raised
     }
 
     /// End of the observation: every exposure gets its verdict (still
@@ -241,6 +273,7 @@ impl Analyzer {
             tid: 0,
             comm: String::new(),
             call: "end of trace".into(),
+            stack: None,
         });
         let mut raised = Vec::new();
         self.tell(
@@ -390,6 +423,7 @@ impl Analyzer {
                     pid: ev.pid,
                     comm: ev.comm.clone(),
                     exe: None,
+                    argv: Vec::new(),
                 },
             ),
         }
@@ -501,12 +535,14 @@ impl Analyzer {
     /// The call reference of the event (for evidence chains).
     fn call_of(&mut self, ev: &Event) -> Call {
         let comm = self.comms.get(&ev.comm);
-        Call::new(ev, comm)
+        Call::new(ev, comm).with_stack(self.stacks.get(ev.stack))
     }
 }
 
 #[cfg(test)]
 mod bounds_tests;
+#[cfg(test)]
+mod hosts_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

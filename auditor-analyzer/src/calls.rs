@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::event::{Event, EventKind, Syscall};
 use crate::finding::CallRef;
+use crate::stack::Stack;
 use crate::track::fds::flags;
 
 /// Name of a signal number (Linux x86-64/arm64 numbering).
@@ -236,7 +237,35 @@ pub fn describe(ev: &Event) -> String {
                 format!("fork() = {child_pid}")
             }
         }
-        EventKind::Exec { filename } => format!("execve({filename:?})"),
+        EventKind::Exec { filename, argv, .. } => match argv.first() {
+            Some(arg0) if !filename.ends_with(&format!("/{arg0}")) && filename != arg0 => {
+                format!("execve({filename:?}, argv[0]={arg0:?})")
+            }
+            _ => format!("execve({filename:?})"),
+        },
+        EventKind::Chroot { path, ret } => format!("chroot({path:?}){}", ret_str(*ret)),
+        EventKind::PivotRoot {
+            new_root,
+            put_old,
+            ret,
+        } => format!("pivot_root({new_root:?}, {put_old:?}){}", ret_str(*ret)),
+        EventKind::Mount {
+            source,
+            target,
+            flags,
+            ret,
+        } => format!("mount({source:?}, {target:?}, {flags:#x}){}", ret_str(*ret)),
+        EventKind::Umount { target, flags, ret } => {
+            format!("umount2({target:?}, {flags}){}", ret_str(*ret))
+        }
+        EventKind::Unshare { flags, ret } => format!("unshare({flags:#x}){}", ret_str(*ret)),
+        EventKind::Setns {
+            fd, nstype, ret, ..
+        } => format!("setns(fd={fd}, {nstype:#x}){}", ret_str(*ret)),
+        EventKind::View { mounts, .. } => format!("mounts as seen ({} mounts)", mounts.len()),
+        EventKind::Stack { id, user_stack } => {
+            format!("stack #{id} ({} frames)", user_stack.frames.len())
+        }
         EventKind::Exit {
             group_dead,
             code,
@@ -332,6 +361,8 @@ pub struct Call {
     pub tid: u32,
     comm: Arc<str>,
     what: What,
+    /// Where in the program the call was made, when the probes took it.
+    stack: Option<Arc<Stack>>,
 }
 
 #[derive(Clone, Debug)]
@@ -423,7 +454,14 @@ impl Call {
             tid: ev.tid,
             comm,
             what: what.unwrap_or_else(|| What::Text(describe(ev).into())),
+            stack: None,
         }
+    }
+
+    /// The call with the stack it was made from.
+    pub fn with_stack(mut self, stack: Option<Arc<Stack>>) -> Call {
+        self.stack = stack;
+        self
     }
 
     /// The human form (`write(fd=3, 4096) = 4096`).
@@ -462,6 +500,7 @@ impl Call {
             tid: self.tid,
             comm: self.comm.to_string(),
             call: self.text(),
+            stack: self.stack.clone(),
         }
     }
 }
@@ -475,6 +514,7 @@ impl From<&CallRef> for Call {
             tid: c.tid,
             comm: c.comm.as_str().into(),
             what: What::Text(c.call.as_str().into()),
+            stack: c.stack.clone(),
         }
     }
 }
@@ -515,18 +555,19 @@ pub fn call_ref(ev: &Event) -> CallRef {
         tid: ev.tid,
         comm: ev.comm.clone(),
         call: describe(ev),
+        stack: None,
     }
 }
 
-/// `1 write` / `2 writes`, `1 process` / `2 processes`.
+/// `1 write` / `2 writes`, `1 process` / `2 processes`: a regular plural
+/// (see [`crate::report::plural::count`] for the others).
 pub fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else if word.ends_with('s') || word.ends_with('x') || word.ends_with("sh") {
-        format!("{n} {word}es")
+    let many = if word.ends_with('s') || word.ends_with('x') || word.ends_with("sh") {
+        format!("{word}es")
     } else {
-        format!("{n} {word}s")
-    }
+        format!("{word}s")
+    };
+    crate::report::plural::count(n, word, &many)
 }
 
 /// `1.234s` style durations for summaries.

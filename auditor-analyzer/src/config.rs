@@ -1,9 +1,12 @@
 //! What the user chose: when to fail, which paths and rules to leave out.
 
+use std::collections::BTreeSet;
+
 use anyhow::{Result, bail};
 
 use crate::finding::Severity;
 use crate::glob::Glob;
+use crate::report::left_out::AllowRule;
 use crate::rules::RULES;
 
 /// Options of one analysis, as the CLI gathers them.
@@ -28,6 +31,11 @@ pub struct Config {
     /// seen pile up only when events are lost); past it the least recently
     /// active go, and verdicts on the files they wrote become inconclusive.
     pub max_processes: usize,
+    /// Fingerprints of known findings, left out of the report
+    /// ([`crate::Report::leave_out`]); None when no baseline was given.
+    pub baseline: Option<BTreeSet<String>>,
+    /// Accepted findings, left out of the report with their reason.
+    pub allow: Vec<AllowRule>,
 }
 
 /// Default of [`Config::max_files`]: a few hundred MiB at most, far more
@@ -47,6 +55,8 @@ impl Default for Config {
             judge_caches: false,
             max_files: DEFAULT_MAX_FILES,
             max_processes: DEFAULT_MAX_PROCESSES,
+            baseline: None,
+            allow: Vec::new(),
         }
     }
 }

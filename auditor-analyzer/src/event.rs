@@ -5,6 +5,9 @@
 pub use auditor_common::Syscall;
 use serde::{Deserialize, Serialize};
 
+use crate::image::ImageInfo;
+use crate::stack::Stack;
+
 /// One thing a traced task did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -18,8 +21,75 @@ pub struct Event {
     /// Thread id.
     pub tid: u32,
     pub comm: String,
+    /// The user stack the call was made from: the id of an earlier
+    /// [`EventKind::Stack`] event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// The paths as the process gave them, where the host's differ (a
+    /// chroot, a container's mount namespace): the kind's paths above are
+    /// the host's.
+    #[serde(flatten)]
+    pub in_process: InProcess,
+}
+
+/// The paths of an event as its process saw them, beside the host's. The
+/// first path is the kind's `path` (`old_path` of a rename, `filename` of
+/// an exec, `new_root` of pivot_root, `source` of a mount), the second its
+/// `new_path` (`put_old`, a mount's `target`). A path the host's equals is
+/// not repeated here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InProcess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_in_process: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path2_in_process: Option<String>,
+    /// Why the first path's place on the host cannot be known: the path
+    /// given is the process's own, and nothing on the host is named by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_unknown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path2_unknown: Option<String>,
+}
+
+impl InProcess {
+    /// Nothing differs from the host.
+    pub fn is_empty(&self) -> bool {
+        *self == InProcess::default()
+    }
+}
+
+/// Where a task stood after an exec or a setns, as the kernel said: its
+/// mount namespace (the inode number `/proc/PID/ns/mnt` shows) and its root
+/// directory. /proc is read later; these tell whether it still shows that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewStamp {
+    pub mnt_ns: u64,
+    pub root: FileId,
+}
+
+/// One mount as a process sees it, and the host directory behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewMount {
+    /// Where it is mounted, as the process names it (absolute).
+    pub at: String,
+    /// The host directory it shows (for an overlay, its upper directory,
+    /// where writes land); None when the host has no name for it.
+    pub host: Option<String>,
+    /// Why `host` is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+/// The container a process runs in, as its cgroup and its runtime's state
+/// name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    /// The name the runtime gave it (dockerd's `Name`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A file's identity: device and inode. Paths are for people; this is what
@@ -95,6 +165,10 @@ pub enum EventKind {
         ret: i64,
         /// The opened file (when `ret` is an fd).
         file: Option<FileInfo>,
+        /// What the live system read of the file's header when it is a
+        /// disk image opened for reading (see [`crate::image`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ImageInfo>,
     },
     /// write, pwrite64, writev, pwritev, pwritev2, copy_file_range, sendfile.
     Write {
@@ -236,10 +310,77 @@ pub enum EventKind {
         child_tid: u32,
         thread: bool,
         shares_files: bool,
+        /// The child got a mount namespace of its own (CLONE_NEWNS): its
+        /// mount calls move its paths, not the host's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_mount_ns: bool,
     },
     /// The process replaced its image.
     Exec {
         filename: String,
+        /// The new program's arguments (argv[0] is how a re-exec such as
+        /// dockerd's `docker-untar` is known), cut at 512 bytes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<ViewStamp>,
+    },
+    /// chroot: absolute paths now resolve under `path`.
+    Chroot {
+        path: String,
+        ret: i64,
+    },
+    /// pivot_root: `new_root` becomes `/`, the old root moves to `put_old`.
+    PivotRoot {
+        new_root: String,
+        put_old: String,
+        ret: i64,
+    },
+    /// mount. `source` is a path only for bind mounts and moves
+    /// (`MS_BIND`, `MS_MOVE`); otherwise a device or a name (`proc`).
+    Mount {
+        source: String,
+        target: String,
+        flags: u64,
+        ret: i64,
+    },
+    /// umount2.
+    Umount {
+        target: String,
+        flags: u32,
+        ret: i64,
+    },
+    /// unshare: the namespaces in `flags` (`CLONE_NEWNS`, ...) are now the
+    /// task's own copies.
+    Unshare {
+        flags: u64,
+        ret: i64,
+    },
+    /// setns: the task joined the namespace behind `fd` (`nstype` 0 says
+    /// any type).
+    Setns {
+        fd: i32,
+        nstype: i64,
+        ret: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<ViewStamp>,
+    },
+    /// Synthetic: where the process's paths lie on the host, read from
+    /// /proc (its root and mount table, matched against the host's); it
+    /// replaces what was known. No mounts: the host's own view.
+    View {
+        mounts: Vec<ViewMount>,
+        /// Its mount namespace is not the host's: its own mount calls move
+        /// its paths.
+        private: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<Container>,
+    },
+    /// A user stack, unwound and symbolized: later events of the same run
+    /// name it by `id` (in their `stack`, hence the other name here).
+    Stack {
+        id: u32,
+        user_stack: Stack,
     },
     /// A task ended; `group_dead` when it was the last of its process.
     Exit {

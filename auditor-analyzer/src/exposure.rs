@@ -255,6 +255,7 @@ mod tests {
             pid: 1,
             comm: "t".into(),
             exe: None,
+            argv: Vec::new(),
         };
         Exposure {
             rule,
@@ -272,6 +273,7 @@ mod tests {
                 pid: 2,
                 comm: "c".into(),
                 exe: None,
+                argv: Vec::new(),
             },
             call: CallRef {
                 seq: 9,
@@ -280,6 +282,7 @@ mod tests {
                 tid: 2,
                 comm: "c".into(),
                 call: "fsync(fd=3) = 0".into(),
+                stack: None,
             },
         }
     }

@@ -7,7 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::FileId;
+use crate::event::{Container, FileId};
+use crate::stack::Stack;
 
 /// How bad a finding is; ordered so `--fail-on` can compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,8 +59,13 @@ impl FromStr for Severity {
 pub struct ProcessRef {
     pub pid: u32,
     pub comm: String,
-    /// Executable path when known (exec or process start), else null.
+    /// Executable path when known (exec or process start), else null; a
+    /// re-exec of `/proc/self/exe` keeps the binary it re-ran.
     pub exe: Option<String>,
+    /// Its command line as its last exec set it (argv[0] names re-execs
+    /// such as dockerd's `docker-untar`); empty when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }
 
 /// One call in the chain of evidence, already rendered for people.
@@ -72,6 +78,10 @@ pub struct CallRef {
     pub comm: String,
     /// e.g. `write(fd=3, 4096) = 4096` or `rename("/d/a.tmp", "/d/a") = 0`.
     pub call: String,
+    /// Where the call was made; reports show it once, as the finding's
+    /// [`Finding::stack`].
+    #[serde(skip)]
+    pub stack: Option<std::sync::Arc<Stack>>,
 }
 
 /// Most calls a finding carries; the first and last ones are kept when a
@@ -84,8 +94,20 @@ pub struct Finding {
     /// Stable rule id (`rename-without-fsync`, ...).
     pub rule: String,
     pub severity: Severity,
-    /// The file (or directory entry) at risk, as people know it.
+    /// The file (or directory entry) at risk, as people know it: its path
+    /// on the host, or, when `host_path_unknown` says why that cannot be
+    /// known, the process's own.
     pub path: String,
+    /// The path as the process saw it, when the host's differs (a chroot,
+    /// a container's mount namespace, a re-exec that pivoted its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_in_process: Option<String>,
+    /// Why the host has no name for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_unknown: Option<String>,
+    /// The container whose process named it so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     /// Identity of the file; null when the kernel never told us.
     pub inode: Option<FileId>,
     pub process: ProcessRef,
@@ -106,6 +128,11 @@ pub struct Finding {
     /// The group of alike findings it belongs to in the report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where in the code the call that put the data at risk was made (the
+    /// rename, the first unsynced write, the create, ...), when the probes
+    /// took its stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Stack>,
 }
 
 impl Finding {
@@ -122,6 +149,9 @@ impl Finding {
             rule: rule.to_string(),
             severity,
             path: path.into(),
+            path_in_process: None,
+            host_path_unknown: None,
+            container: None,
             inode,
             process,
             summary: summary.into(),
@@ -131,6 +161,7 @@ impl Finding {
             inconclusive_reason: None,
             fingerprint: None,
             group: None,
+            stack: None,
         }
     }
 
@@ -146,6 +177,7 @@ impl Finding {
                 pid: 0,
                 comm: String::new(),
                 exe: None,
+                argv: Vec::new(),
             },
             String::new(),
         )
@@ -189,6 +221,7 @@ mod tests {
             tid: 1,
             comm: "t".into(),
             call: format!("c{seq}"),
+            stack: None,
         }
     }
 

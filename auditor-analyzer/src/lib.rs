@@ -13,13 +13,17 @@ pub mod exposure;
 mod fast_hash;
 pub mod finding;
 mod glob;
+pub mod image;
 pub mod recording;
 pub mod report;
 pub mod rules;
 pub mod snapshot;
+pub mod stack;
 pub mod stats;
 pub mod time;
 mod track;
+
+pub use track::{paths, views};
 
 #[cfg(test)]
 mod test_support;

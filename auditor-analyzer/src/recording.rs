@@ -287,17 +287,40 @@ mod tests {
             vec!["app".into()],
             "2024-07-01T14:14:56.000Z".into(),
         );
+        // A stack and a call that names it: the event's `stack` and the
+        // stack event's own fields must not collide.
+        let stack = ev(
+            1,
+            crate::event::EventKind::Stack {
+                id: 1,
+                user_stack: crate::stack::Stack {
+                    frames: vec![crate::stack::Frame {
+                        address: 0x1234,
+                        function: Some("save".into()),
+                        file: Some("/src/a.c".into()),
+                        line: Some(3),
+                        object: Some("/app".into()),
+                        offset: Some(0x34),
+                        inlined: false,
+                    }],
+                    ..Default::default()
+                },
+            },
+        );
+        let mut w = write(1, 3, 10);
+        w.stack = Some(1);
         let events = number(vec![
             start(1, "/d"),
             open_new(1, "a", 3, reg(5)),
-            write(1, 3, 10),
+            stack,
+            w,
             exit(1, 0),
         ]);
         let trailer = Trailer {
             ended_at: "2024-07-01T14:14:57.000Z".into(),
             exit_status: Some(ExitStatusInfo::Signal(9)),
             dropped: 0,
-            events: 4,
+            events: 5,
         };
         (header, events, trailer)
     }
@@ -349,24 +372,24 @@ mod tests {
         let path = temp("notrailer.jsonl");
         std::fs::write(&path, &bytes).unwrap();
         let rec = read_recording(&path).unwrap();
-        assert_eq!(rec.events.len(), 4);
+        assert_eq!(rec.events.len(), events.len());
         assert_eq!(
             rec.truncated_at,
             Some(TruncatedAt {
-                line: 6,
+                line: events.len() as u64 + 2,
                 byte_offset: bytes.len() as u64
             })
         );
         assert_eq!(
             rec.truncated_at.unwrap().to_string(),
-            format!("line 6, byte {}", bytes.len())
+            format!("line {}, byte {}", events.len() + 2, bytes.len())
         );
         // Partial last line.
         let cut = bytes.len() - 7;
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let rec = read_recording(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(rec.events, events[..3]);
+        assert_eq!(rec.events, events[..events.len() - 1]);
         let last_line_start = bytes[..bytes.len() - 1]
             .iter()
             .rposition(|&b| b == b'\n')
@@ -375,7 +398,7 @@ mod tests {
         assert_eq!(
             rec.truncated_at,
             Some(TruncatedAt {
-                line: 5,
+                line: events.len() as u64 + 1,
                 byte_offset: last_line_start
             })
         );

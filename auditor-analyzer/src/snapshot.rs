@@ -268,7 +268,7 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
                 .collect();
             writers.dedup_by_key(|w| w.0);
             FileView {
-                path: s.path(),
+                path: crate::track::views::outside(&s.path()).to_string(),
                 unsynced_bytes: s.dirty.as_ref().map_or(0, |d| d.bytes),
                 unsynced_age_ns: s
                     .dirty

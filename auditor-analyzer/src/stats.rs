@@ -119,4 +119,12 @@ pub struct AnalyzerStats {
     pub tracked_inodes: u64,
     /// The limit on inode states held at once.
     pub max_files: u64,
+    /// Distinct user stacks the probes sent (each unwound and symbolized
+    /// once; later calls from the same place only name it).
+    #[serde(default)]
+    pub stacks: u64,
+    /// Of those, stacks whose frame-pointer chain gave every frame (the
+    /// rest needed the unwind tables: code built without frame pointers).
+    #[serde(default)]
+    pub stacks_by_frame_pointers: u64,
 }

@@ -59,7 +59,9 @@ pub fn ev(pid: u32, kind: EventKind) -> Event {
         pid,
         tid: pid,
         comm: "app".into(),
+        stack: None,
         kind,
+        in_process: Default::default(),
     }
 }
 
@@ -106,6 +108,7 @@ pub fn open_with(
             mode: 0o644,
             ret: fd,
             file,
+            image: None,
         },
     )
 }
@@ -270,6 +273,7 @@ pub fn fork(pid: u32, child: u32) -> Event {
             child_tid: child,
             thread: false,
             shares_files: false,
+            new_mount_ns: false,
         },
     )
 }
@@ -282,6 +286,7 @@ pub fn spawn_thread(pid: u32, tid: u32) -> Event {
             child_tid: tid,
             thread: true,
             shares_files: true,
+            new_mount_ns: false,
         },
     )
 }

@@ -46,6 +46,8 @@ pub enum Kind {
     SignalGenerate = 6,
     /// `signal_deliver`: [`SignalRecord`].
     SignalDeliver = 7,
+    /// A copy of the top of a user stack: [`StackRecord`].
+    Stack = 8,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
             5 => Kind::Exit,
             6 => Kind::SignalGenerate,
             7 => Kind::SignalDeliver,
+            8 => Kind::Stack,
             _ => return None,
         })
     }
@@ -120,19 +123,98 @@ pub struct SyscallRecord {
     /// Time the syscall was entered.
     pub enter_ns: u64,
     /// File behind the main fd argument (or the returned fd for opens).
+    /// For setns and exec records: the task's root directory afterwards.
     pub file: FileIdent,
     /// File behind a second fd argument (source of copy_file_range/sendfile).
+    /// For setns and exec records: `ino` is the inode number of the task's
+    /// mount namespace afterwards (what `/proc/PID/ns/mnt` shows).
     pub file2: FileIdent,
+    /// The [`StackRecord::id`] of the user stack the call was made from (for
+    /// a run, its first write's); 0 when none was taken.
+    pub stack: u32,
+    pub _pad: u32,
 }
 
 /// A finished syscall that carries paths (open, rename, link, unlink, mkdir,
-/// truncate, chdir) or an exec.
+/// truncate, chdir, chroot, pivot_root, mount, umount2) or an exec. An exec
+/// carries the new program's arguments in `path2`, NUL-separated, their
+/// length in `sys.args[1]`; where its code is in `sys.args[2..=4]` (the
+/// main binary's code start and end, the program interpreter's base), and
+/// the binary's identity in `sys.args[5]` (inode) and `sys.calls` (device,
+/// the kernel's encoding).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PathRecord {
     pub sys: SyscallRecord,
     pub path: [u8; PATH_MAX],
     pub path2: [u8; PATH_MAX],
+}
+
+/// Bytes of user stack a [`StackRecord`] carries, from the page holding the
+/// stack pointer up (at least two pages above it): what an unwinder in
+/// userspace walks with the binaries' unwind tables.
+pub const STACK_BYTES: usize = 3 * STACK_PAGE;
+
+/// Stacks are copied a page at a time: a page either reads whole or not at
+/// all, and fixed-size reads at fixed places are what the load-time checker
+/// can prove in bounds.
+pub const STACK_PAGE: usize = 4096;
+
+/// Return addresses the kernel's own frame-pointer walk keeps.
+pub const STACK_FP_FRAMES: usize = 32;
+
+/// A user stack, taken at a call a finding can point at (a create, rename,
+/// the first write of a run, ...). Taken once per distinct stack: later
+/// calls from the same place only name its `id` (see [`StackSig`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackRecord {
+    pub header: Header,
+    /// Names this stack in later records' `stack` fields (never 0).
+    pub id: u32,
+    /// Bytes of `data` copied, a whole number of pages from `base` (a copy
+    /// stops at the first unmapped page, the top of the stack).
+    pub len: u32,
+    /// User registers at the syscall: instruction, stack and frame pointer.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Address `data` starts at: `sp` rounded down to its page.
+    pub base: u64,
+    /// The kernel's frame-pointer walk (`bpf_get_stack` on the user stack):
+    /// bytes of `fp` filled, or a negative error.
+    pub fp_len: i64,
+    pub fp: [u64; STACK_FP_FRAMES],
+    pub data: [u8; STACK_BYTES],
+}
+
+/// Where a stack was taken before: key of [`StackSig`] (the syscall's
+/// return address and stack pointer in one process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ip: u64,
+    pub sp: u64,
+}
+
+/// Words of a stack that decide its frames.
+pub const STACK_SIG_WORDS: usize = 16;
+
+/// What userspace learnt unwinding the stack it was sent for a
+/// [`StackKey`]: the places (offsets from `sp`) where the unwinder found
+/// return addresses, and what it found there. A later call with the same
+/// key whose stack holds the same words at those places has the same
+/// frames: the probe names `id` instead of copying the stack again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackSig {
+    pub id: u32,
+    /// Words to compare (at most [`STACK_SIG_WORDS`]); 0 never matches.
+    pub words: u32,
+    pub offsets: [u32; STACK_SIG_WORDS],
+    pub values: [u64; STACK_SIG_WORDS],
 }
 
 /// A new task: thread or process.
@@ -144,7 +226,8 @@ pub struct ForkRecord {
     pub child_tid: u32,
     /// 1 when the child shares the parent's fd table (CLONE_FILES or a thread).
     pub shares_files: u32,
-    pub _pad: u32,
+    /// 1 when the child got a mount namespace of its own (CLONE_NEWNS).
+    pub new_mount_ns: u32,
 }
 
 /// A task ended.
@@ -158,7 +241,8 @@ pub struct ExitRecord {
     pub group_exit_code: u32,
     /// 1 when this was the last thread of the process.
     pub group_dead: u32,
-    pub _pad: u32,
+    /// Stack of the thread's `exit_group` call, when it made one (0: none).
+    pub stack: u32,
 }
 
 /// A signal generated (header = sender) or delivered (header = receiver).
@@ -209,6 +293,31 @@ pub struct Offsets {
     pub sb_magic: u32,
     /// `comm` in task_struct (for the signal target's name).
     pub task_comm: u32,
+    /// `task_struct.fs`, then `fs_struct.root.dentry` (one offset for the
+    /// embedded path) and `dentry.d_inode`: the task's root directory.
+    pub task_fs: u32,
+    pub fs_root_dentry: u32,
+    pub dentry_inode: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, and
+    /// `mnt_namespace.ns.inum` (one offset): its mount namespace.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// `task_struct.mm`, `mm_struct.arg_start` and `arg_end`: where an
+    /// exec's arguments lie in the new program's memory.
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// Fields of the new image an exec record carries (where the
+    /// program's code was loaded, for stacks).
+    pub mm_start_code: u32,
+    pub mm_end_code: u32,
+    pub mm_saved_auxv: u32,
+    pub mm_exe_file: u32,
+    /// User instruction, stack and frame pointer in `struct pt_regs`.
+    pub regs_ip: u32,
+    pub regs_sp: u32,
+    pub regs_bp: u32,
     /// Syscall argument registers in `struct pt_regs` (x86_64 ABI order).
     pub regs_args: [u32; 6],
     /// Start of the [`WINDOW`]-byte span read at once from each structure;
@@ -248,10 +357,19 @@ pub const STAT_ARGS_FULL: u32 = 1;
 /// Processes left untraced because the traced-tgid table was full (a fork
 /// or a watched exec): everything they do is missing.
 pub const STAT_TRACED_FULL: u32 = 2;
-pub const STAT_COUNT: u32 = 3;
+/// Stacks that could not be taken (unreadable user stack, ring full): the
+/// calls they were for have no stack.
+pub const STAT_STACK_LOST: u32 = 3;
+/// Calls whose stack was known already (named, not copied).
+pub const STAT_STACK_REUSED: u32 = 4;
+pub const STAT_COUNT: u32 = 5;
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::Offsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StackKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StackSig {}
 }

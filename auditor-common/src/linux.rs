@@ -18,6 +18,8 @@ pub mod open {
     pub const O_DIRECTORY: u32 = 0o200000;
     pub const O_NOATIME: u32 = 0o1000000;
     pub const O_CLOEXEC: u32 = 0o2000000;
+    /// A handle on the name, not an open for reading or writing.
+    pub const O_PATH: u32 = 0o10000000;
     /// `__O_SYNC | O_DSYNC`: O_SYNC includes O_DSYNC.
     pub const O_SYNC: u32 = 0o4010000;
     /// Flags `fcntl(F_SETFL)` may change on Linux.
@@ -55,9 +57,25 @@ pub mod misc {
     pub const RWF_DSYNC: u64 = 0x2;
     pub const RWF_SYNC: u64 = 0x4;
     pub const PROT_WRITE: u64 = 2;
+    pub const PROT_EXEC: u64 = 4;
     pub const MAP_SHARED: u64 = 1;
     pub const MAP_SHARED_VALIDATE: u64 = 3;
     pub const MAP_TYPE: u64 = 0x0f;
+}
+
+/// `mount(2)`, `umount2(2)`, `unshare(2)` and `setns(2)` values: what
+/// changes the paths a process sees.
+pub mod ns {
+    pub const MS_REMOUNT: u64 = 32;
+    pub const MS_BIND: u64 = 4096;
+    pub const MS_MOVE: u64 = 8192;
+    pub const MS_REC: u64 = 16384;
+    /// Propagation changes (`MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE |
+    /// MS_SHARED`): no path moves.
+    pub const MS_PROPAGATION: u64 = (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20);
+    pub const CLONE_NEWNS: u64 = 0x0002_0000;
+    /// `MS_REC | MS_PRIVATE`, as `mount --make-rprivate /` passes it.
+    pub const MS_PRIVATE_REC: u64 = MS_REC | (1 << 18);
 }
 
 /// `st_mode` / `i_mode` file type bits.

@@ -22,17 +22,25 @@ pub const MKDIR: u32 = 83;
 pub const CREAT: u32 = 85;
 pub const LINK: u32 = 86;
 pub const UNLINK: u32 = 87;
+pub const PIVOT_ROOT: u32 = 155;
+pub const CHROOT: u32 = 161;
 pub const SYNC: u32 = 162;
+pub const MOUNT: u32 = 165;
+pub const UMOUNT2: u32 = 166;
+/// Followed at entry only (it does not return): where the program exits.
+pub const EXIT_GROUP: u32 = 231;
 pub const OPENAT: u32 = 257;
 pub const MKDIRAT: u32 = 258;
 pub const UNLINKAT: u32 = 263;
 pub const RENAMEAT: u32 = 264;
 pub const LINKAT: u32 = 265;
+pub const UNSHARE: u32 = 272;
 pub const SYNC_FILE_RANGE: u32 = 277;
 pub const FALLOCATE: u32 = 285;
 pub const DUP3: u32 = 292;
 pub const PWRITEV: u32 = 296;
 pub const SYNCFS: u32 = 306;
+pub const SETNS: u32 = 308;
 pub const RENAMEAT2: u32 = 316;
 pub const COPY_FILE_RANGE: u32 = 326;
 pub const PWRITEV2: u32 = 328;
@@ -81,15 +89,22 @@ pub const fn is_traced_syscall(nr: u32) -> bool {
             | PWRITEV2
             | CLOSE_RANGE
             | OPENAT2
+            | PIVOT_ROOT
+            | CHROOT
+            | MOUNT
+            | UMOUNT2
+            | UNSHARE
+            | SETNS
+            | EXIT_GROUP
     )
 }
 
 /// Argument indexes holding user-space path pointers, if any.
 pub const fn path_args(nr: u32) -> (Option<usize>, Option<usize>) {
     match nr {
-        OPEN | CREAT | MKDIR | UNLINK | TRUNCATE | CHDIR => (Some(0), None),
+        OPEN | CREAT | MKDIR | UNLINK | TRUNCATE | CHDIR | CHROOT | UMOUNT2 => (Some(0), None),
         OPENAT | OPENAT2 | MKDIRAT | UNLINKAT => (Some(1), None),
-        RENAME | LINK => (Some(0), Some(1)),
+        RENAME | LINK | PIVOT_ROOT | MOUNT => (Some(0), Some(1)),
         RENAMEAT | RENAMEAT2 | LINKAT => (Some(1), Some(3)),
         _ => (None, None),
     }
@@ -108,6 +123,12 @@ pub const fn fd_args(nr: u32) -> (Option<usize>, Option<usize>) {
         SENDFILE => (Some(0), Some(1)),
         _ => (None, None),
     }
+}
+
+/// Calls after which the probe reads where the task's root and mount
+/// namespace now are (see `SyscallRecord::file`).
+pub const fn stamps_view(nr: u32) -> bool {
+    nr == SETNS
 }
 
 /// Syscalls whose return value is a new fd to resolve at exit.

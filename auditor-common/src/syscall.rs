@@ -55,6 +55,12 @@ pub enum Syscall {
     Mmap,
     Chdir,
     Fchdir,
+    Chroot,
+    PivotRoot,
+    Mount,
+    Umount2,
+    Unshare,
+    Setns,
 }
 
 /// Every traced syscall with its x86_64 number and its name.
@@ -105,6 +111,12 @@ const TABLE: &[(Syscall, u32, &str)] = &[
     (Syscall::Mmap, nr::MMAP, "mmap"),
     (Syscall::Chdir, nr::CHDIR, "chdir"),
     (Syscall::Fchdir, nr::FCHDIR, "fchdir"),
+    (Syscall::Chroot, nr::CHROOT, "chroot"),
+    (Syscall::PivotRoot, nr::PIVOT_ROOT, "pivot_root"),
+    (Syscall::Mount, nr::MOUNT, "mount"),
+    (Syscall::Umount2, nr::UMOUNT2, "umount2"),
+    (Syscall::Unshare, nr::UNSHARE, "unshare"),
+    (Syscall::Setns, nr::SETNS, "setns"),
 ];
 
 impl Syscall {
@@ -184,7 +196,7 @@ mod tests {
             assert_eq!(call.nr(), number);
             assert_eq!(Syscall::from_name(call.name()), Some(call));
         }
-        let mut numbers: [u32; 38] = [0; 38];
+        let mut numbers: [u32; 44] = [0; 44];
         assert_eq!(TABLE.len(), numbers.len());
         for (i, e) in TABLE.iter().enumerate() {
             numbers[i] = e.1;

@@ -3,8 +3,10 @@
 
 use core::mem::MaybeUninit;
 
-use auditor_common::{FileIdent, Offsets, WINDOW};
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use auditor_common::{FileIdent, Offsets, PATH_MAX, WINDOW};
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user_buf,
+};
 
 #[unsafe(no_mangle)]
 pub(crate) static OFFSETS: Offsets = Offsets {
@@ -27,6 +29,22 @@ pub(crate) static OFFSETS: Offsets = Offsets {
     sb_dev: 0,
     sb_magic: 0,
     task_comm: 0,
+    task_fs: 0,
+    fs_root_dentry: 0,
+    dentry_inode: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_start_code: 0,
+    mm_end_code: 0,
+    mm_saved_auxv: 0,
+    mm_exe_file: 0,
+    regs_ip: 0,
+    regs_sp: 0,
+    regs_bp: 0,
     regs_args: [0; 6],
     file_win: 0,
     inode_win: 0,
@@ -141,6 +159,14 @@ pub fn ident(fd: u64, out: &mut FileIdent) {
     }
 }
 
+/// What the kernel says about a `struct file` (the exec'd image's, say).
+#[inline(always)]
+pub fn ident_file(file: *const u8, out: &mut FileIdent) {
+    if !file.is_null() {
+        let _ = fill(file, out);
+    }
+}
+
 /// Three window reads (file, inode, super_block) instead of nine field reads.
 #[inline(always)]
 fn fill(file: *const u8, out: &mut FileIdent) -> Result<(), i64> {
@@ -150,6 +176,12 @@ fn fill(file: *const u8, out: &mut FileIdent) -> Result<(), i64> {
     out.f_flags = w.get(off!(file_flags), start);
     out.f_mode = w.get(off!(file_mode), start);
     let inode = w.get::<u64>(off!(file_inode), start) as *const u8;
+    fill_inode(inode, &mut w, out)
+}
+
+/// The inode and super_block halves of [`fill`].
+#[inline(always)]
+fn fill_inode(inode: *const u8, w: &mut Window, out: &mut FileIdent) -> Result<(), i64> {
     if inode.is_null() {
         return Err(-1);
     }
@@ -167,4 +199,69 @@ fn fill(file: *const u8, out: &mut FileIdent) -> Result<(), i64> {
     out.dev = w.get(off!(sb_dev), start);
     out.magic = w.get(off!(sb_magic), start);
     Ok(())
+}
+
+/// Where the current task stands: its root directory into `root` (inode
+/// and device) and its mount namespace's inode number into `ns.ino`.
+/// Userspace compares these with /proc before it trusts what /proc says
+/// about the task's mounts. Left zeroed where a read fails.
+#[inline(always)]
+pub fn view_stamp(root: &mut FileIdent, ns: &mut FileIdent) {
+    let task = current_task();
+    // SAFETY: fault-checked kernel reads.
+    unsafe {
+        if let Ok(fs) = read::<*const u8>(task, off!(task_fs))
+            && !fs.is_null()
+            && let Ok(dentry) = read::<*const u8>(fs, off!(fs_root_dentry))
+            && !dentry.is_null()
+            && let Ok(inode) = read::<*const u8>(dentry, off!(dentry_inode))
+        {
+            let mut w: Window = Window::new();
+            let _ = fill_inode(inode, &mut w, root);
+        }
+        if let Ok(nsproxy) = read::<*const u8>(task, off!(task_nsproxy))
+            && !nsproxy.is_null()
+            && let Ok(mnt_ns) = read::<*const u8>(nsproxy, off!(nsproxy_mnt_ns))
+            && !mnt_ns.is_null()
+            && let Ok(inum) = read::<u32>(mnt_ns, off!(mnt_ns_inum))
+        {
+            ns.ino = inum as u64;
+        }
+    }
+}
+
+/// Copies the current program's arguments (NUL-separated, as exec laid
+/// them out) into `out`; returns how many bytes, and whether they were
+/// cut at its size.
+#[inline(always)]
+pub fn exec_args(out: &mut [u8; PATH_MAX]) -> (usize, bool) {
+    let task = current_task();
+    // SAFETY: fault-checked kernel reads.
+    let (start, end) = unsafe {
+        let Ok(mm) = read::<*const u8>(task, off!(task_mm)) else {
+            return (0, false);
+        };
+        if mm.is_null() {
+            return (0, false);
+        }
+        let start: u64 = read(mm, off!(mm_arg_start)).unwrap_or(0);
+        let end: u64 = read(mm, off!(mm_arg_end)).unwrap_or(0);
+        (start, end)
+    };
+    if end <= start {
+        return (0, false);
+    }
+    let want = end - start;
+    let cut = want >= PATH_MAX as u64;
+    let n = if cut { PATH_MAX - 1 } else { want as usize } & (PATH_MAX - 1);
+    if n == 0 {
+        return (0, cut);
+    }
+    // SAFETY: a fault-checked user read of the new program's own memory
+    // into the first `n` bytes of `out` (n < PATH_MAX, masked for the
+    // checker).
+    match unsafe { bpf_probe_read_user_buf(start as *const u8, &mut out[..n]) } {
+        Ok(()) => (n, cut),
+        Err(_) => (0, false),
+    }
 }

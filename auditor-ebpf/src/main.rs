@@ -15,6 +15,7 @@ mod maps;
 mod probes;
 mod ring;
 mod runs;
+mod stack;
 mod syscalls;
 mod thread;
 mod visits;

@@ -24,9 +24,10 @@ pub static WATCH_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
-/// Slot 0: `sys_exit_report`, the part of `sys_exit` that writes records.
+/// Slot 0: `sys_exit_report`, the part of `sys_exit` that writes records;
+/// slot 1: `sys_enter_stack`, the part of `sys_enter` that takes stacks.
 #[map]
-pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// Records to userspace. Size is overridden by userspace at load time.
 #[map]
@@ -49,11 +50,12 @@ pub const MAX_RUNS: u32 = 16;
 /// to name another file (close, dup2, dup3, close_range, exec): a thread may
 /// reuse what it learnt about an fd while it is unchanged. Slot 1: entries
 /// in `PENDING` (thread.rs), so the exit probe looks there only when there
-/// are some.
+/// are some. Slot 2: stacks sent (stack.rs), whose ids follow it.
 #[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(3, 0);
 pub const FD_GENERATION: u32 = 0;
 pub const OVERFLOW: u32 = 1;
+pub const STACK_IDS: u32 = 2;
 
 /// Threads whose runs may hold writes not yet reported: `listing << 32 |
 /// tid` (0 = free slot; see `Run::listing`).

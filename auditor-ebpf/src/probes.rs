@@ -1,8 +1,8 @@
 //! Process lifecycle and signal probes.
 
 use auditor_common::{
-    ExitRecord, FLAG_PATH_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord, STAT_TRACED_FULL,
-    SignalRecord,
+    ExitRecord, FLAG_PATH_TRUNCATED, FLAG_PATH2_TRUNCATED, ForkRecord, Kind, PATH_MAX, PathRecord,
+    STAT_TRACED_FULL, SignalRecord,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -10,9 +10,11 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
+use auditor_common::nr::EXIT_GROUP;
+
 use crate::{
     emit::emit,
-    kernel::{current_task, off, read},
+    kernel::{current_task, exec_args, ident_file, off, read, view_stamp},
     maps::{TRACED, count, exec_is_watched, is_traced},
     runs,
     thread::{IDLE, bump_fd_generation, release, slot_of},
@@ -40,6 +42,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         let cf: u64 = read(child, off!(task_files))?;
         (t, p, pf, cf)
     };
+    let new_mount_ns = mount_ns(parent) != mount_ns(child);
     if child_tgid != tgid {
         // A new process: trace it before it can run.
         if TRACED.insert(child_tgid, 1, 0).is_err() {
@@ -50,9 +53,21 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.child_tgid = child_tgid;
         r.child_tid = child_tid;
         r.shares_files = (pfiles == cfiles) as u32;
-        r._pad = 0;
+        r.new_mount_ns = new_mount_ns as u32;
     });
     Ok(())
+}
+
+/// The mount namespace `task` is in (0 when unreadable).
+#[inline(always)]
+fn mount_ns(task: *const u8) -> u64 {
+    // SAFETY: fault-checked kernel reads.
+    unsafe {
+        match read::<*const u8>(task, off!(task_nsproxy)) {
+            Ok(ns) if !ns.is_null() => read::<u64>(ns, off!(nsproxy_mnt_ns)).unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 /// raw `sched_process_exec(struct task_struct *p, pid_t old_pid,
@@ -84,15 +99,33 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: a fault-checked kernel read.
     let filename: *const u8 =
         unsafe { read(bprm, off!(bprm_filename)) }.unwrap_or(core::ptr::null());
+    // Where the new image's code went, for the stacks of a process that may
+    // be gone before userspace could read its maps: the main binary's code
+    // range and identity, and the program interpreter's base.
+    let image = exec_image();
     emit(Kind::Exec, pid_tgid, |r: &mut PathRecord| {
         r.sys.nr = 0;
-        r.sys.calls = 0;
-        r.sys.args = [old_pid as i32 as u64, 0, 0, 0, 0, 0];
+        r.sys.calls = image.exe.dev;
+        r.sys.args = [
+            old_pid as i32 as u64,
+            0,
+            image.start_code,
+            image.end_code,
+            image.interp_base,
+            image.exe.ino,
+        ];
         r.sys.ret = 0;
         r.sys.enter_ns = r.sys.header.ts_ns;
         r.sys.file = Default::default();
         r.sys.file2 = Default::default();
-        r.path2[0] = 0;
+        r.sys.stack = 0;
+        r.sys._pad = 0;
+        view_stamp(&mut r.sys.file, &mut r.sys.file2);
+        let (n, cut) = exec_args(&mut r.path2);
+        r.sys.args[1] = n as u64;
+        if cut {
+            r.sys.header.flags |= FLAG_PATH2_TRUNCATED;
+        }
         // SAFETY: a fault-checked kernel read into the record.
         match unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut r.path) } {
             Ok(s) if s.len() >= PATH_MAX - 1 => r.sys.header.flags |= FLAG_PATH_TRUNCATED,
@@ -101,6 +134,51 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     });
     Ok(())
+}
+
+/// What an exec record says about where the new image's code is.
+#[derive(Default)]
+struct Image {
+    start_code: u64,
+    end_code: u64,
+    /// `AT_BASE` of the auxiliary vector: where the program interpreter
+    /// (the dynamic loader) was loaded.
+    interp_base: u64,
+    exe: auditor_common::FileIdent,
+}
+
+#[inline(always)]
+fn exec_image() -> Image {
+    const AT_NULL: u64 = 0;
+    const AT_BASE: u64 = 7;
+    /// The auxiliary vector holds fewer pairs than this.
+    const AUXV_PAIRS: usize = 32;
+    let mut image = Image::default();
+    // SAFETY: fault-checked kernel reads.
+    let mm: *const u8 = unsafe { read(current_task(), off!(task_mm)) }.unwrap_or(core::ptr::null());
+    if mm.is_null() {
+        return image;
+    }
+    unsafe {
+        image.start_code = read::<u64>(mm, off!(mm_start_code)).unwrap_or(0);
+        image.end_code = read::<u64>(mm, off!(mm_end_code)).unwrap_or(0);
+        let exe = read::<*const u8>(mm, off!(mm_exe_file)).unwrap_or(core::ptr::null());
+        ident_file(exe, &mut image.exe);
+        let auxv = mm.wrapping_add(off!(mm_saved_auxv));
+        for i in 0..AUXV_PAIRS {
+            let Ok(pair) = read::<[u64; 2]>(auxv, i * 16) else {
+                break;
+            };
+            if pair[0] == AT_NULL {
+                break;
+            }
+            if pair[0] == AT_BASE {
+                image.interp_base = pair[1];
+                break;
+            }
+        }
+    }
+    image
 }
 
 /// raw `sched_process_exit(struct task_struct *p, bool group_dead)`
@@ -115,8 +193,15 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
+    let mut exit_stack = 0;
     if let Some(p) = slot_of(tid) {
         // SAFETY: the exiting thread's own entry.
+        unsafe {
+            if (*p).nr == EXIT_GROUP {
+                exit_stack = (*p).stack;
+            }
+        }
+        // SAFETY: as above.
         runs::finish(unsafe { &mut (*p).run }, tid);
         release(tid, p);
     }
@@ -151,7 +236,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         r.exit_code = code;
         r.group_exit_code = group_code;
         r.group_dead = group_dead as u32;
-        r._pad = 0;
+        r.stack = exit_stack;
     });
     Ok(())
 }

@@ -22,6 +22,7 @@ unsafe impl Record for auditor_common::PathRecord {}
 unsafe impl Record for auditor_common::ForkRecord {}
 unsafe impl Record for auditor_common::ExitRecord {}
 unsafe impl Record for auditor_common::SignalRecord {}
+unsafe impl Record for auditor_common::StackRecord {}
 
 /// Takes the next place in the stream for a `T` and fills its header; the
 /// caller writes the body and submits (or discards) it. None when the ring
@@ -46,6 +47,14 @@ pub fn reserve<T: Record>(kind: Kind, pid_tgid: u64) -> Option<RingBufEntry<T>> 
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>) {
     entry.submit(wakeup_flags());
+}
+
+/// Hands a filled record to userspace and wakes it now: a stack, whose
+/// signature the probes wait for before they stop copying that place.
+#[inline(always)]
+pub fn submit_now<T>(entry: RingBufEntry<T>) {
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    entry.submit(BPF_RB_FORCE_WAKEUP);
 }
 
 /// Writes a record: `body` fills in what follows the header (which is

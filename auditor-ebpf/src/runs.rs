@@ -130,6 +130,8 @@ fn report(run: &mut Run) {
             r.file.size = info.file.size.wrapping_add(before as i64);
         }
         r.file2 = FileIdent::default();
+        r.stack = info.stack;
+        r._pad = 0;
         // The owner writes a description only after publishing the version
         // that will use it: two versions on, ours may have been rewritten
         // while it was copied.
@@ -368,6 +370,7 @@ pub fn absorb(p: &mut Pending, pid_tgid: u64, ret: i64) -> bool {
     info.nr = p.nr;
     info.fd = p.args[0] as u32;
     info.off = p.args[3];
+    info.stack = p.stack;
     run.fdgen = p.fdgen;
     run.pid_tgid = pid_tgid;
     claim(run, tid);

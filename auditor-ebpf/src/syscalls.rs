@@ -10,8 +10,11 @@ use auditor_common::{
     STAT_DROPPED, SyscallRecord,
     linux::open::O_APPEND,
     nr::{
-        CLOSE, CLOSE_RANGE, DUP2, DUP3, MMAP, OPEN, OPENAT, OPENAT2, fd_args, is_traced_syscall,
-        path_args, returns_fd,
+        CLOSE, CLOSE_RANGE, COPY_FILE_RANGE, CREAT, DUP2, DUP3, EXIT_GROUP, FALLOCATE, FDATASYNC,
+        FSYNC, FTRUNCATE, LINK, LINKAT, MKDIR, MKDIRAT, MMAP, OPEN, OPENAT, OPENAT2, PWRITE64,
+        PWRITEV, PWRITEV2, RENAME, RENAMEAT, RENAMEAT2, SENDFILE, SYNC_FILE_RANGE, TRUNCATE,
+        UNLINK, UNLINKAT, WRITE, WRITEV, fd_args, is_traced_syscall, path_args, returns_fd,
+        stamps_view,
     },
 };
 use aya_ebpf::{
@@ -24,10 +27,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{Window, ident, off},
+    kernel::{Window, ident, off, read, view_stamp},
     maps::{TAILS, count},
     ring::emit_raw,
-    runs,
+    runs, stack,
     thread::{IDLE, Pending, bump_fd_generation, fd_generation, slot_for, slot_of},
     visits,
 };
@@ -81,6 +84,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     // fields (the run word is changed atomically, see runs.rs).
     let p = unsafe { &mut *p };
     p.nr = IDLE;
+    p.stack = 0;
     let regs: *const u8 = ctx.arg(0);
     let mut w: Window<REGS_WINDOW> = Window::new();
     let start = off!(regs_win);
@@ -138,7 +142,62 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     // Last, so the syscall shows as in flight only once its entry is whole.
     p.nr = nr;
+    if stack::enabled() && wants_stack(nr, &p.args, &p.file) {
+        // SAFETY: the context is this program's own; returns only when the
+        // tail call fails (the call then has no stack).
+        unsafe { TAILS.tail_call(ctx, 1) };
+    }
     Ok(())
+}
+
+/// The calls a finding can point at: a create or an open for writing, a
+/// name changed, a truncate, an fsync (its result is not known yet), the
+/// first write of a run to a regular file, the exit.
+#[inline(always)]
+fn wants_stack(nr: u32, args: &[u64; 6], file: &FileIdent) -> bool {
+    use auditor_common::linux::{
+        mode::{S_IFMT, S_IFREG},
+        open::{O_CREAT, O_RDWR, O_TRUNC, O_WRONLY},
+    };
+    let writes = (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) as u64;
+    match nr {
+        OPEN => args[1] & writes != 0,
+        OPENAT | OPENAT2 => args[2] & writes != 0,
+        CREAT | RENAME | RENAMEAT | RENAMEAT2 | LINK | LINKAT | UNLINK | UNLINKAT | MKDIR
+        | MKDIRAT | TRUNCATE | FTRUNCATE | FSYNC | FDATASYNC | SYNC_FILE_RANGE | FALLOCATE
+        | EXIT_GROUP => true,
+        WRITE | WRITEV | PWRITE64 | PWRITEV | PWRITEV2 | COPY_FILE_RANGE | SENDFILE => {
+            u32::from(file.i_mode) & S_IFMT == S_IFREG
+        }
+        _ => false,
+    }
+}
+
+/// Tail of `sys_enter` for calls that take a stack: the user registers the
+/// syscall saved, then the stack (see stack.rs), named in the thread's
+/// entry for the record written at exit.
+#[raw_tracepoint]
+pub fn sys_enter_stack(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(p) = slot_of(pid_tgid as u32) else {
+        return 0;
+    };
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: fault-checked reads of the syscall's saved user registers.
+    let (ip, sp, bp) = unsafe {
+        (
+            read::<u64>(regs, off!(regs_ip)).unwrap_or(0),
+            read::<u64>(regs, off!(regs_sp)).unwrap_or(0),
+            read::<u64>(regs, off!(regs_bp)).unwrap_or(0),
+        )
+    };
+    if sp == 0 {
+        return 0;
+    }
+    let id = stack::take(&ctx, (pid_tgid >> 32) as u32, pid_tgid, ip, sp, bp);
+    // SAFETY: this thread's own entry (see try_sys_enter).
+    unsafe { (*p).stack = id };
+    0
 }
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -236,6 +295,9 @@ fn emit_record(pid_tgid: u64, p: &mut Pending, ret: i64) {
     if pa.is_none() {
         emit_raw(Kind::Syscall, pid_tgid, |r: &mut SyscallRecord| {
             fill_sys(r, p, ret);
+            if stamps_view(p.nr) {
+                view_stamp(&mut r.file, &mut r.file2);
+            }
             crate::crash::check(p.nr, ret, r.header.seq);
         });
         return;
@@ -292,6 +354,8 @@ fn fill_sys(r: &mut SyscallRecord, p: &Pending, ret: i64) {
     if let (_, Some(i)) = fd_args(p.nr) {
         ident(arg(&p.args, i), &mut r.file2);
     }
+    r.stack = p.stack;
+    r._pad = 0;
 }
 
 #[inline(always)]
@@ -299,10 +363,16 @@ fn arg(args: &[u64; 6], i: usize) -> u64 {
     if i < 6 { args[i] } else { 0 }
 }
 
-/// Only writable shared mappings of files can carry data to disk (msync).
+/// Only writable shared mappings of files can carry data to disk (msync);
+/// executable ones tell where a process's code is, for its stacks.
 #[inline(always)]
 fn shared_writable_file_map(args: &[u64; 6], ret: i64) -> bool {
-    use auditor_common::linux::misc::{MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_WRITE};
+    use auditor_common::linux::misc::{
+        MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_EXEC, PROT_WRITE,
+    };
+    if ret < 0 || (args[4] as i64) < 0 {
+        return false;
+    }
     let shared = matches!(args[3] & MAP_TYPE, MAP_SHARED | MAP_SHARED_VALIDATE);
-    ret >= 0 && (args[4] as i64) >= 0 && args[2] & PROT_WRITE != 0 && shared
+    (args[2] & PROT_WRITE != 0 && shared) || (args[2] & PROT_EXEC != 0 && stack::enabled())
 }

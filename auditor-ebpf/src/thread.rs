@@ -52,6 +52,8 @@ pub struct Pending {
     /// Set at entry: this write goes to the file of the thread's run, so
     /// its file was not looked up again.
     pub cont: u32,
+    /// Id of the user stack taken at entry (0: none; see stack.rs).
+    pub stack: u32,
     pub enter_ns: u64,
     pub args: [u64; 6],
     pub file: FileIdent,
@@ -124,6 +126,7 @@ pub fn slot_for(tid: u32, tgid: u32) -> Option<*mut Pending> {
                 (*s).nr = IDLE;
                 (*s).cont = 0;
                 (*s).visit.state = 0;
+                (*s).stack = 0;
                 (*s).run.word = 0;
                 (*s).run.ver = 0;
                 (*s).run.slot = 0;
@@ -223,6 +226,9 @@ pub struct RunInfo {
     pub off: u64,
     /// A run of visits: the open call, its flags, mode and dirfd.
     pub open: [u32; 4],
+    /// Stack of the run's first write.
+    pub stack: u32,
+    pub _pad: u32,
 }
 
 pub const BLANK_INFO: RunInfo = RunInfo {
@@ -243,6 +249,8 @@ pub const BLANK_INFO: RunInfo = RunInfo {
     fd: 0,
     off: 0,
     open: [0; 4],
+    stack: 0,
+    _pad: 0,
 };
 
 pub const BLANK_RUN: Run = Run {
@@ -261,6 +269,7 @@ pub static BLANK: Pending = Pending {
     tid: 0,
     nr: IDLE,
     cont: 0,
+    stack: 0,
     enter_ns: 0,
     args: [0; 6],
     file: BLANK_INFO.file,

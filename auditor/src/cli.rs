@@ -4,34 +4,116 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXAMPLES: &str = "\
+const RUN_EXAMPLES: &str = "\
 Examples:
   auditor run -- python3 save_state.py
       Run a program traced and print its durability findings.
   auditor run --format json --output report.json -- make test
       Audit a whole test suite; exit code 1 when a finding reaches --fail-on.
+  auditor run --format sarif -o auditor.sarif --baseline auditor-baseline.json -- make test
+      For code scanning, failing only on findings new since the baseline.
   auditor run --events --format jsonl -- git commit -m wip
       Print every traced call as JSON Lines instead of findings.
-  auditor record -o build.rec -- ./build.sh
-  auditor report build.rec
-      Save the event stream once, analyze it later (same findings).
-  auditor attach --comm redis-server --duration 1h --output r.json
-      Watch a running daemon; Ctrl-C (or the duration) writes the report.
   auditor run --tui -- ./load_test.sh
       Watch live in a terminal UI.
-  auditor crashtest --at renames -- python3 save_state.py
-      Cut the power after each rename on a scratch XFS and see what is lost.
 
 Exit codes: the traced command's own code when it failed (128 + the signal
 when it was killed), findings or not; else 0 when no finding reaches
 --fail-on, 1 when one does; 2 when the auditor could not do its job.";
+
+/// The top-level help: the examples, exit codes and the environment.
+const MAIN_AFTER_HELP: &str = "\
+Examples:
+  auditor run -- python3 save_state.py
+      Run a program traced and print its durability findings.
+  auditor run --format sarif --output auditor.sarif -- make test
+      Audit a test suite for code scanning; exit code 1 on findings.
+  auditor baseline -o auditor-baseline.json report.json
+  auditor run --baseline auditor-baseline.json -- make test
+      Fail only on findings that are new since the baseline.
+  auditor attach -p 1234
+      Watch a running process until Ctrl-C.
+
+Each command has its own examples: auditor help <command>.
+
+Exit codes: the traced command's own code when it failed (128 + the signal
+when it was killed), findings or not; else 0 when no finding reaches
+--fail-on, 1 when one does; 2 when the auditor could not do its job.
+
+Environment:
+  NO_COLOR           set and not empty: no colour (--color always overrides)
+  CLICOLOR_FORCE     set and not 0: colour even into a file or pipe, unless
+                     NO_COLOR is set
+  COLUMNS            the width the text report is wrapped to (else the
+                     terminal's; files and pipes get long lines)
+  PATH               searched for the command to run
+  TMPDIR             where crashtest makes its private scratch directory
+                     (default /var/tmp)
+  AUDITOR_CRASH_DIR  set by crashtest for the command it runs: the mount
+                     point of the scratch filesystem";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  auditor record -o build.rec -- ./build.sh
+      Save the event stream of a build (mode 0600: it holds every path).
+  auditor report build.rec
+      Its findings, as `auditor run` would have given them.";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  auditor report build.rec
+  auditor report --format sarif -o build.sarif build.rec
+  auditor report --baseline auditor-baseline.json -v build.rec
+      Only new findings; -v also lists those the baseline left out.";
+
+const ATTACH_EXAMPLES: &str = "\
+Examples:
+  auditor attach -p 1234
+      Until Ctrl-C or SIGTERM, then the report.
+  auditor attach --comm redis-server --follow-new --duration 2h -o r.json
+  auditor attach --cgroup /system.slice/etcd.service --metrics-addr 127.0.0.1:9464
+  auditor attach --comm dockerd --tui";
+
+const CRASHTEST_EXAMPLES: &str = "\
+Examples:
+  auditor crashtest -- python3 save_state.py
+      One power cut when the command has exited.
+  auditor crashtest --at renames -- python3 save_state.py
+      A power cut after every rename.
+  auditor crashtest --fs ext4 --at 20 --seed 7 -- ./db_bench
+      20 random points among renames and fsyncs, reproducibly.
+
+Baselines and allow rules do not apply: a crash test judges every finding.";
+
+const BASELINE_EXAMPLES: &str = "\
+Examples:
+  auditor run --format json -o report.json -- make test
+  auditor baseline -o auditor-baseline.json report.json
+  auditor run --baseline auditor-baseline.json -- make test
+      Exit code 1 only for findings that are not in the baseline.
+
+A finding's fingerprint is its rule, its path relative to the repository
+(or working directory) and where in the program it comes from: the same in
+every checkout, so the baseline can be committed.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  auditor completions bash > /etc/bash_completion.d/auditor
+  auditor completions zsh > \"${fpath[1]}/_auditor\"
+  auditor completions fish > ~/.config/fish/completions/auditor.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  auditor man | man -l -
+  auditor man --dir /usr/local/share/man/man1
+      auditor.1 and one page per command (mode 0600: chmod 644 to share).";
 
 #[derive(Parser)]
 #[command(
     name = "auditor",
     version,
     about = "Finds where a crash or power loss would lose or corrupt a program's data, by watching it through eBPF.",
-    after_help = EXAMPLES,
+    after_help = MAIN_AFTER_HELP,
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,17 +123,30 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a command traced (with all its descendants) and report durability findings.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Run a command traced and save its event stream for `auditor report`.
+    #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
     /// Analyze a recording made by `auditor record`.
+    #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
     /// Attach to running processes (by pid, name or cgroup) and report until stopped.
+    #[command(after_help = ATTACH_EXAMPLES)]
     Attach(AttachArgs),
     /// Run a command on a scratch filesystem, cut the power at chosen points,
     /// and check which findings really lose data.
+    #[command(after_help = CRASHTEST_EXAMPLES)]
     Crashtest(CrashtestArgs),
+    /// Write the fingerprints of a JSON report's findings, for --baseline.
+    #[command(after_help = BASELINE_EXAMPLES)]
+    Baseline(BaselineArgs),
+    /// Print a completion script for a shell.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one per command into a directory.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,12 +157,25 @@ pub enum Format {
     Json,
     /// One JSON object per line: findings as they are found, then a summary.
     Jsonl,
+    /// SARIF 2.1.0, for code scanning: the rules and one result per finding.
+    Sarif,
+}
+
+/// When the text report is coloured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set (CLICOLOR_FORCE forces it).
+    Auto,
+    Always,
+    Never,
 }
 
 /// Options shared by everything that produces a report.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Report")]
 pub struct ReportOptions {
-    /// Output format [default: text; json or jsonl when --output ends in .json/.jsonl]
+    /// Output format [default: text; json, jsonl or sarif when --output
+    /// ends in .json, .jsonl or .sarif]
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write the report to FILE (atomically) instead of stdout.
@@ -98,6 +206,19 @@ pub struct ReportOptions {
     #[arg(long, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_findings: Option<usize>,
+    /// Colour the text report: auto (a terminal, NO_COLOR unset), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
+    /// Leave out findings whose fingerprint is in FILE (made by `auditor
+    /// baseline`): counted, listed with -v, and not failing the run.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Read allow rules from FILE [default: ./auditor.toml when there is one].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_config")]
+    pub config: Option<PathBuf>,
+    /// Read no auditor.toml.
+    #[arg(long)]
+    pub no_config: bool,
 }
 
 impl ReportOptions {
@@ -111,6 +232,7 @@ impl ReportOptions {
             {
                 Some("json") => Format::Json,
                 Some("jsonl") => Format::Jsonl,
+                Some("sarif") => Format::Sarif,
                 _ => Format::Text,
             }
         })
@@ -118,6 +240,7 @@ impl ReportOptions {
 }
 
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Capture")]
 pub struct CaptureOptions {
     /// Kernel ring buffer size in MiB (a power of two); larger loses fewer
     /// events under bursts.
@@ -128,6 +251,10 @@ pub struct CaptureOptions {
     /// line per phase.
     #[arg(long)]
     pub timings: bool,
+    /// Do not take the user stacks that point each finding at a function and
+    /// source line.
+    #[arg(long)]
+    pub no_stacks: bool,
 }
 
 #[derive(Args)]
@@ -147,23 +274,21 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// Targets come first in the help: they are what an attach is about.
 #[derive(Args)]
 pub struct AttachArgs {
-    #[command(flatten)]
-    pub report: ReportOptions,
-    #[command(flatten)]
-    pub capture: CaptureOptions,
     /// Attach to this process (repeatable).
-    #[arg(long, value_name = "PID", required_unless_present_any = ["comm", "cgroup"])]
+    #[arg(long, short = 'p', value_name = "PID", help_heading = "Targets",
+          required_unless_present_any = ["comm", "cgroup"])]
     pub pid: Vec<u32>,
     /// Attach to processes with this name (repeatable).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help_heading = "Targets")]
     pub comm: Vec<String>,
     /// Attach to the processes of this cgroup v2 path or container id (repeatable).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Targets")]
     pub cgroup: Vec<String>,
     /// Also attach to processes that start later under a matching name or cgroup.
-    #[arg(long)]
+    #[arg(long, help_heading = "Targets")]
     pub follow_new: bool,
     /// Stop after this long (e.g. 30s, 10m, 2h); else at SIGINT or SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = crate::parse::duration)]
@@ -178,12 +303,16 @@ pub struct AttachArgs {
     /// used are forgotten (counted in stats, later verdicts on them marked
     /// inconclusive). About 1 to 3 KiB each.
     #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_FILES,
-          value_parser = crate::parse::max_records)]
+          value_parser = crate::parse::max_records, help_heading = "Limits")]
     pub max_files: usize,
     /// Most process records kept at once (least recently active forgotten first).
     #[arg(long, value_name = "N", default_value_t = auditor_analyzer::config::DEFAULT_MAX_PROCESSES,
-          value_parser = crate::parse::max_records)]
+          value_parser = crate::parse::max_records, help_heading = "Limits")]
     pub max_processes: usize,
+    #[command(flatten)]
+    pub report: ReportOptions,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -199,19 +328,20 @@ pub struct CrashtestArgs {
     #[command(flatten)]
     pub capture: CaptureOptions,
     /// Filesystem of the scratch image.
-    #[arg(long, value_enum, default_value = "xfs")]
+    #[arg(long, value_enum, default_value = "xfs", help_heading = "Crash test")]
     pub fs: CrashFs,
     /// Size of the scratch image (e.g. 300M, 1G; XFS needs at least 300M).
-    #[arg(long, default_value = "300M", value_parser = crate::parse::size)]
+    #[arg(long, default_value = "300M", value_parser = crate::parse::size,
+          help_heading = "Crash test")]
     pub size: u64,
     /// Crash points: exit, renames, fsyncs, or a number N of random points among them.
-    #[arg(long, default_value = "exit")]
+    #[arg(long, default_value = "exit", help_heading = "Crash test")]
     pub at: String,
     /// Seed for `--at N` (printed when chosen at random).
-    #[arg(long)]
+    #[arg(long, help_heading = "Crash test")]
     pub seed: Option<u64>,
     /// Keep the image files for inspection.
-    #[arg(long)]
+    #[arg(long, help_heading = "Crash test")]
     pub keep: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -238,6 +368,31 @@ pub struct ReportArgs {
     pub recording: PathBuf,
 }
 
+#[derive(Args)]
+pub struct BaselineArgs {
+    /// Baseline file to write (atomically, mode 0600).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// A JSON report (`--format json`) whose findings make the baseline.
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    /// Write auditor.1 and a page per command (auditor-run.1, ...) into DIR
+    /// instead of printing auditor.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 impl Command {
     /// Whether `--timings` was given.
     pub fn timings(&self) -> bool {
@@ -246,7 +401,10 @@ impl Command {
             Command::Record(a) => a.capture.timings,
             Command::Attach(a) => a.capture.timings,
             Command::Crashtest(a) => a.capture.timings,
-            Command::Report(_) => false,
+            Command::Report(_)
+            | Command::Baseline(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! power loss would lose or corrupt their data.
 
 mod attach;
+mod baseline;
 mod capture;
 mod cli;
 mod commands;
+mod config_file;
 mod crashtest;
 mod error;
 mod output;
@@ -54,6 +56,9 @@ fn main() {
         cli::Command::Report(a) => commands::report::run(a),
         cli::Command::Attach(a) => commands::attach::run(a),
         cli::Command::Crashtest(a) => commands::crashtest::run(a),
+        cli::Command::Baseline(a) => commands::baseline::run(a),
+        cli::Command::Completions(a) => commands::completions::run(a),
+        cli::Command::Man(a) => commands::man::run(a),
     };
     match result {
         Ok(code) => {

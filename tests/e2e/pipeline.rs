@@ -64,11 +64,15 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
 }
 
-/// The numbers that must agree, and the findings by rule.
+/// The numbers that must agree, and the findings by rule. Stack copies are
+/// left out of the events: how many a loop sends depends on how soon the
+/// signature of its first one is back in the kernel, which is timing, not
+/// the mode.
 fn numbers(report: &Value) -> (u64, u64, Vec<String>) {
+    let stats = &report["stats"];
     (
-        report["stats"]["events_captured"].as_u64().unwrap(),
-        report["stats"]["dropped"].as_u64().unwrap(),
+        stats["events_captured"].as_u64().unwrap() - stats["stacks"].as_u64().unwrap(),
+        stats["dropped"].as_u64().unwrap(),
         rule_ids(report),
     )
 }

@@ -120,22 +120,29 @@ fn s001_shake_log_torn_by_a_kill() {
     assert_eq!(inter["evidence"]["killed_writer"]["signal"], "SIGKILL");
 }
 
-/// 002: a thin qcow2 overlay archived with tar. Whether the archive is
-/// self-contained (its backing file is a local absolute path) is a
-/// property of the file's content, which syscall tracing cannot judge;
-/// what it can judge is durability: the archive and the base image are
-/// left unsynced by tar and qemu-img.
-#[test]
-fn s002_qcow2_overlay_archived() {
-    let dir = scratch("seed_002");
-    let cmd = [
+/// 002: a thin qcow2 overlay archived with tar while its backing file is
+/// a machine-local absolute path: the archive is durable (or not: tar and
+/// qemu-img leave it and the base image unsynced) but not self-contained.
+/// Restored elsewhere, the overlay reads whatever that path holds there.
+fn s002(args: &[&str]) -> (PathBuf, Run) {
+    let dir = scratch(&format!("seed_002{}", args.join("_")));
+    let mut cmd = vec![
         "/bin/sh".to_string(),
         fixture("seeds/qcow2_archive.sh").to_str().unwrap().into(),
     ];
+    cmd.extend(args.iter().map(|a| a.to_string()));
     let run = run_report(&dir, &["--fail-on", "low"], &argv(&cmd));
+    assert_eq!(run.report["complete"], true, "no event may be lost");
+    (dir, run)
+}
+
+#[test]
+fn s002_qcow2_overlay_archived() {
+    let (dir, run) = s002(&[]);
     assert_eq!(
         rule_ids(&run.report),
         [
+            "archive-not-self-contained",
             "create-without-dir-fsync",
             "unsynced-at-exit",
             "unsynced-at-exit"
@@ -150,6 +157,23 @@ fn s002_qcow2_overlay_archived() {
             .unwrap_or_else(|| panic!("{rule} on {name}: {:#}", run.report["findings"]))
             .clone()
     };
+    let portable = by("archive-not-self-contained", "overlay.qcow2");
+    assert_eq!(portable["process"]["comm"], "tar");
+    assert_eq!(portable["severity"], "medium");
+    let ev = &portable["evidence"];
+    let base = dir.join("base.raw");
+    assert_eq!(ev["backing_file"], base.to_str().unwrap());
+    assert_eq!(ev["backing_naming"], "absolute");
+    assert_eq!(
+        ev["destinations"][0]["path"],
+        dir.join("overlay.tar").to_str().unwrap()
+    );
+    assert!(
+        ev["fix"]
+            .as_str()
+            .unwrap()
+            .contains("qemu-img rebase -b \"\"")
+    );
     let tar = by("unsynced-at-exit", "overlay.tar");
     assert_eq!(tar["process"]["comm"], "tar");
     assert_eq!(
@@ -165,9 +189,22 @@ fn s002_qcow2_overlay_archived() {
     assert_eq!(overlay["severity"], "low");
 }
 
-/// 003: docker load (2017): the image config saved with a temp file +
-/// rename and no fsync; layer metadata written into a write-set directory
-/// renamed into place, nothing fsynced.
+/// Flattened before tar, the overlay carries its base's data: portable.
+/// (Its durability is another matter, judged by the other rules.)
+#[test]
+fn s002_qcow2_overlay_flattened_before_archiving() {
+    let (_, run) = s002(&["fixed"]);
+    assert!(
+        findings(&run.report, "archive-not-self-contained").is_empty(),
+        "{:#}",
+        run.report["findings"]
+    );
+}
+
+/// 003: docker load (2017): the layer's content unpacked by a re-exec of
+/// the daemon chrooted into the layer directory; the image config saved
+/// with a temp file + rename and no fsync; layer metadata written into a
+/// write-set directory renamed into place, nothing fsynced.
 #[test]
 fn s003_docker_load() {
     let (dir, run) = audit("003_bug", &seed("docker_load_layer.py", &["bug"]));
@@ -177,6 +214,8 @@ fn s003_docker_load() {
             "rename-without-dir-fsync",
             "rename-without-dir-fsync",
             "rename-without-fsync",
+            "unsynced-at-exit",
+            "unsynced-at-exit",
             "unsynced-at-exit",
             "unsynced-at-exit",
             "unsynced-at-exit"
@@ -210,6 +249,7 @@ fn s003_docker_load() {
     let layer_dir = dir.join("layerdb/sha256").join(chain);
     let mut layer: Vec<&str> = findings(&run.report, "unsynced-at-exit")
         .iter()
+        .filter(|f| f["process"]["pid"].as_u64() == Some(pid))
         .map(|f| path_of(f))
         .collect();
     layer.sort();
@@ -225,12 +265,79 @@ fn s003_docker_load() {
             .collect::<Vec<_>>()
     );
     assert!(expected.iter().all(|p| p.exists()), "the named files exist");
+    assert_layer_content(&dir, &run);
+}
+
+/// The layer's own files, written by the chrooted re-exec, are named where
+/// they are on the host, with the path the re-exec used beside it, and by
+/// the binary it really ran with its argv[0].
+fn assert_layer_content(dir: &Path, run: &Run) {
+    let untar = printed_pid(&run.stdout, "untar");
+    let diff = dir.join("overlay2").join("c".repeat(64)).join("diff");
+    let mut content: Vec<(String, String)> = findings(&run.report, "unsynced-at-exit")
+        .iter()
+        .filter(|f| f["process"]["pid"].as_u64() == Some(untar))
+        .map(|f| {
+            assert_eq!(f["process"]["argv"][0], "docker-untar", "{f:#}");
+            assert_eq!(f["process"]["exe"], PYTHON, "the binary it re-ran: {f:#}");
+            (
+                path_of(f).to_owned(),
+                f["path_in_process"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    content.sort();
+    let host = |p: &str| diff.join(p).to_str().unwrap().to_owned();
+    assert_eq!(
+        content,
+        [
+            (host("bin/blob"), "/bin/blob".to_owned()),
+            (host("etc/motd"), "/etc/motd".to_owned())
+        ]
+    );
+    assert!(content.iter().all(|(p, _)| Path::new(p).exists()));
 }
 
 #[test]
 fn s003_docker_load_fixed() {
     let (_, run) = audit("003_fixed", &seed("docker_load_layer.py", &["fixed"]));
     assert_clean(&run);
+}
+
+/// 003 as dockerd 20.10 does it: the metadata fsynced and renamed into
+/// place, the layer's content never fsynced. The record is durable before
+/// the data it describes.
+#[test]
+fn s003_docker_load_metadata_before_layer_data() {
+    let (dir, run) = audit("003_metadata", &seed("docker_load_layer.py", &["metadata"]));
+    assert_eq!(
+        rule_ids(&run.report),
+        ["commit-before-data", "unsynced-at-exit", "unsynced-at-exit"],
+        "{:#}",
+        run.report["findings"]
+    );
+    assert_layer_content(&dir, &run);
+    let chain = run
+        .stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("chain="))
+        .unwrap();
+    let f = the_finding(&run.report, "commit-before-data");
+    assert!(is(f, &dir.join("layerdb/sha256").join(chain)), "{f:#}");
+    assert_eq!(f["severity"], "medium");
+    assert_eq!(
+        f["process"]["pid"].as_u64(),
+        Some(printed_pid(&run.stdout, "pid"))
+    );
+    let ev = &f["evidence"];
+    assert_eq!(ev["data_files"], 2);
+    let diff = dir.join("overlay2").join("c".repeat(64)).join("diff");
+    assert_eq!(ev["data_directory"], diff.to_str().unwrap());
+    assert_eq!(
+        ev["writers"][0]["pid"].as_u64(),
+        Some(printed_pid(&run.stdout, "untar"))
+    );
+    assert_eq!(ev["writers"][0]["argv0"], "docker-untar");
 }
 
 /// 004: Harbor satellite's SaveState: temp file + rename, no fsync, on

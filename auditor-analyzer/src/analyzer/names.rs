@@ -14,6 +14,20 @@ use crate::track::paths::{AT_FDCWD, join, normalize, parent, rehome};
 use crate::track::processes::ProcKey;
 
 use super::Analyzer;
+use super::hosts::{bases, slots};
+
+/// Makes `path` absolute against `base` (normalised); false when it is
+/// relative and there is no base to resolve it against.
+fn resolve(base: Option<&str>, path: &mut String) -> bool {
+    if path.starts_with('/') {
+        *path = normalize(path);
+    } else if let Some(base) = base.filter(|b| b.starts_with('/')) {
+        *path = join(base, path);
+    } else {
+        return false;
+    }
+    true
+}
 
 impl Analyzer {
     /// The directory a relative path of `ev`'s thread resolves against.
@@ -23,61 +37,35 @@ impl Analyzer {
             return p.cwd.clone();
         }
         let d = self.fds.get(p.table_of(ev.tid), dirfd)?;
-        d.path
-            .clone()
-            .or_else(|| d.file.and_then(|id| self.inodes.get(&id)).map(|s| s.path()))
+        // The file's name is a host path: a base only where the process
+        // names things as the host does.
+        let host_names = p.view.is_none();
+        d.path.clone().or_else(|| {
+            d.file
+                .filter(|_| host_names)
+                .and_then(|id| self.inodes.get(&id))
+                .map(|s| s.path())
+        })
     }
 
-    fn resolve(&mut self, base: Option<String>, path: &mut String) {
-        if path.starts_with('/') {
-            *path = normalize(path);
-        } else if let Some(base) = base.filter(|b| b.starts_with('/')) {
-            *path = join(&base, path);
-        } else {
-            self.stats.unresolved_paths += 1;
-        }
-    }
-
-    /// Makes every path of `ev` absolute, in place, before anything reads it.
+    /// Makes every path of `ev` absolute, in place, before anything reads
+    /// it: as the process names it (against its cwd or the dirfd's path),
+    /// then where that is on the host.
     pub(super) fn resolve_paths(&mut self, ev: &mut Event) {
-        let bases: Vec<Option<String>> = match &ev.kind {
-            EventKind::Open { dirfd, .. }
-            | EventKind::Unlink { dirfd, .. }
-            | EventKind::Mkdir { dirfd, .. } => {
-                vec![self.base_dir(ev, *dirfd)]
+        let [a, b] = bases(&ev.kind);
+        let bases = [
+            a.map(|fd| self.base_dir(ev, fd)),
+            b.map(|fd| self.base_dir(ev, fd)),
+        ];
+        let [pa, pb] = slots(&mut ev.kind);
+        let mut unresolved = 0;
+        for (path, base) in [(pa, &bases[0]), (pb, &bases[1])] {
+            if let (Some(path), Some(base)) = (path, base) {
+                unresolved += u64::from(!resolve(base.as_deref(), path));
             }
-            EventKind::Rename {
-                old_dirfd,
-                new_dirfd,
-                ..
-            } => {
-                vec![self.base_dir(ev, *old_dirfd), self.base_dir(ev, *new_dirfd)]
-            }
-            EventKind::Chdir { .. }
-            | EventKind::Exec { .. }
-            | EventKind::Truncate { path: Some(_), .. } => {
-                vec![self.base_dir(ev, AT_FDCWD)]
-            }
-            _ => return,
-        };
-        let mut bases = bases.into_iter();
-        match &mut ev.kind {
-            EventKind::Open { path, .. }
-            | EventKind::Unlink { path, .. }
-            | EventKind::Mkdir { path, .. }
-            | EventKind::Chdir { path, .. }
-            | EventKind::Exec { filename: path }
-            | EventKind::Truncate {
-                path: Some(path), ..
-            } => self.resolve(bases.next().flatten(), path),
-            EventKind::Rename {
-                old_path, new_path, ..
-            } => {
-                self.resolve(bases.next().flatten(), old_path);
-                self.resolve(bases.next().flatten(), new_path);
-            }
-            _ => {}
         }
+        self.stats.unresolved_paths += unresolved;
+        self.place_on_host(ev);
     }
 
     /// A new name now waits for its directory's fsync.
@@ -194,6 +182,7 @@ impl Analyzer {
                 self.tree_moved(old_path, new_path, exchange);
             }
             self.names.remove(old_path);
+            self.aliases.remove(old_path);
             return;
         };
         let prior = self.names.get(new_path).filter(|d| *d != id);
@@ -226,6 +215,7 @@ impl Analyzer {
         } else {
             if !is_link {
                 self.names.remove(old_path);
+                self.aliases.remove(old_path);
                 self.forget_name(old_path);
                 self.dirs.dir_moved(old_path, new_path);
             }
@@ -290,6 +280,14 @@ impl Analyzer {
         let to = |p: &str| {
             rehome(p, old, new).or_else(|| exchange.then(|| rehome(p, new, old)).flatten())
         };
+        // What processes in views of their own called the names moved is
+        // no longer known: their paths in the process are dropped.
+        if !self.aliases.is_empty() {
+            let prefix = [format!("{old}/"), format!("{new}/")];
+            self.aliases.retain(|k, _| {
+                !(k.starts_with(&prefix[0]) || (exchange && k.starts_with(&prefix[1])))
+            });
+        }
         let mut moved = self.names.take_under(old);
         if exchange {
             moved.extend(self.names.take_under(new));
@@ -306,7 +304,9 @@ impl Analyzer {
             }
         }
         self.fds.rename_paths(to);
-        for p in self.procs.iter_mut() {
+        // A cwd is named as its process sees it: only one seen as the host
+        // sees it moves with the host's names.
+        for p in self.procs.iter_mut().filter(|p| p.view.is_none()) {
             if let Some(cwd) = p.cwd.as_deref().and_then(&to) {
                 p.cwd = Some(cwd);
             }
@@ -321,6 +321,7 @@ impl Analyzer {
             return;
         }
         self.forget_name(path);
+        self.aliases.remove(path);
         let Some(id) = self.names.remove(path) else {
             return;
         };
@@ -370,8 +371,9 @@ impl Analyzer {
         if ret < 0 {
             return;
         }
+        let seen = Self::seen(path, &ev.in_process.path_in_process);
         if let Some(p) = self.procs.get_mut(ev.pid) {
-            p.cwd = path.starts_with('/').then(|| path.to_string());
+            p.cwd = seen.starts_with('/').then_some(seen);
         }
     }
 

@@ -50,6 +50,8 @@ fn exec(pid: u32) -> crate::Event {
         pid,
         EventKind::Exec {
             filename: "/usr/bin/next".into(),
+            argv: vec!["next".into()],
+            stamp: None,
         },
     )
 }
@@ -125,6 +127,7 @@ fn clone_files_shares_the_table_and_fork_copies_it() {
                     child_tid: 200,
                     thread: false,
                     shares_files,
+                    new_mount_ns: false,
                 },
             ),
             open_existing(200, "/d/f", 5, reg(11)),

@@ -134,6 +134,7 @@ impl Analyzer {
                 self.config.max_files, self.config.max_processes
             ));
         }
+        self.locate(&mut f);
         f
     }
 

@@ -42,25 +42,36 @@ pub fn relative<'a>(path: &'a str, base: Option<&str>) -> &'a str {
 }
 
 /// Where in the program the finding comes from, as far as the trace can
-/// tell: the process's executable name (a stack's frame, when there is one,
-/// is sharper).
+/// tell: the executable's name and, with a stack, the functions of its
+/// first frames in the program's own code (names, not lines: a line moves
+/// with every edit above it). An interpreter's frames are its own, so its
+/// script stands in for them.
 fn call_site(f: &Finding) -> String {
-    if let Some(frame) = f
-        .evidence
-        .get("stack")
-        .and_then(|s| s.get(0))
-        .and_then(|fr| fr.get("function"))
-        .and_then(|v| v.as_str())
-    {
-        return frame.to_string();
-    }
-    f.process
+    let exe = f
+        .process
         .exe
         .as_deref()
         .and_then(|e| e.rsplit('/').next())
-        .unwrap_or(&f.process.comm)
-        .to_string()
+        .unwrap_or(&f.process.comm);
+    let Some(stack) = &f.stack else {
+        return exe.to_string();
+    };
+    if let Some(i) = &stack.interpreter {
+        return format!("{exe} {}", i.script.as_deref().unwrap_or(""));
+    }
+    let functions: Vec<&str> = stack
+        .program_frames(SITE_FRAMES)
+        .iter()
+        .filter_map(|fr| fr.function.as_deref())
+        .collect();
+    if functions.is_empty() {
+        return exe.to_string();
+    }
+    format!("{exe} {}", functions.join("<-"))
 }
+
+/// Frames of a stack that make its call site.
+const SITE_FRAMES: usize = 3;
 
 /// The fingerprint of `f`: 16 hex digits.
 pub fn fingerprint(f: &Finding, base: Option<&str>) -> String {
@@ -311,6 +322,7 @@ mod tests {
                 pid: 1,
                 comm: "cp".into(),
                 exe: Some("/usr/bin/cp".into()),
+                argv: Vec::new(),
             },
             "s",
         )

@@ -65,6 +65,16 @@ impl Report {
             s.insert("events".into(), self.stats.events.into());
             s.insert("events_captured".into(), self.run.events.into());
             s.insert("dropped".into(), self.dropped().into());
+            s.insert("stacks_lost".into(), self.run.stacks_lost.into());
+            s.insert("stacks_reused".into(), self.run.stacks_reused.into());
+            s.insert(
+                "baseline_findings".into(),
+                self.left_out.baseline.len().into(),
+            );
+            s.insert(
+                "allowed_findings".into(),
+                self.left_out.allowed.len().into(),
+            );
         }
         let exit_status = self.run.exit_status.map(|e| {
             json!({
@@ -79,6 +89,7 @@ impl Report {
             "tool_version": self.run.tool_version,
             "mode": self.run.mode,
             "command": self.run.command,
+            "base": self.run.base,
             "exit_status": exit_status,
             "started_at": self.run.started_at,
             "ended_at": self.run.ended_at,

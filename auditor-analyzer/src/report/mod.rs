@@ -2,8 +2,12 @@
 //! findings worst first, counts and coverage stats, and the exit code.
 
 pub mod groups;
+pub mod help;
 pub mod json;
 pub mod jsonl;
+pub mod left_out;
+pub mod plural;
+pub mod sarif;
 pub mod text;
 
 pub use jsonl::{jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line};
@@ -93,6 +97,14 @@ pub struct RunInfo {
     /// it): byte offset of its first missing or partial line.
     #[serde(default)]
     pub truncated_at_byte: Option<u64>,
+    /// Stacks the probes could not take (unreadable user stack, ring
+    /// full): the findings about those calls have no stack.
+    #[serde(default)]
+    pub stacks_lost: u64,
+    /// Calls whose stack the probes knew already (named, not copied
+    /// again).
+    #[serde(default)]
+    pub stacks_reused: u64,
 }
 
 /// Findings per rule and severity.
@@ -117,6 +129,9 @@ pub struct Report {
     /// Alike findings, in the order of their worst member.
     pub groups: Vec<groups::Group>,
     pub stats: AnalyzerStats,
+    /// Findings in a baseline or accepted by an allow rule, taken out by
+    /// [`Report::leave_out`].
+    pub left_out: left_out::LeftOut,
 }
 
 impl Report {
@@ -155,6 +170,7 @@ impl Report {
             findings,
             groups,
             stats,
+            left_out: left_out::LeftOut::default(),
         }
     }
 
@@ -252,13 +268,18 @@ impl Report {
                 self.stats.suppressed_findings
             ));
         }
+        s.push_str(&self.left_out_summary());
         s
     }
 
     /// `3 findings (1 high, 2 medium) in 2 files; 12345 events, 0 dropped`.
     pub fn summary_line(&self) -> String {
         let c = self.counts();
-        let mut tail = format!("{} events, {} dropped", self.events(), self.dropped());
+        let mut tail = format!(
+            "{}, {} dropped",
+            plural::count(self.events(), "event", "events"),
+            self.dropped()
+        );
         if let Some(b) = self.run.truncated_at_byte {
             tail.push_str(&format!("; recording truncated at byte {b}"));
         }
@@ -331,6 +352,8 @@ pub(crate) mod tests {
                 mode: "run".into(),
                 truncated_at_byte: None,
                 base: Some("/d".into()),
+                stacks_lost: 0,
+                stacks_reused: 0,
             },
         )
     }

@@ -11,10 +11,13 @@ use serde_json::Value;
 
 use super::Report;
 use super::groups::{Group, escape, relative, shell_quote};
+use super::plural::count;
 use crate::event::FileId;
 use crate::finding::{Finding, Severity};
 
 const RESET: &str = "\x1b[0m";
+/// Frames of a stack the terse report shows.
+const STACK_SHORT: usize = 3;
 const BOLD: &str = "\x1b[1m";
 const DIM: &str = "\x1b[2m";
 /// Examples named under a group besides the one shown in full.
@@ -186,8 +189,11 @@ impl Report {
         wrapped(out, "", &header, o.width);
         if self.dropped() > 0 {
             let warning = format!(
-                "warning: {} events were dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
-                self.dropped()
+                "warning: {} dropped; verdicts that depend on them are marked inconclusive, and problems in the missing events cannot be seen",
+                match self.dropped() {
+                    1 => "1 event was".to_string(),
+                    n => format!("{n} events were"),
+                }
             );
             let _ = writeln!(out, "{}", paint.on("\x1b[1;33m", &warning));
         }
@@ -217,6 +223,9 @@ impl Report {
             );
         }
         out.push('\n');
+        if o.verbose {
+            self.render_left_out(out);
+        }
         self.render_not_judged(out);
         let _ = writeln!(out, "{}", self.summary_line());
     }
@@ -236,6 +245,14 @@ impl Report {
                 &format!("{example}: {}", escape(&first.summary)),
                 o.width,
             );
+            if let Some(stack) = &first.stack {
+                wrapped(
+                    out,
+                    "    ",
+                    &escape(&stack.short_in(STACK_SHORT, base)),
+                    o.width,
+                );
+            }
             if let Some(reason) = &first.inconclusive_reason {
                 let line = format!("INCONCLUSIVE: {}", escape(reason));
                 wrapped(out, "    ", &paint.on("\x1b[33m", &line), o.width);
@@ -337,8 +354,8 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "not judged: {} files not on persistent storage ({})",
-                self.stats.ignored_files.count,
+                "not judged: {} not on persistent storage ({})",
+                count(self.stats.ignored_files.count, "file", "files"),
                 reasons.join(", ")
             );
         }
@@ -392,6 +409,20 @@ impl Report {
     }
 }
 
+/// The process as people know it: its comm, and its argv[0] when that
+/// says more (dockerd's re-exec runs as `exe`, known as `docker-untar`).
+fn who(f: &Finding) -> String {
+    let arg0 = f
+        .process
+        .argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a));
+    match arg0 {
+        Some(a) if a != f.process.comm => format!("{} ({a:?})", f.process.comm),
+        _ => f.process.comm.clone(),
+    }
+}
+
 fn render_finding(out: &mut Out<'_>, f: &Finding, paint: &Paint, width: Option<usize>) {
     let sev = format!("{:<6}", f.severity.as_str().to_uppercase());
     let _ = writeln!(
@@ -399,12 +430,36 @@ fn render_finding(out: &mut Out<'_>, f: &Finding, paint: &Paint, width: Option<u
         "  {} {}  {}",
         paint.on(severity_color(f.severity), &sev),
         paint.on(BOLD, &f.rule),
-        paint.on(
-            DIM,
-            &format!("pid {} {}", f.process.pid, escape(&f.process.comm))
-        )
+        paint.on(DIM, &format!("pid {} {}", f.process.pid, escape(&who(f))))
     );
     wrapped(out, "    ", &escape(&f.summary), width);
+    if let Some(seen) = &f.path_in_process {
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on(DIM, &format!("as the process saw it: {}", escape(seen)))
+        );
+    }
+    if let Some(c) = &f.container {
+        let name = c
+            .name
+            .as_deref()
+            .map(|n| format!(" ({})", escape(n)))
+            .unwrap_or_default();
+        let id = escape(c.id.get(..12).unwrap_or(&c.id)).into_owned();
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on(DIM, &format!("container {id}{name}"))
+        );
+    }
+    if let Some(why) = &f.host_path_unknown {
+        let _ = writeln!(
+            out,
+            "    {}",
+            paint.on("\x1b[33m", &format!("host path unknown: {}", escape(why)))
+        );
+    }
     if let Some(reason) = &f.inconclusive_reason {
         let _ = writeln!(
             out,
@@ -422,6 +477,48 @@ fn render_finding(out: &mut Out<'_>, f: &Finding, paint: &Paint, width: Option<u
                 "      ",
                 &format!("{k}: {}", escape(&value_text(v))),
                 width,
+            );
+        }
+    }
+    if let Some(stack) = &f.stack {
+        let how = match stack.unwind {
+            crate::stack::Unwind::FramePointers => "frame pointers",
+            crate::stack::Unwind::Dwarf => "unwind tables",
+        };
+        let _ = writeln!(out, "    stack ({how}):");
+        if let Some(i) = &stack.interpreter {
+            let script = i
+                .script
+                .as_deref()
+                .map(|s| format!(" running {s}"))
+                .unwrap_or_default();
+            wrapped(
+                out,
+                "      ",
+                &escape(&format!(
+                    "{}{script}: these are the interpreter's native frames, not the script's",
+                    i.name
+                )),
+                width,
+            );
+        }
+        for (n, fr) in stack.frames.iter().enumerate() {
+            let object = match (&fr.object, fr.offset) {
+                (Some(o), Some(off)) => format!("  {o}+{off:#x}"),
+                _ => String::new(),
+            };
+            let inlined = if fr.inlined { " (inlined)" } else { "" };
+            let line = format!(
+                "#{n:<2} {}{inlined}{}",
+                escape(&fr.describe()),
+                paint.on(DIM, &escape(&object))
+            );
+            wrapped(out, "      ", &line, width);
+        }
+        if stack.truncated {
+            let _ = writeln!(
+                out,
+                "      (outer frames beyond the copied stack are missing)"
             );
         }
     }

@@ -5,6 +5,8 @@
 //! whatever it must remember between moments. Adding a rule touches its
 //! own file and [`registry`].
 
+pub mod archive_not_self_contained;
+pub mod commit_before_data;
 pub mod create_without_dir_fsync;
 pub mod fsync_error_ignored;
 pub mod interleaved_writers;
@@ -23,6 +25,7 @@ use crate::calls::{Call, human_duration};
 use crate::event::FileId;
 use crate::exposure::{Exposure, Exposures, State, Subject};
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::image::ImageInfo;
 use crate::track::dirs::{DirJournal, PendingName};
 use crate::track::fds::FdSpace;
 use crate::track::inodes::{Dirty, InodeState, Inodes};
@@ -79,6 +82,27 @@ pub enum Moment<'a> {
         at_end: bool,
         pid: u32,
         tid: u32,
+        call: &'a Call,
+    },
+    /// An existing regular file was opened with read access (not an
+    /// O_PATH handle); `image` is what the live system read of its header
+    /// when it is a disk image opened read-only.
+    Opened {
+        id: FileId,
+        pid: u32,
+        path: &'a str,
+        writable: bool,
+        image: Option<&'a ImageInfo>,
+        call: &'a Call,
+    },
+    /// A write put `bytes` (at least one) into `id`, whatever it is: a
+    /// judged file, a file on tmpfs, a pipe, a socket, a device, the
+    /// caller's output. What leaves a process.
+    Output {
+        id: FileId,
+        pid: u32,
+        path: &'a str,
+        bytes: u64,
         call: &'a Call,
     },
     /// fsync or fdatasync of a judged file returned; `ret` < 0 failed.
@@ -163,6 +187,8 @@ impl<'a> Cx<'a> {
         finding: Finding,
         since_epoch: u32,
     ) {
+        let mut finding = finding;
+        crate::stack::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -186,6 +212,8 @@ impl<'a> Cx<'a> {
         closed: Option<crate::exposure::Closer>,
         since_epoch: u32,
     ) {
+        let mut finding = finding;
+        crate::stack::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -202,8 +230,9 @@ impl<'a> Cx<'a> {
 
     /// A finding for live views only, judged again at the end (a name left
     /// pending by a process that ended: its directory may be fsynced later).
-    pub fn at_risk(&mut self, finding: Finding) {
+    pub fn at_risk(&mut self, mut finding: Finding) {
         if self.raise {
+            crate::stack::locate(&mut finding);
             self.raised.push(finding);
         }
     }
@@ -283,6 +312,8 @@ pub const RULES: &[RuleInfo] = &[
     create_without_dir_fsync::INFO,
     unlink_without_dir_fsync::INFO,
     sync_file_range_only::INFO,
+    archive_not_self_contained::INFO,
+    commit_before_data::INFO,
 ];
 
 /// A fresh instance of every rule.
@@ -299,6 +330,8 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
         Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
         Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
         Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
+        Box::new(commit_before_data::CommitBeforeData::default()),
     ]
 }
 
@@ -406,6 +439,34 @@ pub(crate) fn settle_name(
         f = still_running(f, &[p.process.pid]);
     }
     cx.settle(info, f, p.closed.clone(), p.since_epoch);
+}
+
+/// How every rule about pending names follows the run: what a process
+/// leaves pending when it ends is at risk (for live views); at the end,
+/// each pending name `check` finds wanting gets its verdict.
+pub(crate) fn observe_names(
+    m: &Moment<'_>,
+    cx: &mut Cx<'_>,
+    info: &'static RuleInfo,
+    check: fn(&PendingName) -> Option<Finding>,
+) {
+    match m {
+        Moment::Ended { process, .. } => {
+            let left: Vec<Finding> = cx.dirs.of_process(process.key).filter_map(check).collect();
+            for f in left {
+                cx.at_risk(f);
+            }
+        }
+        Moment::End { .. } => {
+            let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+            for p in &names {
+                if let Some(f) = check(p) {
+                    settle_name(cx, info, p, f);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Lowers a verdict about a process that may still act.

@@ -9,7 +9,7 @@
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, settle_name};
+use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, observe_names};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unlink-without-dir-fsync",
@@ -26,24 +26,7 @@ impl Rule for UnlinkWithoutDirFsync {
     }
 
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        match m {
-            Moment::Ended { process, .. } => {
-                let left: Vec<Finding> =
-                    cx.dirs.of_process(process.key).filter_map(check).collect();
-                for f in left {
-                    cx.at_risk(f);
-                }
-            }
-            Moment::End { .. } => {
-                let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
-                for p in &names {
-                    if let Some(f) = check(p) {
-                        settle_name(cx, &INFO, p, f);
-                    }
-                }
-            }
-            _ => {}
-        }
+        observe_names(m, cx, &INFO, check);
     }
 }
 

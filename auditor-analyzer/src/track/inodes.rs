@@ -565,6 +565,7 @@ mod eviction_tests {
             tid: 1,
             comm: "t".into(),
             call: "write".into(),
+            stack: None,
         };
         let writer = Writer {
             key: 1,
@@ -573,6 +574,7 @@ mod eviction_tests {
                 pid: 1,
                 comm: "t".into(),
                 exe: None,
+                argv: Vec::new(),
             },
         };
         inodes

@@ -6,3 +6,5 @@ pub mod fds;
 pub mod inodes;
 pub mod paths;
 pub mod processes;
+pub mod stacks;
+pub mod views;

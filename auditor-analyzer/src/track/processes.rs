@@ -2,6 +2,7 @@
 //! exit-time rules need (signals received, writes in flight, mappings).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::calls::Call;
 use crate::event::FileId;
@@ -9,6 +10,7 @@ use crate::fast_hash::FastMap;
 use crate::finding::{CallRef, ProcessRef};
 
 use super::fds::TableId;
+use super::views::View;
 
 /// Distinguishes process records across pid reuse.
 pub type ProcKey = u64;
@@ -70,8 +72,13 @@ pub struct Process {
     pub ppid: u32,
     pub comm: String,
     pub exe: Option<String>,
-    /// Base of relative paths; None when the trace never told us.
+    /// Command line from its last exec (or from /proc at attach).
+    pub argv: Vec<String>,
+    /// Base of relative paths, as the process names it (inside its own
+    /// root); None when the trace never told us.
     pub cwd: Option<String>,
+    /// Where its paths lie on the host; None: the host's own view.
+    pub view: Option<Arc<View>>,
     pub table: TableId,
     /// Threads created without CLONE_FILES get their own table (rare).
     pub thread_tables: FastMap<u32, TableId>,
@@ -103,6 +110,7 @@ impl Process {
             pid: self.pid,
             comm: self.comm.clone(),
             exe: self.exe.clone(),
+            argv: self.argv.clone(),
         }
     }
 
@@ -182,7 +190,9 @@ impl ProcessTable {
             ppid: 0,
             comm: comm.to_string(),
             exe: None,
+            argv: Vec::new(),
             cwd: None,
+            view: None,
             table,
             thread_tables: FastMap::default(),
             threads: BTreeSet::from([pid]),

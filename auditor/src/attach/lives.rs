@@ -52,6 +52,12 @@ pub struct Life {
     pub comm: String,
     pub ppid: u32,
     pub cgroup: Option<String>,
+    /// The binary it runs (a re-exec of `/proc/self/exe` keeps its
+    /// parent's) and its command line, when known.
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    /// The name its container runtime gave its container.
+    pub container_name: Option<String>,
     pub how: How,
     pub ended: Option<ExitStatusInfo>,
 }
@@ -64,6 +70,9 @@ impl Life {
             comm: i.comm.clone(),
             ppid: i.ppid,
             cgroup: i.cgroup.clone(),
+            exe: None,
+            argv: Vec::new(),
+            container_name: None,
             how,
             ended: None,
         }
@@ -99,6 +108,11 @@ impl Lives {
 
     pub fn live_count(&self) -> usize {
         self.live.len()
+    }
+
+    /// The pids of the processes alive as far as the events say.
+    pub fn live_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live.keys().copied()
     }
 
     /// Registers a process found at attach.
@@ -156,15 +170,21 @@ impl Lives {
                 pid: ev.pid,
                 tid: ev.pid,
                 comm: ev.comm.clone(),
+                stack: None,
                 kind: EventKind::ProcessStart {
                     cwd,
-                    exe,
-                    argv,
+                    exe: exe.clone(),
+                    argv: argv.clone(),
                     ppid: info.ppid,
                     launched: false,
                 },
+                in_process: Default::default(),
             });
-            self.push(Life::from_info(&info, How::Exec));
+            self.push(Life {
+                exe: (!exe.is_empty()).then_some(exe),
+                argv,
+                ..Life::from_info(&info, How::Exec)
+            });
         }
         match &ev.kind {
             EventKind::Fork {
@@ -185,16 +205,27 @@ impl Lives {
                         nspid: vec![*child_pid],
                         comm: ev.comm.clone(),
                         ppid: ev.pid,
-                        cgroup: parent.and_then(|p| p.cgroup),
+                        cgroup: parent.as_ref().and_then(|p| p.cgroup.clone()),
+                        exe: None,
+                        argv: Vec::new(),
+                        container_name: None,
                         how: How::Fork,
                         ended: None,
                     },
+                };
+                // A child runs what its parent ran until it execs.
+                let parent = self.get_mut(ev.pid).cloned();
+                let life = Life {
+                    exe: parent.as_ref().and_then(|p| p.exe.clone()),
+                    argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
+                    container_name: parent.and_then(|p| p.container_name),
+                    ..life
                 };
                 // A live entry under this pid means its exit was missed.
                 self.end(*child_pid, None);
                 self.push(life);
             }
-            EventKind::Exec { filename } => {
+            EventKind::Exec { filename, .. } => {
                 if let Some(l) = self.get_mut(ev.pid) {
                     l.comm = filename
                         .rsplit('/')
@@ -222,6 +253,35 @@ impl Lives {
         intro
     }
 
+    /// Takes what the analyzer made of an event: an exec's binary on the
+    /// host (a re-exec of itself keeps the one it ran) and command line,
+    /// a view's container name, a start's exe and argv.
+    pub fn record(&mut self, ev: &Event) {
+        let Some(l) = self.get_mut(ev.pid) else {
+            return;
+        };
+        match &ev.kind {
+            EventKind::Exec { filename, argv, .. } => {
+                let itself = matches!(
+                    ev.in_process.path_in_process.as_deref().unwrap_or(filename),
+                    "/proc/self/exe" | "/proc/thread-self/exe"
+                );
+                if !(itself && l.exe.is_some()) {
+                    l.exe = Some(filename.clone());
+                }
+                l.argv = argv.clone();
+            }
+            EventKind::ProcessStart { exe, argv, .. } => {
+                l.exe = (!exe.is_empty()).then(|| exe.clone());
+                l.argv = argv.clone();
+            }
+            EventKind::View {
+                container: Some(c), ..
+            } => l.container_name = c.name.clone(),
+            _ => {}
+        }
+    }
+
     /// How a life stands: still running, how it ended, or that its end was
     /// not seen (its pid was taken by a new process first).
     fn state(&self, key: u64, l: &Life) -> String {
@@ -244,8 +304,11 @@ impl Lives {
                         "nspid": l.nspid,
                         "comm": l.comm,
                         "ppid": l.ppid,
+                        "exe": l.exe,
+                        "argv": l.argv,
                         "cgroup": l.cgroup,
                         "container_id": l.cgroup.as_deref().and_then(container_id),
+                        "container_name": l.container_name,
                         "how": l.how.as_str(),
                         "state": self.state(k, l),
                     })
@@ -254,31 +317,80 @@ impl Lives {
         )
     }
 
-    /// The processes section of text reports.
+    /// The processes section of text reports: each process under the
+    /// one that forked it, so a daemon's helpers (a re-exec such as
+    /// `docker-untar`) show beneath it.
     pub fn render_text(&self) -> String {
         let mut s = format!("\nProcesses watched ({}):\n", self.all.len());
-        for (&k, l) in &self.all {
-            s.push_str(&format!("  {:>7}", l.pid));
+        let keys: Vec<u64> = self.all.keys().copied().collect();
+        // A life's parent is the latest life of its ppid that began before it.
+        let parent_of = |k: u64, l: &Life| {
+            self.all
+                .range(..k)
+                .rev()
+                .find(|(_, p)| p.pid == l.ppid)
+                .map(|(&pk, _)| pk)
+        };
+        let mut children: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut roots = Vec::new();
+        for &k in &keys {
+            match parent_of(k, &self.all[&k]) {
+                Some(p) => children.entry(p).or_default().push(k),
+                None => roots.push(k),
+            }
+        }
+        let mut stack: Vec<(u64, usize)> = roots.iter().rev().map(|&k| (k, 0)).collect();
+        while let Some((k, depth)) = stack.pop() {
+            let l = &self.all[&k];
+            s.push_str(&format!("  {:>7}{}", l.pid, "  ".repeat(depth.min(8))));
             if let Some(ns) = l.ns_pid() {
                 s.push_str(&format!(" (pid {ns} in its namespace)"));
             }
-            s.push_str(&format!(" {}  {}", l.comm, l.how.as_str()));
+            s.push_str(&format!(" {}", shown(&l.comm)));
+            // argv[0] when it says more than the name (`docker-untar`
+            // for a re-exec that runs as `exe`).
+            let named = |a: &&String| a.rsplit('/').next() != Some(l.comm.as_str());
+            if let Some(arg0) = l.argv.first().filter(named) {
+                s.push_str(&format!(" ({})", shown(arg0)));
+            }
+            if let Some(exe) = &l.exe {
+                s.push_str(&format!("  exe {}", shown(exe)));
+            }
+            s.push_str(&format!("  {}", l.how.as_str()));
             if let Some(cg) = &l.cgroup {
-                s.push_str(&format!("  cgroup {cg}"));
+                s.push_str(&format!("  cgroup {}", shown(cg)));
                 if let Some(id) = container_id(cg) {
                     s.push_str(&format!("  container {}", &id[..12]));
+                    if let Some(name) = &l.container_name {
+                        s.push_str(&format!(" ({name})"));
+                    }
                 }
             }
             s.push_str(&format!("  {}\n", self.state(k, l)));
+            if let Some(kids) = children.get(&k) {
+                stack.extend(kids.iter().rev().map(|&c| (c, depth + 1)));
+            }
         }
         if self.dropped > 0 {
             s.push_str(&format!(
-                "  ({} ended processes left out of this list)\n",
-                self.dropped
+                "  ({} left out of this list)\n",
+                auditor_analyzer::report::plural::count(
+                    self.dropped,
+                    "ended process",
+                    "ended processes"
+                )
             ));
         }
         s
     }
+}
+
+/// Text a traced program chose (its name, arguments, paths), with control
+/// characters escaped so it cannot drive the terminal.
+fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(char::escape_default)
+        .collect::<String>()
 }
 
 #[cfg(test)]
@@ -292,7 +404,9 @@ mod tests {
             pid,
             tid: pid,
             comm: "d".into(),
+            stack: None,
             kind,
+            in_process: Default::default(),
         }
     }
 
@@ -326,6 +440,8 @@ mod tests {
             4_000_000,
             EventKind::Exec {
                 filename: "/usr/bin/d".into(),
+                argv: Vec::new(),
+                stamp: None,
             },
         ));
         assert!(matches!(
@@ -341,6 +457,58 @@ mod tests {
         assert_eq!(j[0]["state"], "exited with code 0");
         assert_eq!(j[1]["how"], "followed at exec");
         assert_eq!(j[1]["state"], "still running");
+    }
+
+    /// dockerd's re-exec shows under dockerd, as the binary it re-ran,
+    /// known by its argv[0].
+    #[test]
+    fn a_re_exec_keeps_its_binary_and_shows_under_its_parent() {
+        let mut lives = Lives::new(ProcFs::new("/nonexistent"));
+        lives.attached(&ProcInfo {
+            pid: 10,
+            comm: "dockerd".into(),
+            nspid: vec![10],
+            ..Default::default()
+        });
+        lives.record(&ev(
+            10,
+            EventKind::ProcessStart {
+                cwd: "/".into(),
+                exe: "/usr/sbin/dockerd".into(),
+                argv: vec!["/usr/sbin/dockerd".into()],
+                ppid: 1,
+                launched: false,
+            },
+        ));
+        lives.observe(&ev(
+            10,
+            EventKind::Fork {
+                child_pid: 20,
+                child_tid: 20,
+                thread: false,
+                shares_files: false,
+                new_mount_ns: false,
+            },
+        ));
+        let exec = ev(
+            20,
+            EventKind::Exec {
+                filename: "/proc/self/exe".into(),
+                argv: vec!["docker-untar".into(), "/".into()],
+                stamp: None,
+            },
+        );
+        lives.observe(&exec);
+        lives.record(&exec);
+        let j = lives.to_json();
+        assert_eq!(j[1]["exe"], "/usr/sbin/dockerd");
+        assert_eq!(j[1]["argv"][0], "docker-untar");
+        assert_eq!(j[1]["ppid"], 10);
+        let text = lives.render_text();
+        assert!(
+            text.contains("     20   exe (docker-untar)  exe /usr/sbin/dockerd"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -360,6 +528,7 @@ mod tests {
                     child_tid: pid,
                     thread: false,
                     shares_files: false,
+                    new_mount_ns: false,
                 },
             ));
             lives.observe(&exit(pid, 0));

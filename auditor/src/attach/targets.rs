@@ -44,13 +44,28 @@ impl Selectors {
     }
 
     /// The processes to watch now, parents before children. Fails when a
-    /// `--pid` names no process; an empty result is for the caller to judge
-    /// (it may wait for `--follow-new`).
+    /// `--pid` names no process, the auditor itself (`exclude`) or a kernel
+    /// thread, each of which would otherwise vanish from the set unsaid; an
+    /// empty result is for the caller to judge (it may wait for
+    /// `--follow-new`).
     pub fn discover(&self, proc: &ProcFs, exclude: u32) -> Result<Vec<ProcInfo>, UserError> {
         for &pid in &self.pids {
             if !proc.exists(pid) {
                 return Err(UserError::new(format!(
                     "--pid {pid}: no such process (see `ps -e`)"
+                )));
+            }
+            if pid == exclude {
+                return Err(UserError::new(format!(
+                    "--pid {pid} is the auditor itself: give the pid of the program to watch"
+                )));
+            }
+            if let Ok(info) = proc.info(pid)
+                && is_kernel_thread(&info)
+            {
+                return Err(UserError::new(format!(
+                    "--pid {pid} is a kernel thread ({}): kernel threads do no file I/O of their own to audit",
+                    info.comm
                 )));
             }
         }

@@ -3,10 +3,12 @@
 
 use std::mem::size_of;
 
-use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, Reopens};
+use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, Reopens, ViewStamp};
+
+use super::stacks::Stacks;
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
-    Syscall, SyscallRecord,
+    StackRecord, Syscall, SyscallRecord,
     linux::{
         FMODE_CREATED,
         at::AT_FDCWD,
@@ -41,6 +43,9 @@ impl DecodeStats {
 #[derive(Default)]
 pub struct Decoder {
     pub stats: DecodeStats,
+    /// Turns the probes' stack copies into frames (live capture with
+    /// stacks on); it follows execs, mappings and forks for that.
+    pub stacks: Option<Stacks>,
 }
 
 impl Decoder {
@@ -71,20 +76,52 @@ impl Decoder {
             out.push(lost(h.ts_ns));
             return;
         }
+        let mut stack = 0u32;
         let decoded = match kind {
-            Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| syscall(&r, None, None)),
-            Kind::Path => read::<PathRecord>(bytes)
-                .and_then(|r| syscall(&r.sys, Some(cstr(&r.path)), Some(cstr(&r.path2)))),
-            Kind::Exec => read::<PathRecord>(bytes).map(|r| EventKind::Exec {
-                filename: cstr(&r.path),
+            Kind::Syscall => read::<SyscallRecord>(bytes).and_then(|r| {
+                stack = r.stack;
+                self.follow(&h, &r, None);
+                syscall(&r, None, None)
             }),
-            Kind::Fork => read::<ForkRecord>(bytes).map(|r| EventKind::Fork {
-                child_pid: r.child_tgid,
-                child_tid: r.child_tid,
-                thread: r.child_tgid == h.tgid,
-                shares_files: r.shares_files != 0,
+            Kind::Path => read::<PathRecord>(bytes).and_then(|r| {
+                stack = r.sys.stack;
+                let path = cstr(&r.path);
+                self.follow(&h, &r.sys, Some(&path));
+                syscall(&r.sys, Some(path), Some(cstr(&r.path2)))
             }),
-            Kind::Exit => read::<ExitRecord>(bytes).map(|r| exit(&r)),
+            Kind::Exec => read::<PathRecord>(bytes).map(|r| {
+                let filename = cstr(&r.path);
+                if let Some(s) = self.stacks.as_mut() {
+                    s.exec(h.tgid, &filename, &r);
+                }
+                EventKind::Exec {
+                    filename,
+                    argv: args(&r.path2, r.sys.args[1]),
+                    stamp: stamp(&r.sys),
+                }
+            }),
+            Kind::Fork => read::<ForkRecord>(bytes).map(|r| {
+                let thread = r.child_tgid == h.tgid;
+                if let Some(s) = self.stacks.as_mut() {
+                    s.forked(h.tgid, r.child_tgid, thread);
+                }
+                EventKind::Fork {
+                    child_pid: r.child_tgid,
+                    child_tid: r.child_tid,
+                    thread,
+                    shares_files: r.shares_files != 0,
+                    new_mount_ns: r.new_mount_ns != 0,
+                }
+            }),
+            Kind::Exit => read::<ExitRecord>(bytes).map(|r| {
+                stack = r.stack;
+                if r.group_dead != 0
+                    && let Some(s) = self.stacks.as_mut()
+                {
+                    s.exited(h.tgid);
+                }
+                exit(&r)
+            }),
             Kind::SignalGenerate => read::<SignalRecord>(bytes).map(|r| EventKind::SignalSent {
                 signal: r.sig,
                 target_pid: r.target_tgid,
@@ -104,6 +141,26 @@ impl Decoder {
                     handler: r.handler,
                 })
             }
+            Kind::Stack => {
+                if bytes.len() < size_of::<StackRecord>() {
+                    None
+                } else {
+                    // Not copied onto our stack: the record is 12 KiB.
+                    // SAFETY: length checked; plain data valid for any bit
+                    // pattern; read_unaligned copes with the alignment.
+                    let r: Box<StackRecord> = Box::new(unsafe {
+                        std::ptr::read_unaligned(bytes.as_ptr() as *const StackRecord)
+                    });
+                    match self.stacks.as_mut() {
+                        Some(s) => Some(EventKind::Stack {
+                            id: r.id,
+                            user_stack: s.resolve(h.tgid, &r),
+                        }),
+                        // Stacks were not asked for: nothing to say.
+                        None => return,
+                    }
+                }
+            }
         };
         match decoded {
             Some(kind) => out.push(Event {
@@ -112,12 +169,31 @@ impl Decoder {
                 pid: h.tgid,
                 tid: h.tid,
                 comm: cstr(&h.comm),
+                stack: (stack != 0).then_some(stack),
                 kind,
+                in_process: Default::default(),
             }),
             None => {
                 self.stats.bad_size += 1;
                 out.push(lost(h.ts_ns));
             }
+        }
+    }
+
+    /// What the stacks need from a syscall: files opened (a mapping names
+    /// one by fd) and executable mappings.
+    fn follow(&mut self, h: &Header, r: &SyscallRecord, path: Option<&str>) {
+        let Some(s) = self.stacks.as_mut() else {
+            return;
+        };
+        match r.nr {
+            MMAP => s.mapped(h.tgid, &r.args, r.ret, &r.file),
+            OPEN | OPENAT | OPENAT2 | CREAT if r.ret >= 0 => {
+                if let Some(p) = path {
+                    s.opened(h.tgid, r.ret, p);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -131,7 +207,9 @@ fn lost(ts_ns: u64) -> Event {
         pid: 0,
         tid: 0,
         comm: String::new(),
+        stack: None,
         kind: EventKind::Lost { count: 1 },
+        in_process: Default::default(),
     }
 }
 
@@ -153,6 +231,29 @@ fn cstr(b: &[u8]) -> String {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(&b[..end]).into_owned(),
     }
+}
+
+/// An exec's arguments: `len` bytes of NUL-separated strings (the last
+/// may be cut).
+fn args(b: &[u8], len: u64) -> Vec<String> {
+    let n = (len as usize).min(b.len());
+    b[..n]
+        .split(|&c| c == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Where the task stood, from an exec or setns record (see
+/// `SyscallRecord::file`); None when the probe could not read it.
+fn stamp(r: &SyscallRecord) -> Option<ViewStamp> {
+    (r.file.ino != 0 && r.file2.ino != 0).then(|| ViewStamp {
+        mnt_ns: r.file2.ino,
+        root: FileId {
+            dev: user_dev(r.file.dev),
+            ino: r.file.ino,
+        },
+    })
 }
 
 fn exit(r: &ExitRecord) -> EventKind {
@@ -414,6 +515,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[2] as u32,
             ret,
             file,
+            image: None,
         },
         OPENAT | OPENAT2 => EventKind::Open {
             call,
@@ -423,6 +525,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[3] as u32,
             ret,
             file,
+            image: None,
         },
         CREAT => EventKind::Open {
             call,
@@ -432,6 +535,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             mode: a[1] as u32,
             ret,
             file,
+            image: None,
         },
         // calls > 0: a run of visits (the probes' visits.rs): the closes,
         // and in args[1..] the open call, the reopens, flags, mode, dirfd.
@@ -506,6 +610,30 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             file,
         },
         CHDIR => EventKind::Chdir { path, ret },
+        CHROOT => EventKind::Chroot { path, ret },
+        PIVOT_ROOT => EventKind::PivotRoot {
+            new_root: path,
+            put_old: path2,
+            ret,
+        },
+        MOUNT => EventKind::Mount {
+            source: path,
+            target: path2,
+            flags: a[3],
+            ret,
+        },
+        UMOUNT2 => EventKind::Umount {
+            target: path,
+            flags: a[1] as u32,
+            ret,
+        },
+        UNSHARE => EventKind::Unshare { flags: a[0], ret },
+        SETNS => EventKind::Setns {
+            fd: fd(0),
+            nstype: a[1] as i64,
+            ret,
+            stamp: stamp(r),
+        },
         FCHDIR => EventKind::Fchdir { fd: fd(0), ret },
         _ => return None,
     })
@@ -553,6 +681,8 @@ mod tests {
                 _pad: 0,
             },
             file2: FileIdent::default(),
+            stack: 0,
+            _pad: 0,
         }
     }
 
@@ -657,6 +787,45 @@ mod tests {
     }
 
     #[test]
+    fn decodes_an_exec_with_its_arguments_and_stand() {
+        let mut rec = PathRecord {
+            sys: sys(0, [7, 0, 0, 0, 0, 0], 0, 1),
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(Kind::Exec, size_of::<PathRecord>(), 1);
+        rec.path[..14].copy_from_slice(b"/proc/self/exe");
+        let args = b"docker-untar\0/\0/var/lib/docker/overlay2/x/diff\0";
+        rec.path2[..args.len()].copy_from_slice(args);
+        rec.sys.args[1] = args.len() as u64;
+        rec.sys.file2.ino = 4026531832;
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        match &out[0].kind {
+            EventKind::Exec {
+                filename,
+                argv,
+                stamp: Some(stamp),
+            } => {
+                assert_eq!(filename, "/proc/self/exe");
+                assert_eq!(
+                    argv,
+                    &["docker-untar", "/", "/var/lib/docker/overlay2/x/diff"]
+                );
+                assert_eq!((stamp.mnt_ns, stamp.root.ino), (4026531832, 77));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A length past the buffer is cut to it, never trusted.
+        rec.sys.args[1] = u64::MAX;
+        rec.sys.file.ino = 0;
+        Decoder::default().decode(&bytes(&rec), &mut out);
+        assert!(
+            matches!(&out[1].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
+        );
+    }
+
+    #[test]
     fn counts_bad_sizes_and_unknown_kinds() {
         let mut d = Decoder::default();
         let mut out = Vec::new();
@@ -683,7 +852,7 @@ mod tests {
             exit_code: 3 << 8,
             group_exit_code: 0,
             group_dead: 1,
-            _pad: 0,
+            stack: 0,
         };
         assert_eq!(
             exit(&r),

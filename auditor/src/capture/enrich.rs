@@ -2,13 +2,41 @@
 //! path-based call (rename, link) carries no inode; right after the call a
 //! `lstat` of the new name finds the inode that was moved. A later rename
 //! of the same name could race this, which is why fd-based identities from
-//! the kernel are always preferred and this is only a fallback.
+//! the kernel are always preferred and this is only a fallback. A disk
+//! image opened for reading gets what its header names (see
+//! [`super::images`]).
 
 use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo};
 
 use super::decode::{file_type, fs_name};
+use super::images::ImageReader;
+
+/// What the live system adds. A replay reads no image: a recording
+/// carries what the live run read, and the files may have changed since.
+pub struct Enricher {
+    images: Option<ImageReader>,
+}
+
+impl Enricher {
+    pub fn live() -> Enricher {
+        Enricher {
+            images: Some(ImageReader::default()),
+        }
+    }
+
+    pub fn replay() -> Enricher {
+        Enricher { images: None }
+    }
+
+    pub fn enrich(&mut self, ev: &mut Event) {
+        enrich(ev);
+        if let Some(images) = self.images.as_mut() {
+            images.enrich(ev);
+        }
+    }
+}
 
 /// Fills `Rename.file` for successful renames and links.
 pub fn enrich(ev: &mut Event) {
@@ -75,6 +103,7 @@ mod tests {
             pid: 1,
             tid: 1,
             comm: "t".into(),
+            stack: None,
             kind: EventKind::Rename {
                 call: auditor_analyzer::event::Syscall::Rename,
                 old_dirfd: -100,
@@ -85,6 +114,7 @@ mod tests {
                 ret: 0,
                 file: None,
             },
+            in_process: Default::default(),
         };
         enrich(&mut ev);
         let f = ev.file().expect("filled");

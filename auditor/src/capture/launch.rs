@@ -101,7 +101,9 @@ pub fn start_events(
         pid,
         tid: pid,
         comm: comm.to_owned(),
+        stack: None,
         kind,
+        in_process: Default::default(),
     };
     let mut evs = vec![at_start(start)];
     evs.extend(fds.into_iter().map(|o| {

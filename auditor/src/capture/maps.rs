@@ -5,6 +5,7 @@
 use std::os::fd::RawFd;
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 
 /// The traced map holds at most this many tgids; a longer walk means the
@@ -44,6 +45,18 @@ pub fn read_slot(map_fd: RawFd, index: u32) -> Option<u64> {
         flags: 0,
     };
     bpf(BPF_MAP_LOOKUP_ELEM, &attr).then_some(value)
+}
+
+/// Sets `key` to `value` in a hash map; whether the kernel took it.
+pub fn update<K: Copy, V: Copy>(map_fd: RawFd, key: &K, value: &V) -> bool {
+    let attr = MapElemAttr {
+        map_fd: map_fd as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &attr)
 }
 
 /// Tgids in the traced map right now.

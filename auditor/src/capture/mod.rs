@@ -6,9 +6,13 @@ pub mod decode;
 #[cfg(test)]
 mod decode_fuzz;
 pub mod enrich;
+mod images;
 pub mod launch;
 pub mod maps;
+pub mod mountinfo;
 pub mod preflight;
 pub mod probes;
 pub mod procfs;
 pub mod pump;
+pub mod stacks;
+pub mod views;

@@ -7,7 +7,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use auditor_common::{STAT_ARGS_FULL, STAT_DROPPED, STAT_TRACED_FULL};
+use auditor_common::{
+    STAT_ARGS_FULL, STAT_DROPPED, STAT_STACK_LOST, STAT_STACK_REUSED, STAT_TRACED_FULL,
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, ProgramArray, RingBuf},
@@ -30,6 +32,8 @@ pub struct Probes {
     stats: PerCpuArray<MapData, u64>,
     traced_fd: RawFd,
     flush_fd: RawFd,
+    stack_sigs_fd: RawFd,
+    stacks: bool,
 }
 
 /// Makes the syscall probes return at once (`cargo xtask bench` measures
@@ -79,6 +83,9 @@ pub struct Needs {
     /// Crash points (`auditor crashtest`): left out of the other modes'
     /// programs, so the verifier does not check them there.
     pub crash_points: bool,
+    /// User stacks (not `--no-stacks`): without them their tail program
+    /// is neither verified nor installed.
+    pub stacks: bool,
 }
 
 /// Counters the probes keep in the kernel.
@@ -90,6 +97,10 @@ pub struct KernelStats {
     pub args_full: u64,
     /// Processes not traced because the traced-process table was full.
     pub traced_full: u64,
+    /// Stacks that could not be taken (their calls have none).
+    pub stacks_lost: u64,
+    /// Calls whose stack was known already and only named.
+    pub stacks_reused: u64,
 }
 
 impl KernelStats {
@@ -145,6 +156,7 @@ impl Probes {
             .override_global("CRASH_POINTS", &u32::from(needs.crash_points), true)
             .override_global("AGGREGATE", &u32::from(aggregate()), true)
             .override_global("SLOT_MASK", &(slots - 1), true)
+            .override_global("STACKS_ON", &u32::from(needs.stacks), true)
             .map_max_entries("SLOTS", slots)
             .map_max_entries("PENDING", overflow)
             .map_max_entries("EVENTS", ring_bytes)
@@ -152,7 +164,7 @@ impl Probes {
             .context("loading the probes into the kernel")?;
         let t = timings::since("object and maps", t);
 
-        load_programs(&mut ebpf)?;
+        load_programs(&mut ebpf, needs)?;
         let t = timings::since("verifier (all programs)", t);
 
         // The record-writing tail of sys_exit, in place before sys_exit runs.
@@ -161,6 +173,13 @@ impl Probes {
             let fd = tail.fd()?.try_clone()?;
             let mut tails = ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
             tails.set(0, &fd, 0).context("installing sys_exit_report")?;
+            if needs.stacks {
+                let tail: &mut RawTracePoint = program(&mut ebpf, "sys_enter_stack")?;
+                let fd = tail.fd()?.try_clone()?;
+                let mut tails =
+                    ProgramArray::try_from(ebpf.map_mut("TAILS").context("no TAILS map")?)?;
+                tails.set(1, &fd, 0).context("installing sys_enter_stack")?;
+            }
         }
 
         let mut links = Links::default();
@@ -180,6 +199,10 @@ impl Probes {
             Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
             _ => anyhow::bail!("probe object has no TRACED hash map"),
         };
+        let stack_sigs_fd = match ebpf.map("STACK_SIGS") {
+            Some(Map::LruHashMap(m)) => m.fd().as_fd().as_raw_fd(),
+            _ => anyhow::bail!("probe object has no STACK_SIGS map"),
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no STATS map")?)?;
         timings::since("attach", t);
@@ -190,11 +213,24 @@ impl Probes {
             stats,
             traced_fd,
             flush_fd,
+            stack_sigs_fd,
+            stacks: needs.stacks,
         })
     }
 
     fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
         self.ebpf.as_mut().context("the probes are being unloaded")
+    }
+
+    /// Whether the probes take stacks (not `--no-stacks`).
+    pub fn stacks(&self) -> bool {
+        self.stacks
+    }
+
+    /// Raw fd of the map of stack signatures (userspace writes what it
+    /// learnt unwinding a stack, see the probes' stack.rs).
+    pub fn stack_sigs_fd(&self) -> RawFd {
+        self.stack_sigs_fd
     }
 
     /// Raw fd of the traced-tgid map, for a child to add itself before exec.
@@ -290,6 +326,8 @@ impl Probes {
             dropped: sum(STAT_DROPPED),
             args_full: sum(STAT_ARGS_FULL),
             traced_full: sum(STAT_TRACED_FULL),
+            stacks_lost: sum(STAT_STACK_LOST),
+            stacks_reused: sum(STAT_STACK_REUSED),
         }
     }
 }
@@ -307,13 +345,14 @@ const RAW_TRACEPOINTS: [&str; 7] = [
     "signal_deliver",
 ];
 
-/// Every program: the attached ones, the tail of sys_exit and the flush
-/// userspace runs. Longest to verify first, so the threads below finish
-/// together.
-const PROGRAMS: [&str; 9] = [
+/// Every program: the attached ones, the tails of sys_exit and sys_enter
+/// and the flush userspace runs. Longest to verify first, so the threads
+/// below finish together.
+const PROGRAMS: [&str; 10] = [
     "sys_exit_report",
     "sched_process_exec",
     "sys_exit",
+    "sys_enter_stack",
     "sched_process_exit",
     "flush_runs",
     "signal_generate",
@@ -322,15 +361,18 @@ const PROGRAMS: [&str; 9] = [
     "sys_enter",
 ];
 
-/// Loads every program, on as many threads as there are CPUs: the
-/// verifier is most of start-up, it checks each program on its own, and
-/// (for a privileged loader) takes no lock that would serialise them.
-fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+/// Loads every program the mode needs, on as many threads as there are
+/// CPUs: the verifier is most of start-up, it checks each program on its
+/// own, and (for a privileged loader) takes no lock that would serialise
+/// them.
+fn load_programs(ebpf: &mut Ebpf, needs: Needs) -> Result<()> {
+    let wanted =
+        |name: &str| PROGRAMS.contains(&name) && (needs.stacks || name != "sys_enter_stack");
     let mut todo: Vec<(&str, &mut aya::programs::Program)> = ebpf
         .programs_mut()
-        .filter(|(name, _)| PROGRAMS.contains(name))
+        .filter(|(name, _)| wanted(name))
         .collect();
-    if todo.len() != PROGRAMS.len() {
+    if todo.len() != PROGRAMS.iter().filter(|n| wanted(n)).count() {
         anyhow::bail!("probe object lacks some of its programs");
     }
     todo.sort_by_key(|(name, _)| std::cmp::Reverse(PROGRAMS.iter().position(|p| p == name)));

@@ -4,9 +4,12 @@
 
 use std::{io, path::PathBuf};
 
-use auditor_analyzer::event::FileInfo;
+use auditor_analyzer::event::{FileId, FileInfo};
 
 use super::enrich::stat_info;
+
+/// Bytes of a mount table read at most.
+const MAX_MOUNTINFO: u64 = 4 << 20;
 
 /// A /proc tree (the real one, or a copy in tests).
 #[derive(Clone, Debug)]
@@ -72,6 +75,16 @@ impl ProcFs {
         self.path(pid, "stat").exists()
     }
 
+    /// Whether `pid` still runs: listed, and not a zombie waiting to be
+    /// reaped (its exit already happened).
+    pub fn running(&self, pid: u32) -> bool {
+        std::fs::read_to_string(self.path(pid, "stat")).is_ok_and(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    }
+
     /// comm, ppid, start time, NSpid and cgroup of `pid`.
     pub fn info(&self, pid: u32) -> io::Result<ProcInfo> {
         let stat = std::fs::read_to_string(self.path(pid, "stat"))?;
@@ -116,6 +129,42 @@ impl ProcFs {
             link(self.path(pid, "exe")),
             argv,
         )
+    }
+
+    /// The inode number of `pid`'s mount namespace (as `/proc/PID/ns/mnt`
+    /// names it: `mnt:[N]`).
+    pub fn mnt_ns(&self, pid: u32) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(self.path(pid, "ns/mnt"))?.ino())
+    }
+
+    /// Device and inode of `pid`'s root directory.
+    pub fn root_id(&self, pid: u32) -> io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.path(pid, "root"))?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Where `pid`'s root is, as our root reaches it (for a process in
+    /// another mount namespace, relative to that namespace's root).
+    pub fn root_link(&self, pid: u32) -> io::Result<String> {
+        Ok(std::fs::read_link(self.path(pid, "root"))?
+            .display()
+            .to_string())
+    }
+
+    /// `pid`'s mount table, bounded (a table of a million mounts is read
+    /// in part and its last line counted malformed).
+    pub fn mountinfo(&self, pid: u32) -> io::Result<String> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(self.path(pid, "mountinfo"))?
+            .take(MAX_MOUNTINFO)
+            .read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The fds `pid` holds open now, with what the kernel says about each

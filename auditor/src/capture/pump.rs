@@ -128,7 +128,9 @@ impl Pump {
                 pid: 0,
                 tid: 0,
                 comm: String::new(),
+                stack: None,
                 kind: EventKind::Lost { count },
+                in_process: Default::default(),
             })?;
         }
         Ok(())

@@ -2,7 +2,10 @@
 //! and chooses where events and the report go; each returns the exit code.
 
 pub mod attach;
+pub mod baseline;
+pub mod completions;
 pub mod crashtest;
+pub mod man;
 pub mod record;
 pub mod report;
 pub mod run;

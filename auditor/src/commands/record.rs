@@ -44,8 +44,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     file.commit()
         .map_err(|e| UserError::new(format!("cannot write {}: {e}", args.output.display())))?;
     eprintln!(
-        "auditor: recorded {} events to {}{}",
-        run.events,
+        "auditor: recorded {} to {}{}",
+        auditor_analyzer::report::plural::count(run.events, "event", "events"),
         args.output.display(),
         if run.dropped > 0 {
             format!(" ({} dropped)", run.dropped)

@@ -11,7 +11,7 @@ use crate::{
     pipeline::{
         INTERRUPTED, Pipeline, Target,
         options::analyzer_config,
-        sinks::{Events, Findings, conclude},
+        sinks::{EventFormat, Events, Findings, conclude},
     },
     tui,
 };
@@ -22,11 +22,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         return tui::run_command(args, config);
     }
     let format = args.report.format();
+    let event_format = args.events.then(|| EventFormat::of(format)).transpose()?;
     launch::resolve_program(&args.command[0])?;
     let mut out = Output::open(args.report.output.as_deref())?;
     let mut pipeline = Pipeline::live(config, &args.capture)?;
     let target = Target::Launch(args.command.clone());
-    if args.events {
+    if let Some(format) = event_format {
         let mut sink = Events {
             out: &mut out,
             format,

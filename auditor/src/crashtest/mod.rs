@@ -126,7 +126,15 @@ fn choose(n: usize, renames: u64, fsyncs: u64, seed: u64) -> Vec<Point> {
     all
 }
 
-pub fn run(args: CrashtestArgs) -> Result<i32> {
+pub fn run(mut args: CrashtestArgs) -> Result<i32> {
+    if args.report.baseline.is_some() || args.report.config.is_some() {
+        return Err(UserError::new(
+            "crashtest judges every finding: --baseline and --config apply to run, report and attach",
+        )
+        .into());
+    }
+    // Nor does the allow-list of the working directory.
+    args.report.no_config = true;
     // Before any thread exists: the guardian is forked (and dropped last,
     // after the scratch state), then the mask every thread inherits.
     let guardian = guardian::Guardian::start()?;
@@ -140,6 +148,7 @@ pub fn run(args: CrashtestArgs) -> Result<i32> {
     // A crash at exit needs no crash point in the probes.
     let needs = Needs {
         crash_points: !matches!(at, At::Exit),
+        ..Needs::default()
     };
     let mut pipeline = Pipeline::live_with(config.clone(), &args.capture, needs)?;
     if let Some(probes) = pipeline.probes_mut() {

@@ -5,7 +5,10 @@
 use std::fmt::Write;
 
 use anyhow::Result;
-use auditor_analyzer::{Finding, report::Report};
+use auditor_analyzer::{
+    Finding,
+    report::{Report, plural::count},
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -365,6 +368,18 @@ pub fn finish(
             v["crashtest"] = plan_json(&plan, &t, &crashes);
             out.write_chunk(format!("{v}\n").as_bytes())?;
         }
+        Format::Sarif => {
+            let mut doc = reference.to_sarif();
+            if let Some(results) = doc["runs"][0]["results"].as_array_mut() {
+                for (i, r) in results.iter_mut().enumerate() {
+                    r["properties"]["confirmed"] = (!t.confirmed_by[i].is_empty()).into();
+                }
+            }
+            doc["runs"][0]["properties"]["crashtest"] = plan_json(&plan, &t, &crashes);
+            let mut text = serde_json::to_vec_pretty(&doc)?;
+            text.push(b'\n');
+            out.write_chunk(&text)?;
+        }
         Format::Text => {
             let o = text_options(&args.report, &out);
             let mut text = reference.render_text(&o);
@@ -480,12 +495,12 @@ fn render_text(
     }
     let _ = writeln!(
         o,
-        "crash test: {} crash points, {} files lost data, {} of them predicted by no finding; {} of {} findings confirmed",
-        crashes.len(),
-        t.losses,
+        "crash test: {}, {} lost data, {} of them predicted by no finding; {} of {} confirmed",
+        count(crashes.len() as u64, "crash point", "crash points"),
+        count(t.losses as u64, "file", "files"),
         t.unpredicted,
         t.confirmed_by.iter().filter(|c| !c.is_empty()).count(),
-        reference.findings.len()
+        count(reference.findings.len() as u64, "finding", "findings")
     );
     if t.unpredicted > 0 {
         let _ = writeln!(
@@ -519,6 +534,7 @@ mod tests {
                 pid: 1,
                 comm: comm.into(),
                 exe: None,
+                argv: Vec::new(),
             },
             "",
         );
@@ -529,6 +545,7 @@ mod tests {
             tid: 1,
             comm: comm.into(),
             call: call.into(),
+            stack: None,
         });
         f
     }

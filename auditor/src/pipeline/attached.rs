@@ -17,6 +17,7 @@ use crate::{
         launch::start_events,
         probes::Probes,
         procfs::{ProcFs, ProcInfo},
+        views::Views,
     },
     error::UserError,
 };
@@ -80,10 +81,17 @@ impl AttachPlan {
         let proc = ProcFs::default();
         let me = std::process::id();
         let found = selectors.discover(&proc, me)?;
-        let can_wait = follow_new && !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
-        if found.is_empty() && !can_wait {
+        let names = !(selectors.comms.is_empty() && selectors.cgroups.is_empty());
+        if found.is_empty() && !(follow_new && names) {
+            // Suggest only what would help: --follow-new waits for names
+            // and cgroups, never for a pid.
+            let hint = match (names, follow_new) {
+                (true, _) => " (add --follow-new to wait for one)",
+                (false, true) => " (--follow-new waits for a --comm or --cgroup, not a pid)",
+                (false, false) => "",
+            };
             return Err(UserError::new(format!(
-                "no running process matches {} (add --follow-new to wait for one)",
+                "no running process matches {}{hint}",
                 describe.join(" ")
             )));
         }
@@ -107,7 +115,12 @@ impl AttachPlan {
     /// names and cgroups for later execs), registers their lives, and
     /// returns what they were and held. A second pass picks up children
     /// forked before their parent was traced.
-    pub(super) fn seed(&self, probes: &mut Probes, lives: &mut Lives) -> Result<AtStart> {
+    pub(super) fn seed(
+        &self,
+        probes: &mut Probes,
+        lives: &mut Lives,
+        views: &mut Views,
+    ) -> Result<AtStart> {
         if self.follow_new {
             for c in &self.selectors.comms {
                 probes.watch_comm(comm_key(c))?;
@@ -117,6 +130,7 @@ impl AttachPlan {
             }
         }
         let mut seeded = BTreeSet::new();
+        let mut watched = 0;
         let mut events = Vec::new();
         let mut pass = self.found.clone();
         for second in [false, true] {
@@ -134,38 +148,58 @@ impl AttachPlan {
             for info in &fresh {
                 probes.trace_pid(info.pid)?;
             }
+            // One that ended before it was traced would never be seen to
+            // end: it is not watched (a short-lived child of a target).
+            let fresh: Vec<ProcInfo> = fresh
+                .into_iter()
+                .filter(|i| self.proc.running(i.pid))
+                .collect();
+            watched += fresh.len();
             for info in &fresh {
                 lives.attached(info);
-                events.extend(self.state_at_attach(info));
+                events.extend(self.state_at_attach(info, views));
             }
         }
         Ok(AtStart {
-            processes: seeded.len(),
+            processes: watched,
             events,
         })
     }
 
-    /// What a process already was and held when the attach found it. An
-    /// unreadable fd table is one line on stderr: later calls on those fds
-    /// are still judged from the kernel's file identity.
-    fn state_at_attach(&self, info: &ProcInfo) -> Vec<Event> {
+    /// What a process already was and held when the attach found it, and
+    /// where its paths lie on the host (its cwd and fd links as it names
+    /// them, the view after its start). An unreadable fd table is one line
+    /// on stderr: later calls on those fds are still judged from the
+    /// kernel's file identity.
+    fn state_at_attach(&self, info: &ProcInfo, views: &mut Views) -> Vec<Event> {
         let (cwd, exe, argv) = self.proc.cwd_exe_argv(info.pid);
+        let seen = views.at_attach(info.pid);
         let start = EventKind::ProcessStart {
-            cwd,
+            cwd: seen.in_process(&cwd),
             exe,
             argv,
             ppid: info.ppid,
             launched: false,
         };
-        let fds = self.proc.open_files(info.pid).unwrap_or_else(|e| {
+        let mut fds = self.proc.open_files(info.pid).unwrap_or_else(|e| {
             eprintln!(
                 "auditor: cannot read /proc/{}/fd ({e}): files {} had open before the attach are unknown",
                 info.pid, info.pid
             );
             Vec::new()
         });
+        for o in &mut fds {
+            o.path = seen.in_process(&o.path);
+        }
         // Standard output and error at attach are the process's log, set
         // up by whoever started it: not its data.
-        start_events(info.pid, &info.comm, start, fds, |o| o.fd == 1 || o.fd == 2)
+        let mut events = start_events(info.pid, &info.comm, start, fds, |o| o.fd == 1 || o.fd == 2);
+        // The view first: the start's exe is named in it.
+        if let Some(view) = seen.view {
+            let mut v = events[0].clone();
+            v.kind = view;
+            events.insert(0, v);
+        }
+        events
     }
 }

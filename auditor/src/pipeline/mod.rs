@@ -29,7 +29,10 @@ use crate::{
         enrich,
         launch::Launched,
         probes::{KernelStats, Needs, Probes},
+        procfs::ProcFs,
         pump::{self, Pump, wait_readable},
+        stacks::Stacks,
+        views::Views,
     },
     cli::CaptureOptions,
     timings,
@@ -86,16 +89,21 @@ impl Pipeline {
     /// [`Pipeline::live`] with what a mode needs beyond the common probes.
     pub fn live_with(config: Config, capture: &CaptureOptions, needs: Needs) -> Result<Pipeline> {
         let ring = ring_bytes(capture)?;
-        let mut pipeline = Pipeline::replay(config)?;
-        pipeline.probes = Some(Probes::load(ring, needs)?);
-        Ok(pipeline)
+        let needs = Needs {
+            stacks: !capture.no_stacks,
+            ..needs
+        };
+        Ok(Pipeline {
+            analyzer: Arc::new(Mutex::new(new_analyzer(config, true)?)),
+            probes: Some(Probes::load(ring, needs)?),
+        })
     }
 
     /// An analyzer without probes, for recordings (they already carry what
     /// the enricher would add).
     pub fn replay(config: Config) -> Result<Pipeline> {
         Ok(Pipeline {
-            analyzer: Arc::new(Mutex::new(new_analyzer(config)?)),
+            analyzer: Arc::new(Mutex::new(new_analyzer(config, false)?)),
             probes: None,
         })
     }
@@ -108,7 +116,7 @@ impl Pipeline {
     /// Starts over with a fresh analyzer (crashtest runs a command many
     /// times under the same probes).
     pub fn reset(&mut self, config: Config) -> Result<()> {
-        *lock(&self.analyzer) = new_analyzer(config)?;
+        *lock(&self.analyzer) = new_analyzer(config, self.probes.is_some())?;
         Ok(())
     }
 
@@ -149,7 +157,8 @@ impl Pipeline {
         signals::install(signals::Policy::Launch);
         let t = Instant::now();
         let (launched, at_start) = Launched::spawn(probes, argv)?;
-        let mut feed = Feed::new(&self.analyzer, sink, None);
+        let views = Views::new(ProcFs::default());
+        let mut feed = Feed::new(&self.analyzer, sink, None, Some(views));
         for ev in at_start {
             feed.event(ev)?;
         }
@@ -158,17 +167,13 @@ impl Pipeline {
             launched.finished() || signals::interrupted_again()
         })?;
         timings::since("command and capture", t);
-        let mut run = run_info("run", argv);
+        let mut run = captured(run_info("run", argv), started, &kernel, &decode);
         let left_running = !launched.finished();
         run.exit_status = if left_running {
             launched.leave()
         } else {
             launched.wait()
         };
-        run.started_at = rfc3339(started);
-        run.ended_at = rfc3339(SystemTime::now());
-        run.dropped = pump::dropped(&kernel, &decode);
-        run.events = decode.records;
         Ok(Outcome {
             run,
             lives: None,
@@ -182,8 +187,9 @@ impl Pipeline {
         let t0 = Instant::now();
         signals::install(signals::Policy::Attach);
         let mut lives = Lives::new(plan.proc.clone());
-        let at_start = plan.seed(probes, &mut lives)?;
-        let mut feed = Feed::new(&self.analyzer, sink, Some(lives));
+        let mut views = Views::new(plan.proc.clone());
+        let at_start = plan.seed(probes, &mut lives, &mut views)?;
+        let mut feed = Feed::new(&self.analyzer, sink, Some(lives), Some(views));
         let seeded = at_start.processes;
         for ev in at_start.events {
             feed.event(ev)?;
@@ -205,11 +211,12 @@ impl Pipeline {
                 // Nothing left to watch.
                 || (!plan.follow_new && feed.lives.as_ref().is_some_and(|l| l.live_count() == 0))
         })?;
-        let mut run = run_info("attach", &plan.describe);
-        run.started_at = rfc3339(started);
-        run.ended_at = rfc3339(SystemTime::now());
-        run.dropped = pump::dropped(&kernel, &decode);
-        run.events = decode.records;
+        let run = captured(
+            run_info("attach", &plan.describe),
+            started,
+            &kernel,
+            &decode,
+        );
         Ok(Outcome {
             run,
             lives: feed.lives,
@@ -227,7 +234,7 @@ impl Pipeline {
             run.dropped = tr.dropped;
             run.events = tr.events;
         }
-        let mut feed = Feed::new(&self.analyzer, sink, None);
+        let mut feed = Feed::new(&self.analyzer, sink, None, None);
         for ev in rec.events {
             feed.event(ev)?;
         }
@@ -239,9 +246,32 @@ impl Pipeline {
     }
 }
 
-fn new_analyzer(config: Config) -> Result<Analyzer> {
+/// The analyzer with the enricher: a `live` one also reads what only the
+/// live system can (disk image headers).
+/// A live capture's run facts: when it ran, what it got and lost.
+fn captured(
+    mut run: RunInfo,
+    started: SystemTime,
+    kernel: &KernelStats,
+    decode: &DecodeStats,
+) -> RunInfo {
+    run.started_at = rfc3339(started);
+    run.ended_at = rfc3339(SystemTime::now());
+    run.dropped = pump::dropped(kernel, decode);
+    run.stacks_lost = kernel.stacks_lost;
+    run.stacks_reused = kernel.stacks_reused;
+    run.events = decode.records;
+    run
+}
+
+fn new_analyzer(config: Config, live: bool) -> Result<Analyzer> {
     let mut analyzer = Analyzer::new(config)?;
-    analyzer.set_enricher(Box::new(enrich::enrich));
+    let mut enricher = if live {
+        enrich::Enricher::live()
+    } else {
+        enrich::Enricher::replay()
+    };
+    analyzer.set_enricher(Box::new(move |ev| enricher.enrich(ev)));
     Ok(analyzer)
 }
 
@@ -254,6 +284,13 @@ fn capture(
     mut finished: impl FnMut(&Feed<'_>) -> bool,
 ) -> Result<(KernelStats, DecodeStats)> {
     let mut pump = Pump::default();
+    if probes.stacks() {
+        let mut stacks = Stacks::new(Some(probes.stack_sigs_fd()));
+        for pid in feed.lives.iter().flat_map(|l| l.live_pids()) {
+            stacks.prime(pid);
+        }
+        pump.decoder.stacks = Some(stacks);
+    }
     let mut sweeps = lock(feed.analyzer).sweeps();
     let t0 = Instant::now();
     let mut ended: Option<Instant> = None;
@@ -294,21 +331,29 @@ fn capture(
 }
 
 /// Events on their way: the lives of attached processes first (a process
-/// first seen at exec is introduced before its exec), then the analyzer,
-/// then the sink.
+/// first seen at exec is introduced before its exec), then where live
+/// processes' paths lie on the host (views read from /proc around execs
+/// and setns), then the analyzer, then the sink.
 struct Feed<'a> {
     analyzer: &'a Shared,
     sink: &'a mut dyn Sink,
     lives: Option<Lives>,
+    views: Option<Views>,
 }
 
 impl<'a> Feed<'a> {
-    fn new(analyzer: &'a Shared, sink: &'a mut dyn Sink, lives: Option<Lives>) -> Self {
+    fn new(
+        analyzer: &'a Shared,
+        sink: &'a mut dyn Sink,
+        lives: Option<Lives>,
+        views: Option<Views>,
+    ) -> Self {
         lock(analyzer).set_at_risk(sink.at_risk());
         Feed {
             analyzer,
             sink,
             lives,
+            views,
         }
     }
 
@@ -316,7 +361,14 @@ impl<'a> Feed<'a> {
         if let Some(intro) = self.lives.as_mut().and_then(|l| l.observe(&ev)) {
             self.analyze(intro)?;
         }
-        self.analyze(ev)
+        let (before, after) = match self.views.as_mut() {
+            Some(v) => v.around(&ev),
+            None => (None, None),
+        };
+        for e in before.into_iter().chain(Some(ev)).chain(after) {
+            self.analyze(e)?;
+        }
+        Ok(())
     }
 
     fn analyze(&mut self, mut ev: Event) -> Result<()> {
@@ -324,6 +376,9 @@ impl<'a> Feed<'a> {
             return Ok(());
         }
         let found = lock(self.analyzer).process(&mut ev);
+        if let Some(l) = self.lives.as_mut() {
+            l.record(&ev);
+        }
         self.sink.event(&ev, &found)
     }
 }

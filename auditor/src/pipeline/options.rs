@@ -8,8 +8,9 @@ use crate::{
     error::UserError,
 };
 
-/// The analyzer configuration the report options ask for; a bad glob or an
-/// unknown rule id is the user's to fix.
+/// The analyzer configuration the report options ask for; a bad glob, an
+/// unknown rule id, an unreadable baseline or config file is the user's to
+/// fix, and fails before any capture.
 pub fn analyzer_config(o: &ReportOptions) -> Result<Config, UserError> {
     let config = Config {
         fail_on: o
@@ -20,6 +21,12 @@ pub fn analyzer_config(o: &ReportOptions) -> Result<Config, UserError> {
         only_rules: o.rules.clone(),
         skip_rules: o.skip_rules.clone(),
         judge_caches: o.judge_caches,
+        baseline: o
+            .baseline
+            .as_deref()
+            .map(crate::baseline::load)
+            .transpose()?,
+        allow: crate::config_file::load(o)?,
         ..Config::default()
     };
     config

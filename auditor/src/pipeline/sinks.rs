@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     attach::lives::Lives,
     capture::probes::KernelStats,
-    cli::{Format, ReportOptions},
+    cli::{ColorChoice, Format, ReportOptions},
     error::UserError,
     output::Output,
 };
@@ -97,10 +97,32 @@ impl Sink for Findings<'_> {
     }
 }
 
+/// How `run --events` prints the event stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EventFormat {
+    Text,
+    Json,
+    Jsonl,
+}
+
+impl EventFormat {
+    /// The event format `--format` asks for; SARIF holds findings only.
+    pub fn of(format: Format) -> Result<EventFormat, UserError> {
+        match format {
+            Format::Text => Ok(EventFormat::Text),
+            Format::Json => Ok(EventFormat::Json),
+            Format::Jsonl => Ok(EventFormat::Jsonl),
+            Format::Sarif => Err(UserError::new(
+                "--events prints events as text, json or jsonl; SARIF holds findings: drop --events or pick another --format",
+            )),
+        }
+    }
+}
+
 /// The decoded event stream itself (`run --events`), in the chosen format.
 pub struct Events<'a> {
     pub out: &'a mut Output,
-    pub format: Format,
+    pub format: EventFormat,
     pub first: bool,
 }
 
@@ -111,7 +133,7 @@ impl Sink for Events<'_> {
 
     fn event(&mut self, ev: &Event, _found: &[Finding]) -> Result<()> {
         let line = match self.format {
-            Format::Text => format!(
+            EventFormat::Text => format!(
                 "{:>6} {:>7}/{:<7} {:<15} {}\n",
                 ev.seq,
                 ev.pid,
@@ -119,8 +141,8 @@ impl Sink for Events<'_> {
                 ev.comm,
                 calls::describe(ev)
             ),
-            Format::Jsonl => format!("{}\n", serde_json::to_string(ev)?),
-            Format::Json => {
+            EventFormat::Jsonl => format!("{}\n", serde_json::to_string(ev)?),
+            EventFormat::Json => {
                 let sep = if self.first { "[\n" } else { ",\n" };
                 format!("{sep}{}", serde_json::to_string(ev)?)
             }
@@ -134,7 +156,7 @@ impl Sink for Events<'_> {
 impl Events<'_> {
     /// Closes the JSON array (an empty one when no event came).
     pub fn finish(&mut self) -> Result<()> {
-        if self.format == Format::Json {
+        if self.format == EventFormat::Json {
             let end: &[u8] = if self.first { b"[\n]\n" } else { b"\n]\n" };
             self.out.write_chunk(end)?;
         }
@@ -165,9 +187,26 @@ pub fn stream_at_risk(out: &mut Output, findings: &[Finding]) -> std::io::Result
     Ok(())
 }
 
-/// Colour only for people: a terminal, and NO_COLOR unset.
-pub fn use_color(out: &Output) -> bool {
-    out.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+/// Colour only for people: `--color always`, or under `auto` a terminal
+/// with NO_COLOR unset (or empty); CLICOLOR_FORCE (other than 0) asks for
+/// it anywhere, and NO_COLOR still wins, as the two conventions agree.
+fn use_color(choice: ColorChoice, out: &Output) -> bool {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    wants_color(
+        choice,
+        out.is_terminal(),
+        set("NO_COLOR").is_some(),
+        set("CLICOLOR_FORCE").is_some_and(|v| v != "0"),
+    )
+}
+
+/// [`use_color`]'s decision, from what it read.
+fn wants_color(choice: ColorChoice, terminal: bool, no_color: bool, force: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => !no_color && (terminal || force),
+    }
 }
 
 /// How the text report is drawn: colour and width for a terminal (or
@@ -178,7 +217,7 @@ pub fn text_options(o: &ReportOptions, out: &Output) -> TextOptions {
         .and_then(|c| c.parse::<usize>().ok())
         .filter(|c| *c >= 40);
     TextOptions {
-        color: use_color(out),
+        color: use_color(o.color, out),
         verbose: o.verbose,
         width: columns.or_else(|| out.is_terminal().then(terminal_width).flatten()),
         max_findings: o.max_findings,
@@ -240,14 +279,20 @@ pub fn write_report(
             }
             out.write_chunk(format!("{v}\n").as_bytes())?
         }
+        Format::Sarif => {
+            let mut bytes = serde_json::to_vec_pretty(&report.to_sarif())?;
+            bytes.push(b'\n');
+            out.write_chunk(&bytes)?
+        }
     }
     out.commit()
         .map_err(|e| UserError::new(format!("cannot write the report: {e}")))?;
     Ok(report.exit_code(fail_on))
 }
 
-/// The end of every run: the verdicts (one JSON line each under JSON
-/// Lines), then the report. Returns the run's exit code.
+/// The end of every run: the verdicts less what the baseline and the allow
+/// rules leave out (one JSON line each under JSON Lines, worst first, with
+/// fingerprint and group), then the report. Returns the run's exit code.
 pub fn conclude(
     analyzer: &super::Shared,
     mut outcome: super::Outcome,
@@ -259,16 +304,18 @@ pub fn conclude(
     analyzer.conclude();
     let t = crate::timings::since("verdicts", t);
     outcome.run.base = analyzer.launched_cwd().map(report_base);
+    let mut report = Report::take(&mut analyzer, outcome.run);
+    let config = analyzer.config();
+    report.leave_out(config.baseline.as_ref(), &config.allow);
+    let fail_on = config.fail_on;
+    drop(analyzer);
     if o.format() == Format::Jsonl {
         let mut w = std::io::BufWriter::with_capacity(64 << 10, Chunks(&mut out));
-        for f in analyzer.findings() {
+        for f in &report.findings {
             writeln!(w, "{}", jsonl_finding_line(f))?;
         }
         w.flush()?;
     }
-    let fail_on = analyzer.config().fail_on;
-    let report = Report::take(&mut analyzer, outcome.run);
-    drop(analyzer);
     let code = write_report(out, o, &report, outcome.lives.as_ref(), fail_on)?;
     crate::timings::since("report", t);
     // A command still running when the report was written has not
@@ -277,4 +324,30 @@ pub fn conclude(
         None if outcome.left_running => super::INTERRUPTED,
         _ => code,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
+        use ColorChoice::*;
+        // (choice, terminal, NO_COLOR, CLICOLOR_FORCE) -> colour
+        for (choice, terminal, no_color, force, want) in [
+            (Auto, true, false, false, true),
+            (Auto, false, false, false, false),
+            (Auto, true, true, false, false),
+            (Auto, false, false, true, true),
+            (Auto, false, true, true, false),
+            (Always, false, true, false, true),
+            (Never, true, false, true, false),
+        ] {
+            assert_eq!(
+                wants_color(choice, terminal, no_color, force),
+                want,
+                "{choice:?} terminal={terminal} NO_COLOR={no_color} CLICOLOR_FORCE={force}"
+            );
+        }
+    }
 }

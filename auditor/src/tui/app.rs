@@ -540,6 +540,23 @@ fn defuse(s: &mut Snapshot) {
                 clean(t);
             }
         }
+        // Function and file names come from the traced program's binaries.
+        if let Some(stack) = f.stack.as_mut() {
+            for fr in &mut stack.frames {
+                for v in [&mut fr.function, &mut fr.file, &mut fr.object]
+                    .into_iter()
+                    .flatten()
+                {
+                    clean(v);
+                }
+            }
+            if let Some(i) = stack.interpreter.as_mut() {
+                clean(&mut i.name);
+                if let Some(s) = i.script.as_mut() {
+                    clean(s);
+                }
+            }
+        }
     }
 }
 
@@ -564,6 +581,7 @@ pub(crate) mod tests {
                 pid,
                 comm: comm.into(),
                 exe: None,
+                argv: Vec::new(),
             },
             format!("{path}: {rule}"),
         )

@@ -300,6 +300,26 @@ fn detail_lines(x: &Finding) -> Vec<Line<'static>> {
             Style::new().fg(Color::Yellow),
         ));
     }
+    if let Some(stack) = &x.stack {
+        lines.push(Line::from("Where").bold());
+        if let Some(i) = &stack.interpreter {
+            let script = i
+                .script
+                .as_deref()
+                .map(|s| format!(" running {s}"))
+                .unwrap_or_default();
+            lines.push(
+                Line::from(format!(
+                    "  {}{script}: the interpreter's native frames",
+                    i.name
+                ))
+                .dim(),
+            );
+        }
+        for f in stack.program_frames(DETAIL_FRAMES) {
+            lines.push(Line::from(format!("  {}", f.describe())));
+        }
+    }
     if !x.calls.is_empty() {
         lines.push(Line::from("Timeline").bold());
         let t0 = x.calls[0].ts_ns;
@@ -330,6 +350,9 @@ fn detail_lines(x: &Finding) -> Vec<Line<'static>> {
     }
     lines
 }
+
+/// Frames of a finding's stack its detail shows (the JSON report has all).
+const DETAIL_FRAMES: usize = 8;
 
 fn render_detail(f: &mut Frame, area: Rect, app: &App) {
     let lines = app
@@ -634,6 +657,7 @@ mod tests {
             tid: 4242,
             comm: "python3".into(),
             call: text.into(),
+            stack: None,
         }
     }
 
@@ -768,6 +792,49 @@ mod tests {
         assert_snapshot!("detail_80x24", draw(&app, 80, 24).backend());
         app.update(key(KeyCode::Char('?')));
         assert_snapshot!("help_80x24", draw(&app, 80, 24).backend());
+    }
+
+    /// The detail says where in the code the call was made: the program's
+    /// own frames, past the C library's wrapper.
+    #[test]
+    fn detail_shows_where_in_the_code() {
+        use auditor_analyzer::stack::{Frame, Stack};
+        let mut f = finding(
+            "rename-without-fsync",
+            Severity::High,
+            "/data/state.json",
+            42,
+            "app",
+        );
+        let frame = |function: &str, file: &str, line: u32, object: &str| Frame {
+            address: 1,
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(line),
+            object: Some(object.into()),
+            offset: Some(1),
+            inlined: false,
+        };
+        f.stack = Some(Stack {
+            frames: vec![
+                frame(
+                    "rename",
+                    "rename.c",
+                    29,
+                    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                ),
+                frame("save_state", "src/state.c", 42, "/opt/app"),
+                frame("main", "src/main.c", 10, "/opt/app"),
+            ],
+            ..Stack::default()
+        });
+        let text: Vec<String> = detail_lines(&f).iter().map(|l| l.to_string()).collect();
+        let at = text
+            .iter()
+            .position(|l| l == "Where")
+            .expect("a Where section");
+        assert_eq!(text[at + 1], "  save_state (src/state.c:42)");
+        assert_eq!(text[at + 2], "  main (src/main.c:10)");
     }
 
     /// A detail longer than its pane scrolls to its last line and no

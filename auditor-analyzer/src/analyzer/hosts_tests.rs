@@ -1,0 +1,308 @@
+//! Host paths through the whole analyzer: chroots, a re-exec that pivots
+//! into a layer directory, a container's view, paths the host cannot name,
+//! and recordings that replay to the same names.
+
+use crate::event::{Container, EventKind, ViewMount};
+use crate::test_support::*;
+use crate::{Analyzer, Config, Event};
+
+fn chroot(pid: u32, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Chroot {
+            path: path.into(),
+            ret: 0,
+        },
+    )
+}
+
+fn chdir(pid: u32, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Chdir {
+            path: path.into(),
+            ret: 0,
+        },
+    )
+}
+
+fn mount(pid: u32, source: &str, target: &str, flags: u64) -> Event {
+    ev(
+        pid,
+        EventKind::Mount {
+            source: source.into(),
+            target: target.into(),
+            flags,
+            ret: 0,
+        },
+    )
+}
+
+fn view(pid: u32, mounts: &[(&str, Option<&str>)], container: Option<&str>) -> Event {
+    ev(
+        pid,
+        EventKind::View {
+            mounts: mounts
+                .iter()
+                .map(|(at, host)| ViewMount {
+                    at: at.to_string(),
+                    host: host.map(str::to_string),
+                    unknown: host.is_none().then(|| "tmpfs inside it".to_string()),
+                })
+                .collect(),
+            private: true,
+            container: container.map(|id| Container {
+                id: id.into(),
+                name: Some("web".into()),
+            }),
+        },
+    )
+}
+
+/// A careless rename inside a chroot, the way `chroot JAIL sh -c 'mv'` does it.
+fn careless_rename(pid: u32) -> Vec<Event> {
+    vec![
+        open_new(pid, "etc/passwd.tmp", 3, reg(30)),
+        write(pid, 3, 100),
+        close(pid, 3),
+        rename(pid, "/etc/passwd.tmp", "/etc/passwd"),
+        exit(pid, 0),
+    ]
+}
+
+#[test]
+fn a_rename_inside_a_chroot_is_reported_where_it_is_on_the_host() {
+    let mut events = vec![start(100, "/srv"), chroot(100, "jail"), chdir(100, "/")];
+    events.extend(careless_rename(100));
+    let findings = run(events);
+    let f = one(&findings, "rename-without-fsync");
+    assert_eq!(f.path, "/srv/jail/etc/passwd");
+    assert_eq!(f.path_in_process.as_deref(), Some("/etc/passwd"));
+    assert_eq!(f.host_path_unknown, None);
+    assert!(f.summary.contains("/srv/jail/etc/passwd"), "{}", f.summary);
+}
+
+/// dockerd's docker-untar: a re-exec of /proc/self/exe in a private mount
+/// namespace that binds the layer directory on itself, pivots into it,
+/// drops the old root and writes the layer's files with absolute paths.
+#[test]
+fn docker_untar_writes_land_in_the_layer_directory() {
+    use auditor_common::linux::ns::{CLONE_NEWNS, MS_BIND, MS_PRIVATE_REC, MS_REC};
+    let diff = "/var/lib/docker/overlay2/abc/diff";
+    let old = format!("{diff}/.pivot_root1");
+    let mut dockerd = start(10, "/");
+    if let EventKind::ProcessStart { exe, .. } = &mut dockerd.kind {
+        *exe = "/usr/sbin/dockerd".into();
+    }
+    let events = vec![
+        dockerd,
+        fork(10, 20),
+        ev(
+            20,
+            EventKind::Exec {
+                filename: "/proc/self/exe".into(),
+                argv: vec!["docker-untar".into(), "/".into(), diff.into()],
+                stamp: None,
+            },
+        ),
+        ev(
+            20,
+            EventKind::Unshare {
+                flags: CLONE_NEWNS,
+                ret: 0,
+            },
+        ),
+        mount(20, "", "/", MS_PRIVATE_REC),
+        mount(20, diff, diff, MS_BIND | MS_REC),
+        ev(
+            20,
+            EventKind::PivotRoot {
+                new_root: diff.into(),
+                put_old: old.clone(),
+                ret: 0,
+            },
+        ),
+        chdir(20, "/"),
+        ev(
+            20,
+            EventKind::Umount {
+                target: "/.pivot_root1".into(),
+                flags: 2,
+                ret: 0,
+            },
+        ),
+        chroot(20, "/"),
+        open_new(20, "/etc/motd", 8, reg(40)),
+        write(20, 8, 6),
+        close(20, 8),
+        exit(20, 0),
+    ];
+    let findings = run(events);
+    let f = one(&findings, "unsynced-at-exit");
+    assert_eq!(f.path, format!("{diff}/etc/motd"));
+    assert_eq!(f.path_in_process.as_deref(), Some("/etc/motd"));
+    assert_eq!(f.process.exe.as_deref(), Some("/usr/sbin/dockerd"));
+    assert_eq!(f.process.argv[0], "docker-untar");
+}
+
+#[test]
+fn a_container_view_names_the_volume_and_the_container() {
+    let upper = "/var/lib/docker/overlay2/abc/diff";
+    let mut events = vec![
+        start(100, "/"),
+        view(
+            100,
+            &[
+                ("/", Some(upper)),
+                ("/data", Some("/srv/vol")),
+                ("/dev/shm", None),
+            ],
+            Some("c0ffee"),
+        ),
+        open_new(100, "/data/db", 3, reg(50)),
+        write(100, 3, 10),
+        open_new(100, "/rootfile", 4, reg(51)),
+        write(100, 4, 10),
+    ];
+    events.push(exit(100, 0));
+    let findings = run(events);
+    let mut paths: Vec<(&str, Option<&str>)> = findings
+        .iter()
+        .map(|f| (f.path.as_str(), f.path_in_process.as_deref()))
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            ("/srv/vol/db", Some("/data/db")),
+            (
+                "/var/lib/docker/overlay2/abc/diff/rootfile",
+                Some("/rootfile")
+            ),
+        ]
+    );
+    for f in &findings {
+        let c = f.container.as_ref().expect("the container");
+        assert_eq!((c.id.as_str(), c.name.as_deref()), ("c0ffee", Some("web")));
+    }
+}
+
+/// A path the host has no name for is reported as the process's own with
+/// the reason, and never mixed up with the host file of that spelling.
+#[test]
+fn an_unknown_host_path_says_so_and_stays_apart_from_the_host() {
+    let events = vec![
+        start(1, "/"),
+        open_existing(1, "/dev/shm/x", 3, reg(60)),
+        close(1, 3),
+        start(100, "/"),
+        view(100, &[("/", Some("/up")), ("/dev/shm", None)], None),
+        open_new(100, "/dev/shm/x.tmp", 3, reg(61)),
+        write(100, 3, 10),
+        close(100, 3),
+        rename(100, "/dev/shm/x.tmp", "/dev/shm/x"),
+        exit(100, 0),
+        exit(1, 0),
+    ];
+    let findings = run(events);
+    let f = one(&findings, "rename-without-fsync");
+    assert_eq!(f.path, "/dev/shm/x");
+    assert_eq!(f.host_path_unknown.as_deref(), Some("tmpfs inside it"));
+    assert_eq!(
+        f.inode.map(|i| i.ino),
+        Some(61),
+        "not the host's /dev/shm/x"
+    );
+    assert!(!f.summary.contains("\\0"), "{}", f.summary);
+}
+
+/// What a live run hands its sink (paths made host paths, the process's
+/// own beside them) replays to the same findings.
+#[test]
+fn translated_events_replay_to_the_same_findings() {
+    let mut events = vec![
+        start(100, "/srv"),
+        chroot(100, "/srv/jail"),
+        chdir(100, "/"),
+    ];
+    events.extend(careless_rename(100));
+    let mut live = Analyzer::new(Config::default()).unwrap();
+    let mut recorded = Vec::new();
+    for mut e in number(events) {
+        live.process(&mut e);
+        let line = serde_json::to_string(&e).unwrap();
+        recorded.push(serde_json::from_str::<Event>(&line).unwrap());
+    }
+    live.finish();
+    let rename = recorded
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Rename { .. }))
+        .unwrap();
+    assert_eq!(
+        rename.in_process.path2_in_process.as_deref(),
+        Some("/etc/passwd")
+    );
+    let mut replay = Analyzer::new(Config::default()).unwrap();
+    for mut e in recorded {
+        replay.process(&mut e);
+    }
+    replay.finish();
+    assert_eq!(live.findings(), replay.findings());
+    assert_eq!(live.findings()[0].path, "/srv/jail/etc/passwd");
+}
+
+/// A child cloned into a mount namespace of its own binds a directory:
+/// its writes there land in the source, its parent's paths are unmoved.
+#[test]
+fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
+    use auditor_common::linux::ns::MS_BIND;
+    let events = vec![
+        start(10, "/"),
+        ev(
+            10,
+            EventKind::Fork {
+                child_pid: 20,
+                child_tid: 20,
+                thread: false,
+                shares_files: false,
+                new_mount_ns: true,
+            },
+        ),
+        mount(20, "/srv/data", "/mnt", MS_BIND),
+        open_new(20, "/mnt/a", 3, reg(80)),
+        write(20, 3, 1),
+        exit(20, 0),
+        open_new(10, "/mnt/b", 3, reg(81)),
+        write(10, 3, 1),
+        exit(10, 0),
+    ];
+    let findings = run(events);
+    let mut paths: Vec<&str> = findings.iter().map(|f| f.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/mnt/b", "/srv/data/a"]);
+}
+
+/// A name a jailed process renamed away is not its any more: a host file
+/// made there later carries no path of the jail's.
+#[test]
+fn a_name_renamed_away_forgets_how_the_jail_named_it() {
+    let mut events = vec![
+        start(100, "/srv"),
+        chroot(100, "/srv/jail"),
+        chdir(100, "/"),
+    ];
+    events.extend(careless_rename(100));
+    events.extend([
+        start(200, "/"),
+        open_new(200, "/srv/jail/etc/passwd.tmp", 3, reg(90)),
+        write(200, 3, 5),
+        exit(200, 0),
+    ]);
+    let findings = run(events);
+    let f = findings
+        .iter()
+        .find(|f| f.process.pid == 200)
+        .expect("the host process's file");
+    assert_eq!(f.path, "/srv/jail/etc/passwd.tmp");
+    assert_eq!(f.path_in_process, None);
+}

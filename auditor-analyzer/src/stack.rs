@@ -1,0 +1,417 @@
+//! Where in the code a call was made: the user stack the probes took at the
+//! call, unwound and symbolized while the process lived. A finding carries
+//! the stack of the call that put the data at risk (the rename, the first
+//! unsynced write, the create, ...), so it names a function and a line.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{CallRef, Finding};
+
+/// One frame, innermost first in a [`Stack`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The instruction (innermost frame) or return address, as the process
+    /// had it.
+    pub address: u64,
+    /// Demangled function name, when the object's symbols or debug
+    /// information name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Source file and line, when the object has line information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The mapped object (executable or library) and the offset in that
+    /// file, which `addr2line -e OBJECT` resolves again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// A function the compiler inlined into the next frame's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+/// How the frames were found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unwind {
+    /// The frame-pointer chain gave every frame the unwind tables gave.
+    FramePointers,
+    /// Frame pointers were missing or wrong: the frames come from the
+    /// binaries' unwind tables (`.eh_frame`) over a copy of the stack.
+    #[default]
+    Dwarf,
+}
+
+/// A program run by an interpreter: the native frames are the interpreter's
+/// own, not the script's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interpreter {
+    /// `python3`, `sh`, `perl`, ...
+    pub name: String,
+    /// The script it runs (`save.py`), or what it runs instead (`-c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+}
+
+/// A user stack, innermost frame first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub frames: Vec<Frame>,
+    pub unwind: Unwind,
+    /// The copy of the stack ended before its outermost frame: callers
+    /// further out are missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<Interpreter>,
+}
+
+/// Objects whose frames are the C library's, the loader's or the kernel's
+/// (the syscall wrapper), not the program's: the short form skips them.
+fn is_system_object(object: &str) -> bool {
+    let name = object.rsplit('/').next().unwrap_or(object);
+    [
+        "libc.so",
+        "libc-",
+        "ld-linux",
+        "ld-musl",
+        "libpthread",
+        "[vdso]",
+        "libstdc++",
+        "libgcc_s",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+impl Frame {
+    /// `save_state (src/state.rs:42)`, `save_state`, or `libc.so.6+0x1234`.
+    pub fn describe(&self) -> String {
+        let place = match (&self.file, self.line) {
+            (Some(f), Some(l)) => Some(format!("{f}:{l}")),
+            (Some(f), None) => Some(f.clone()),
+            _ => None,
+        };
+        match (&self.function, place) {
+            (Some(func), Some(p)) => format!("{func} ({p})"),
+            (Some(func), None) => func.clone(),
+            (None, Some(p)) => p,
+            (None, None) => match (&self.object, self.offset) {
+                (Some(o), Some(off)) => {
+                    format!("{}+{off:#x}", o.rsplit('/').next().unwrap_or(o))
+                }
+                _ => format!("{:#x}", self.address),
+            },
+        }
+    }
+
+    fn is_system(&self) -> bool {
+        self.object.as_deref().is_some_and(is_system_object)
+    }
+}
+
+impl Stack {
+    /// The frames worth a first look: from the first one in the program's
+    /// own code (past the C library's syscall wrapper), at most `n`.
+    pub fn program_frames(&self, n: usize) -> &[Frame] {
+        let start = self.frames.iter().position(|f| !f.is_system()).unwrap_or(0);
+        let end = (start + n).min(self.frames.len());
+        &self.frames[start..end]
+    }
+
+    /// [`Stack::short`] with source files inside `base` (the repository)
+    /// shown relative to it.
+    pub fn short_in(&self, n: usize, base: Option<&str>) -> String {
+        let Some(base) = base
+            .map(|b| b.trim_end_matches('/'))
+            .filter(|b| !b.is_empty())
+        else {
+            return self.short(n);
+        };
+        let mut s = self.clone();
+        for f in &mut s.frames {
+            if let Some(rel) = f
+                .file
+                .as_deref()
+                .and_then(|p| p.strip_prefix(base))
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                f.file = Some(rel.to_string());
+            }
+        }
+        s.short(n)
+    }
+
+    /// `at save_state (src/state.rs:42) <- main (src/main.rs:10)`, with the
+    /// interpreter said first when there is one.
+    pub fn short(&self, n: usize) -> String {
+        let mut out = String::new();
+        if let Some(i) = &self.interpreter {
+            let _ = write!(out, "in {}", i.name);
+            if let Some(s) = &i.script {
+                let _ = write!(out, " running {s}");
+            }
+            out.push_str(" (interpreter frames): ");
+        }
+        let frames: Vec<String> = self.program_frames(n).iter().map(Frame::describe).collect();
+        if frames.is_empty() {
+            out.push_str("no frames");
+        } else {
+            out.push_str("at ");
+            out.push_str(&frames.join(" <- "));
+        }
+        out
+    }
+
+    /// The first frame in the program's own code with a source file.
+    pub fn source_frame(&self) -> Option<&Frame> {
+        self.frames
+            .iter()
+            .find(|f| !f.is_system() && f.file.is_some() && f.line.is_some())
+    }
+}
+
+/// Writes that put data at risk.
+const WRITES: &[&str] = &[
+    "write",
+    "writev",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "copy_file_range",
+    "sendfile",
+];
+
+/// The syscalls whose call a rule's finding is about, and whether the last
+/// of them (a rename placing the data) or the first (the first unsynced
+/// write) is the one.
+fn key_calls(rule: &str) -> (&'static [&'static str], bool) {
+    match rule {
+        "rename-without-fsync" | "rename-without-dir-fsync" => {
+            (&["rename", "renameat", "renameat2", "link", "linkat"], true)
+        }
+        "create-without-dir-fsync" => (
+            &[
+                "open", "openat", "openat2", "creat", "mkdir", "mkdirat", "link", "linkat",
+            ],
+            false,
+        ),
+        "unlink-without-dir-fsync" => (&["unlink", "unlinkat"], true),
+        "truncate-in-place" => (
+            &[
+                "truncate",
+                "ftruncate",
+                "open",
+                "openat",
+                "openat2",
+                "creat",
+            ],
+            false,
+        ),
+        "fsync-error-ignored" => (&["fsync", "fdatasync"], false),
+        "sync-file-range-only" => (&["sync_file_range"], false),
+        _ => (WRITES, false),
+    }
+}
+
+fn syscall_name(call: &str) -> &str {
+    call.split('(').next().unwrap_or(call)
+}
+
+/// Gives `f` the stack of the call it is about (see [`key_calls`]), when
+/// that call's stack was taken. A failed fsync is the one ignored.
+pub fn locate(f: &mut Finding) {
+    if f.stack.is_some() {
+        return;
+    }
+    let (names, last) = key_calls(&f.rule);
+    let fits = |c: &&CallRef| {
+        names.contains(&syscall_name(&c.call))
+            && (f.rule != "fsync-error-ignored" || c.call.contains("= -"))
+    };
+    let call = if last {
+        f.calls.iter().rev().find(fits)
+    } else {
+        f.calls.iter().find(fits)
+    };
+    f.stack = call.and_then(|c| c.stack.as_deref().cloned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>, line: Option<u32>, object: &str) -> Frame {
+        Frame {
+            address: 0x1000,
+            function: Some(function.into()),
+            file: file.map(Into::into),
+            line,
+            object: Some(object.into()),
+            offset: Some(0x10),
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn short_form_starts_in_the_program_and_says_where() {
+        let s = Stack {
+            frames: vec![
+                frame("rename", None, None, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                frame(
+                    "save_state",
+                    Some("src/state.c"),
+                    Some(42),
+                    "/opt/app/bin/app",
+                ),
+                frame("main", Some("src/main.c"), Some(10), "/opt/app/bin/app"),
+                frame(
+                    "__libc_start_call_main",
+                    None,
+                    None,
+                    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                ),
+            ],
+            ..Stack::default()
+        };
+        assert_eq!(
+            s.short(2),
+            "at save_state (src/state.c:42) <- main (src/main.c:10)"
+        );
+        assert_eq!(s.source_frame().unwrap().line, Some(42));
+    }
+
+    #[test]
+    fn files_in_the_repository_are_shown_relative_to_it() {
+        let s = Stack {
+            frames: vec![frame(
+                "save",
+                Some("/src/app/state.c"),
+                Some(3),
+                "/src/app/app",
+            )],
+            ..Stack::default()
+        };
+        assert_eq!(s.short_in(1, Some("/src/app")), "at save (state.c:3)");
+        assert_eq!(
+            s.short_in(1, Some("/src/ap")),
+            "at save (/src/app/state.c:3)"
+        );
+        assert_eq!(s.short_in(1, None), "at save (/src/app/state.c:3)");
+    }
+
+    fn call(text: &str, stack: Option<Stack>) -> CallRef {
+        CallRef {
+            seq: 1,
+            ts_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm: "app".into(),
+            call: text.into(),
+            stack: stack.map(std::sync::Arc::new),
+        }
+    }
+
+    fn at(function: &str) -> Option<Stack> {
+        Some(Stack {
+            frames: vec![frame(function, None, None, "/app")],
+            ..Stack::default()
+        })
+    }
+
+    /// A finding takes the stack of the call it is about: the rename that
+    /// placed the data, the first unsynced write, the failed fsync.
+    #[test]
+    fn findings_take_the_stack_of_their_own_call() {
+        let finding = |rule: &str, calls: Vec<CallRef>| {
+            let mut f = Finding::new(
+                rule,
+                crate::finding::Severity::High,
+                "/d/a",
+                None,
+                crate::finding::ProcessRef {
+                    pid: 1,
+                    comm: "app".into(),
+                    exe: None,
+                    argv: Vec::new(),
+                },
+                "",
+            );
+            f.calls = calls;
+            locate(&mut f);
+            f.stack.map(|s| s.frames[0].function.clone().unwrap())
+        };
+        let chain = || {
+            vec![
+                call("openat(\"/d/a.tmp\", O_WRONLY|O_CREAT) = 3", at("create")),
+                call("write(fd=3, 10) = 10", at("first_write")),
+                call("write(fd=3, 10) = 10", at("second_write")),
+                call("fsync(fd=3) = -5", at("failed_fsync")),
+                call("rename(\"/d/a.tmp\", \"/d/a\") = 0", at("first_rename")),
+                call("rename(\"/d/b\", \"/d/a\") = 0", at("last_rename")),
+            ]
+        };
+        assert_eq!(
+            finding("rename-without-fsync", chain()).as_deref(),
+            Some("last_rename")
+        );
+        assert_eq!(
+            finding("unsynced-at-exit", chain()).as_deref(),
+            Some("first_write")
+        );
+        assert_eq!(
+            finding("create-without-dir-fsync", chain()).as_deref(),
+            Some("create")
+        );
+        assert_eq!(
+            finding("fsync-error-ignored", chain()).as_deref(),
+            Some("failed_fsync")
+        );
+        assert_eq!(
+            finding("unsynced-at-exit", vec![call("exit_group(0)", at("x"))]),
+            None
+        );
+        let mut no_stack = chain();
+        no_stack[5].stack = None;
+        assert_eq!(
+            finding("rename-without-fsync", no_stack),
+            None,
+            "no stack of another call stands in"
+        );
+    }
+
+    #[test]
+    fn unnamed_frames_show_their_object_and_offset() {
+        let mut f = frame("x", None, None, "/lib/libfoo.so.1");
+        f.function = None;
+        assert_eq!(f.describe(), "libfoo.so.1+0x10");
+        f.object = None;
+        assert_eq!(f.describe(), "0x1000");
+    }
+
+    #[test]
+    fn interpreters_are_named_before_their_native_frames() {
+        let s = Stack {
+            frames: vec![frame(
+                "_Py_write",
+                Some("Python/fileutils.c"),
+                Some(1800),
+                "/usr/bin/python3.11",
+            )],
+            interpreter: Some(Interpreter {
+                name: "python3".into(),
+                script: Some("save.py".into()),
+            }),
+            ..Stack::default()
+        };
+        assert_eq!(
+            s.short(1),
+            "in python3 running save.py (interpreter frames): at _Py_write (Python/fileutils.c:1800)"
+        );
+    }
+}
