@@ -287,7 +287,9 @@ impl Analyzer {
                 private,
                 container,
             } => {
-                let view = if mounts.is_empty() {
+                // An empty table of a private namespace is no host view:
+                // every path in it is unknown.
+                let view = if mounts.is_empty() && !*private {
                     View::host()
                 } else {
                     View::from_mounts(mounts.clone(), *private, container.clone())

@@ -306,3 +306,16 @@ fn a_name_renamed_away_forgets_how_the_jail_named_it() {
     assert_eq!(f.path, "/srv/jail/etc/passwd.tmp");
     assert_eq!(f.path_in_process, None);
 }
+
+/// A private namespace whose mount table /proc showed empty (its root is
+/// no mount there) is not the host's view: its paths are unknown, never
+/// passed off as host paths.
+#[test]
+fn an_empty_private_table_leaves_paths_unknown() {
+    let mut events = vec![start(100, "/"), view(100, &[], None)];
+    events.extend(careless_rename(100));
+    let findings = run(events);
+    let f = one(&findings, "rename-without-fsync");
+    assert_eq!(f.path, "/etc/passwd");
+    assert!(f.host_path_unknown.is_some(), "{f:#?}");
+}

@@ -110,12 +110,12 @@ impl Views {
                 self.marked.insert(ev.pid);
             }
             // The exec's own path is named in the view it runs in.
-            EventKind::Exec { stamp, .. } => return (self.refresh(ev, *stamp), None),
+            EventKind::Exec { stamp, .. } => return (self.refresh(ev, *stamp, true), None),
             // The setns itself makes the view unknown; what /proc shows
             // of the namespace it joined comes after it.
             EventKind::Setns { stamp, ret: 0, .. } => {
                 self.marked.insert(ev.pid);
-                return (None, self.refresh(ev, *stamp));
+                return (None, self.refresh(ev, *stamp, false));
             }
             _ => {}
         }
@@ -123,8 +123,12 @@ impl Views {
     }
 
     /// The view to send after a call that left the process at `stamp`:
-    /// None when /proc no longer shows it there, or nothing changed.
-    fn refresh(&mut self, ev: &Event, stamp: Option<ViewStamp>) -> Option<Event> {
+    /// None when /proc no longer shows it there, or nothing changed. With
+    /// `own_calls`, also None when /proc cannot show its root: in a private
+    /// namespace whose root is no mount point (`unshare --mount --root`
+    /// chroots into a plain directory) the kernel lists none of the mounts
+    /// above it, and the chroot the analyzer saw says more.
+    fn refresh(&mut self, ev: &Event, stamp: Option<ViewStamp>, own_calls: bool) -> Option<Event> {
         let stamp = stamp?;
         let now = ViewStamp {
             mnt_ns: self.proc.mnt_ns(ev.pid).ok()?,
@@ -140,6 +144,9 @@ impl Views {
             host_view()
         } else {
             let kind = self.read(ev.pid)?.view.unwrap_or_else(host_view);
+            if own_calls && !has_root(&kind) {
+                return None;
+            }
             self.marked.insert(ev.pid);
             kind
         };
@@ -225,6 +232,19 @@ impl Views {
         let t = mountinfo::parse(&self.proc.mountinfo(pid).ok()?);
         self.malformed += t.malformed;
         Some(t)
+    }
+}
+
+/// Whether a view names the process's root: a private mount table from
+/// /proc lacks it when the root is not a mount point there.
+fn has_root(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::View {
+            mounts,
+            private: true,
+            ..
+        } => mounts.iter().any(|m| normalize(&m.at) == "/"),
+        _ => true,
     }
 }
 
