@@ -239,7 +239,7 @@ pub fn locate(f: &mut Finding) {
     } else {
         f.calls.iter().find(fits)
     };
-    f.stack = call.and_then(|c| c.stack.as_deref().cloned());
+    f.stack = call.and_then(|c| c.stack.clone());
 }
 
 #[cfg(test)]

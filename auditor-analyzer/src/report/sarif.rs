@@ -366,14 +366,14 @@ mod tests {
             offset: Some(0x10),
             inlined: false,
         };
-        r.findings[0].stack = Some(Stack {
+        r.findings[0].stack = Some(std::sync::Arc::new(Stack {
             frames: vec![
                 frame("rename", Some("./io/rename.c"), Some(29), "/lib/libc.so.6"),
                 frame("save_state", Some("/d/src/state.c"), Some(42), "/d/app"),
                 frame("main", Some("/d/src/main.c"), Some(10), "/d/app"),
             ],
             ..Stack::default()
-        });
+        }));
         let doc = r.to_sarif();
         assert_eq!(schema_errors(&doc), "", "{doc:#}");
         let res = &doc["runs"][0]["results"][0];

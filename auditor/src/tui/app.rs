@@ -541,7 +541,7 @@ fn defuse(s: &mut Snapshot) {
             }
         }
         // Function and file names come from the traced program's binaries.
-        if let Some(stack) = f.stack.as_mut() {
+        if let Some(stack) = f.stack.as_mut().map(std::sync::Arc::make_mut) {
             for fr in &mut stack.frames {
                 for v in [&mut fr.function, &mut fr.file, &mut fr.object]
                     .into_iter()

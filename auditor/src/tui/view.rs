@@ -815,7 +815,7 @@ mod tests {
             offset: Some(1),
             inlined: false,
         };
-        f.stack = Some(Stack {
+        f.stack = Some(std::sync::Arc::new(Stack {
             frames: vec![
                 frame(
                     "rename",
@@ -827,7 +827,7 @@ mod tests {
                 frame("main", "src/main.c", 10, "/opt/app"),
             ],
             ..Stack::default()
-        });
+        }));
         let text: Vec<String> = detail_lines(&f).iter().map(|l| l.to_string()).collect();
         let at = text
             .iter()
