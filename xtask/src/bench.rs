@@ -39,6 +39,8 @@ enum Tracer {
     Untraced,
     Floor,
     Auditor,
+    /// The auditor with `--no-stacks`: what stacks cost (its own row).
+    AuditorNoStacks,
     Bpftrace,
     Strace,
 }
@@ -109,12 +111,14 @@ impl Bench<'_> {
                 c.args(&w.argv[1..]);
                 c
             }
-            Tracer::Floor | Tracer::Auditor => {
+            Tracer::Floor | Tracer::Auditor | Tracer::AuditorNoStacks => {
                 let mut c = Command::new(self.auditor);
                 c.args(["run", "--format", "json", "--output"])
-                    .arg(&self.report)
-                    .arg("--")
-                    .args(&w.argv);
+                    .arg(&self.report);
+                if t == Tracer::AuditorNoStacks {
+                    c.arg("--no-stacks");
+                }
+                c.arg("--").args(&w.argv);
                 if t == Tracer::Floor {
                     c.env("AUDITOR_BENCH_EMPTY_PROBES", "1");
                 }
@@ -162,7 +166,7 @@ impl Bench<'_> {
             cpu_ns,
             ..Sample::default()
         };
-        if t == Tracer::Auditor {
+        if matches!(t, Tracer::Auditor | Tracer::AuditorNoStacks) {
             let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
             s.dropped = doc["stats"]["dropped"]
                 .as_u64()
@@ -196,6 +200,53 @@ impl Bench<'_> {
         }
         Ok(all)
     }
+}
+
+/// What stacks cost: the auditor with and without them, interleaved, on
+/// `w` and on `run -- true` (wall), medians over `rounds`.
+fn stacks_case(b: &Bench<'_>, case: &str, w: &Workload, rounds: usize) -> Result<String> {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut start_on, mut start_off) = (Vec::new(), Vec::new());
+    let wall = |extra: &[&str]| -> Result<u64> {
+        let t = Instant::now();
+        let st = Command::new(b.auditor)
+            .arg("run")
+            .args(extra)
+            .args(["--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("auditor run -- true failed: {st}");
+        }
+        Ok(t.elapsed().as_nanos() as u64)
+    };
+    for round in 0..rounds {
+        let a = b.run(Tracer::Auditor, w)?;
+        let n = b.run(Tracer::AuditorNoStacks, w)?;
+        println!(
+            "  stacks, round {}: on {:.3}s off {:.3}s",
+            round + 1,
+            a.loop_ns as f64 / 1e9,
+            n.loop_ns as f64 / 1e9
+        );
+        on.push(a);
+        off.push(n);
+        start_on.push(wall(&[])?);
+        start_off.push(wall(&["--no-stacks"])?);
+    }
+    let ratio = |m: fn(&[Sample]) -> u64| m(&on) as f64 / m(&off).max(1) as f64;
+    let (s_on, s_off) = (median(start_on), median(start_off));
+    Ok(format!(
+        "| stacks: {case}, auditor with / `--no-stacks` | | | {} / {} | | | **{:.3}**, cpu **{:.3}** (start-up `run -- true` {:.0} ms / {:.0} ms) | {} |",
+        cell(&on, &off),
+        cell(&off, &off),
+        ratio(loop_median),
+        ratio(cpu_median),
+        s_on as f64 / 1e6,
+        s_off as f64 / 1e6,
+        worst_dropped(&on).max(worst_dropped(&off))
+    ))
 }
 
 /// `0.534 s 1.12x, cpu 0.210 s 1.30x`: the median loop time and CPU
@@ -500,6 +551,15 @@ pub fn run(auditor: &Path, o: &Options) -> Result<()> {
         o.strace_rounds.min(1),
     )?;
     let flooded = b.rounds("flood", &flood, few, o.strace_rounds.min(1))?;
+    let stacks = stacks_case(
+        &b,
+        &format!(
+            "1 writer, {} writes, fdatasync every {}",
+            o.writes, o.fsync_every
+        ),
+        &writes(o.writes, o.fsync_every, None),
+        few,
+    )?;
     let start = startup(auditor, o.startups)?;
     let files = files_case(auditor, &bin("files_workload"), o.files, &dir)?;
 
@@ -572,6 +632,7 @@ pub fn run(auditor: &Path, o: &Options) -> Result<()> {
     );
     println!("{start}");
     println!("{files}");
+    println!("{stacks}");
     println!();
     println!(
         "events the auditor captured in its last run: 1 writer {}, 8 writers {}, flood {}",
