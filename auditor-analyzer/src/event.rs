@@ -5,6 +5,7 @@
 pub use auditor_common::Syscall;
 use serde::{Deserialize, Serialize};
 
+pub use crate::file_id::FileId;
 use crate::image::ImageInfo;
 use crate::stack::Stack;
 
@@ -90,15 +91,6 @@ pub struct Container {
     /// The name the runtime gave it (dockerd's `Name`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-}
-
-/// A file's identity: device and inode. Paths are for people; this is what
-/// matches a write through one fd to an fsync through another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct FileId {
-    /// Device number in userspace (`stat.st_dev`) encoding.
-    pub dev: u64,
-    pub ino: u64,
 }
 
 /// What the kernel said about an open file when the call was made.

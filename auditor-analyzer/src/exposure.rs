@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::FileId;
 use crate::fast_hash::FastMap;
 use crate::finding::{CallRef, Finding, ProcessRef};
-use crate::rules::RuleInfo;
+use crate::rules::info::RuleInfo;
 
 /// What an exposure is about, which says what can close it.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::FileId;
+use crate::file_id::FileId;
 
 /// A disk image's header, as read when a traced process opened it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -31,37 +31,8 @@ use crate::track::fds::FdSpace;
 use crate::track::inodes::{Dirty, InodeState, Inodes};
 use crate::track::processes::{Process, ProcessTable};
 
-/// How a rule's exposures are judged at the end of the observation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Data a process left unsynced at its end: made durable later by
-    /// anyone, it is `low` (the window is shown); still open while a live
-    /// process could still fsync it, `low` too.
-    EndOfLife,
-    /// A wrong order of calls (rename before fsync, truncate before the
-    /// rewrite is durable): a window that closed before a successful
-    /// command ended is `low`; under attach, or when the command failed,
-    /// the rule's severity with the window's length (a serving daemon was
-    /// exposed for that long).
-    Ordering,
-    /// Damage no later call undoes (a torn record, an ignored fsync
-    /// error): the rule's severity unless the file is gone.
-    Lasting,
-    /// A directory entry never made durable: judged by its rule from the
-    /// name journal at the end.
-    Name,
-}
-
-/// A rule's stable id, default severity and how its exposures are judged,
-/// for the catalog, `--rule` / `--skip-rule` and report counts.
-#[derive(Clone, Copy, Debug)]
-pub struct RuleInfo {
-    pub id: &'static str,
-    pub severity: Severity,
-    /// One line on what it catches.
-    pub title: &'static str,
-    pub kind: Kind,
-}
+pub mod info;
+pub use info::{Kind, RuleInfo};
 
 /// What just happened, as the rules are told it (after the core updated
 /// its own state for it). Files and processes are named by identity and
@@ -188,7 +159,7 @@ impl<'a> Cx<'a> {
         since_epoch: u32,
     ) {
         let mut finding = finding;
-        crate::stack::locate(&mut finding);
+        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -213,7 +184,7 @@ impl<'a> Cx<'a> {
         since_epoch: u32,
     ) {
         let mut finding = finding;
-        crate::stack::locate(&mut finding);
+        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
         let f = self.exposures.open(Exposure {
             rule,
@@ -232,7 +203,7 @@ impl<'a> Cx<'a> {
     /// pending by a process that ended: its directory may be fsynced later).
     pub fn at_risk(&mut self, mut finding: Finding) {
         if self.raise {
-            crate::stack::locate(&mut finding);
+            crate::locate::locate(&mut finding);
             self.raised.push(finding);
         }
     }

@@ -5,6 +5,7 @@ use std::mem::size_of;
 
 use auditor_analyzer::event::{Event, EventKind, FileId, FileInfo, FileType, Reopens, ViewStamp};
 
+use super::kdev::user_dev;
 use super::stacks::Stacks;
 use auditor_common::{
     ExitRecord, FLAG_RUN_UNSURE, FileIdent, ForkRecord, Header, Kind, PathRecord, SignalRecord,
@@ -265,11 +266,6 @@ fn exit(r: &ExitRecord) -> EventKind {
         signal: (sig != 0).then_some(sig),
         core_dumped: status & 0x80 != 0,
     }
-}
-
-/// Kernel `s_dev` (major << 20 | minor) to userspace `st_dev`.
-pub fn user_dev(kdev: u32) -> u64 {
-    libc::makedev(kdev >> 20, kdev & 0xfffff)
 }
 
 pub fn file_info(f: &FileIdent) -> Option<FileInfo> {

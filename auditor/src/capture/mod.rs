@@ -7,6 +7,7 @@ pub mod decode;
 mod decode_fuzz;
 pub mod enrich;
 mod images;
+mod kdev;
 pub mod launch;
 pub mod maps;
 pub mod mountinfo;

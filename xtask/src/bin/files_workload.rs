@@ -8,6 +8,9 @@
 //! It creates DIR/ready, waits for DIR/go (the tracer is attached), works,
 //! and prints its loop time in nanoseconds, then `cpu NS` (its CPU time).
 
+#[path = "../workload_timing.rs"]
+mod workload_timing;
+
 use std::{
     fs::{self, File},
     io::Write,
@@ -40,17 +43,5 @@ fn main() {
             let _ = fs::remove_file(name(i));
         }
     }
-    println!("{}", start.elapsed().as_nanos());
-    println!("cpu {}", cpu_ns());
-}
-
-/// CPU time this process used (user + system, all threads): what tracing
-/// costs the program itself, without the time it waited for a CPU that
-/// other processes held, or for the disk.
-fn cpu_ns() -> u128 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as u128 * 1_000_000_000 + tv.tv_usec as u128 * 1000;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    workload_timing::print_since(start);
 }

@@ -3,6 +3,9 @@
 //! one trying to drown a tracer in events).
 //! Usage: flood_workload PATH N  -> prints its loop time in nanoseconds, then `cpu NS`.
 
+#[path = "../workload_timing.rs"]
+mod workload_timing;
+
 use std::{ffi::CString, time::Instant};
 
 fn main() {
@@ -18,17 +21,5 @@ fn main() {
             libc::close(fd);
         }
     }
-    println!("{}", start.elapsed().as_nanos());
-    println!("cpu {}", cpu_ns());
-}
-
-/// CPU time this process used (user + system, all threads): what tracing
-/// costs the program itself, without the time it waited for a CPU that
-/// other processes held, or for the disk.
-fn cpu_ns() -> u128 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as u128 * 1_000_000_000 + tv.tv_usec as u128 * 1000;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    workload_timing::print_since(start);
 }

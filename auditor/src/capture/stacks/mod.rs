@@ -16,7 +16,7 @@ use auditor_analyzer::stack::{Frame, Interpreter, Stack, Unwind};
 use auditor_common::{FileIdent, PathRecord, StackKey, StackRecord, linux::misc::PROT_EXEC};
 use framehop::x86_64::CacheX86_64;
 
-use super::decode::user_dev;
+use super::kdev::user_dev;
 use objects::{Identity, Objects};
 use space::Space;
 
