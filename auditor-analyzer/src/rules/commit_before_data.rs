@@ -14,7 +14,10 @@
 //! first such commit after its last write only. The committing process's
 //! own unsynced files are left to the other rules: the trace cannot tell
 //! which of them a record describes (git fsyncs a ref while its reflog and
-//! commit message never are, and the ref does not stand for them).
+//! commit message never are, and the ref does not stand for them). So are
+//! the files a helper renamed into place itself: it placed its own record
+//! (`git gc`'s repack renames `info/refs` into place beside the packs it
+//! had fsynced), and rename-without-fsync speaks of them.
 
 use serde_json::{Value, json};
 
@@ -66,6 +69,8 @@ struct Ended {
 pub struct CommitBeforeData {
     commits: Vec<Commit>,
     ended: FastMap<ProcKey, Ended>,
+    /// Who last renamed each file into place.
+    placed_by: FastMap<FileId, ProcKey>,
 }
 
 impl Rule for CommitBeforeData {
@@ -82,6 +87,7 @@ impl Rule for CommitBeforeData {
                 call,
             } if !rename.link && durable_record(cx, *id, rename.destination) => {
                 let Some(p) = cx.procs.get(*pid) else { return };
+                self.placed(*id, p.key);
                 let previous_ns = self
                     .commits
                     .iter()
@@ -99,6 +105,13 @@ impl Rule for CommitBeforeData {
                     call: call.to_ref(),
                     previous_ns,
                 });
+            }
+            Moment::Renamed {
+                id, rename, pid, ..
+            } if !rename.link => {
+                if let Some(p) = cx.procs.get(*pid) {
+                    self.placed(*id, p.key);
+                }
             }
             Moment::Ended { process, call, .. } => {
                 if self.ended.len() >= MAX_PARENTS {
@@ -142,6 +155,13 @@ fn durable_record(cx: &Cx<'_>, id: FileId, dest: &str) -> bool {
 }
 
 impl CommitBeforeData {
+    fn placed(&mut self, id: FileId, by: ProcKey) {
+        if self.placed_by.len() >= MAX_PARENTS && !self.placed_by.contains_key(&id) {
+            self.placed_by.clear();
+        }
+        self.placed_by.insert(id, by);
+    }
+
     /// The parent record of `key`: from its end, or from the live table.
     fn parent(&self, cx: &Cx<'_>, key: ProcKey) -> Option<ProcKey> {
         if let Some(e) = self.ended.get(&key) {
@@ -183,6 +203,13 @@ impl CommitBeforeData {
                 continue;
             };
             let Some(d) = st.dirty.as_ref() else { continue };
+            if self
+                .placed_by
+                .get(&id)
+                .is_some_and(|k| d.writers.iter().any(|w| w.key == *k))
+            {
+                continue;
+            }
             let found = self.commits.iter().position(|c| {
                 c.id != id
                     && c.call.ts_ns >= d.last_write_ns
@@ -399,6 +426,38 @@ mod tests {
         assert!(
             findings.iter().all(|f| f.rule != "commit-before-data"),
             "{findings:#?}"
+        );
+    }
+
+    /// git gc: its repack helper writes `info/refs` to a temp name and
+    /// renames it into place itself (no fsync); the commit-graph git gc
+    /// then commits does not stand for that file.
+    #[test]
+    fn a_file_its_helper_placed_itself_is_not_the_records() {
+        let mut v = load(false);
+        let exit_at = v
+            .iter()
+            .position(|e| matches!(e.kind, crate::EventKind::Exit { .. }))
+            .unwrap();
+        let placed = [
+            open_new(20, "/d/info/refs_x", 6, reg(42)),
+            write(20, 6, 9),
+            close(20, 6),
+            rename(20, "/d/info/refs_x", "/d/info/refs"),
+        ];
+        // Without the layer files, only the placed file is left.
+        v.retain(|e| e.pid != 20 || matches!(e.kind, crate::EventKind::Exit { .. }));
+        for (i, e) in placed.into_iter().enumerate() {
+            v.insert(exit_at - 4 + i, e);
+        }
+        let findings = run(v);
+        assert!(
+            findings.iter().all(|f| f.rule != "commit-before-data"),
+            "{findings:#?}"
+        );
+        assert!(
+            findings.iter().any(|f| f.rule == "rename-without-fsync"),
+            "the helper's own rename is still flagged: {findings:#?}"
         );
     }
 
