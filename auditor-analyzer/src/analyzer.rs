@@ -423,7 +423,7 @@ impl Analyzer {
                     pid: ev.pid,
                     comm: ev.comm.clone(),
                     exe: None,
-                    argv: Vec::new(),
+                    argv: Default::default(),
                 },
             ),
         }

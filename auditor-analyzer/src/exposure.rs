@@ -255,7 +255,7 @@ mod tests {
             pid: 1,
             comm: "t".into(),
             exe: None,
-            argv: Vec::new(),
+            argv: Default::default(),
         };
         Exposure {
             rule,
@@ -273,7 +273,7 @@ mod tests {
                 pid: 2,
                 comm: "c".into(),
                 exe: None,
-                argv: Vec::new(),
+                argv: Default::default(),
             },
             call: CallRef {
                 seq: 9,

@@ -117,7 +117,7 @@ mod tests {
                     pid: 1,
                     comm: "app".into(),
                     exe: None,
-                    argv: Vec::new(),
+                    argv: Default::default(),
                 },
                 "",
             );

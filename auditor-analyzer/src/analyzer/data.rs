@@ -119,7 +119,7 @@ impl Analyzer {
                                 pid: ev.pid,
                                 comm: ev.comm.clone(),
                                 exe: None,
-                                argv: Vec::new(),
+                                argv: Default::default(),
                             },
                             |p| p.to_ref(),
                         ),

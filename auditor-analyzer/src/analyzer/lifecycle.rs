@@ -50,8 +50,8 @@ impl Analyzer {
         }
         if let Some(p) = self.procs.get_mut(ev.pid) {
             p.cwd = cwd.starts_with('/').then(|| normalize(cwd));
-            p.exe = (!exe.is_empty()).then(|| exe.clone());
-            p.argv = argv.clone();
+            p.exe = (!exe.is_empty()).then(|| exe.as_str().into());
+            p.argv = argv.as_slice().into();
             p.ppid = *ppid;
         }
     }
@@ -121,7 +121,7 @@ impl Analyzer {
         let seen = Self::seen(filename, &ev.in_process.path_in_process);
         let exe = match p.exe.clone() {
             Some(exe) if is_self_exe(&seen) => exe,
-            _ => filename.to_string(),
+            _ => std::sync::Arc::from(filename),
         };
         let old: Vec<_> = p.tables().collect();
         let table = self.fds.copy(p.table_of(ev.tid), true);
@@ -132,7 +132,7 @@ impl Analyzer {
             p.threads.clear();
             p.threads.insert(ev.pid);
             p.exe = Some(exe);
-            p.argv = argv.to_vec();
+            p.argv = argv.into();
             p.comm = comm_of(&seen);
             p.last_writes.clear();
             p.short_writes.clear();

@@ -322,7 +322,7 @@ mod tests {
                 pid: 1,
                 comm: "cp".into(),
                 exe: Some("/usr/bin/cp".into()),
-                argv: Vec::new(),
+                argv: Default::default(),
             },
             "s",
         )

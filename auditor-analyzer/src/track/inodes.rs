@@ -574,7 +574,7 @@ mod eviction_tests {
                 pid: 1,
                 comm: "t".into(),
                 exe: None,
-                argv: Vec::new(),
+                argv: Default::default(),
             },
         };
         inodes

@@ -71,9 +71,9 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub comm: String,
-    pub exe: Option<String>,
+    pub exe: Option<std::sync::Arc<str>>,
     /// Command line from its last exec (or from /proc at attach).
-    pub argv: Vec<String>,
+    pub argv: std::sync::Arc<[String]>,
     /// Base of relative paths, as the process names it (inside its own
     /// root); None when the trace never told us.
     pub cwd: Option<String>,
@@ -190,7 +190,7 @@ impl ProcessTable {
             ppid: 0,
             comm: comm.to_string(),
             exe: None,
-            argv: Vec::new(),
+            argv: Default::default(),
             cwd: None,
             view: None,
             table,

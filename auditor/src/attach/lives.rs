@@ -71,7 +71,7 @@ impl Life {
             ppid: i.ppid,
             cgroup: i.cgroup.clone(),
             exe: None,
-            argv: Vec::new(),
+            argv: Default::default(),
             container_name: None,
             how,
             ended: None,
@@ -207,7 +207,7 @@ impl Lives {
                         ppid: ev.pid,
                         cgroup: parent.as_ref().and_then(|p| p.cgroup.clone()),
                         exe: None,
-                        argv: Vec::new(),
+                        argv: Default::default(),
                         container_name: None,
                         how: How::Fork,
                         ended: None,
@@ -440,7 +440,7 @@ mod tests {
             4_000_000,
             EventKind::Exec {
                 filename: "/usr/bin/d".into(),
-                argv: Vec::new(),
+                argv: Default::default(),
                 stamp: None,
             },
         ));

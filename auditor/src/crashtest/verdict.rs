@@ -534,7 +534,7 @@ mod tests {
                 pid: 1,
                 comm: comm.into(),
                 exe: None,
-                argv: Vec::new(),
+                argv: Default::default(),
             },
             "",
         );

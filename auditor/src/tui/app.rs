@@ -581,7 +581,7 @@ pub(crate) mod tests {
                 pid,
                 comm: comm.into(),
                 exe: None,
-                argv: Vec::new(),
+                argv: Default::default(),
             },
             format!("{path}: {rule}"),
         )
