@@ -177,12 +177,16 @@ fn track(
     if a.writers.is_empty() {
         a.since_epoch = epoch;
     }
+    // Most files have one writer and few appends: room for one of each at
+    // first, not the four a first push reserves.
     if !a.writers.iter().any(|w| w.tid == tid) && a.writers.len() < WRITERS {
+        a.writers.reserve_exact(1);
         a.writers.push(writer());
     }
     if a.recent.len() == APPEND_CALLS {
         a.recent.pop_front();
     }
+    a.recent.reserve_exact(1);
     a.recent.push_back(call.clone());
     if a.last_tid == Some(tid) {
         return false;

@@ -237,6 +237,9 @@ impl InodeState {
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
+        // Most files see one or two calls: room for one at first, not the
+        // four a first push reserves (this state exists for every file).
+        self.history.reserve_exact(1);
         self.history.push_back(call);
     }
 
@@ -291,6 +294,8 @@ impl InodeState {
         if !dirty.writers.iter().any(|w| w.key == key && w.tid == tid)
             && dirty.writers.len() < WRITERS
         {
+            // Most files have one writer: room for one at first.
+            dirty.writers.reserve_exact(1);
             dirty.writers.push(writer());
         }
         if let Some(last) = dirty.last_write_by.iter_mut().find(|(k, _)| *k == key) {
