@@ -183,15 +183,18 @@ fn load(file: File, name: &str) -> Option<Object> {
         got_svma: range(".got"),
         debug_frame: bytes(".debug_frame"),
     };
-    // The symbolizer reads by name: the real name when it names this very
-    // file (its debug link is then found beside it), else our handle.
-    let open_path = match std::fs::metadata(name) {
-        Ok(m)
+    // The symbolizer reads by name: the real name when only root can
+    // change what it names and it names this very file (its debug link is
+    // then found beside it), else our handle. A name a traced program can
+    // swap (its own build directory) could otherwise turn into a FIFO that
+    // blocks the read, or another file, between our check and that read.
+    let open_path = match root_held(Path::new(name)) {
+        Some((path, m))
             if file
                 .metadata()
                 .is_ok_and(|f| f.dev() == m.dev() && f.ino() == m.ino()) =>
         {
-            PathBuf::from(name)
+            path
         }
         _ => PathBuf::from(format!(
             "/proc/self/fd/{}",
@@ -208,6 +211,24 @@ fn load(file: File, name: &str) -> Option<Object> {
     })
 }
 
+/// `name` resolved, with what it names, when root owns it and every
+/// directory above it, none of them writable by group or others: nobody
+/// else can make it name another file.
+fn root_held(name: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
+    let path = std::fs::canonicalize(name).ok()?;
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if meta.uid() != 0 || !meta.is_file() {
+        return None;
+    }
+    for dir in path.ancestors().skip(1) {
+        let d = std::fs::symlink_metadata(dir).ok()?;
+        if d.uid() != 0 || !d.is_dir() || d.mode() & 0o022 != 0 {
+            return None;
+        }
+    }
+    Some((path, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +243,22 @@ mod tests {
         assert!(o.exec_range().is_some());
         assert!(o.unwinding.eh_frame.is_some() && o.unwinding.eh_frame_hdr.is_some());
         assert!(o.interp.as_deref().is_some_and(|i| i.contains("ld-linux")));
+    }
+
+    /// Only names nobody but root can change are handed on by name.
+    #[test]
+    fn names_only_root_can_change_are_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(root_held(Path::new("/bin/sh")).is_some());
+        let dir = std::env::temp_dir().join(format!("auditor-objects-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("lib.so");
+        std::fs::write(&f, b"x").unwrap();
+        // Under the temporary directory (writable by all, sticky).
+        assert!(root_held(&f).is_none());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(root_held(&f).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
