@@ -204,7 +204,13 @@ impl Bench<'_> {
 
 /// What stacks cost: the auditor with and without them, interleaved, on
 /// `w` and on `run -- true` (wall), medians over `rounds`.
-fn stacks_case(b: &Bench<'_>, case: &str, w: &Workload, rounds: usize) -> Result<String> {
+fn stacks_case(
+    b: &Bench<'_>,
+    case: &str,
+    w: &Workload,
+    calls: u64,
+    rounds: usize,
+) -> Result<String> {
     let (mut on, mut off) = (Vec::new(), Vec::new());
     let (mut start_on, mut start_off) = (Vec::new(), Vec::new());
     let wall = |extra: &[&str]| -> Result<u64> {
@@ -237,8 +243,9 @@ fn stacks_case(b: &Bench<'_>, case: &str, w: &Workload, rounds: usize) -> Result
     }
     let ratio = |m: fn(&[Sample]) -> u64| m(&on) as f64 / m(&off).max(1) as f64;
     let (s_on, s_off) = (median(start_on), median(start_off));
+    let per_call = (cpu_median(&on) as f64 - cpu_median(&off) as f64) / calls.max(1) as f64;
     Ok(format!(
-        "| stacks: {case}, auditor with / `--no-stacks` | | | {} / {} | | | **{:.3}**, cpu **{:.3}** (start-up `run -- true` {:.0} ms / {:.0} ms) | {} |",
+        "| stacks: {case}, auditor with / `--no-stacks` | | | {} / {} | | | **{:.3}**, cpu **{:.3}**, CPU ns added per traced call {per_call:.0} (start-up `run -- true` {:.0} ms / {:.0} ms) | {} |",
         cell(&on, &off),
         cell(&off, &off),
         ratio(loop_median),
@@ -558,6 +565,8 @@ pub fn run(auditor: &Path, o: &Options) -> Result<()> {
             o.writes, o.fsync_every
         ),
         &writes(o.writes, o.fsync_every, None),
+        // The writes and their fdatasyncs.
+        o.writes + o.writes.checked_div(o.fsync_every).unwrap_or(0),
         few,
     )?;
     let start = startup(auditor, o.startups)?;
