@@ -765,6 +765,18 @@ mod tests {
         qcow2(vec![need("/d/base.raw", BASE, 1, "/d/overlay.qcow2")])
     }
 
+    /// `pid` opens the thin overlay (on fd 3) and reads it whole.
+    fn read_overlay(pid: u32) -> Event {
+        read(
+            pid,
+            "/d/overlay.qcow2",
+            3,
+            OVERLAY,
+            196_616,
+            Some(overlay()),
+        )
+    }
+
     fn read(pid: u32, path: &str, fd: i64, ino: u64, size: i64, image: Option<ImageInfo>) -> Event {
         let mut e = open_with(
             pid,
@@ -880,14 +892,7 @@ mod tests {
         // sha256sum overlay.qcow2 | ...: 80 bytes out of a 192 KiB image.
         let events = vec![
             start(100, "/d"),
-            read(
-                100,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(100),
             pipe_write(100, 1, 80),
             exit(100, 0),
         ];
@@ -902,14 +907,7 @@ mod tests {
             open_new(100, "/d/overlay.qcow2", 3, reg(OVERLAY)),
             write(100, 3, 196_616),
             close(100, 3),
-            read(
-                100,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(100),
             exit(100, 0),
         ];
         assert!(mine(&run(events)).is_empty());
@@ -957,14 +955,7 @@ mod tests {
             start(100, "/d"),
             fork(100, 101),
             fork(100, 102),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101),
             pipe_write(101, 1, 204_800),
             exit(101, 0),
             open_new(102, "/d/a.tgz", 1, reg(20)),
@@ -985,14 +976,7 @@ mod tests {
         let events = vec![
             start(100, "/d"),
             fork(100, 101),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
             read(100, "/d/base.raw", 3, BASE, 1 << 20, None),
@@ -1007,14 +991,7 @@ mod tests {
             read(102, "/d/base.raw", 3, BASE, 1 << 20, None),
             exit(102, 0),
             fork(100, 101),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
             exit(100, 0),
@@ -1027,14 +1004,7 @@ mod tests {
         let child = vec![
             start(100, "/d"),
             fork(100, 101),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
         ];
@@ -1058,14 +1028,7 @@ mod tests {
         let cp = vec![
             start(100, "/d"),
             fork(100, 101),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101),
             open_new(101, "/d/b/overlay.qcow2", 4, reg(21)),
             write(101, 4, 196_616),
             exit(101, 0),
@@ -1094,14 +1057,7 @@ mod tests {
     fn still_running_at_the_end_it_may_yet_ship_the_rest() {
         let events = vec![
             start(100, "/d"),
-            read(
-                100,
-                "/d/overlay.qcow2",
-                3,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(100),
             pipe_write(100, 1, 196_616),
         ];
         let found = run(events);
