@@ -42,15 +42,15 @@ fn s(p: &Path) -> &str {
 
 /// The rename inside the jail is reported at its host path, by the binary
 /// that ran it, with the jail's own path beside it.
-fn assert_replaced_in(jail: &Path, run: &Run) {
-    let f = the_finding(&run.report, "rename-without-fsync");
+fn assert_replaced_in(jail: &Path, report: &Value) {
+    let f = the_finding(report, "rename-without-fsync");
     let passwd = jail.join("etc/passwd");
     assert_eq!(f["path"], s(&passwd), "{f:#}");
     assert_eq!(f["path_in_process"], "/etc/passwd");
     assert!(f.get("host_path_unknown").is_none(), "{f:#}");
     assert_eq!(f["process"]["exe"], s(&jail.join("bin/busybox")));
     assert!(passwd.exists());
-    let dir = the_finding(&run.report, "rename-without-dir-fsync");
+    let dir = the_finding(report, "rename-without-dir-fsync");
     assert_eq!(dir["path"], s(&passwd));
     assert_eq!(dir["evidence"]["directory"], s(&jail.join("etc")));
 }
@@ -64,7 +64,7 @@ fn a_rename_under_chroot_is_named_on_the_host() {
         &[],
         &["chroot", s(&j), "/bin/busybox", "sh", "-c", REPLACE],
     );
-    assert_replaced_in(&j, &run);
+    assert_replaced_in(&j, &run.report);
 }
 
 #[test]
@@ -85,7 +85,87 @@ fn a_rename_under_unshare_mount_root_is_named_on_the_host() {
             REPLACE,
         ],
     );
-    assert_replaced_in(&j, &run);
+    assert_replaced_in(&j, &run.report);
+}
+
+/// Opens the FIFO at `fifo` for writing once a reader has it open, and
+/// after `hold` lets that reader go on.
+fn release_after(fifo: &Path, hold: Duration) -> std::thread::JoinHandle<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let fifo = fifo.to_path_buf();
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            // Without a reader a non-blocking open fails (ENXIO).
+            let open = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+            if let Ok(mut f) = open {
+                std::thread::sleep(hold);
+                let _ = f.write_all(b"go\n");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// The shell waits inside the jail (on a FIFO there) long after its exec,
+/// so /proc is read while it runs: its view comes from its mount table,
+/// which under a root that is no mount point lists nothing, and must name
+/// the jail as its own calls do. A recording shows that view; its report
+/// is the live one.
+#[test]
+fn a_rename_under_unshare_mount_root_is_named_on_the_host_from_proc() {
+    let dir = scratch("containers_unshare_proc");
+    let j = jail(&dir);
+    let fifo = j.join("go");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let release = release_after(&fifo, Duration::from_secs(1));
+    let root = format!("--root={}", s(&j));
+    let script = format!("read go < /go && {REPLACE}");
+    let out = auditor(
+        &dir,
+        &[
+            "record",
+            "-o",
+            "run.rec",
+            "--",
+            "unshare",
+            "--mount",
+            &root,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    release.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recording = std::fs::read_to_string(dir.join("run.rec")).unwrap();
+    let views: Vec<Value> = recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "view")
+        .collect();
+    let want = serde_json::json!([{ "at": "/", "host": s(&j) }]);
+    assert!(
+        views
+            .iter()
+            .any(|v| v["mounts"] == want && v["private"] == true),
+        "no view naming the jail from /proc: {views:#?}"
+    );
+    let out = auditor(&dir, &["report", "run.rec", "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_replaced_in(&j, &report);
 }
 
 // ------------------------------------------------------------------ dockerd

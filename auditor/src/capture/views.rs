@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, os::unix::fs::OpenOptionsExt};
 
-use auditor_analyzer::event::{Container, Event, EventKind, ViewMount, ViewStamp};
+use auditor_analyzer::event::{Container, Event, EventKind, FileId, ViewMount, ViewStamp};
 use auditor_analyzer::paths::normalize;
 use auditor_analyzer::views::{rebase, under};
 
@@ -110,12 +110,12 @@ impl Views {
                 self.marked.insert(ev.pid);
             }
             // The exec's own path is named in the view it runs in.
-            EventKind::Exec { stamp, .. } => return (self.refresh(ev, *stamp, true), None),
+            EventKind::Exec { stamp, .. } => return (self.refresh(ev, *stamp), None),
             // The setns itself makes the view unknown; what /proc shows
             // of the namespace it joined comes after it.
             EventKind::Setns { stamp, ret: 0, .. } => {
                 self.marked.insert(ev.pid);
-                return (None, self.refresh(ev, *stamp, false));
+                return (None, self.refresh(ev, *stamp));
             }
             _ => {}
         }
@@ -123,18 +123,10 @@ impl Views {
     }
 
     /// The view to send after a call that left the process at `stamp`:
-    /// None when /proc no longer shows it there, or nothing changed. With
-    /// `own_calls`, also None when /proc cannot show its root: in a private
-    /// namespace whose root is no mount point (`unshare --mount --root`
-    /// chroots into a plain directory) the kernel lists none of the mounts
-    /// above it, and the chroot the analyzer saw says more.
-    fn refresh(&mut self, ev: &Event, stamp: Option<ViewStamp>, own_calls: bool) -> Option<Event> {
+    /// None when /proc no longer shows it there, or nothing changed.
+    fn refresh(&mut self, ev: &Event, stamp: Option<ViewStamp>) -> Option<Event> {
         let stamp = stamp?;
-        let now = ViewStamp {
-            mnt_ns: self.proc.mnt_ns(ev.pid).ok()?,
-            root: self.proc.root_id(ev.pid).ok()?,
-        };
-        if now != stamp {
+        if !self.stands_at(ev.pid, stamp) {
             return None;
         }
         let kind = if Some(stamp) == self.ours && self.container_of(ev.pid).is_none() {
@@ -144,7 +136,10 @@ impl Views {
             host_view()
         } else {
             let kind = self.read(ev.pid)?.view.unwrap_or_else(host_view);
-            if own_calls && !has_root(&kind) {
+            // A chroot or setns while its table was read would make this
+            // the view of a later call, and that call would then be
+            // applied over it again.
+            if !self.stands_at(ev.pid, stamp) {
                 return None;
             }
             self.marked.insert(ev.pid);
@@ -160,6 +155,12 @@ impl Views {
             stack: None,
             in_process: Default::default(),
         })
+    }
+
+    /// Whether /proc shows `pid` in the mount namespace and root of `stamp`.
+    fn stands_at(&self, pid: u32, stamp: ViewStamp) -> bool {
+        let now = self.proc.mnt_ns(pid).ok().zip(self.proc.root_id(pid).ok());
+        now == Some((stamp.mnt_ns, stamp.root))
     }
 
     fn container_of(&self, pid: u32) -> Option<String> {
@@ -207,11 +208,20 @@ impl Views {
                 (mounts, false, whole.then_some(link))
             } else {
                 let table = self.table(pid)?;
-                let mounts = table
+                let mut mounts: Vec<ViewMount> = table
                     .mounts
                     .iter()
                     .map(|m| view_mount(m.point.clone(), host_of(m, &host)))
                     .collect();
+                if !mounts.iter().any(|m| m.at == "/") {
+                    // Its root is no mount point of its namespace (a chroot
+                    // inside it, as `unshare --mount --root` makes): the
+                    // table lists only the mounts under that root, maybe
+                    // none, and says nothing of where the root is.
+                    let link = self.proc.root_link(pid).ok()?;
+                    let id = self.proc.root_id(pid).ok()?;
+                    mounts.insert(0, view_mount("/".into(), root_on_host(&link, id, &host)));
+                }
                 (mounts, true, None)
             };
         let container = container.map(|id| Container {
@@ -235,16 +245,25 @@ impl Views {
     }
 }
 
-/// Whether a view names the process's root: a private mount table from
-/// /proc lacks it when the root is not a mount point there.
-fn has_root(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::View {
-            mounts,
-            private: true,
-            ..
-        } => mounts.iter().any(|m| normalize(&m.at) == "/"),
-        _ => true,
+/// Where the root of a process in another mount namespace lies on the
+/// host when that root is no mount point there. `link` is its /proc root
+/// link, a path from its namespace's root; a namespace copied from ours
+/// (unshare) still has the directory at that path, which is taken only
+/// when our root reaches the very directory `id` names there.
+fn root_on_host(link: &str, id: FileId, host: &Table) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let why = "its root is not a mount point of its mount namespace";
+    if !link.starts_with('/') || link.ends_with(" (deleted)") {
+        return Err(format!("{why} ({link:?})"));
+    }
+    let here = std::fs::canonicalize(link)
+        .ok()
+        .and_then(|p| Some((p.to_str()?.to_string(), std::fs::metadata(&p).ok()?)));
+    match here {
+        Some((path, m)) if m.dev() == id.dev && m.ino() == id.ino => Ok(land(host, &path)),
+        _ => Err(format!(
+            "{why}, and {link:?} on the host is not the directory it is"
+        )),
     }
 }
 
@@ -364,6 +383,8 @@ fn read_small(path: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const HOST: &str = "\
@@ -440,6 +461,99 @@ mod tests {
         let seen = views.at_attach(std::process::id());
         assert_eq!(seen.view, None, "{seen:?}");
         assert_eq!(views.at_attach(u32::MAX).view, None, "gone: nothing to say");
+    }
+
+    fn id_of(path: &Path) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    #[test]
+    fn a_root_that_is_no_mount_point_is_found_by_its_identity() {
+        let dir = std::env::temp_dir().join(format!("auditor-rooted-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("jail/etc")).unwrap();
+        let jail = std::fs::canonicalize(dir.join("jail")).unwrap();
+        let host = mountinfo::parse(HOST);
+        let link = jail.to_str().unwrap();
+        assert_eq!(
+            root_on_host(link, id_of(&jail), &host),
+            Ok(link.to_string())
+        );
+        let other = root_on_host(link, id_of(&jail.join("etc")), &host).unwrap_err();
+        assert!(other.contains("not the directory it is"), "{other}");
+        let gone = format!("{link} (deleted)");
+        assert!(root_on_host(&gone, id_of(&jail), &host).is_err());
+        assert!(root_on_host("jail", id_of(&jail), &host).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A /proc tree with us and pid 4242, which `unshare --mount --root`
+    /// left in a namespace of its own under `jail`: its mount table lists
+    /// nothing.
+    fn unshared_under(dir: &Path, jail: &Path) -> ProcFs {
+        use std::os::unix::fs::symlink;
+        let proc = dir.join("proc");
+        for (pid, root, table) in [(std::process::id(), Path::new("/"), HOST), (4242, jail, "")] {
+            let p = proc.join(pid.to_string());
+            std::fs::create_dir_all(p.join("ns")).unwrap();
+            std::fs::write(p.join("ns/mnt"), "").unwrap();
+            symlink(root, p.join("root")).unwrap();
+            std::fs::write(p.join("mountinfo"), table).unwrap();
+        }
+        ProcFs::new(proc)
+    }
+
+    fn exec(pid: u32, stamp: ViewStamp) -> Event {
+        Event {
+            seq: 7,
+            ts_ns: 1,
+            pid,
+            tid: pid,
+            comm: "busybox".into(),
+            kind: EventKind::Exec {
+                filename: "/bin/busybox".into(),
+                argv: Vec::new(),
+                stamp: Some(stamp),
+            },
+            stack: None,
+            in_process: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_exec_under_unshare_root_is_given_its_root_on_the_host() {
+        let dir = std::env::temp_dir().join(format!("auditor-unshared-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("jail")).unwrap();
+        let jail = std::fs::canonicalize(dir.join("jail")).unwrap();
+        let proc = unshared_under(&dir, &jail);
+        let mut views = Views::new(proc.clone());
+        let stamp = ViewStamp {
+            mnt_ns: proc.mnt_ns(4242).unwrap(),
+            root: id_of(&jail),
+        };
+        let (before, after) = views.around(&exec(4242, stamp));
+        assert_eq!(after, None);
+        let want = EventKind::View {
+            mounts: vec![ViewMount {
+                at: "/".into(),
+                host: Some(jail.to_str().unwrap().into()),
+                unknown: None,
+            }],
+            private: true,
+            container: None,
+        };
+        assert_eq!(before.map(|e| e.kind), Some(want));
+        // Moved on since (another root): nothing from /proc.
+        let moved = ViewStamp {
+            root: id_of(&dir),
+            ..stamp
+        };
+        assert_eq!(views.around(&exec(4242, moved)), (None, None));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
