@@ -56,6 +56,16 @@ pub struct Interpreter {
     pub script: Option<String>,
 }
 
+impl Interpreter {
+    /// `python3 running save.py`, or the interpreter alone.
+    pub fn describe(&self) -> String {
+        match &self.script {
+            Some(s) => format!("{} running {s}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// A user stack, innermost frame first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
@@ -150,11 +160,7 @@ impl Stack {
     pub fn short(&self, n: usize) -> String {
         let mut out = String::new();
         if let Some(i) = &self.interpreter {
-            let _ = write!(out, "in {}", i.name);
-            if let Some(s) = &i.script {
-                let _ = write!(out, " running {s}");
-            }
-            out.push_str(" (interpreter frames): ");
+            let _ = write!(out, "in {} (interpreter frames): ", i.describe());
         }
         let frames: Vec<String> = self.program_frames(n).iter().map(Frame::describe).collect();
         if frames.is_empty() {
@@ -175,10 +181,16 @@ impl Stack {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn frame(function: &str, file: Option<&str>, line: Option<u32>, object: &str) -> Frame {
+    /// A named frame at a fixed address, for tests here and elsewhere.
+    pub(crate) fn frame(
+        function: &str,
+        file: Option<&str>,
+        line: Option<u32>,
+        object: &str,
+    ) -> Frame {
         Frame {
             address: 0x1000,
             function: Some(function.into()),

@@ -355,17 +355,9 @@ mod tests {
     /// stack goes along, all valid SARIF.
     #[test]
     fn a_stack_points_the_result_at_the_source_line() {
-        use crate::stack::{Frame, Stack};
+        use crate::stack::Stack;
+        use crate::stack::tests::frame;
         let mut r = sample_report();
-        let frame = |function: &str, file: Option<&str>, line: Option<u32>, object: &str| Frame {
-            address: 0x1000,
-            function: Some(function.into()),
-            file: file.map(Into::into),
-            line,
-            object: Some(object.into()),
-            offset: Some(0x10),
-            inlined: false,
-        };
         r.findings[0].stack = Some(std::sync::Arc::new(Stack {
             frames: vec![
                 frame("rename", Some("./io/rename.c"), Some(29), "/lib/libc.so.6"),

@@ -487,17 +487,12 @@ fn render_finding(out: &mut Out<'_>, f: &Finding, paint: &Paint, width: Option<u
         };
         let _ = writeln!(out, "    stack ({how}):");
         if let Some(i) = &stack.interpreter {
-            let script = i
-                .script
-                .as_deref()
-                .map(|s| format!(" running {s}"))
-                .unwrap_or_default();
             wrapped(
                 out,
                 "      ",
                 &escape(&format!(
-                    "{}{script}: these are the interpreter's native frames, not the script's",
-                    i.name
+                    "{}: these are the interpreter's native frames, not the script's",
+                    i.describe()
                 )),
                 width,
             );

@@ -303,15 +303,10 @@ fn detail_lines(x: &Finding) -> Vec<Line<'static>> {
     if let Some(stack) = &x.stack {
         lines.push(Line::from("Where").bold());
         if let Some(i) = &stack.interpreter {
-            let script = i
-                .script
-                .as_deref()
-                .map(|s| format!(" running {s}"))
-                .unwrap_or_default();
             lines.push(
                 Line::from(format!(
-                    "  {}{script}: the interpreter's native frames",
-                    i.name
+                    "  {}: the interpreter's native frames",
+                    i.describe()
                 ))
                 .dim(),
             );
