@@ -399,8 +399,8 @@ impl Analyzer {
         if let Some(p) = self.procs.get_mut(ev.pid) {
             p.last_active = tick;
             p.threads.insert(ev.tid);
-            if ev.tid == ev.pid && !ev.comm.is_empty() && p.comm != ev.comm {
-                p.comm = ev.comm.clone();
+            if ev.tid == ev.pid && !ev.comm.is_empty() && *p.comm != *ev.comm {
+                p.comm = ev.comm.as_str().into();
             }
         }
         if new {
@@ -421,7 +421,7 @@ impl Analyzer {
                 0,
                 ProcessRef {
                     pid: ev.pid,
-                    comm: ev.comm.clone(),
+                    comm: ev.comm.as_str().into(),
                     exe: None,
                     argv: Default::default(),
                 },

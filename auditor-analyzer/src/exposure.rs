@@ -7,6 +7,8 @@
 //! from how each exposure stands then: a program judged by what it left
 //! behind, not by the moment it claimed to be done.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::FileId;
@@ -56,17 +58,62 @@ pub enum Moot {
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
     Open,
-    Closed(Closer),
+    /// Closed by a call; a sync() closes thousands at once, with one.
+    Closed(Arc<Closer>),
     Moot(Moot),
 }
 
+/// A finding kept as the facts it is made of, built when someone asks:
+/// an exposure that is opened by the thousand (one per file a process left
+/// dirty) and read only at the end need not hold its finding built.
+pub trait Draft: Send + std::fmt::Debug {
+    /// The finding, exactly as it would have been built when the exposure
+    /// opened.
+    fn finding(&self) -> Finding;
+}
+
+/// The finding an exposure tells.
+#[derive(Debug)]
+pub enum Told {
+    Built(Box<Finding>),
+    Draft(Box<dyn Draft>),
+    /// Moved out into its verdict.
+    Taken,
+}
+
+impl Told {
+    /// The finding as the rule raised it (pointed at the code that made
+    /// it, like every raised finding).
+    pub fn finding(&self) -> Finding {
+        match self {
+            Told::Built(f) => (**f).clone(),
+            Told::Draft(d) => {
+                let mut f = d.finding();
+                crate::locate::locate(&mut f);
+                f
+            }
+            Told::Taken => Finding::placeholder(),
+        }
+    }
+
+    /// Moves the finding out, leaving [`Told::Taken`].
+    pub fn take(&mut self) -> Finding {
+        match std::mem::replace(self, Told::Taken) {
+            Told::Built(f) => *f,
+            d => d.finding(),
+        }
+    }
+}
+
 /// One exposure.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Exposure {
     pub rule: &'static RuleInfo,
     pub subject: Subject,
     /// The finding as the rule wrote it when the exposure opened.
-    pub finding: Finding,
+    pub told: Told,
+    /// The process the finding is about.
+    pub pid: u32,
     /// When it opened (monotonic ns).
     pub opened_ns: u64,
     /// Lost-event epoch its facts rest on.
@@ -95,14 +142,14 @@ pub struct Exposures {
 }
 
 impl Exposures {
-    /// Records a new exposure; returns its finding as raised.
-    pub fn open(&mut self, e: Exposure) -> &Finding {
+    /// Records a new exposure; returns what it tells.
+    pub fn open(&mut self, e: Exposure) -> &Told {
         let i = self.all.len();
         if let (State::Open, Some(id)) = (&e.state, e.subject.inode()) {
             self.open.entry(id).or_default().push(i);
         }
         self.all.push(e);
-        &self.all[i].finding
+        &self.all[i].told
     }
 
     /// Whether an open exposure of `rule` is on `id`.
@@ -125,7 +172,7 @@ impl Exposures {
     }
 
     /// `id` is durable now: its open data exposures close.
-    pub fn close(&mut self, id: FileId, by: &Closer) {
+    pub fn close(&mut self, id: FileId, by: &Arc<Closer>) {
         let Some(list) = self.open.remove(&id) else {
             return;
         };
@@ -143,7 +190,7 @@ impl Exposures {
 
     /// Every open data exposure on device `dev` (all devices for None)
     /// closes: a sync() or syncfs().
-    pub fn close_all(&mut self, dev: Option<u64>, by: &Closer) {
+    pub fn close_all(&mut self, dev: Option<u64>, by: &Arc<Closer>) {
         let ids: Vec<FileId> = self
             .open
             .keys()
@@ -260,15 +307,23 @@ mod tests {
         Exposure {
             rule,
             subject,
-            finding: Finding::new(rule.id, Severity::Medium, "/f", None, p, "s"),
+            told: Told::Built(Box::new(Finding::new(
+                rule.id,
+                Severity::Medium,
+                "/f",
+                None,
+                p,
+                "s",
+            ))),
+            pid: 1,
             opened_ns: 0,
             since_epoch: 0,
             state: State::Open,
         }
     }
 
-    fn closer() -> Closer {
-        Closer {
+    fn closer() -> Arc<Closer> {
+        Arc::new(Closer {
             process: ProcessRef {
                 pid: 2,
                 comm: "c".into(),
@@ -284,7 +339,7 @@ mod tests {
                 call: "fsync(fd=3) = 0".into(),
                 stack: None,
             },
-        }
+        })
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl FromStr for Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
     pub pid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
     /// Executable path when known (exec or process start), else null; a
     /// re-exec of `/proc/self/exe` keeps the binary it re-ran.
     pub exe: Option<Arc<str>>,
@@ -184,7 +184,7 @@ impl Finding {
             None,
             ProcessRef {
                 pid: 0,
-                comm: String::new(),
+                comm: "".into(),
                 exe: None,
                 argv: Default::default(),
             },

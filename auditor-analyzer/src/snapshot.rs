@@ -205,7 +205,7 @@ fn process_view(p: &Process, inodes: &Inodes, fds: &FdSpace, state: ProcessState
     ProcessView {
         pid: p.pid,
         ppid: p.ppid,
-        comm: p.comm.clone(),
+        comm: p.comm.to_string(),
         open_files: p.tables().map(|t| fds.fd_count(t)).sum(),
         unsynced_bytes,
         state,
@@ -264,7 +264,7 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
                 .dirty
                 .iter()
                 .flat_map(|d| d.writers.iter())
-                .map(|w| (w.process.pid, w.process.comm.clone()))
+                .map(|w| (w.process.pid, w.process.comm.to_string()))
                 .collect();
             writers.dedup_by_key(|w| w.0);
             FileView {

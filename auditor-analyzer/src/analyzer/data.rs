@@ -2,6 +2,8 @@
 //! shared mappings. Durability closes exposures; a truncation replaces
 //! content (what was exposed of the old content is moot).
 
+use std::sync::Arc;
+
 use auditor_common::linux::misc::MS_SYNC;
 
 use crate::calls::Call;
@@ -117,7 +119,7 @@ impl Analyzer {
                         process: procs.get(ev.pid).map_or_else(
                             || ProcessRef {
                                 pid: ev.pid,
-                                comm: ev.comm.clone(),
+                                comm: ev.comm.as_str().into(),
                                 exe: None,
                                 argv: Default::default(),
                             },
@@ -246,10 +248,10 @@ impl Analyzer {
             return;
         };
         let call = self.call_of(ev);
-        let closer = Closer {
+        let closer = Arc::new(Closer {
             process: self.who(ev).1,
             call: call.to_ref(),
-        };
+        });
         match name {
             Syscall::Sync => {
                 if *ret >= 0 {
@@ -326,7 +328,7 @@ impl Analyzer {
 
     /// `id` is durable now: its data, and for a directory its entries;
     /// what was exposed on it closes.
-    fn file_synced(&mut self, id: FileId, call: &Call, fd_path: Option<&str>, by: &Closer) {
+    fn file_synced(&mut self, id: FileId, call: &Call, fd_path: Option<&str>, by: &Arc<Closer>) {
         let Some(st) = self.inodes.get_mut(&id) else {
             return;
         };
@@ -342,7 +344,7 @@ impl Analyzer {
     }
 
     /// sync() (dev None) or syncfs(dev): everything on it is durable.
-    fn sync_all(&mut self, dev: Option<u64>, call: &Call, by: &Closer) {
+    fn sync_all(&mut self, dev: Option<u64>, call: &Call, by: &Arc<Closer>) {
         for st in self.inodes.values_mut() {
             if dev.is_none_or(|d| st.id.dev == d) && st.dirty.is_some() {
                 st.make_durable(call);

@@ -133,7 +133,7 @@ impl Analyzer {
             p.threads.insert(ev.pid);
             p.exe = Some(exe);
             p.argv = argv.into();
-            p.comm = comm_of(&seen);
+            p.comm = comm_of(&seen).into();
             p.last_writes.clear();
             p.short_writes.clear();
             p.mappings.clear();

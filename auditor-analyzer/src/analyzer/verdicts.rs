@@ -36,7 +36,7 @@ impl Analyzer {
                     continue;
                 }
                 _ => {
-                    let f = std::mem::replace(&mut e.finding, Finding::placeholder());
+                    let f = e.told.take();
                     self.judge_finding(&e, f, true)
                 }
             };
@@ -84,7 +84,7 @@ impl Analyzer {
     /// The verdict of one exposure that is not moot; `end` when the
     /// observation is over (a live process may then still fix it later).
     fn judge(&self, e: &Exposure, end: bool) -> Finding {
-        self.judge_finding(e, e.finding.clone(), end)
+        self.judge_finding(e, e.told.finding(), end)
     }
 
     /// [`Analyzer::judge`] of `e` whose finding, as raised, is `f`.

@@ -68,7 +68,7 @@ impl AllowRule {
             let exe = f.process.exe.as_deref().and_then(|e| e.rsplit('/').next());
             // The kernel keeps 15 bytes of a name.
             let cut = p.get(..15).unwrap_or(p);
-            if f.process.comm != *p && f.process.comm != cut && exe != Some(p.as_str()) {
+            if *f.process.comm != **p && &*f.process.comm != cut && exe != Some(p.as_str()) {
                 return false;
             }
         }

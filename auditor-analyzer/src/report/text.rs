@@ -418,8 +418,8 @@ fn who(f: &Finding) -> String {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a));
     match arg0 {
-        Some(a) if a != f.process.comm => format!("{} ({a:?})", f.process.comm),
-        _ => f.process.comm.clone(),
+        Some(a) if a != &*f.process.comm => format!("{} ({a:?})", f.process.comm),
+        _ => f.process.comm.to_string(),
     }
 }
 

@@ -256,7 +256,13 @@ fn finding(cx: &Cx<'_>, c: &Commit, files: &[FileId]) -> Option<(Finding, u32)> 
     writers.dedup_by_key(|w| w.pid);
     let who = writers
         .iter()
-        .map(|w| format!("{} ({})", w.argv.first().unwrap_or(&w.comm), w.pid))
+        .map(|w| {
+            format!(
+                "{} ({})",
+                w.argv.first().map_or(&*w.comm, String::as_str),
+                w.pid
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let summary = format!(

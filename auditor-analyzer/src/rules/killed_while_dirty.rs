@@ -4,6 +4,8 @@
 //! signal and what came before it; a `sync` afterwards (the incident's fix)
 //! closes the exposure, and the verdict then says so.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::calls::{human_duration, signal_name};
@@ -12,7 +14,8 @@ use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
-use super::{Cx, EndOfLife, Kind, Moment, Rule, RuleInfo};
+use super::end_of_life::{EndOfLife, Ending};
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
@@ -42,6 +45,7 @@ impl Rule for KilledWhileDirty {
         let kill = kill_context(process, *sig, call);
         let mut context = kill.evidence;
         context.insert("core_dumped".into(), (*core_dumped).into());
+        let ending = Ending::new(context.clone(), kill.calls.clone());
         let key = process.key;
         let dirty: Vec<_> = process
             .written
@@ -59,12 +63,12 @@ impl Rule for KilledWhileDirty {
             if cx.exposed_by_its_order(id, process) {
                 continue;
             }
-            if let Some(f) = cx
+            if let Some(draft) = cx
                 .inodes
                 .get(&id)
-                .and_then(|st| check(st, process.to_ref(), &context, &kill.calls))
+                .and_then(|st| check(st, process.to_ref(), &ending))
             {
-                cx.expose(&INFO, Subject::Data(id), f);
+                cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
             }
         }
         // Files held open for writing since before tracing began, not
@@ -229,14 +233,9 @@ fn check_unknown_past(
 }
 
 /// The verdict for one dirty file of a killed process.
-fn check(
-    inode: &InodeState,
-    process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
-) -> Option<Finding> {
+fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Option<EndOfLife> {
     let dirty = inode.dirty.as_ref()?;
-    let (signal, by) = signal_and_sender(context);
+    let (signal, by) = signal_and_sender(&ending.context);
     let summary = format!(
         "{} ({}) was killed by {signal}{by} while {:?} held {} unsynced bytes",
         process.comm,
@@ -244,19 +243,16 @@ fn check(
         inode.path(),
         dirty.bytes
     );
-    Some(
-        EndOfLife {
-            info: INFO,
-            inode,
-            dirty,
-            process,
-            summary,
-            context,
-            calls,
-            fix: FIX,
-        }
-        .finding(),
-    )
+    Some(EndOfLife::new(
+        &INFO,
+        inode,
+        dirty,
+        process,
+        summary,
+        ending.clone(),
+        FIX,
+        None,
+    ))
 }
 
 #[cfg(test)]

@@ -19,18 +19,19 @@ pub mod truncate_in_place;
 pub mod unlink_without_dir_fsync;
 pub mod unsynced_at_exit;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use crate::calls::{Call, human_duration};
+use crate::calls::Call;
 use crate::event::FileId;
-use crate::exposure::{Exposure, Exposures, State, Subject};
-use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::exposure::{Exposure, Exposures, State, Subject, Told};
+use crate::finding::{CallRef, Finding, Severity};
 use crate::image::ImageInfo;
 use crate::track::dirs::{DirJournal, PendingName};
 use crate::track::fds::FdSpace;
 use crate::track::inodes::{Dirty, InodeState, Inodes};
 use crate::track::processes::{Process, ProcessTable};
 
+pub mod end_of_life;
 pub mod info;
 pub use info::{Kind, RuleInfo};
 
@@ -139,15 +140,21 @@ impl<'a> Cx<'a> {
 
     /// Opens an exposure on `subject` with the finding that tells it.
     pub fn expose(&mut self, rule: &'static RuleInfo, subject: Subject, finding: Finding) {
-        let since_epoch = match &subject {
+        let since_epoch = self.epoch_of(&subject);
+        self.expose_since(rule, subject, finding, since_epoch);
+    }
+
+    /// The lost-event epoch an exposure on `subject` rests on: since its
+    /// data became dirty.
+    fn epoch_of(&self, subject: &Subject) -> u32 {
+        match subject {
             Subject::Data(id) => self
                 .inodes
                 .get(id)
                 .and_then(|s| s.dirty.as_ref())
                 .map_or(self.epoch, |d| d.since_epoch),
             _ => self.epoch,
-        };
-        self.expose_since(rule, subject, finding, since_epoch);
+        }
     }
 
     /// [`Cx::expose`] with the epoch its facts rest on given.
@@ -161,16 +168,43 @@ impl<'a> Cx<'a> {
         let mut finding = finding;
         crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
-        let f = self.exposures.open(Exposure {
+        let pid = finding.process.pid;
+        self.open(Exposure {
             rule,
             subject,
-            finding,
+            told: Told::Built(Box::new(finding)),
+            pid,
             opened_ns,
             since_epoch,
             state: State::Open,
         });
+    }
+
+    /// Opens the exposure a process's end leaves on one dirty file, its
+    /// finding kept as a draft until it is read.
+    pub(crate) fn expose_end_of_life(
+        &mut self,
+        rule: &'static RuleInfo,
+        subject: Subject,
+        draft: end_of_life::EndOfLife,
+    ) {
+        let since_epoch = self.epoch_of(&subject);
+        let (pid, opened_ns) = (draft.pid(), draft.opened_ns());
+        self.open(Exposure {
+            rule,
+            subject,
+            told: Told::Draft(Box::new(draft)),
+            pid,
+            opened_ns,
+            since_epoch,
+            state: State::Open,
+        });
+    }
+
+    fn open(&mut self, e: Exposure) {
+        let told = self.exposures.open(e);
         if self.raise {
-            self.raised.push(f.clone());
+            self.raised.push(told.finding());
         }
     }
 
@@ -180,23 +214,22 @@ impl<'a> Cx<'a> {
         &mut self,
         rule: &'static RuleInfo,
         finding: Finding,
-        closed: Option<crate::exposure::Closer>,
+        closed: Option<std::sync::Arc<crate::exposure::Closer>>,
         since_epoch: u32,
     ) {
         let mut finding = finding;
         crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
-        let f = self.exposures.open(Exposure {
+        let pid = finding.process.pid;
+        self.open(Exposure {
             rule,
             subject: Subject::Settled,
-            finding,
+            told: Told::Built(Box::new(finding)),
+            pid,
             opened_ns,
             since_epoch,
             state: closed.map_or(State::Open, State::Closed),
         });
-        if self.raise {
-            self.raised.push(f.clone());
-        }
     }
 
     /// A finding for live views only, judged again at the end (a name left
@@ -225,7 +258,7 @@ impl<'a> Cx<'a> {
             .and_then(|d| d.last_write_of(process.key))
             .unwrap_or(0);
         self.exposures.any_open_where(id, |e| {
-            e.finding.process.pid == process.pid
+            e.pid == process.pid
                 && (e.rule.id == truncate_in_place::INFO.id
                     || (e.rule.id == rename_without_fsync::INFO.id && e.opened_ns >= last))
         })
@@ -306,46 +339,6 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
     ]
 }
 
-/// The finding a process's end raises for one file it left dirty
-/// (killed-while-dirty, unsynced-at-exit): the exit or kill facts in
-/// `context`, the dirty-data evidence, and the file's calls followed by the
-/// ones that ended the process.
-pub(crate) struct EndOfLife<'a> {
-    pub info: RuleInfo,
-    pub inode: &'a InodeState,
-    pub dirty: &'a Dirty,
-    pub process: ProcessRef,
-    pub summary: String,
-    pub context: &'a Map<String, Value>,
-    pub calls: &'a [CallRef],
-    pub fix: &'static str,
-}
-
-impl EndOfLife<'_> {
-    pub(crate) fn finding(self) -> Finding {
-        let end = self
-            .calls
-            .last()
-            .map_or(self.dirty.last_write_ns, |c| c.ts_ns);
-        let mut f = Finding::new(
-            self.info.id,
-            self.info.severity,
-            self.inode.path(),
-            Some(self.inode.id),
-            self.process,
-            self.summary,
-        );
-        for (k, v) in self.context {
-            f = f.with(k, v.clone());
-        }
-        let mut all = self.inode.calls();
-        all.extend(self.calls.iter().cloned());
-        with_dirty_evidence(f, self.inode, self.dirty, end)
-            .with("fix", self.fix)
-            .with_calls(all)
-    }
-}
-
 /// Adds the facts every "data not durable" finding shows: bytes, ranges,
 /// writes, age, writers, filesystem.
 pub(crate) fn with_dirty_evidence(
@@ -354,22 +347,7 @@ pub(crate) fn with_dirty_evidence(
     dirty: &Dirty,
     now_ns: u64,
 ) -> Finding {
-    let age = now_ns.saturating_sub(dirty.first_write.ts_ns);
-    f.with("unsynced_bytes", dirty.bytes)
-        .with("unsynced_ranges", dirty.ranges.to_json())
-        .with("writes", dirty.writes)
-        .with("first_unsynced_write_ns", dirty.first_write.ts_ns)
-        .with("unsynced_age_ns", age)
-        .with("unsynced_age", human_duration(age))
-        .with("writer_pids", dirty.writer_pids())
-        .with("fs", inode.fs.clone())
-        .with(
-            "last_successful_fsync",
-            inode
-                .last_sync
-                .as_ref()
-                .map(|c| json!({"seq": c.seq, "ts_ns": c.ts_ns})),
-        )
+    end_of_life::DirtyFacts::of(inode, dirty).add_to(f, now_ns)
 }
 
 /// The finding of a name whose directory was never fsynced after it was

@@ -4,15 +4,18 @@
 //! durable (a parent that fsyncs what a helper wrote, a `sync` after the
 //! command): then the verdict is low, with who did it and how much later.
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Map;
 
 use crate::calls::plural;
 use crate::event::FileId;
 use crate::exposure::Subject;
-use crate::finding::{CallRef, Finding, ProcessRef, Severity};
+use crate::finding::{ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{Cx, EndOfLife, Kind, Moment, Rule, RuleInfo, still_running};
+use super::end_of_life::{EndOfLife, Ending};
+use super::{Cx, Kind, Moment, Rule, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unsynced-at-exit",
@@ -39,6 +42,7 @@ impl Rule for UnsyncedAtExit {
             } => {
                 let mut context = Map::new();
                 context.insert("exit_code".into(), (*code).into());
+                let ending = Ending::new(context, vec![(*call).clone()]);
                 let key = process.key;
                 let ids: Vec<_> = process
                     .written
@@ -55,15 +59,21 @@ impl Rule for UnsyncedAtExit {
                     if cx.exposed_by_its_order(id, process) {
                         continue;
                     }
-                    let calls = std::slice::from_ref(*call);
-                    expose(cx, id, process.to_ref(), &context, calls, None);
+                    expose(cx, id, process.to_ref(), &ending, None);
                 }
             }
             Moment::End { last } => {
                 // Writers whose end the trace did not see: still running
                 // (attach, or a daemon the command left behind) or gone
                 // unseen. Lowered at the end when they may still fsync.
-                let calls = last.map(std::slice::from_ref).unwrap_or_default();
+                let calls: Vec<_> = last.iter().map(|c| (*c).clone()).collect();
+                // Shared by every file of the writers alike.
+                let ending = |ended_by: &str| {
+                    let mut context = Map::new();
+                    context.insert("ended_by".into(), ended_by.into());
+                    Ending::new(context, calls.clone())
+                };
+                let [gone, alive] = [ending("exit not seen"), ending("end of trace")];
                 let ids = cx
                     .inodes
                     .ids_where(|s| s.judged() && !s.unlinked && s.dirty.is_some());
@@ -71,26 +81,16 @@ impl Rule for UnsyncedAtExit {
                     let Some(d) = cx.inodes.get(&id).and_then(|s| s.dirty.as_ref()) else {
                         continue;
                     };
-                    let unseen = d.writers.iter().find(|w| {
-                        !cx.exposures
-                            .any_open_where(id, |e| e.finding.process.pid == w.process.pid)
-                    });
+                    let unseen = d
+                        .writers
+                        .iter()
+                        .find(|w| !cx.exposures.any_open_where(id, |e| e.pid == w.process.pid));
                     let Some(w) = unseen.cloned() else {
                         continue;
                     };
-                    let mut context = Map::new();
-                    let alive = cx.procs.is_live(w.key);
-                    context.insert(
-                        "ended_by".into(),
-                        if alive {
-                            "end of trace"
-                        } else {
-                            "exit not seen"
-                        }
-                        .into(),
-                    );
-                    let live = alive.then_some(w.process.pid);
-                    expose(cx, id, w.process, &context, calls, live);
+                    let live = cx.procs.is_live(w.key).then_some(w.process.pid);
+                    let ending = if live.is_some() { &alive } else { &gone };
+                    expose(cx, id, w.process, ending, live);
                 }
             }
             _ => {}
@@ -104,29 +104,25 @@ fn expose(
     cx: &mut Cx<'_>,
     id: FileId,
     process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
+    ending: &Arc<Ending>,
     live: Option<u32>,
 ) {
     let Some(st) = cx.inodes.get(&id) else {
         return;
     };
-    if let Some(mut f) = check(st, process, context, calls) {
-        if let Some(pid) = live {
-            f = still_running(f, &[pid]);
-        }
-        cx.expose(&INFO, Subject::Data(id), f);
+    if let Some(draft) = check(st, process, ending, live) {
+        cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
     }
 }
 
-/// The verdict for one file at its writer's end; `context` carries the
-/// exit facts (`exit_code`, ...), `calls` the exit call.
+/// The verdict for one file at its writer's end; `ending` carries the exit
+/// facts (`exit_code`, ...) and the exit call.
 fn check(
     inode: &InodeState,
     process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
-) -> Option<Finding> {
+    ending: &Arc<Ending>,
+    live: Option<u32>,
+) -> Option<EndOfLife> {
     let dirty = inode.dirty.as_ref()?;
     let summary = format!(
         "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
@@ -136,19 +132,16 @@ fn check(
         process.comm,
         process.pid
     );
-    Some(
-        EndOfLife {
-            info: INFO,
-            inode,
-            dirty,
-            process,
-            summary,
-            context,
-            calls,
-            fix: "fsync (or fdatasync) the file before exiting",
-        }
-        .finding(),
-    )
+    Some(EndOfLife::new(
+        &INFO,
+        inode,
+        dirty,
+        process,
+        summary,
+        ending.clone(),
+        "fsync (or fdatasync) the file before exiting",
+        live,
+    ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! directory was fsynced is a verdict, settled at the end.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::event::FileId;
 use crate::exposure::Closer;
@@ -60,9 +61,10 @@ pub struct PendingName {
     pub since_epoch: u32,
     /// Its process ended (or the observation did) before the directory was
     /// fsynced: from then on the name is a verdict.
-    pub ended: Option<CallRef>,
+    /// Shared by every name the process left.
+    pub ended: Option<Arc<CallRef>>,
     /// An fsync of the directory (or a sync) that came after `ended`.
-    pub closed: Option<Closer>,
+    pub closed: Option<Arc<Closer>>,
 }
 
 impl PendingName {
@@ -78,7 +80,7 @@ impl PendingName {
     /// process ended, and what closed it later.
     pub fn calls(&self) -> Vec<CallRef> {
         let mut calls = vec![self.call.clone()];
-        calls.extend(self.ended.iter().cloned());
+        calls.extend(self.ended.iter().map(|c| (**c).clone()));
         calls.extend(self.closed.iter().map(|c| c.call.clone()));
         bound_calls(calls)
     }
@@ -91,8 +93,9 @@ impl PendingName {
 /// names are dropped.
 #[derive(Debug, Default)]
 pub struct DirJournal {
-    /// Path -> (recording number, name).
-    by_path: BTreeMap<String, (u64, PendingName)>,
+    /// Path -> (recording number, name); the name boxed, so the tree's
+    /// nodes stay small (a program creating 50,000 files leaves as many).
+    by_path: BTreeMap<String, (u64, Box<PendingName>)>,
     /// Recording number -> path, oldest first.
     order: BTreeMap<u64, String>,
     next: u64,
@@ -104,7 +107,10 @@ impl DirJournal {
     pub fn record(&mut self, p: PendingName, cap: usize) -> Vec<PendingName> {
         self.next += 1;
         self.order.insert(self.next, p.path.clone());
-        if let Some((n, _)) = self.by_path.insert(p.path.clone(), (self.next, p)) {
+        if let Some((n, _)) = self
+            .by_path
+            .insert(p.path.clone(), (self.next, Box::new(p)))
+        {
             self.order.remove(&n);
         }
         let mut dropped = Vec::new();
@@ -112,7 +118,7 @@ impl DirJournal {
             let Some((_, path)) = self.order.pop_first() else {
                 break;
             };
-            dropped.extend(self.by_path.remove(&path).map(|(_, p)| p));
+            dropped.extend(self.by_path.remove(&path).map(|(_, p)| *p));
         }
         dropped
     }
@@ -120,13 +126,13 @@ impl DirJournal {
     fn remove(&mut self, path: &str) -> Option<PendingName> {
         let (n, p) = self.by_path.remove(path)?;
         self.order.remove(&n);
-        Some(p)
+        Some(*p)
     }
 
     /// The names `pred` matches are durable now: those whose process has
     /// not ended go (the program's own protocol), the others are closed by
     /// `by` (a verdict that the window closed later).
-    fn made_durable(&mut self, by: &Closer, pred: impl Fn(&PendingName) -> bool) {
+    fn made_durable(&mut self, by: &Arc<Closer>, pred: impl Fn(&PendingName) -> bool) {
         let order = &mut self.order;
         self.by_path.retain(|_, (n, p)| {
             if !pred(p) {
@@ -150,7 +156,7 @@ impl DirJournal {
 
     /// Every pending name.
     pub fn iter(&self) -> impl Iterator<Item = &PendingName> {
-        self.by_path.values().map(|(_, p)| p)
+        self.by_path.values().map(|(_, p)| &**p)
     }
 
     /// The names process `key` left pending.
@@ -160,7 +166,7 @@ impl DirJournal {
 
     /// The pending name at `path`, if any.
     pub fn get(&self, path: &str) -> Option<&PendingName> {
-        self.by_path.get(path).map(|(_, p)| p)
+        self.by_path.get(path).map(|(_, p)| &**p)
     }
 
     /// A directory was renamed from `old` to `new`: names pending inside it
@@ -192,7 +198,7 @@ impl DirJournal {
     }
 
     /// The directory (by identity or any of its names) was fsynced.
-    pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String], by: &Closer) {
+    pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String], by: &Arc<Closer>) {
         self.made_durable(by, |p| p.dir_id == Some(dir) || dir_paths.contains(&p.dir));
     }
 
@@ -211,7 +217,7 @@ impl DirJournal {
     }
 
     /// syncfs of `dev` (or sync() with None) made every name durable.
-    pub fn synced_fs(&mut self, dev: Option<u64>, by: &Closer) {
+    pub fn synced_fs(&mut self, dev: Option<u64>, by: &Arc<Closer>) {
         self.made_durable(by, |p| {
             dev.is_none_or(|d| {
                 p.file.is_some_and(|f| f.dev == d) || p.dir_id.is_some_and(|f| f.dev == d)
@@ -220,16 +226,14 @@ impl DirJournal {
     }
 
     /// Process `key` ended with `call`: the names it left pending become
-    /// verdicts. Returns them (for live views).
-    pub fn ended(&mut self, key: ProcKey, call: &CallRef) -> Vec<PendingName> {
-        let mut out = Vec::new();
+    /// verdicts.
+    pub fn ended(&mut self, key: ProcKey, call: &CallRef) {
+        let call = Arc::new(call.clone());
         for (_, p) in self.by_path.values_mut() {
             if p.key == key && p.ended.is_none() {
                 p.ended = Some(call.clone());
-                out.push(p.clone());
             }
         }
-        out
     }
 
     /// Removes and returns everything still pending (end of trace).
@@ -237,7 +241,7 @@ impl DirJournal {
         self.order.clear();
         std::mem::take(&mut self.by_path)
             .into_values()
-            .map(|(_, p)| p)
+            .map(|(_, p)| *p)
             .collect()
     }
 }

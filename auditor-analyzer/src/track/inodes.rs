@@ -94,6 +94,49 @@ impl Ranges {
     }
 }
 
+/// The names an inode has now, in order: almost always one, so a sorted
+/// vector (a B-tree set allocates a node of eleven for it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NameSet(Vec<String>);
+
+impl NameSet {
+    pub fn insert(&mut self, name: String) -> bool {
+        match self.0.binary_search(&name) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, name);
+                true
+            }
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
 /// Data written and not yet durable.
 #[derive(Clone, Debug)]
 pub struct Dirty {
@@ -144,14 +187,16 @@ pub struct InodeState {
     /// Names it had, oldest first (bounded).
     pub names: VecDeque<String>,
     /// Names it has now, as far as the trace showed.
-    pub current_names: BTreeSet<String>,
+    pub current_names: NameSet,
     /// Size as last seen (event `size` or our writes); None when unknown.
     pub size: Option<i64>,
     pub created_in_trace: bool,
     /// Its last known name was removed: its data no longer matters.
     pub unlinked: bool,
-    pub dirty: Option<Dirty>,
-    pub last_sync: Option<Call>,
+    /// Boxed, like the last fsync: a table of 50,000 files holds most of
+    /// them clean or synced, and each slot pays for what is inline.
+    pub dirty: Option<Box<Dirty>>,
+    pub last_sync: Option<Box<Call>>,
     /// Times the data was made durable (shown by live views).
     pub syncs: u64,
     pub history: VecDeque<Call>,
@@ -178,7 +223,7 @@ impl InodeState {
             file_type: info.file_type,
             fs: info.fs.clone(),
             names: VecDeque::new(),
-            current_names: BTreeSet::new(),
+            current_names: NameSet::default(),
             size: None,
             created_in_trace: false,
             unlinked: false,
@@ -276,16 +321,18 @@ impl InodeState {
         writer: impl FnOnce() -> Writer,
         epoch: u32,
     ) {
-        let dirty = self.dirty.get_or_insert_with(|| Dirty {
-            bytes: 0,
-            writes: 0,
-            ranges: Ranges::default(),
-            first_write: call.clone(),
-            last_write_ns: call.ts_ns,
-            writers: Vec::new(),
-            since_epoch: epoch,
-            sync_file_range: None,
-            last_write_by: Vec::new(),
+        let dirty = self.dirty.get_or_insert_with(|| {
+            Box::new(Dirty {
+                bytes: 0,
+                writes: 0,
+                ranges: Ranges::default(),
+                first_write: call.clone(),
+                last_write_ns: call.ts_ns,
+                writers: Vec::new(),
+                since_epoch: epoch,
+                sync_file_range: None,
+                last_write_by: Vec::new(),
+            })
         });
         dirty.bytes += bytes;
         dirty.writes += call.calls() as u64;
@@ -309,7 +356,7 @@ impl InodeState {
     pub fn make_durable(&mut self, call: &Call) {
         self.dirty = None;
         self.unknown_past = false;
-        self.last_sync = Some(call.clone());
+        self.last_sync = Some(Box::new(call.clone()));
         self.syncs += 1;
     }
 

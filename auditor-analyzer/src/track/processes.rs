@@ -27,7 +27,7 @@ pub struct SignalRec {
     pub sender_pid: u32,
     pub sender_comm: String,
     /// The sender's parent (pid, comm), when the sender is traced.
-    pub sender_parent: Option<(u32, String)>,
+    pub sender_parent: Option<(u32, Arc<str>)>,
     pub target_tid: u32,
     pub target_syscall: Option<crate::event::Syscall>,
     /// TRACE_SIGNAL_* result: 0 delivered, 1 ignored, 2 already pending, 3 lost.
@@ -70,7 +70,8 @@ pub struct Process {
     pub key: ProcKey,
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
+    /// Shared with the findings and writer records that name it.
+    pub comm: Arc<str>,
     pub exe: Option<std::sync::Arc<str>>,
     /// Command line from its last exec (or from /proc at attach).
     pub argv: std::sync::Arc<[String]>,
@@ -188,7 +189,7 @@ impl ProcessTable {
             key: self.next_key,
             pid,
             ppid: 0,
-            comm: comm.to_string(),
+            comm: comm.into(),
             exe: None,
             argv: Default::default(),
             cwd: None,

@@ -530,7 +530,9 @@ fn defuse(s: &mut Snapshot) {
     for f in &mut s.findings {
         clean(&mut f.path);
         clean(&mut f.summary);
-        clean(&mut f.process.comm);
+        if let std::borrow::Cow::Owned(e) = escape(&f.process.comm) {
+            f.process.comm = e.into();
+        }
         for c in &mut f.calls {
             clean(&mut c.comm);
             clean(&mut c.call);
