@@ -16,30 +16,17 @@ use serde_json::Value;
 /// code and the parsed report.
 fn crashtest(name: &str, extra: &[&str]) -> (i32, Value) {
     let dir = scratch(&format!("crashtest-{name}"));
-    let out_file = dir.join("report.json");
-    let out_str = out_file.to_str().unwrap().to_owned();
-    let mut args = vec!["crashtest", "--format", "json", "--output", &out_str];
-    args.extend_from_slice(extra);
-    args.push("--");
     let cmd = py(&format!("crash/{name}.py"));
-    args.extend(argv(&cmd));
-    let out = auditor(&dir, &args);
-    let code = out.status.code().expect("auditor killed by a signal");
-    let doc: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}), auditor exit {code}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }))
-    .expect("report is JSON");
+    let run = json_report(&dir, "crashtest", extra, &argv(&cmd), &[]);
     assert_eq!(
-        code,
-        expected_code(&doc, code),
-        "auditor error {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        run.code,
+        expected_code(&run.report, run.code),
+        "auditor error {}: {}",
+        run.code,
+        run.stderr
     );
     assert_nothing_left();
-    (code, doc)
+    (run.code, run.report)
 }
 
 /// What crashtest must exit with: the command's failure, else 0 or 1.
@@ -333,15 +320,7 @@ fn failing_command_still_cleans_up() {
 fn interrupted_run_cleans_up() {
     require_root();
     let dir = scratch("crashtest-interrupt");
-    let cmd = py("crash/slow.py");
-    let child = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["crashtest", "--at", "renames", "--"])
-        .args(&cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_crashtest_at_renames(&dir, "crash/slow.py", Stdio::piped());
     // Wait until the scratch filesystem is mounted and the command runs.
     let start = Instant::now();
     while !std::fs::read_to_string("/proc/mounts")

@@ -35,16 +35,7 @@ fn fixture_cmd() -> Vec<String> {
 
 /// Records the fixture in `dir`; the pid it printed.
 fn record(dir: &Path) -> u64 {
-    let cmd = fixture_cmd();
-    let mut args = vec!["record", "-o", "run.rec", "--"];
-    args.extend(argv(&cmd));
-    let out = auditor(dir, &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "record exits 0 whatever it saw: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = record_run(dir, &argv(&fixture_cmd()));
     printed_pid(&String::from_utf8_lossy(&out.stdout), "pid")
 }
 

@@ -63,22 +63,8 @@ struct Trace {
 /// directory. The fixture's own checks must pass: its process exits 0.
 fn trace(fixture: &str, args: &[&str]) -> Trace {
     let dir = scratch_for(fixture, args, "events");
-    let out_file = dir.join("events.jsonl");
-    let out_str = out_file.to_str().unwrap().to_owned();
-    let cmd = fixture_cmd(fixture, args);
-    let mut auditor_args = vec![
-        "run", "--events", "--format", "jsonl", "--output", &out_str, "--",
-    ];
-    auditor_args.extend(argv(&cmd));
-    let out = auditor(&dir, &auditor_args);
+    let (raw, out) = event_stream(&dir, &argv(&fixture_cmd(fixture, args)));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "auditor failed: {stderr}");
-    let text = std::fs::read_to_string(&out_file).unwrap();
-    std::fs::remove_file(&out_file).unwrap();
-    let raw: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect();
     assert_eq!(
         raw[0]["type"], "process_start",
         "the stream starts with the fixture"
