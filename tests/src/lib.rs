@@ -105,6 +105,31 @@ pub fn replay_run(dir: &Path) -> Value {
     })
 }
 
+/// Crashtest's scratch directories in /var/tmp (`auditor-crashtest-...`),
+/// with their owner.
+pub fn crashtest_scratch_dirs() -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/var/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("auditor-crashtest-")
+        })
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            Some((e.path(), m.uid()))
+        })
+        .collect()
+}
+
+/// `losetup -a`: the attached loop devices and their backing files.
+pub fn loop_devices() -> String {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `auditor crashtest --at renames -- python3 -B fixtures/<fixture>`
 /// started in `dir`, its stdout discarded: for tests that stop it mid-run.
 pub fn spawn_crashtest_at_renames(dir: &Path, fixture: &str, stderr: Stdio) -> Child {
@@ -322,6 +347,38 @@ pub fn the_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
         serde_json::to_string_pretty(report).unwrap()
     );
     found[0]
+}
+
+/// The report's only finding, which must be of `rule`.
+pub fn the_only_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
+    assert_eq!(rule_ids(report), [rule], "want only a {rule} finding");
+    the_finding(report, rule)
+}
+
+/// The finding names this file, this severity and this process,
+/// conclusively, and the inode `stat` sees at `path`.
+pub fn assert_names(f: &Value, path: &Path, severity: &str, pid: u64) {
+    assert_eq!(f["path"].as_str(), Some(path.to_str().unwrap()), "{f:#}");
+    assert_eq!(f["severity"], severity, "{f:#}");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(pid), "{f:#}");
+    assert_eq!(f["inconclusive"], false, "{f:#}");
+    let (dev, ino) = identity(path);
+    assert_eq!(
+        (f["inode"]["dev"].as_u64(), f["inode"]["ino"].as_u64()),
+        (Some(dev), Some(ino)),
+        "the inode is the file's, as stat sees it"
+    );
+}
+
+/// What a finding's evidence says is unsynced: `bytes` in `ranges`, left
+/// by `writes` write calls.
+pub fn assert_unsynced(ev: &Value, bytes: u64, writes: u64, ranges: Value, why: &str) {
+    assert_eq!(
+        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
+        (Some(bytes), Some(writes)),
+        "{why}: {ev:#}"
+    );
+    assert_eq!(ev["unsynced_ranges"], ranges, "{why}: {ev:#}");
 }
 
 /// Bad input: exit code 2 and exactly one line, prefixed with our name,
