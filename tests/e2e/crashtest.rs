@@ -5,7 +5,7 @@
 //! mounted or attached, whatever way the run ends.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -45,22 +45,12 @@ fn assert_nothing_left() {
         !mounts.contains("auditor-crashtest"),
         "scratch filesystem left mounted:\n{mounts}"
     );
-    let loops = Command::new("losetup").arg("-a").output().unwrap();
-    let loops = String::from_utf8_lossy(&loops.stdout);
+    let loops = loop_devices();
     assert!(
         !loops.contains("auditor-crashtest"),
         "loop device left attached:\n{loops}"
     );
-    let leftovers: Vec<_> = std::fs::read_dir("/var/tmp")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("auditor-crashtest-")
-        })
-        .map(|e| e.path())
-        .collect();
+    let leftovers = crashtest_scratch_dirs();
     assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
 }
 

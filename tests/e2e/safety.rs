@@ -205,31 +205,8 @@ fn a_truncated_recording_is_reported_incomplete_with_exit_2() {
     assert_eq!(doc["complete"], true);
 }
 
-/// Our scratch directories in /var/tmp (`auditor-crashtest-...`), with
-/// their owner.
-fn scratch_dirs() -> Vec<(PathBuf, u32)> {
-    std::fs::read_dir("/var/tmp")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("auditor-crashtest-")
-        })
-        .filter_map(|e| {
-            let m = std::fs::symlink_metadata(e.path()).ok()?;
-            Some((e.path(), m.uid()))
-        })
-        .collect()
-}
-
 fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
-}
-
-fn loops() -> String {
-    let out = Command::new("losetup").arg("-a").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Pids and states of live processes whose command line mentions `needle`.
@@ -290,7 +267,7 @@ impl Drop for CleanUp {
                 let _ = Command::new("umount").args(["-l", m]).status();
             }
         }
-        for line in loops().lines() {
+        for line in loop_devices().lines() {
             if let Some((dev, rest)) = line.split_once(':')
                 && self.dirs.iter().any(|d| rest.contains(d.to_str().unwrap()))
             {
@@ -310,7 +287,10 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
     std::fs::write(&victim_file, b"precious").unwrap();
     let victim_dir = dir.join("victim-dir");
     std::fs::create_dir(&victim_dir).unwrap();
-    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
+    let before: Vec<PathBuf> = crashtest_scratch_dirs()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     // nobody pre-creates auditor-crashtest-PID for the next pids to come,
     // with `mnt` and `run-0.img` pointing at the victims.
     let planted = Command::new("setpriv")
@@ -322,7 +302,7 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
         .status()
         .unwrap();
     assert!(planted.success());
-    let planted: Vec<PathBuf> = scratch_dirs()
+    let planted: Vec<PathBuf> = crashtest_scratch_dirs()
         .into_iter()
         .filter(|(p, uid)| *uid == 65534 && !before.contains(p))
         .map(|(p, _)| p)
@@ -386,13 +366,16 @@ fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
     require_root();
     let mut cleanup = CleanUp::new("crash/stopped_child.py", Vec::new());
     let fixture_path = cleanup.fixture.clone();
-    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
+    let before: Vec<PathBuf> = crashtest_scratch_dirs()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     let dir = scratch("safety-sigkill");
     let mut child = spawn_crashtest_at_renames(&dir, "crash/stopped_child.py", Stdio::null());
     // This run's scratch directory, mounted, and its stopped process.
     let start = Instant::now();
     let ours = loop {
-        let new: Vec<PathBuf> = scratch_dirs()
+        let new: Vec<PathBuf> = crashtest_scratch_dirs()
             .into_iter()
             .filter(|(p, uid)| *uid == 0 && !before.contains(p))
             .map(|(p, _)| p)
@@ -416,7 +399,7 @@ fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
     loop {
         let procs = processes_running(&fixture_path);
         let mounted = mountinfo().contains(&ours_str);
-        let attached = loops().contains(&ours_str);
+        let attached = loop_devices().contains(&ours_str);
         let exists = ours.exists();
         if procs.is_empty() && !mounted && !attached && !exists {
             break;
