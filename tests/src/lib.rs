@@ -153,11 +153,29 @@ pub fn event_stream(dir: &Path, cmd: &[&str]) -> (Vec<Value>, Output) {
     let out = auditor_ok(dir, &args);
     let text = std::fs::read_to_string(&out_file).unwrap();
     std::fs::remove_file(&out_file).unwrap();
-    let events = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect();
-    (events, out)
+    (json_lines(&text), out)
+}
+
+/// Each line of `text` parsed as JSON.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// A JSON Lines report: its lines, the last one the summary, whose total
+/// counts the verdicts (`finding` lines).
+pub fn jsonl_report(text: &str) -> Vec<Value> {
+    let lines = json_lines(text);
+    let summary = lines.last().expect("a summary line");
+    assert_eq!(summary["type"], "summary", "{text}");
+    let verdicts = lines.iter().filter(|l| l["type"] == "finding").count();
+    assert_eq!(
+        summary["counts"]["total"].as_u64(),
+        Some(verdicts as u64),
+        "{text}"
+    );
+    lines
 }
 
 /// `auditor run --events --format jsonl -- cmd` in `dir`; the parsed events.
