@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auditor_e2e::*;
+use auditor_e2e::{tmux::wait_for_file, *};
 use serde_json::Value;
 
 /// A running `auditor attach` whose stderr is watched line by line.
@@ -48,6 +48,15 @@ impl Attached {
         };
         a.wait_line(|l| l.contains("attached to") || l.contains("waiting for one"));
         a
+    }
+
+    /// [`Attached::start`] on the processes `targets` names, writing its
+    /// report to `report.json` in `dir` (see [`report_in`]).
+    fn reporting(dir: &Path, targets: &[&str]) -> Attached {
+        let report = dir.join("report.json");
+        let mut args = targets.to_vec();
+        args.extend(["--output", report.to_str().unwrap()]);
+        Attached::start(dir, &args)
     }
 
     fn wait_line(&mut self, pred: impl Fn(&str) -> bool) {
@@ -93,16 +102,15 @@ fn named_python(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-fn wait_file(p: &Path) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !p.exists() {
-        assert!(Instant::now() < end, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The report an [`Attached::reporting`] in `dir` wrote.
+fn report_in(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report written");
+    serde_json::from_str(&text).unwrap()
 }
 
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).expect("report written")).unwrap()
+/// Lets the fixture daemon in `dir` go on past its pre-attach work.
+fn go(dir: &Path) {
+    std::fs::write(dir.join("go"), b"").unwrap();
 }
 
 fn on_path<'a>(report: &'a Value, path: &Path) -> Vec<&'a Value> {
@@ -121,7 +129,7 @@ fn fixture_daemon(dir: &Path, name: &str, mode: &str) -> Command {
 /// Starts the fixture daemon and waits until its pre-attach work is done.
 fn start_daemon(dir: &Path, name: &str, mode: &str) -> Child {
     let d = fixture_daemon(dir, name, mode).spawn().unwrap();
-    wait_file(&dir.join("ready"));
+    wait_for_file(&dir.join("ready"));
     d
 }
 
@@ -133,20 +141,11 @@ fn start_daemon(dir: &Path, name: &str, mode: &str) -> Child {
 fn state_from_before_the_attach_is_never_a_certain_finding() {
     let dir = scratch("attach_dirty");
     let mut d = start_daemon(&dir, "attfix-dirty", "dirty");
-    let report = dir.join("report.json");
-    let a = Attached::start(
-        &dir,
-        &[
-            "--comm",
-            "attfix-dirty",
-            "--output",
-            report.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(dir.join("go"), b"").unwrap();
+    let a = Attached::reporting(&dir, &["--comm", "attfix-dirty"]);
+    go(&dir);
     assert!(d.wait().unwrap().success());
     let (code, _, err) = a.stop();
-    let r = read_json(&report);
+    let r = report_in(&dir);
     assert!(
         on_path(&r, &dir.join("a.dat")).is_empty(),
         "a.dat was only written before the attach: {r:#}"
@@ -175,23 +174,14 @@ fn state_from_before_the_attach_is_never_a_certain_finding() {
 fn kill_with_state_from_before_the_attach_is_inconclusive() {
     let dir = scratch("attach_killed");
     let mut d = start_daemon(&dir, "attfix-killed", "killed");
-    let report = dir.join("report.json");
-    let a = Attached::start(
-        &dir,
-        &[
-            "--pid",
-            &d.id().to_string(),
-            "--output",
-            report.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(dir.join("go"), b"").unwrap();
-    wait_file(&dir.join("worked"));
+    let a = Attached::reporting(&dir, &["--pid", &d.id().to_string()]);
+    go(&dir);
+    wait_for_file(&dir.join("worked"));
     // SAFETY: plain kill of our own child.
     unsafe { libc::kill(d.id() as i32, libc::SIGKILL) };
     let _ = d.wait();
     let (code, _, err) = a.stop();
-    let r = read_json(&report);
+    let r = report_in(&dir);
     let a_dat = on_path(&r, &dir.join("a.dat"));
     assert_eq!(a_dat.len(), 1, "{r:#}");
     assert_eq!(a_dat[0]["rule"], "killed-while-dirty");
@@ -213,22 +203,13 @@ fn kill_with_state_from_before_the_attach_is_inconclusive() {
 fn forked_workers_are_followed() {
     let dir = scratch("attach_fork");
     let mut d = start_daemon(&dir, "attfix-fork", "fork");
-    let report = dir.join("report.json");
-    let a = Attached::start(
-        &dir,
-        &[
-            "--pid",
-            &d.id().to_string(),
-            "--output",
-            report.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(dir.join("go"), b"").unwrap();
+    let a = Attached::reporting(&dir, &["--pid", &d.id().to_string()]);
+    go(&dir);
     assert!(d.wait().unwrap().success());
     // The last watched process is gone: attach ends by itself.
     let (code, _, _) = a.stop();
     assert_eq!(code, 1);
-    let r = read_json(&report);
+    let r = report_in(&dir);
     let w = on_path(&r, &dir.join("worker.dat"));
     assert_eq!(w.len(), 1, "{r:#}");
     let worker_pid = w[0]["process"]["pid"].as_u64().unwrap();
@@ -255,18 +236,8 @@ fn forked_workers_are_followed() {
 #[test]
 fn a_restarted_daemon_is_two_lives() {
     let dir = scratch("attach_restart");
-    std::fs::write(dir.join("go"), b"").unwrap();
-    let report = dir.join("report.json");
-    let a = Attached::start(
-        &dir,
-        &[
-            "--comm",
-            "attfix-restart",
-            "--follow-new",
-            "--output",
-            report.to_str().unwrap(),
-        ],
-    );
+    go(&dir);
+    let a = Attached::reporting(&dir, &["--comm", "attfix-restart", "--follow-new"]);
     let mut pids = Vec::new();
     for _ in 0..2 {
         let mut d = fixture_daemon(&dir, "attfix-restart", "once")
@@ -278,7 +249,7 @@ fn a_restarted_daemon_is_two_lives() {
     std::thread::sleep(Duration::from_millis(300));
     let (code, _, err) = a.stop();
     assert_eq!(code, 1, "{err:?}");
-    let r = read_json(&report);
+    let r = report_in(&dir);
     for pid in &pids {
         let f = on_path(&r, &dir.join(format!("life-{pid}.dat")));
         assert_eq!(f.len(), 1, "life {pid}: {r:#}");
@@ -311,16 +282,12 @@ fn pid_namespace_pids_are_shown_both_ways() {
         .arg("dirty")
         .spawn()
         .unwrap();
-    wait_file(&dir.join("ready"));
-    let report = dir.join("report.json");
-    let a = Attached::start(
-        &dir,
-        &["--comm", "attfix-ns", "--output", report.to_str().unwrap()],
-    );
-    std::fs::write(dir.join("go"), b"").unwrap();
+    wait_for_file(&dir.join("ready"));
+    let a = Attached::reporting(&dir, &["--comm", "attfix-ns"]);
+    go(&dir);
     assert!(d.wait().unwrap().success());
     let (_, _, _) = a.stop();
-    let r = read_json(&report);
+    let r = report_in(&dir);
     let procs = r["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 1, "{r:#}");
     assert_eq!(procs[0]["pid_in_namespace"], 1);
@@ -514,24 +481,13 @@ fn redis_saves_are_durable_and_its_log_is_not() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_file(&sock);
-    let report = dir.join("report.json");
+    wait_for_file(&sock);
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let a = Attached::start(
-        &dir,
-        &[
-            "--comm",
-            "redis-attfix",
-            "--metrics-addr",
-            &addr,
-            "--output",
-            report.to_str().unwrap(),
-        ],
-    );
+    let a = Attached::reporting(&dir, &["--comm", "redis-attfix", "--metrics-addr", &addr]);
     assert_eq!(redis_cli(&sock, &["SET", "k1", "v1"]), "OK");
     assert_eq!(redis_cli(&sock, &["SAVE"]), "OK");
     redis_cli(&sock, &["BGSAVE"]);
@@ -570,7 +526,7 @@ fn redis_saves_are_durable_and_its_log_is_not() {
     let _ = redis.kill();
     let _ = redis.wait();
     assert!(code == 0 || code == 1, "stderr {err:?}");
-    let r = read_json(&report);
+    let r = report_in(&dir);
 
     assert!(dir.join("dump.rdb").exists());
     assert!(on_path(&r, &dir.join("dump.rdb")).is_empty(), "{r:#}");
@@ -616,14 +572,11 @@ fn jsonl_streams_findings_then_a_summary() {
     let dir = scratch("attach_jsonl");
     let mut d = start_daemon(&dir, "attfix-jsonl", "dirty");
     let a = Attached::start(&dir, &["--comm", "attfix-jsonl", "--format", "jsonl"]);
-    std::fs::write(dir.join("go"), b"").unwrap();
+    go(&dir);
     assert!(d.wait().unwrap().success());
     let (code, out, _) = a.stop();
     assert_eq!(code, 1);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     let last = lines.last().unwrap();
     assert_eq!(last["type"], "summary");
     assert_eq!(last["processes"][0]["pid"], d.id());
@@ -652,8 +605,8 @@ fn jsonl_output_file_grows_while_attached() {
             log.to_str().unwrap(),
         ],
     );
-    std::fs::write(dir.join("go"), b"").unwrap();
-    wait_file(&dir.join("worked"));
+    go(&dir);
+    wait_for_file(&dir.join("worked"));
     let end = Instant::now() + Duration::from_secs(10);
     let first = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -671,20 +624,11 @@ fn jsonl_output_file_grows_while_attached() {
     let (code, _, err) = a.stop();
     assert_eq!(code, 1, "stderr {err:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let last = lines.last().unwrap();
-    assert_eq!(last["type"], "summary");
-    let verdicts: Vec<&Value> = lines.iter().filter(|l| l["type"] == "finding").collect();
     assert!(
-        verdicts.iter().any(|f| f["rule"] == "rename-without-fsync"),
+        jsonl_report(&text)
+            .iter()
+            .any(|l| l["type"] == "finding" && l["rule"] == "rename-without-fsync"),
         "{text}"
-    );
-    assert_eq!(
-        last["counts"]["total"].as_u64(),
-        Some(verdicts.len() as u64)
     );
 }
 
@@ -802,19 +746,12 @@ fn cgroup_processes_are_attached_and_new_ones_followed() {
     let cg = TestCgroup::create("auditor-e2e");
     let mut d = fixture_daemon(&dir, "attfix-cg", "dirty").spawn().unwrap();
     cg.add(d.id());
-    wait_file(&dir.join("ready"));
-    let report = dir.join("report.json");
-    let a = Attached::start(
+    wait_for_file(&dir.join("ready"));
+    let a = Attached::reporting(
         &dir,
-        &[
-            "--cgroup",
-            cg.dir.to_str().unwrap(),
-            "--follow-new",
-            "--output",
-            report.to_str().unwrap(),
-        ],
+        &["--cgroup", cg.dir.to_str().unwrap(), "--follow-new"],
     );
-    std::fs::write(dir.join("go"), b"").unwrap();
+    go(&dir);
     assert!(d.wait().unwrap().success());
     // Moves itself into the cgroup, then execs: started after the attach.
     // It waits for "go" again, so it is still running when the auditor
@@ -833,12 +770,12 @@ fn cgroup_processes_are_attached_and_new_ones_followed() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(dir.join("go"), b"").unwrap();
+    go(&dir);
     assert!(late.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
     let (code, _, err) = a.stop();
     assert_eq!(code, 1, "{err:?}");
-    let r = read_json(&report);
+    let r = report_in(&dir);
     let b = on_path(&r, &dir.join("b.dat"));
     assert_eq!(b.len(), 1, "{r:#}");
     assert_eq!(b[0]["process"]["pid"], d.id());

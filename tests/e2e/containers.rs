@@ -72,20 +72,22 @@ fn a_rename_under_unshare_mount_root_is_named_on_the_host() {
     let dir = scratch("containers_unshare");
     let j = jail(&dir);
     let root = format!("--root={}", s(&j));
-    let run = run_report(
-        &dir,
-        &[],
-        &[
-            "unshare",
-            "--mount",
-            &root,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            REPLACE,
-        ],
-    );
+    let run = run_report(&dir, &[], &unshare_sh(&root, REPLACE));
     assert_replaced_in(&j, &run.report);
+}
+
+/// `unshare --mount <root> busybox sh -c <script>`: the script in a mount
+/// namespace of its own, under `root` (`--root=...`).
+fn unshare_sh<'a>(root: &'a str, script: &'a str) -> [&'a str; 7] {
+    [
+        "unshare",
+        "--mount",
+        root,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]
 }
 
 /// Opens the FIFO at `fifo` for writing once a reader has it open, and
@@ -127,29 +129,8 @@ fn a_rename_under_unshare_mount_root_is_named_on_the_host_from_proc() {
     let release = release_after(&fifo, Duration::from_secs(1));
     let root = format!("--root={}", s(&j));
     let script = format!("read go < /go && {REPLACE}");
-    let out = auditor(
-        &dir,
-        &[
-            "record",
-            "-o",
-            "run.rec",
-            "--",
-            "unshare",
-            "--mount",
-            &root,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
+    record_run(&dir, &unshare_sh(&root, &script));
     release.join().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let recording = std::fs::read_to_string(dir.join("run.rec")).unwrap();
     let views: Vec<Value> = recording
         .lines()
@@ -163,9 +144,7 @@ fn a_rename_under_unshare_mount_root_is_named_on_the_host_from_proc() {
             .any(|v| v["mounts"] == want && v["private"] == true),
         "no view naming the jail from /proc: {views:#?}"
     );
-    let out = auditor(&dir, &["report", "run.rec", "--format", "json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    assert_replaced_in(&j, &report);
+    assert_replaced_in(&j, &replay_run(&dir));
 }
 
 // ------------------------------------------------------------------ dockerd

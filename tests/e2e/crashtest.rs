@@ -5,7 +5,7 @@
 //! mounted or attached, whatever way the run ends.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -16,30 +16,17 @@ use serde_json::Value;
 /// code and the parsed report.
 fn crashtest(name: &str, extra: &[&str]) -> (i32, Value) {
     let dir = scratch(&format!("crashtest-{name}"));
-    let out_file = dir.join("report.json");
-    let out_str = out_file.to_str().unwrap().to_owned();
-    let mut args = vec!["crashtest", "--format", "json", "--output", &out_str];
-    args.extend_from_slice(extra);
-    args.push("--");
     let cmd = py(&format!("crash/{name}.py"));
-    args.extend(argv(&cmd));
-    let out = auditor(&dir, &args);
-    let code = out.status.code().expect("auditor killed by a signal");
-    let doc: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}), auditor exit {code}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }))
-    .expect("report is JSON");
+    let run = json_report(&dir, "crashtest", extra, &argv(&cmd), &[]);
     assert_eq!(
-        code,
-        expected_code(&doc, code),
-        "auditor error {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        run.code,
+        expected_code(&run.report, run.code),
+        "auditor error {}: {}",
+        run.code,
+        run.stderr
     );
     assert_nothing_left();
-    (code, doc)
+    (run.code, run.report)
 }
 
 /// What crashtest must exit with: the command's failure, else 0 or 1.
@@ -58,22 +45,12 @@ fn assert_nothing_left() {
         !mounts.contains("auditor-crashtest"),
         "scratch filesystem left mounted:\n{mounts}"
     );
-    let loops = Command::new("losetup").arg("-a").output().unwrap();
-    let loops = String::from_utf8_lossy(&loops.stdout);
+    let loops = loop_devices();
     assert!(
         !loops.contains("auditor-crashtest"),
         "loop device left attached:\n{loops}"
     );
-    let leftovers: Vec<_> = std::fs::read_dir("/var/tmp")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("auditor-crashtest-")
-        })
-        .map(|e| e.path())
-        .collect();
+    let leftovers = crashtest_scratch_dirs();
     assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
 }
 
@@ -333,15 +310,7 @@ fn failing_command_still_cleans_up() {
 fn interrupted_run_cleans_up() {
     require_root();
     let dir = scratch("crashtest-interrupt");
-    let cmd = py("crash/slow.py");
-    let child = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["crashtest", "--at", "renames", "--"])
-        .args(&cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_crashtest_at_renames(&dir, "crash/slow.py", Stdio::piped());
     // Wait until the scratch filesystem is mounted and the command runs.
     let start = Instant::now();
     while !std::fs::read_to_string("/proc/mounts")

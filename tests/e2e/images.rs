@@ -188,23 +188,13 @@ fn a_vmdk_descriptor_archived_with_its_extent_is_not_flagged() {
 #[test]
 fn a_recording_carries_the_header_the_live_run_read() {
     let dir = scratch("images_record");
-    let mut args = vec!["record", "-o", "run.rec", "--"];
-    let c = cmd("alone");
-    args.extend(argv(&c));
-    let out = auditor(&dir, &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    record_run(&dir, &argv(&cmd("alone")));
     let image = dir.join("overlay.qcow2");
     let (dev, ino) = identity(&image);
     for f in ["overlay.qcow2", "base.raw", "overlay.tar"] {
         std::fs::remove_file(dir.join(f)).unwrap();
     }
-    let out = auditor(&dir, &["report", "run.rec", "--format", "json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let report = replay_run(&dir);
     let f = the_finding(&report, RULE);
     assert_eq!(f["path"], path(&image));
     assert_eq!(

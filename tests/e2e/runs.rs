@@ -63,22 +63,8 @@ struct Trace {
 /// directory. The fixture's own checks must pass: its process exits 0.
 fn trace(fixture: &str, args: &[&str]) -> Trace {
     let dir = scratch_for(fixture, args, "events");
-    let out_file = dir.join("events.jsonl");
-    let out_str = out_file.to_str().unwrap().to_owned();
-    let cmd = fixture_cmd(fixture, args);
-    let mut auditor_args = vec![
-        "run", "--events", "--format", "jsonl", "--output", &out_str, "--",
-    ];
-    auditor_args.extend(argv(&cmd));
-    let out = auditor(&dir, &auditor_args);
+    let (raw, out) = event_stream(&dir, &argv(&fixture_cmd(fixture, args)));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "auditor failed: {stderr}");
-    let text = std::fs::read_to_string(&out_file).unwrap();
-    std::fs::remove_file(&out_file).unwrap();
-    let raw: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect();
     assert_eq!(
         raw[0]["type"], "process_start",
         "the stream starts with the fixture"
@@ -270,20 +256,6 @@ fn opened_fd(on: &[&Value], pid: u64) -> i64 {
         .unwrap()
 }
 
-/// The finding names this file, this severity and this process.
-fn assert_names(f: &Value, path: &Path, severity: &str, pid: u64) {
-    assert_eq!(f["path"].as_str(), Some(path.to_str().unwrap()), "{f:#}");
-    assert_eq!(f["severity"], severity, "{f:#}");
-    assert_eq!(f["process"]["pid"].as_u64(), Some(pid), "{f:#}");
-    assert_eq!(f["inconclusive"], false, "{f:#}");
-    let (dev, ino) = identity(path);
-    assert_eq!(
-        (f["inode"]["dev"].as_u64(), f["inode"]["ino"].as_u64()),
-        (Some(dev), Some(ino)),
-        "the inode is the file's, as stat sees it"
-    );
-}
-
 #[test]
 fn run_is_one_event_with_its_calls_bytes_and_size_before() {
     let t = trace("run_fsync_run", &[]);
@@ -375,12 +347,13 @@ fn run_left_unsynced_at_exit_counts_its_calls_as_writes() {
     let f = the_finding(&run.report, "unsynced-at-exit");
     assert_names(f, &path, "medium", pid);
     let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(30), Some(3)),
-        "one event of 3 calls is 3 writes: {ev:#}"
+    assert_unsynced(
+        ev,
+        30,
+        3,
+        json!([[500, 530]]),
+        "one event of 3 calls is 3 writes",
     );
-    assert_eq!(ev["unsynced_ranges"], json!([[500, 530]]));
     assert_eq!(ev["writer_pids"], json!([pid]));
     assert!(ev["last_successful_fsync"].is_object(), "{ev:#}");
 }
@@ -475,17 +448,17 @@ fn writes_after_another_processs_fsync_are_a_second_run() {
 #[test]
 fn writes_after_another_processs_fsync_are_unsynced_at_exit() {
     let (dir, run) = audit("fsync_by_other_process", &["bug"]);
-    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
     let writer = printed_pid(&run.stdout, "writer");
-    let f = the_finding(&run.report, "unsynced-at-exit");
+    let f = the_only_finding(&run.report, "unsynced-at-exit");
     assert_names(f, &dir.join("shared.dat"), "medium", writer);
     let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(500), Some(50)),
-        "the 50 writes after the fsync, one event of 50 calls: {ev:#}"
+    assert_unsynced(
+        ev,
+        500,
+        50,
+        json!([[500, 1000]]),
+        "the 50 writes after the fsync, one event of 50 calls",
     );
-    assert_eq!(ev["unsynced_ranges"], json!([[500, 1000]]));
     assert_eq!(ev["writer_pids"], json!([writer]));
     assert!(
         ev["last_successful_fsync"].is_object(),
@@ -749,15 +722,12 @@ fn threads_taking_turns_leave_every_turn_unsynced() {
     let f = the_finding(&run.report, "unsynced-at-exit");
     assert_names(f, &path, "medium", pid);
     let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(80), Some(8)),
-        "4 events of 2 calls: {ev:#}"
-    );
-    assert_eq!(
-        ev["unsynced_ranges"],
+    assert_unsynced(
+        ev,
+        80,
+        8,
         json!([[0, 80]]),
-        "the appends cover the whole 80-byte file"
+        "4 events of 2 calls, appends that cover the whole 80-byte file",
     );
 }
 
@@ -797,8 +767,7 @@ fn positioned_writes_run_where_each_starts_at_the_last_ones_end() {
 #[test]
 fn a_run_of_positioned_writes_is_unsynced_where_it_landed() {
     let (dir, run) = audit("pwrites", &["nosync"]);
-    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
-    let f = the_finding(&run.report, "unsynced-at-exit");
+    let f = the_only_finding(&run.report, "unsynced-at-exit");
     assert_names(
         f,
         &dir.join("db.dat"),
@@ -806,15 +775,12 @@ fn a_run_of_positioned_writes_is_unsynced_where_it_landed() {
         printed_pid(&run.stdout, "pid"),
     );
     let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(3000 + 200), Some(300 + 10)),
-        "{ev:#}"
-    );
-    assert_eq!(
-        ev["unsynced_ranges"],
+    assert_unsynced(
+        ev,
+        3000 + 200,
+        300 + 10,
         json!([[4096, 7096], [10000, 10200]]),
-        "pwrite64 from 4096 and pwritev from 10000, each run where it landed"
+        "pwrite64 from 4096 and pwritev from 10000, each run where it landed",
     );
     let (_, run) = audit("pwrites", &["sync"]);
     assert!(
@@ -908,21 +874,17 @@ fn short_write_after_a_run_carries_the_size_before_it() {
 #[test]
 fn short_append_after_a_run_is_unsynced_where_it_landed() {
     let (dir, run) = audit("short_after_run", &[]);
-    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
     let path = dir.join("limited.dat");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 25);
-    let f = the_finding(&run.report, "unsynced-at-exit");
+    let f = the_only_finding(&run.report, "unsynced-at-exit");
     assert_names(f, &path, "medium", printed_pid(&run.stdout, "pid"));
     let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(25), Some(3)),
-        "{ev:#}"
-    );
-    assert_eq!(
-        ev["unsynced_ranges"],
+    assert_unsynced(
+        ev,
+        25,
+        3,
         json!([[0, 25]]),
-        "the 25 bytes of the file, appended: 20 by the run, 5 by the short write"
+        "the 25 bytes of the file, appended: 20 by the run, 5 by the short write",
     );
 }
 
@@ -964,12 +926,13 @@ fn threads_sharing_a_kernel_slot_keep_their_runs_apart() {
     );
     let f = the_finding(&report, "unsynced-at-exit");
     assert_eq!(f["path"].as_str(), dir.join("app.log").to_str());
-    let ev = &f["evidence"];
-    assert_eq!(
-        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
-        (Some(80), Some(8))
+    assert_unsynced(
+        &f["evidence"],
+        80,
+        8,
+        json!([[0, 80]]),
+        "same as with a slot each",
     );
-    assert_eq!(ev["unsynced_ranges"], json!([[0, 80]]));
 }
 
 /// Careful writers in parallel (each fdatasyncs every 100 writes and after

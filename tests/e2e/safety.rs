@@ -6,6 +6,7 @@
 
 use std::{
     ffi::CString,
+    fs::FileType,
     os::unix::{
         ffi::OsStrExt,
         fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
@@ -34,11 +35,9 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-fn is_char_device(path: &Path) -> bool {
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .file_type()
-        .is_char_device()
+/// The type of `path` itself, not of what a symlink points at.
+fn file_type(path: &Path) -> FileType {
+    std::fs::symlink_metadata(path).unwrap().file_type()
 }
 
 #[test]
@@ -47,20 +46,20 @@ fn output_to_a_device_is_written_into_never_replaced() {
     // Our own nodes, so a regression cannot break the host's /dev.
     let null = dir.join("null");
     mknod_char(&null, 1, 3);
-    let out = auditor(&dir, &["run", "-o", null.to_str().unwrap(), "--", "true"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    auditor_ok(&dir, &["run", "-o", null.to_str().unwrap(), "--", "true"]);
+    assert!(
+        file_type(&null).is_char_device(),
+        "the null device became a file"
     );
-    assert!(is_char_device(&null), "the null device became a file");
 
     let full = dir.join("full");
     mknod_char(&full, 1, 7);
     let out = auditor(&dir, &["run", "-o", full.to_str().unwrap(), "--", "true"]);
     assert_one_line_error(&out, "No space left on device");
-    assert!(is_char_device(&full), "the full device became a file");
+    assert!(
+        file_type(&full).is_char_device(),
+        "the full device became a file"
+    );
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -83,7 +82,7 @@ fn output_to_a_fifo_is_streamed() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    let out = auditor(
+    auditor_ok(
         &dir,
         &[
             "run",
@@ -95,22 +94,11 @@ fn output_to_a_fifo_is_streamed() {
             "true",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut got = Vec::new();
     let _ = std::io::Read::read_to_end(&mut reader, &mut got);
     let doc: serde_json::Value = serde_json::from_slice(&got).expect("the report came through");
     assert_eq!(doc["schema"], "auditor.report/v1");
-    assert!(
-        std::fs::symlink_metadata(&fifo)
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert!(file_type(&fifo).is_fifo());
 }
 
 #[test]
@@ -120,18 +108,9 @@ fn output_through_a_symlink_replaces_its_target() {
     std::fs::write(&real, b"old").unwrap();
     let link = dir.join("latest.json");
     std::os::unix::fs::symlink("real.json", &link).unwrap();
-    let out = auditor(&dir, &["run", "-o", "latest.json", "--", "true"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    auditor_ok(&dir, &["run", "-o", "latest.json", "--", "true"]);
     assert!(
-        std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink(),
+        file_type(&link).is_symlink(),
         "the link itself was replaced"
     );
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
@@ -141,14 +120,11 @@ fn output_through_a_symlink_replaces_its_target() {
 #[test]
 fn reports_and_recordings_are_readable_by_root_only() {
     let dir = scratch("safety-modes");
-    let out = auditor(&dir, &["run", "-o", "r.json", "--", "true"]);
-    assert_eq!(out.status.code(), Some(0));
+    auditor_ok(&dir, &["run", "-o", "r.json", "--", "true"]);
     assert_eq!(mode(&dir.join("r.json")), 0o600);
-    let out = auditor(&dir, &["record", "-o", "x.rec", "--", "true"]);
-    assert_eq!(out.status.code(), Some(0));
+    auditor_ok(&dir, &["record", "-o", "x.rec", "--", "true"]);
     assert_eq!(mode(&dir.join("x.rec")), 0o600);
-    let out = auditor(&dir, &["report", "-o", "x.txt", "x.rec"]);
-    assert_eq!(out.status.code(), Some(0));
+    auditor_ok(&dir, &["report", "-o", "x.txt", "x.rec"]);
     assert_eq!(mode(&dir.join("x.txt")), 0o600);
 }
 
@@ -198,8 +174,7 @@ fn a_full_destination_fails_before_the_command_runs() {
 #[test]
 fn a_truncated_recording_is_reported_incomplete_with_exit_2() {
     let dir = scratch("safety-truncated");
-    let out = auditor(&dir, &["record", "-o", "whole.rec", "--", "true"]);
-    assert_eq!(out.status.code(), Some(0));
+    auditor_ok(&dir, &["record", "-o", "whole.rec", "--", "true"]);
     let whole = std::fs::read(dir.join("whole.rec")).unwrap();
     // Cut inside the last event line: the trailer and part of an event go.
     let last_line = whole[..whole.len() - 1]
@@ -225,37 +200,13 @@ fn a_truncated_recording_is_reported_incomplete_with_exit_2() {
     assert_eq!(doc["complete"], false);
     assert_eq!(doc["truncated_at_byte"], event_line as u64);
     // The whole recording is still a clean one.
-    let out = auditor(&dir, &["report", "--format", "json", "whole.rec"]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = auditor_ok(&dir, &["report", "--format", "json", "whole.rec"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["complete"], true);
 }
 
-/// Our scratch directories in /var/tmp (`auditor-crashtest-...`), with
-/// their owner.
-fn scratch_dirs() -> Vec<(PathBuf, u32)> {
-    std::fs::read_dir("/var/tmp")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("auditor-crashtest-")
-        })
-        .filter_map(|e| {
-            let m = std::fs::symlink_metadata(e.path()).ok()?;
-            Some((e.path(), m.uid()))
-        })
-        .collect()
-}
-
 fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
-}
-
-fn loops() -> String {
-    let out = Command::new("losetup").arg("-a").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Pids and states of live processes whose command line mentions `needle`.
@@ -316,7 +267,7 @@ impl Drop for CleanUp {
                 let _ = Command::new("umount").args(["-l", m]).status();
             }
         }
-        for line in loops().lines() {
+        for line in loop_devices().lines() {
             if let Some((dev, rest)) = line.split_once(':')
                 && self.dirs.iter().any(|d| rest.contains(d.to_str().unwrap()))
             {
@@ -336,7 +287,10 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
     std::fs::write(&victim_file, b"precious").unwrap();
     let victim_dir = dir.join("victim-dir");
     std::fs::create_dir(&victim_dir).unwrap();
-    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
+    let before: Vec<PathBuf> = crashtest_scratch_dirs()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     // nobody pre-creates auditor-crashtest-PID for the next pids to come,
     // with `mnt` and `run-0.img` pointing at the victims.
     let planted = Command::new("setpriv")
@@ -348,7 +302,7 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
         .status()
         .unwrap();
     assert!(planted.success());
-    let planted: Vec<PathBuf> = scratch_dirs()
+    let planted: Vec<PathBuf> = crashtest_scratch_dirs()
         .into_iter()
         .filter(|(p, uid)| *uid == 65534 && !before.contains(p))
         .map(|(p, _)| p)
@@ -359,9 +313,7 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
     assert!(planted.len() >= 400, "planted {}", planted.len());
 
     let cmd = py("crash/unsynced_at_exit.py");
-    let mut child = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["crashtest", "--keep", "--format", "json", "--"])
+    let mut child = auditor_command(&dir, &["crashtest", "--keep", "--format", "json", "--"])
         .args(&cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -385,10 +337,7 @@ fn a_local_user_cannot_plant_the_crashtest_scratch_directory() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for p in &planted {
         assert!(
-            std::fs::symlink_metadata(p.join("mnt"))
-                .unwrap()
-                .file_type()
-                .is_symlink(),
+            file_type(&p.join("mnt")).is_symlink(),
             "{} is not ours to touch",
             p.display()
         );
@@ -417,21 +366,16 @@ fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
     require_root();
     let mut cleanup = CleanUp::new("crash/stopped_child.py", Vec::new());
     let fixture_path = cleanup.fixture.clone();
-    let before: Vec<PathBuf> = scratch_dirs().into_iter().map(|(p, _)| p).collect();
+    let before: Vec<PathBuf> = crashtest_scratch_dirs()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     let dir = scratch("safety-sigkill");
-    let cmd = py("crash/stopped_child.py");
-    let mut child = Command::new(auditor_bin())
-        .current_dir(&dir)
-        .args(["crashtest", "--at", "renames", "--"])
-        .args(&cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_crashtest_at_renames(&dir, "crash/stopped_child.py", Stdio::null());
     // This run's scratch directory, mounted, and its stopped process.
     let start = Instant::now();
     let ours = loop {
-        let new: Vec<PathBuf> = scratch_dirs()
+        let new: Vec<PathBuf> = crashtest_scratch_dirs()
             .into_iter()
             .filter(|(p, uid)| *uid == 0 && !before.contains(p))
             .map(|(p, _)| p)
@@ -455,7 +399,7 @@ fn sigkill_of_crashtest_leaves_no_frozen_process_mount_loop_or_image() {
     loop {
         let procs = processes_running(&fixture_path);
         let mounted = mountinfo().contains(&ours_str);
-        let attached = loops().contains(&ours_str);
+        let attached = loop_devices().contains(&ours_str);
         let exists = ours.exists();
         if procs.is_empty() && !mounted && !attached && !exists {
             break;
@@ -489,13 +433,7 @@ fn a_later_crashtest_removes_what_a_killed_one_left() {
     let cmd = py("crash/unsynced_at_exit_ok.py");
     let mut args = vec!["crashtest", "--format", "json", "--"];
     args.extend(argv(&cmd));
-    let out = auditor(&dir, &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    auditor_ok(&dir, &args);
     assert!(
         !mountinfo().contains(stale.to_str().unwrap()),
         "still mounted"

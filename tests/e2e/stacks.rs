@@ -332,27 +332,9 @@ fn a_recording_keeps_the_stacks() {
     let dir = scratch("stacks_record");
     let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
     let source = fixture("stacks/save.c");
-    let out = auditor(
-        &dir,
-        &[
-            "record",
-            "-o",
-            "run.rec",
-            "--",
-            exe.to_str().unwrap(),
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    record_run(&dir, &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     std::fs::remove_file(&exe).unwrap();
-    let out = auditor(&dir, &["report", "run.rec", "--format", "json"]);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = replay_run(&dir);
     let f = finding(&report, "rename-without-fsync", &dir.join("state.json"));
     let fr = frames(f);
     let at = frame_at(fr, |func| func == "save_state");

@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 use serde_json::Value;
@@ -58,58 +58,136 @@ pub fn auditor(dir: &Path, args: &[&str]) -> Output {
 
 /// Runs `auditor <args>` in `dir` with extra environment variables.
 pub fn auditor_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    require_root();
-    Command::new(auditor_bin())
-        .current_dir(dir)
+    auditor_command(dir, args)
         .envs(env.iter().copied())
-        .args(args)
         .output()
         .expect("running auditor")
 }
 
-/// `auditor run --events --format jsonl -- cmd` in `dir`; the parsed events.
-pub fn events(dir: &Path, cmd: &[&str]) -> Vec<Value> {
-    let out_file = dir.join("events.jsonl");
-    let mut args = vec!["run", "--events", "--format", "jsonl", "--output"];
-    let out_str = out_file.to_str().unwrap().to_owned();
-    args.push(&out_str);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    let out = auditor(dir, &args);
+/// `auditor <args>` in `dir`, for tests that spawn it and act while it runs.
+pub fn auditor_command(dir: &Path, args: &[&str]) -> Command {
+    require_root();
+    let mut c = Command::new(auditor_bin());
+    c.current_dir(dir).args(args);
+    c
+}
+
+/// Runs `auditor <args>` in `dir`, which must exit 0; fails with its
+/// stderr otherwise.
+pub fn auditor_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = auditor(dir, args);
     assert_eq!(
         out.status.code(),
         Some(0),
-        "auditor failed: {}",
+        "auditor {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// `auditor record -o run.rec -- cmd` in `dir`, which exits 0 whatever it
+/// saw.
+pub fn record_run(dir: &Path, cmd: &[&str]) -> Output {
+    let mut args = vec!["record", "-o", "run.rec", "--"];
+    args.extend_from_slice(cmd);
+    auditor_ok(dir, &args)
+}
+
+/// `auditor report run.rec --format json` in `dir`: the report of what
+/// [`record_run`] recorded.
+pub fn replay_run(dir: &Path) -> Value {
+    let out = auditor(dir, &["report", "run.rec", "--format", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Crashtest's scratch directories in /var/tmp (`auditor-crashtest-...`),
+/// with their owner.
+pub fn crashtest_scratch_dirs() -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/var/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("auditor-crashtest-")
+        })
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            Some((e.path(), m.uid()))
+        })
+        .collect()
+}
+
+/// `losetup -a`: the attached loop devices and their backing files.
+pub fn loop_devices() -> String {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `auditor crashtest --at renames -- python3 -B fixtures/<fixture>`
+/// started in `dir`, its stdout discarded: for tests that stop it mid-run.
+pub fn spawn_crashtest_at_renames(dir: &Path, fixture: &str, stderr: Stdio) -> Child {
+    auditor_command(dir, &["crashtest", "--at", "renames", "--"])
+        .args(py(fixture))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// `auditor run --events --format jsonl -- cmd` in `dir`, which must exit
+/// 0: the parsed events and what the auditor printed.
+pub fn event_stream(dir: &Path, cmd: &[&str]) -> (Vec<Value>, Output) {
+    let out_file = dir.join("events.jsonl");
+    let out_str = out_file.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "run", "--events", "--format", "jsonl", "--output", &out_str, "--",
+    ];
+    args.extend_from_slice(cmd);
+    let out = auditor_ok(dir, &args);
     let text = std::fs::read_to_string(&out_file).unwrap();
     std::fs::remove_file(&out_file).unwrap();
+    (json_lines(&text), out)
+}
+
+/// Each line of `text` parsed as JSON.
+pub fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
+}
+
+/// A JSON Lines report: its lines, the last one the summary, whose total
+/// counts the verdicts (`finding` lines).
+pub fn jsonl_report(text: &str) -> Vec<Value> {
+    let lines = json_lines(text);
+    let summary = lines.last().expect("a summary line");
+    assert_eq!(summary["type"], "summary", "{text}");
+    let verdicts = lines.iter().filter(|l| l["type"] == "finding").count();
+    assert_eq!(
+        summary["counts"]["total"].as_u64(),
+        Some(verdicts as u64),
+        "{text}"
+    );
+    lines
+}
+
+/// `auditor run --events --format jsonl -- cmd` in `dir`; the parsed events.
+pub fn events(dir: &Path, cmd: &[&str]) -> Vec<Value> {
+    event_stream(dir, cmd).0
 }
 
 /// `auditor run --format json --output report.json [extra] -- cmd`: exit
 /// code and the parsed report.
 pub fn report(dir: &Path, extra: &[&str], cmd: &[&str]) -> (i32, Value) {
-    let out_file = dir.join("auditor-report.json");
-    let out_str = out_file.to_str().unwrap().to_owned();
-    let mut args = vec!["run", "--format", "json", "--output", &out_str];
-    args.extend_from_slice(extra);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    let out = auditor(dir, &args);
-    let code = out.status.code().expect("auditor killed by a signal");
-    let doc: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}), auditor exit {code}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }))
-    .expect("report is JSON");
-    assert_run_code(code, &doc, &String::from_utf8_lossy(&out.stderr));
-    std::fs::remove_file(&out_file).unwrap();
-    (code, doc)
+    let run = run_report(dir, extra, cmd);
+    (run.code, run.report)
 }
 
 /// `auditor run`'s exit code is the command's failure when it failed
@@ -196,9 +274,24 @@ pub fn run_report(dir: &Path, extra: &[&str], cmd: &[&str]) -> Run {
 
 /// [`run_report`] with extra environment variables for the auditor.
 pub fn run_report_with_env(dir: &Path, extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
+    let run = json_report(dir, "run", extra, cmd, env);
+    assert_run_code(run.code, &run.report, &run.stderr);
+    run
+}
+
+/// `auditor <subcommand> --format json --output report.json [extra] --
+/// cmd` in `dir` with extra environment variables, whatever its exit code
+/// (the caller judges it).
+pub fn json_report(
+    dir: &Path,
+    subcommand: &str,
+    extra: &[&str],
+    cmd: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let out_file = dir.join("auditor-report.json");
     let out_str = out_file.to_str().unwrap().to_owned();
-    let mut args = vec!["run", "--format", "json", "--output", &out_str];
+    let mut args = vec![subcommand, "--format", "json", "--output", &out_str];
     args.extend_from_slice(extra);
     args.push("--");
     args.extend_from_slice(cmd);
@@ -210,7 +303,6 @@ pub fn run_report_with_env(dir: &Path, extra: &[&str], cmd: &[&str], env: &[(&st
             .unwrap_or_else(|e| panic!("no report ({e}), auditor exit {code}: {stderr}")),
     )
     .expect("report is JSON");
-    assert_run_code(code, &report, &stderr);
     std::fs::remove_file(&out_file).unwrap();
     Run {
         code,
@@ -273,6 +365,38 @@ pub fn the_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
         serde_json::to_string_pretty(report).unwrap()
     );
     found[0]
+}
+
+/// The report's only finding, which must be of `rule`.
+pub fn the_only_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
+    assert_eq!(rule_ids(report), [rule], "want only a {rule} finding");
+    the_finding(report, rule)
+}
+
+/// The finding names this file, this severity and this process,
+/// conclusively, and the inode `stat` sees at `path`.
+pub fn assert_names(f: &Value, path: &Path, severity: &str, pid: u64) {
+    assert_eq!(f["path"].as_str(), Some(path.to_str().unwrap()), "{f:#}");
+    assert_eq!(f["severity"], severity, "{f:#}");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(pid), "{f:#}");
+    assert_eq!(f["inconclusive"], false, "{f:#}");
+    let (dev, ino) = identity(path);
+    assert_eq!(
+        (f["inode"]["dev"].as_u64(), f["inode"]["ino"].as_u64()),
+        (Some(dev), Some(ino)),
+        "the inode is the file's, as stat sees it"
+    );
+}
+
+/// What a finding's evidence says is unsynced: `bytes` in `ranges`, left
+/// by `writes` write calls.
+pub fn assert_unsynced(ev: &Value, bytes: u64, writes: u64, ranges: Value, why: &str) {
+    assert_eq!(
+        (ev["unsynced_bytes"].as_u64(), ev["writes"].as_u64()),
+        (Some(bytes), Some(writes)),
+        "{why}: {ev:#}"
+    );
+    assert_eq!(ev["unsynced_ranges"], ranges, "{why}: {ev:#}");
 }
 
 /// Bad input: exit code 2 and exactly one line, prefixed with our name,

@@ -19,18 +19,40 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{root, sh};
+use crate::{build_workload, root};
 
 /// What the table is made of.
+#[derive(clap::Args)]
 pub struct Options {
+    /// Writes in the one-writer workload.
+    #[arg(long, default_value_t = 200_000)]
     pub writes: u64,
+    /// fsync after every N writes.
+    #[arg(long, default_value_t = 100)]
     pub fsync_every: u64,
+    /// Repetitions of each configuration (the median is reported):
+    /// fsync latency varies from one run to the next. The 8 writers
+    /// and the flood run half as many.
+    #[arg(long, default_value_t = 11)]
     pub rounds: usize,
+    /// Of these, how many also run strace -f on the one writer (about
+    /// 30 s each; once for the other workloads, none with 0).
+    #[arg(long, default_value_t = 3)]
     pub strace_rounds: usize,
+    /// Writer threads of the many-writers workload.
+    #[arg(long, default_value_t = 8)]
     pub writers: u64,
+    /// Writes of each of those threads.
+    #[arg(long, default_value_t = 200_000)]
     pub writer_writes: u64,
+    /// open/close pairs of the flood.
+    #[arg(long, default_value_t = 1_000_000)]
     pub flood: u64,
+    /// Files the memory workload creates and leaves dirty.
+    #[arg(long, default_value_t = 50_000)]
     pub files: u64,
+    /// Runs of `run -- true` for start-up.
+    #[arg(long, default_value_t = 21)]
     pub startups: usize,
 }
 
@@ -479,15 +501,7 @@ fn files_case(auditor: &Path, workload: &Path, files: u64, dir: &Path) -> Result
 
 pub fn run(auditor: &Path, o: &Options) -> Result<()> {
     for bin in ["write_workload", "flood_workload", "files_workload"] {
-        sh(Command::new("cargo").current_dir(root()).args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--bin",
-            bin,
-        ]))?;
+        build_workload(bin)?;
     }
     let bin = |b: &str| root().join("target/release").join(b);
     let dir = root().join("target/bench");
@@ -591,43 +605,33 @@ pub fn run(auditor: &Path, o: &Options) -> Result<()> {
         "| case | untraced | floor (probes attached, returning at once) | auditor | bpftrace | strace -f | auditor / floor | dropped |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "{}",
-        row(
-            &format!(
+    let measured = [
+        (
+            format!(
                 "1 writer: {} writes of 64 bytes, fdatasync every {}",
                 o.writes, o.fsync_every
             ),
-            &one
-        )
-    );
-    println!(
-        "{}",
-        row(
-            &format!(
+            &one,
+        ),
+        (
+            format!(
                 "1 writer: {} writes alone (CPU ns added per write: floor {:.0}, auditor {:.0}, bpftrace {:.0})",
                 o.writes,
                 per_write(&alone, 1),
                 per_write(&alone, 2),
                 per_write(&alone, 3)
             ),
-            &alone
-        )
-    );
-    println!(
-        "{}",
-        row(
-            &format!(
+            &alone,
+        ),
+        (
+            format!(
                 "{} writer threads x {} writes, fdatasync every {}",
                 o.writers, o.writer_writes, o.fsync_every
             ),
-            &many
-        )
-    );
-    println!(
-        "{}",
-        row(
-            &format!(
+            &many,
+        ),
+        (
+            format!(
                 "open/close flood by an unprivileged process, {} pairs (syscalls/s: untraced {}, floor {}, auditor {}, bpftrace {}, strace {})",
                 o.flood,
                 calls_per_s(&flooded, 0),
@@ -636,9 +640,12 @@ pub fn run(auditor: &Path, o: &Options) -> Result<()> {
                 calls_per_s(&flooded, 3),
                 calls_per_s(&flooded, 4),
             ),
-            &flooded
-        )
-    );
+            &flooded,
+        ),
+    ];
+    for (case, all) in &measured {
+        println!("{}", row(case, all));
+    }
     println!("{start}");
     println!("{files}");
     println!("{stacks}");

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{root, sh};
+use crate::{build_workload, root};
 
 /// Resident memory the attach must stay under.
 const RSS_LIMIT_KIB: u64 = 100 * 1024;
@@ -49,16 +49,7 @@ fn tracked_inodes(addr: &str) -> Option<u64> {
 }
 
 pub fn run(auditor: &Path, files: u64, max_files: u64) -> Result<()> {
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "xtask",
-        "--bin",
-        "files_workload",
-    ]))?;
-    let workload = root().join("target/release/files_workload");
+    let workload = build_workload("files_workload")?;
     let dir = root().join("target/bench-attach");
     let _ = std::fs::remove_dir_all(&dir);
     let work = dir.join("files");

@@ -40,38 +40,7 @@ enum Task {
     },
     /// Measure the auditor against untraced runs, its own floor, bpftrace
     /// and strace -f: writers, a flood, start-up, memory. One table.
-    Bench {
-        /// Writes in the one-writer workload.
-        #[arg(long, default_value_t = 200_000)]
-        writes: u64,
-        /// fsync after every N writes.
-        #[arg(long, default_value_t = 100)]
-        fsync_every: u64,
-        /// Repetitions of each configuration (the median is reported):
-        /// fsync latency varies from one run to the next. The 8 writers
-        /// and the flood run half as many.
-        #[arg(long, default_value_t = 11)]
-        rounds: usize,
-        /// Of these, how many also run strace -f on the one writer (about
-        /// 30 s each; once for the other workloads, none with 0).
-        #[arg(long, default_value_t = 3)]
-        strace_rounds: usize,
-        /// Writer threads of the many-writers workload.
-        #[arg(long, default_value_t = 8)]
-        writers: u64,
-        /// Writes of each of those threads.
-        #[arg(long, default_value_t = 200_000)]
-        writer_writes: u64,
-        /// open/close pairs of the flood.
-        #[arg(long, default_value_t = 1_000_000)]
-        flood: u64,
-        /// Files the memory workload creates and leaves dirty.
-        #[arg(long, default_value_t = 50_000)]
-        files: u64,
-        /// Runs of `run -- true` for start-up.
-        #[arg(long, default_value_t = 21)]
-        startups: usize,
-    },
+    Bench(bench::Options),
     /// Attach to a process that writes many distinct files; check that
     /// memory and tracked files stay bounded.
     BenchAttach {
@@ -121,33 +90,10 @@ fn run(cli: Cli) -> Result<()> {
             build()?;
             test(&filter)
         }
-        Task::Bench {
-            writes,
-            fsync_every,
-            rounds,
-            strace_rounds,
-            writers,
-            writer_writes,
-            flood,
-            files,
-            startups,
-        } => {
+        Task::Bench(opts) => {
             setup::all()?;
             build()?;
-            bench::run(
-                &auditor_bin(),
-                &bench::Options {
-                    writes,
-                    fsync_every,
-                    rounds,
-                    strace_rounds,
-                    writers,
-                    writer_writes,
-                    flood,
-                    files,
-                    startups,
-                },
-            )
+            bench::run(&auditor_bin(), &opts)
         }
         Task::BenchAttach { files, max_files } => {
             setup::all()?;
@@ -188,6 +134,20 @@ pub fn auditor_bin() -> PathBuf {
 
 fn probe_object() -> PathBuf {
     root().join("target/bpfel-unknown-none/release/auditor-ebpf")
+}
+
+/// Builds one of this crate's workload binaries (release); its path.
+pub fn build_workload(name: &str) -> Result<PathBuf> {
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "xtask",
+        "--bin",
+        name,
+    ]))?;
+    Ok(root().join("target/release").join(name))
 }
 
 /// Runs a command, failing with its name when it fails.

@@ -1911,6 +1911,15 @@ mod tests {
         v
     }
 
+    /// The trace, with `before` on disk, gives exactly the counted verdicts
+    /// `want` (rule, first path); the truth, for further checks.
+    fn assert_counted(before: &[(&str, Before)], trace: &str, want: &[(&str, &str)]) -> Truth {
+        let t = truth_of(before, trace);
+        let want: Vec<(&str, String)> = want.iter().map(|&(r, p)| (r, p.to_owned())).collect();
+        assert_eq!(counted(&t), want);
+        t
+    }
+
     fn low(t: &Truth) -> Vec<(&'static str, String, String)> {
         t.expected
             .iter()
@@ -1928,7 +1937,7 @@ mod tests {
 
     #[test]
     fn write_fsync_rename_and_directory_fsync_is_clean() {
-        let t = truth_of(
+        let t = assert_counted(
             &[],
             "\
 100 openat(AT_FDCWD</w>, \"a.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 3</w/a.tmp>
@@ -1941,20 +1950,20 @@ mod tests {
 100 close(3</w>) = 0
 100 +++ exited with 0 +++
 ",
+            &[],
         );
-        assert_eq!(counted(&t), []);
         assert!(t.undecided.is_empty(), "{:?}", t.undecided);
     }
 
     #[test]
     fn a_rename_of_dirty_data_is_flagged_once() {
-        let t = truth_of(&[], &format!("{SAVE_DIRTY}100 +++ exited with 0 +++\n"));
-        assert_eq!(
-            counted(&t),
-            [
-                ("rename-without-dir-fsync", "/w/a".into()),
-                ("rename-without-fsync", "/w/a".into())
-            ]
+        let t = assert_counted(
+            &[],
+            &format!("{SAVE_DIRTY}100 +++ exited with 0 +++\n"),
+            &[
+                ("rename-without-dir-fsync", "/w/a"),
+                ("rename-without-fsync", "/w/a"),
+            ],
         );
         // The rename exposed the writes: not again at the writer's exit.
         assert!(t.expected.iter().all(|e| e.rule != "unsynced-at-exit"));
@@ -1970,7 +1979,7 @@ mod tests {
 
     #[test]
     fn durability_another_process_supplies_later_closes_the_exposure() {
-        let t = truth_of(
+        let t = assert_counted(
             &[],
             "\
 100 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f) = 101
@@ -1986,8 +1995,8 @@ mod tests {
 102 +++ exited with 0 +++
 100 +++ exited with 0 +++
 ",
+            &[],
         );
-        assert_eq!(counted(&t), []);
         let l = low(&t);
         assert!(
             l.iter().any(|(r, p, why)| *r == "unsynced-at-exit"
@@ -2004,7 +2013,7 @@ mod tests {
 
     #[test]
     fn a_deleted_temporary_file_is_moot() {
-        let t = truth_of(
+        let t = assert_counted(
             &[],
             "\
 100 openat(AT_FDCWD</w>, \"scratch\", O_RDWR|O_CREAT|O_EXCL, 0600) = 3</w/scratch>
@@ -2013,8 +2022,8 @@ mod tests {
 100 write(3</w/scratch (deleted)>, \"more\", 4) = 4
 100 +++ exited with 0 +++
 ",
+            &[],
         );
-        assert_eq!(counted(&t), []);
         assert!(low(&t).iter().any(|(r, p, why)| *r == "unsynced-at-exit"
             && p == "/w/scratch"
             && why.starts_with("moot: deleted by pid 100")));
@@ -2022,7 +2031,7 @@ mod tests {
 
     #[test]
     fn link_then_unlink_moves_the_data_with_the_name() {
-        let t = truth_of(
+        assert_counted(
             &[("/w/objects", Before::Dir)],
             "\
 100 mkdir(\"objects/ab\", 0777) = 0
@@ -2033,19 +2042,16 @@ mod tests {
 100 unlink(\"objects/ab/tmp_obj_1\") = 0
 100 +++ exited with 0 +++
 ",
-        );
-        assert_eq!(
-            counted(&t),
-            [
-                ("rename-without-dir-fsync", "/w/objects/ab/cdef".into()),
-                ("rename-without-fsync", "/w/objects/ab/cdef".into())
-            ]
+            &[
+                ("rename-without-dir-fsync", "/w/objects/ab/cdef"),
+                ("rename-without-fsync", "/w/objects/ab/cdef"),
+            ],
         );
     }
 
     #[test]
     fn a_renamed_directory_takes_its_files_and_their_verdicts() {
-        let t = truth_of(
+        assert_counted(
             &[],
             "\
 100 mkdir(\"d.tmp\", 0755) = 0
@@ -2055,19 +2061,16 @@ mod tests {
 100 write(3</w/d/f>, \"g\", 1) = 1
 100 +++ exited with 0 +++
 ",
-        );
-        assert_eq!(
-            counted(&t),
-            [
-                ("rename-without-dir-fsync", "/w/d".into()),
-                ("unsynced-at-exit", "/w/d/f".into())
-            ]
+            &[
+                ("rename-without-dir-fsync", "/w/d"),
+                ("unsynced-at-exit", "/w/d/f"),
+            ],
         );
     }
 
     #[test]
     fn a_kill_while_dirty_and_inside_a_write() {
-        let t = truth_of(
+        let t = assert_counted(
             &[],
             "\
 100 openat(AT_FDCWD</w>, \"log\", O_WRONLY|O_CREAT|O_APPEND, 0666) = 3</w/log>
@@ -2075,13 +2078,10 @@ mod tests {
 100 write(3</w/log>, \"defgh\", 5 <unfinished ...>
 100 +++ killed by SIGKILL +++
 ",
-        );
-        assert_eq!(
-            counted(&t),
-            [
-                ("killed-mid-write", "/w/log".into()),
-                ("killed-while-dirty", "/w/log".into())
-            ]
+            &[
+                ("killed-mid-write", "/w/log"),
+                ("killed-while-dirty", "/w/log"),
+            ],
         );
         // Killed, not exited: no exit verdict.
         assert!(t.expected.iter().all(|e| e.rule != "unsynced-at-exit"));
@@ -2097,16 +2097,22 @@ mod tests {
     fn truncating_a_file_with_content_and_rewriting_it() {
         // One verdict: the truncating process's rewrite is its
         // truncate-in-place, not a second one at its exit.
-        let t = truth_of(&[("/w/state.json", Before::File { size: 10 })], REWRITE);
-        assert_eq!(counted(&t), [("truncate-in-place", "/w/state.json".into())]);
+        assert_counted(
+            &[("/w/state.json", Before::File { size: 10 })],
+            REWRITE,
+            &[("truncate-in-place", "/w/state.json")],
+        );
         // An empty file loses nothing to the truncation.
-        let t = truth_of(&[("/w/state.json", Before::File { size: 0 })], REWRITE);
-        assert_eq!(counted(&t), [("unsynced-at-exit", "/w/state.json".into())]);
+        assert_counted(
+            &[("/w/state.json", Before::File { size: 0 })],
+            REWRITE,
+            &[("unsynced-at-exit", "/w/state.json")],
+        );
         // Outside the snapshot, the size before is unknown: undecided.
-        let t = truth_of(&[], &REWRITE.replace("/w", "/elsewhere"));
-        assert_eq!(
-            counted(&t),
-            [("unsynced-at-exit", "/elsewhere/state.json".into())]
+        let t = assert_counted(
+            &[],
+            &REWRITE.replace("/w", "/elsewhere"),
+            &[("unsynced-at-exit", "/elsewhere/state.json")],
         );
         assert_eq!(t.undecided.len(), 1);
         assert_eq!(t.undecided[0].rule, Some("truncate-in-place"));
@@ -2129,7 +2135,7 @@ mod tests {
 
     #[test]
     fn inherited_output_devices_and_tmpfs_are_not_judged() {
-        let t = truth_of(
+        let t = assert_counted(
             &[],
             "\
 100 write(1</w/out.log>, \"hello\\n\", 6) = 6
@@ -2141,8 +2147,8 @@ mod tests {
 100 write(4</dev/null<char 1:3>>, \"x\", 1) = 1
 100 +++ exited with 0 +++
 ",
+            &[],
         );
-        assert_eq!(counted(&t), []);
         assert!(t.undecided.is_empty());
     }
 
@@ -2158,17 +2164,15 @@ mod tests {
 "
             )
         };
-        let t = truth_of(&[], &body(""));
-        assert_eq!(counted(&t), [("unsynced-at-exit", "/w/a".into())]);
+        let t = assert_counted(&[], &body(""), &[("unsynced-at-exit", "/w/a")]);
         assert_eq!(t.expected[0].comm, "prog");
-        let t = truth_of(&[], &body("|O_CLOEXEC"));
-        assert_eq!(counted(&t), []);
+        let t = assert_counted(&[], &body("|O_CLOEXEC"), &[]);
         assert!(t.undecided[0].why.contains("fd 3 was never seen opened"));
     }
 
     #[test]
     fn processes_taking_turns_at_appending_interleave() {
-        let t = truth_of(
+        assert_counted(
             &[],
             "\
 100 openat(AT_FDCWD</w>, \"journal\", O_WRONLY|O_CREAT|O_APPEND, 0644) = 3</w/journal>
@@ -2180,13 +2184,13 @@ mod tests {
 101 +++ exited with 0 +++
 100 +++ exited with 0 +++
 ",
+            &[("interleaved-writers", "/w/journal")],
         );
-        assert_eq!(counted(&t), [("interleaved-writers", "/w/journal".into())]);
     }
 
     #[test]
     fn an_ignored_fsync_error() {
-        let t = truth_of(
+        assert_counted(
             &[],
             "\
 100 openat(AT_FDCWD</w>, \"db\", O_RDWR|O_CREAT|O_EXCL, 0644) = 3</w/db>
@@ -2195,7 +2199,7 @@ mod tests {
 100 fsync(3</w/db>) = 0
 100 +++ exited with 0 +++
 ",
+            &[("fsync-error-ignored", "/w/db")],
         );
-        assert_eq!(counted(&t), [("fsync-error-ignored", "/w/db".into())]);
     }
 }
