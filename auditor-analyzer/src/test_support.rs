@@ -2,7 +2,7 @@
 //! like the syscall traces they stand for.
 
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType, Syscall};
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity};
 use crate::track::fds::flags;
 use crate::track::paths::AT_FDCWD;
 use crate::{Analyzer, Config};
@@ -311,6 +311,74 @@ pub fn lost(count: u64) -> Event {
     ev(0, EventKind::Lost { count })
 }
 
+pub fn unlink_call(pid: u32, call: &str, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Unlink {
+            call: sys(call),
+            dirfd: AT_FDCWD,
+            path: path.into(),
+            flags: 0,
+            ret: 0,
+        },
+    )
+}
+
+pub fn unlink(pid: u32, path: &str) -> Event {
+    unlink_call(pid, "unlink", path)
+}
+
+/// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
+pub fn kill(from: u32, to: u32, sig: i32) -> Vec<Event> {
+    vec![signal(from, to, sig), killed(to, sig)]
+}
+
+/// open_new, write `bytes`, close: a new file whose data is not durable.
+pub fn create_unsynced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    vec![
+        open_new(pid, path, fd as i64, reg(ino)),
+        write(pid, fd, bytes),
+        close(pid, fd),
+    ]
+}
+
+/// The same with an fsync before the close: the data is durable, the
+/// new name is not until its directory is fsynced.
+pub fn create_synced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    let mut v = create_unsynced(pid, path, fd, ino, bytes);
+    v.insert(2, fsync(pid, fd));
+    v
+}
+
+/// What [`trace!`] accepts: one event or a run of them.
+pub trait Steps {
+    fn append_to(self, events: &mut Vec<Event>);
+}
+
+impl Steps for Event {
+    fn append_to(self, events: &mut Vec<Event>) {
+        events.push(self);
+    }
+}
+
+impl Steps for Vec<Event> {
+    fn append_to(self, events: &mut Vec<Event>) {
+        events.extend(self);
+    }
+}
+
+/// One event sequence from single events and runs of them, in order, so a
+/// test reads as the trace it stands for:
+/// `trace![start(..), create_synced(..), rename(..), fsync_dir(..), exit(..)]`.
+macro_rules! trace {
+    ($($step:expr),* $(,)?) => {{
+        let mut events: Vec<$crate::Event> = Vec::new();
+        $($crate::test_support::Steps::append_to($step, &mut events);)*
+        events
+    }};
+}
+pub(crate) use trace;
+
 /// Gives events increasing seq numbers and 1 ms steps where no time was
 /// set, writes entering 100 µs before they return.
 pub fn number(events: Vec<Event>) -> Vec<Event> {
@@ -368,6 +436,28 @@ pub fn one<'a>(findings: &'a [Finding], rule: &str) -> &'a Finding {
     matching[0]
 }
 
+/// The only finding, which is of `rule` (fails with the full list otherwise).
+pub fn sole<'a>(findings: &'a [Finding], rule: &str) -> &'a Finding {
+    assert_eq!(rules(findings), vec![rule]);
+    &findings[0]
+}
+
+/// Fails, listing them, when any finding is of `rule`.
+pub fn assert_none_of(findings: &[Finding], rule: &str) {
+    assert!(
+        findings.iter().all(|f| f.rule != rule),
+        "expected no {rule}, got {findings:#?}"
+    );
+}
+
+/// `f` is about `path`, raised for `pid`, at `severity`.
+pub fn assert_finding(f: &Finding, path: &str, pid: u32, severity: Severity) {
+    assert_eq!(
+        (f.path.as_str(), f.process.pid, f.severity),
+        (path, pid, severity)
+    );
+}
+
 /// Fails, listing them, when there are any findings.
 pub fn assert_clean(findings: &[Finding]) {
     assert!(
@@ -392,13 +482,9 @@ pub fn fsync_dir(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
 /// The canonical safe replace of `path` through `path.tmp` (dir inode 2).
 pub fn atomic_replace(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
     let tmp = format!("{path}.tmp");
-    let mut v = vec![
-        open_new(pid, &tmp, fd as i64, reg(ino)),
-        write(pid, fd, 4096),
-        fsync(pid, fd),
-        close(pid, fd),
+    trace![
+        create_synced(pid, &tmp, fd, ino, 4096),
         rename(pid, &tmp, path),
-    ];
-    v.extend(fsync_dir(pid, &crate::track::paths::parent(path), fd, 2));
-    v
+        fsync_dir(pid, &crate::track::paths::parent(path), fd, 2),
+    ]
 }
