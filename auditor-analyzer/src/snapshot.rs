@@ -311,15 +311,11 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Analyzer;
     use crate::test_support::*;
-    use crate::{Analyzer, Config};
 
     fn feed(events: Vec<Event>) -> Analyzer {
-        let mut a = Analyzer::new(Config::default()).unwrap();
-        for mut e in number(events) {
-            a.process(&mut e);
-        }
-        a
+        process_all(events).0
     }
 
     #[test]

@@ -328,6 +328,44 @@ pub fn unlink(pid: u32, path: &str) -> Event {
     unlink_call(pid, "unlink", path)
 }
 
+pub fn mkdir_call(pid: u32, call: &str, path: &str, mode: u32) -> Event {
+    ev(
+        pid,
+        EventKind::Mkdir {
+            call: sys(call),
+            dirfd: AT_FDCWD,
+            path: path.into(),
+            mode,
+            ret: 0,
+        },
+    )
+}
+
+pub fn mkdir(pid: u32, path: &str) -> Event {
+    mkdir_call(pid, "mkdir", path, 0o755)
+}
+
+pub fn chdir(pid: u32, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Chdir {
+            path: path.into(),
+            ret: 0,
+        },
+    )
+}
+
+pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
+    ev(
+        pid,
+        EventKind::Exec {
+            filename: filename.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            stamp: None,
+        },
+    )
+}
+
 /// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
 pub fn kill(from: u32, to: u32, sig: i32) -> Vec<Event> {
     vec![signal(from, to, sig), killed(to, sig)]
@@ -417,6 +455,17 @@ pub fn run_with(config: Config, events: Vec<Event>) -> (Analyzer, Vec<Finding>) 
     a.finish();
     let findings = a.findings().to_vec();
     (a, findings)
+}
+
+/// Feeds the events to a default analyzer without finishing it; returns it
+/// and the findings raised along the way.
+pub fn process_all(events: Vec<Event>) -> (Analyzer, Vec<Finding>) {
+    let mut a = Analyzer::new(Config::default()).expect("valid config");
+    let mut raised = Vec::new();
+    for mut e in number(events) {
+        raised.extend(a.process(&mut e));
+    }
+    (a, raised)
 }
 
 /// Rule ids of `findings`, in order.
