@@ -371,13 +371,17 @@ pub fn kill(from: u32, to: u32, sig: i32) -> Vec<Event> {
     vec![signal(from, to, sig), killed(to, sig)]
 }
 
-/// open_new, write `bytes`, close: a new file whose data is not durable.
-pub fn create_unsynced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+/// open_new, write `bytes`: a new file written, still open on `fd`.
+pub fn write_new(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
     vec![
         open_new(pid, path, fd as i64, reg(ino)),
         write(pid, fd, bytes),
-        close(pid, fd),
     ]
+}
+
+/// The same, closed: a new file whose data is not durable.
+pub fn create_unsynced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    trace![write_new(pid, path, fd, ino, bytes), close(pid, fd)]
 }
 
 /// The same with an fsync before the close: the data is durable, the

@@ -135,7 +135,7 @@ fn docker_untar_writes_land_in_the_layer_directory() {
 #[test]
 fn a_container_view_names_the_volume_and_the_container() {
     let upper = "/var/lib/docker/overlay2/abc/diff";
-    let events = vec![
+    let events = trace![
         start(100, "/"),
         view(
             100,
@@ -146,10 +146,8 @@ fn a_container_view_names_the_volume_and_the_container() {
             ],
             Some("c0ffee"),
         ),
-        open_new(100, "/data/db", 3, reg(50)),
-        write(100, 3, 10),
-        open_new(100, "/rootfile", 4, reg(51)),
-        write(100, 4, 10),
+        write_new(100, "/data/db", 3, 50, 10),
+        write_new(100, "/rootfile", 4, 51, 10),
         exit(100, 0),
     ];
     let findings = run(events);
@@ -235,7 +233,7 @@ fn translated_events_replay_to_the_same_findings() {
 #[test]
 fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
     use auditor_common::linux::ns::MS_BIND;
-    let events = vec![
+    let events = trace![
         start(10, "/"),
         ev(
             10,
@@ -248,11 +246,9 @@ fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
             },
         ),
         mount(20, "/srv/data", "/mnt", MS_BIND),
-        open_new(20, "/mnt/a", 3, reg(80)),
-        write(20, 3, 1),
+        write_new(20, "/mnt/a", 3, 80, 1),
         exit(20, 0),
-        open_new(10, "/mnt/b", 3, reg(81)),
-        write(10, 3, 1),
+        write_new(10, "/mnt/b", 3, 81, 1),
         exit(10, 0),
     ];
     let findings = run(events);
@@ -268,8 +264,7 @@ fn a_name_renamed_away_forgets_how_the_jail_named_it() {
     let findings = run(trace![
         jailed_rename("/srv/jail"),
         start(200, "/"),
-        open_new(200, "/srv/jail/etc/passwd.tmp", 3, reg(90)),
-        write(200, 3, 5),
+        write_new(200, "/srv/jail/etc/passwd.tmp", 3, 90, 5),
         exit(200, 0),
     ]);
     let f = findings

@@ -237,8 +237,7 @@ fn syncfs_and_sync_make_everything_durable() {
     ]));
     let findings = run(trace![
         wrote(100),
-        open_new(100, "/d/n.tmp", 4, reg(12)),
-        write(100, 4, 10),
+        write_new(100, "/d/n.tmp", 4, 12, 10),
         rename(100, "/d/n.tmp", "/d/n"),
         sync_call(100, "sync", None, 0, None),
         exit(100, 0),
@@ -337,11 +336,10 @@ fn lost_events_make_older_verdicts_inconclusive() {
 
 #[test]
 fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
         lost(3),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
     ];
     let findings = run(events);
@@ -351,10 +349,9 @@ fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
     let f = one(&findings, "rename-without-dir-fsync");
     assert!(!f.inconclusive, "{f:#?}");
     // A loss after the rename could have hidden the directory's fsync.
-    let findings = run(vec![
+    let findings = run(trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
         lost(2),
         exit(100, 0),
@@ -437,10 +434,9 @@ fn relative_paths_resolve_against_cwd_and_dirfd_in_place() {
 
 #[test]
 fn unlinked_temp_files_do_not_matter() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/scratch", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/scratch", 3, 10, 10),
         unlink_call(100, "unlinkat", "scratch"),
         write(100, 3, 10),
         exit(100, 0),
@@ -452,10 +448,9 @@ fn unlinked_temp_files_do_not_matter() {
 fn process_streams_findings_as_they_are_raised_and_finish_once() {
     let mut a = Analyzer::new(Config::default()).unwrap();
     let mut out = Vec::new();
-    for mut e in number(vec![
+    for mut e in number(trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 1),
+        write_new(100, "/d/a.tmp", 3, 10, 1),
         rename(100, "/d/a.tmp", "/d/a"),
     ]) {
         out.push(a.process(&mut e).len());
@@ -477,8 +472,7 @@ fn ignore_globs_and_rule_selection() {
     let events = || {
         trace![
             wrote(100),
-            open_new(100, "/d/a.tmp", 4, reg(10)),
-            write(100, 4, 1),
+            write_new(100, "/d/a.tmp", 4, 10, 1),
             rename(100, "/d/a.tmp", "/d/a"),
             exit(100, 0),
         ]
@@ -615,11 +609,10 @@ fn long_runs_stay_bounded() {
 /// place (moby's layer write-set): fsyncing the directory by its new name
 /// makes the names created inside it durable.
 fn write_set_renamed(fsync_files: bool) -> Vec<crate::Event> {
-    let mut events = vec![
+    let mut events = trace![
         start(100, "/d"),
         mkdir(100, "/d/ws"),
-        open_new(100, "/d/ws/diff", 3, reg(21)),
-        write(100, 3, 71),
+        write_new(100, "/d/ws/diff", 3, 21, 71),
     ];
     if fsync_files {
         events.push(fsync(100, 3));

@@ -182,8 +182,7 @@ fn a_directory_one_process_made_and_another_fsynced_is_judged_on_both() {
 fn rename_then_fsync_by_the_same_process_is_low_in_a_successful_run() {
     let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
         fsync(100, 3),
         fsync_dir(100, "/d", 4, 2),
@@ -254,8 +253,7 @@ fn the_last_words_of_a_killed_process_do_not_bring_it_back_to_life() {
     let events = trace![
         start(100, "/d"),
         fork(100, 200),
-        open_new(200, "/d/worker.db", 3, reg(70)),
-        write(200, 3, 8192),
+        write_new(200, "/d/worker.db", 3, 70, 8192),
         kill(100, 200, SIGKILL),
         signal(200, 100, 17),
         exit(100, 0),
@@ -271,8 +269,7 @@ fn writes_after_the_rename_are_their_writers_own_at_exit() {
     // into place unsynced, then written to before the process exits.
     let placed = trace![
         start(100, "/d"),
-        open_new(100, "/d/xlogtemp", 3, reg(80)),
-        write(100, 3, 4096),
+        write_new(100, "/d/xlogtemp", 3, 80, 4096),
         rename(100, "/d/xlogtemp", "/d/000001"),
         fsync_dir(100, "/d", 4, 2),
     ];

@@ -926,15 +926,14 @@ mod tests {
     #[test]
     fn a_pipeline_writes_to_a_pipe() {
         // sh -c 'tar -c overlay.qcow2 | gzip > a.tgz'
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
             fork(100, 101),
             fork(100, 102),
             read_overlay(101, 3),
             pipe_write(101, 1, 204_800),
             exit(101, 0),
-            open_new(102, "/d/a.tgz", 1, reg(20)),
-            write(102, 1, 400),
+            write_new(102, "/d/a.tgz", 1, 20, 400),
             exit(102, 0),
             exit(100, 0),
         ];
@@ -1000,12 +999,11 @@ mod tests {
     #[test]
     fn a_copy_that_finds_its_backing_where_it_landed_took_it_along() {
         let copy = qcow2(vec![need("/d/b/base.raw", 22, 1, "/d/b/overlay.qcow2")]);
-        let cp = vec![
+        let cp = trace![
             start(100, "/d"),
             fork(100, 101),
             read_overlay(101, 3),
-            open_new(101, "/d/b/overlay.qcow2", 4, reg(21)),
-            write(101, 4, 196_616),
+            write_new(101, "/d/b/overlay.qcow2", 4, 21, 196_616),
             exit(101, 0),
         ];
         let mut alone = cp.clone();

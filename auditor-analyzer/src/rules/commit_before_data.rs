@@ -335,23 +335,19 @@ mod tests {
     /// A helper child writes the layer; the parent writes the metadata
     /// with fsync into a write-set directory and renames it into place.
     fn load(helper_syncs: bool) -> Vec<Event> {
-        let mut v = vec![
+        let mut v = trace![
             start(10, "/d"),
             fork(10, 20),
-            open_new(20, "/d/layers/abc/diff/etc/motd", 3, reg(40)),
-            write(20, 3, 6),
-            open_new(20, "/d/layers/abc/diff/bin/blob", 4, reg(41)),
-            write(20, 4, 100),
+            write_new(20, "/d/layers/abc/diff/etc/motd", 3, 40, 6),
+            write_new(20, "/d/layers/abc/diff/bin/blob", 4, 41, 100),
         ];
         if helper_syncs {
             v.extend([fsync(20, 3), fsync(20, 4)]);
         }
-        v.extend([
+        trace![
+            v,
             exit(20, 0),
-            open_new(10, "/d/layerdb/tmp/ws/diff", 5, reg(50)),
-            write(10, 5, 71),
-            fsync(10, 5),
-            close(10, 5),
+            create_synced(10, "/d/layerdb/tmp/ws/diff", 5, 50, 71),
             // The inode the live side finds at the new name.
             rename_full(
                 10,
@@ -361,8 +357,7 @@ mod tests {
                 AT_FDCWD,
                 Some(dir(55)),
             ),
-        ]);
-        v
+        ]
     }
 
     /// Where the helper's exit stands in `v`.
@@ -395,8 +390,7 @@ mod tests {
         // written after the commit, are not the commit's.
         let v = trace![
             start(10, "/d"),
-            open_new(10, "/d/log", 7, reg(60)),
-            write(10, 7, 5),
+            write_new(10, "/d/log", 7, 60, 5),
             atomic_replace(10, "/d/state", 8, 61),
             atomic_replace(10, "/d/state2", 8, 62),
             write(10, 7, 5),

@@ -152,10 +152,9 @@ mod tests {
     use crate::test_support::*;
 
     fn failed_fsync() -> Vec<crate::Event> {
-        vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             fsync_ret(100, 3, -5),
         ]
     }

@@ -188,8 +188,7 @@ mod tests {
     fn replacing_an_existing_file_says_so() {
         let events = trace![
             existing(),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             rename(100, "/d/a.tmp", "/d/a"),
         ];
         let findings = run(events);
@@ -261,10 +260,9 @@ mod tests {
 
     #[test]
     fn link_of_unsynced_data_is_flagged() {
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             rename_full(
                 100,
                 "linkat",

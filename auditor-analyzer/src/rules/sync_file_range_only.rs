@@ -102,10 +102,9 @@ mod tests {
     use crate::test_support::*;
 
     fn written() -> Vec<crate::Event> {
-        vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 4096),
+            write_new(100, "/d/a.tmp", 3, 10, 4096),
             sync_call(100, "sync_file_range", Some(3), 0, Some((0, 4096, 2))),
         ]
     }

@@ -156,11 +156,7 @@ mod tests {
     use crate::test_support::*;
 
     fn created_and_written(pid: u32) -> Vec<crate::Event> {
-        vec![
-            start(pid, "/d"),
-            open_new(pid, "/d/log", 3, reg(11)),
-            write(pid, 3, 10),
-        ]
+        trace![start(pid, "/d"), write_new(pid, "/d/log", 3, 11, 10),]
     }
 
     #[test]
