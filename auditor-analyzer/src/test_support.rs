@@ -366,6 +366,11 @@ pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
     )
 }
 
+/// link(old, new): the file gets a second name.
+pub fn link(pid: u32, old: &str, new: &str) -> Event {
+    rename_full(pid, "link", old, new, AT_FDCWD, None)
+}
+
 /// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
 pub fn kill(from: u32, to: u32, sig: i32) -> Vec<Event> {
     vec![signal(from, to, sig), killed(to, sig)]

@@ -137,14 +137,7 @@ fn a_move_done_by_link_and_unlink_is_followed() {
     let events = trace![
         start(100, "/d"),
         create_unsynced(100, "/d/objects/tmp_obj_1", 3, 40, 100),
-        rename_full(
-            100,
-            "link",
-            "/d/objects/tmp_obj_1",
-            "/d/objects/ab/cdef",
-            AT_FDCWD,
-            None,
-        ),
+        link(100, "/d/objects/tmp_obj_1", "/d/objects/ab/cdef"),
         unlink(100, "/d/objects/tmp_obj_1"),
         exit(100, 0),
     ];

@@ -96,7 +96,7 @@ mod tests {
             start(100, "/d"),
             create_synced(100, "/d/tmp_obj", 3, 12, 512),
             fsync_dir(100, "/d", 4, 2),
-            rename_full(100, "link", "/d/tmp_obj", "/d/obj", -100, None),
+            link(100, "/d/tmp_obj", "/d/obj"),
             unlink(100, "/d/tmp_obj"),
             fsync_dir(100, "/d", 4, 2),
             exit(100, 0),
