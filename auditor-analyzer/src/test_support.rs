@@ -228,6 +228,11 @@ pub fn rename_full(
     )
 }
 
+/// rename(old, new) of the file the trace reports as `file`.
+pub fn rename_known(pid: u32, old: &str, new: &str, file: FileInfo) -> Event {
+    rename_full(pid, "rename", old, new, AT_FDCWD, Some(file))
+}
+
 pub fn close(pid: u32, fd: i32) -> Event {
     ev(
         pid,
@@ -266,14 +271,20 @@ pub fn killed(pid: u32, signal: i32) -> Event {
 }
 
 pub fn fork(pid: u32, child: u32) -> Event {
+    clone_process(pid, child, false, false)
+}
+
+/// A new process that may share its parent's fd table (CLONE_FILES) or
+/// get a mount namespace of its own (CLONE_NEWNS).
+pub fn clone_process(pid: u32, child: u32, shares_files: bool, new_mount_ns: bool) -> Event {
     ev(
         pid,
         EventKind::Fork {
             child_pid: child,
             child_tid: child,
             thread: false,
-            shares_files: false,
-            new_mount_ns: false,
+            shares_files,
+            new_mount_ns,
         },
     )
 }

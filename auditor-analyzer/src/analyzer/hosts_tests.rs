@@ -235,16 +235,7 @@ fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
     use auditor_common::linux::ns::MS_BIND;
     let events = trace![
         start(10, "/"),
-        ev(
-            10,
-            EventKind::Fork {
-                child_pid: 20,
-                child_tid: 20,
-                thread: false,
-                shares_files: false,
-                new_mount_ns: true,
-            },
-        ),
+        clone_process(10, 20, false, true),
         mount(20, "/srv/data", "/mnt", MS_BIND),
         write_new(20, "/mnt/a", 3, 80, 1),
         exit(20, 0),

@@ -121,16 +121,7 @@ fn clone_files_shares_the_table_and_fork_copies_it() {
     let child_opens = |shares_files: bool| {
         vec![
             start(100, "/d"),
-            ev(
-                100,
-                EventKind::Fork {
-                    child_pid: 200,
-                    child_tid: 200,
-                    thread: false,
-                    shares_files,
-                    new_mount_ns: false,
-                },
-            ),
+            clone_process(100, 200, shares_files, false),
             open_existing(200, "/d/f", 5, reg(11)),
             write(200, 5, 10),
             fsync(100, 5),
@@ -620,7 +611,7 @@ fn write_set_renamed(fsync_files: bool) -> Vec<crate::Event> {
     trace![
         events,
         close(100, 3),
-        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
+        rename_known(100, "/d/ws", "/d/final", dir(20)),
         fsync_dir(100, "/d/final", 4, 20),
         fsync_dir(100, "/d", 4, 2),
         exit(100, 0),
@@ -646,7 +637,7 @@ fn relative_paths_follow_a_renamed_directory() {
         start(100, "/d"),
         open_dir(100, "/d/ws", 5, dir(20)),
         chdir(100, "ws/sub"),
-        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
+        rename_known(100, "/d/ws", "/d/final", dir(20)),
         open_with(100, "x", 5, O_WRONLY | O_CREAT, 6, Some(reg(21))),
         open_with(100, "y", AT_FDCWD, O_WRONLY | O_CREAT, 7, Some(reg(22))),
     ]);
@@ -687,24 +678,10 @@ fn rename_trusts_the_traced_source_over_a_late_lookup() {
     let events = trace![
         start(100, "/d"),
         create_unsynced(100, "/d/s1.tmp", 3, 10, 100),
-        rename_full(
-            100,
-            "rename",
-            "/d/s1.tmp",
-            "/d/state",
-            AT_FDCWD,
-            Some(reg(10)),
-        ),
+        rename_known(100, "/d/s1.tmp", "/d/state", reg(10)),
         create_unsynced(100, "/d/s2.tmp", 3, 11, 200),
         // Looked up after a third save had already put inode 12 there.
-        rename_full(
-            100,
-            "rename",
-            "/d/s2.tmp",
-            "/d/state",
-            AT_FDCWD,
-            Some(reg(12)),
-        ),
+        rename_known(100, "/d/s2.tmp", "/d/state", reg(12)),
     ];
     let (mut a, at_risk) = process_all(events);
     let renames = |findings: &[crate::Finding]| -> Vec<(u64, u64)> {

@@ -330,7 +330,6 @@ mod tests {
     use super::common_dir;
     use crate::event::Event;
     use crate::test_support::*;
-    use crate::track::paths::AT_FDCWD;
 
     /// A helper child writes the layer; the parent writes the metadata
     /// with fsync into a write-set directory and renames it into place.
@@ -349,14 +348,7 @@ mod tests {
             exit(20, 0),
             create_synced(10, "/d/layerdb/tmp/ws/diff", 5, 50, 71),
             // The inode the live side finds at the new name.
-            rename_full(
-                10,
-                "rename",
-                "/d/layerdb/tmp/ws",
-                "/d/layerdb/sha256/abc",
-                AT_FDCWD,
-                Some(dir(55)),
-            ),
+            rename_known(10, "/d/layerdb/tmp/ws", "/d/layerdb/sha256/abc", dir(55)),
         ]
     }
 
