@@ -403,9 +403,11 @@ pub fn create_unsynced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> V
 /// The same with an fsync before the close: the data is durable, the
 /// new name is not until its directory is fsynced.
 pub fn create_synced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
-    let mut v = create_unsynced(pid, path, fd, ino, bytes);
-    v.insert(2, fsync(pid, fd));
-    v
+    trace![
+        write_new(pid, path, fd, ino, bytes),
+        fsync(pid, fd),
+        close(pid, fd),
+    ]
 }
 
 /// What [`trace!`] accepts: one event or a run of them.
