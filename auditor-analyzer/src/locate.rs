@@ -135,22 +135,14 @@ mod tests {
                 call("rename(\"/d/b\", \"/d/a\") = 0", at("last_rename")),
             ]
         };
-        assert_eq!(
-            finding("rename-without-fsync", chain()).as_deref(),
-            Some("last_rename")
-        );
-        assert_eq!(
-            finding("unsynced-at-exit", chain()).as_deref(),
-            Some("first_write")
-        );
-        assert_eq!(
-            finding("create-without-dir-fsync", chain()).as_deref(),
-            Some("create")
-        );
-        assert_eq!(
-            finding("fsync-error-ignored", chain()).as_deref(),
-            Some("failed_fsync")
-        );
+        for (rule, function) in [
+            ("rename-without-fsync", "last_rename"),
+            ("unsynced-at-exit", "first_write"),
+            ("create-without-dir-fsync", "create"),
+            ("fsync-error-ignored", "failed_fsync"),
+        ] {
+            assert_eq!(finding(rule, chain()).as_deref(), Some(function), "{rule}");
+        }
         assert_eq!(
             finding("unsynced-at-exit", vec![call("exit_group(0)", at("x"))]),
             None

@@ -311,23 +311,18 @@ pub(crate) fn build(parts: Parts<'_>, now_ns: u64) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Analyzer;
     use crate::test_support::*;
-    use crate::{Analyzer, Config};
 
     fn feed(events: Vec<Event>) -> Analyzer {
-        let mut a = Analyzer::new(Config::default()).unwrap();
-        for mut e in number(events) {
-            a.process(&mut e);
-        }
-        a
+        process_all(events).0
     }
 
     #[test]
     fn dirty_file_shows_bytes_age_writer_and_process_totals() {
-        let a = feed(vec![
+        let a = feed(trace![
             start(10, "/d"),
-            open_new(10, "/d/a.tmp", 3, reg(1)),
-            write(10, 3, 4096),
+            write_new(10, "/d/a.tmp", 3, 1, 4096),
             write(10, 3, 100),
         ]);
         let now = 10_000_000;
@@ -400,10 +395,9 @@ mod tests {
 
     #[test]
     fn fsync_clears_unsynced_bytes_and_counts() {
-        let a = feed(vec![
+        let a = feed(trace![
             start(10, "/d"),
-            open_new(10, "/d/a", 3, reg(1)),
-            write(10, 3, 10),
+            write_new(10, "/d/a", 3, 1, 10),
             fsync(10, 3),
             write(10, 3, 10),
             fsync(10, 3),
@@ -417,13 +411,11 @@ mod tests {
 
     #[test]
     fn killed_process_names_its_killer_and_signals_are_kept() {
-        let a = feed(vec![
+        let a = feed(trace![
             start(10, "/d"),
             fork(10, 11),
-            open_new(11, "/d/state", 3, reg(1)),
-            write(11, 3, 512),
-            signal(10, 11, SIGKILL),
-            killed(11, SIGKILL),
+            write_new(11, "/d/state", 3, 1, 512),
+            kill(10, 11, SIGKILL),
         ]);
         let s = a.snapshot(0);
         let dead = s.processes.iter().find(|p| p.pid == 11).unwrap();

@@ -2,7 +2,7 @@
 //! like the syscall traces they stand for.
 
 use crate::event::{Event, EventKind, FileId, FileInfo, FileType, Syscall};
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity};
 use crate::track::fds::flags;
 use crate::track::paths::AT_FDCWD;
 use crate::{Analyzer, Config};
@@ -228,6 +228,11 @@ pub fn rename_full(
     )
 }
 
+/// rename(old, new) of the file the trace reports as `file`.
+pub fn rename_known(pid: u32, old: &str, new: &str, file: FileInfo) -> Event {
+    rename_full(pid, "rename", old, new, AT_FDCWD, Some(file))
+}
+
 pub fn close(pid: u32, fd: i32) -> Event {
     ev(
         pid,
@@ -266,14 +271,20 @@ pub fn killed(pid: u32, signal: i32) -> Event {
 }
 
 pub fn fork(pid: u32, child: u32) -> Event {
+    clone_process(pid, child, false, false)
+}
+
+/// A new process that may share its parent's fd table (CLONE_FILES) or
+/// get a mount namespace of its own (CLONE_NEWNS).
+pub fn clone_process(pid: u32, child: u32, shares_files: bool, new_mount_ns: bool) -> Event {
     ev(
         pid,
         EventKind::Fork {
             child_pid: child,
             child_tid: child,
             thread: false,
-            shares_files: false,
-            new_mount_ns: false,
+            shares_files,
+            new_mount_ns,
         },
     )
 }
@@ -310,6 +321,123 @@ pub fn signal(from: u32, to: u32, sig: i32) -> Event {
 pub fn lost(count: u64) -> Event {
     ev(0, EventKind::Lost { count })
 }
+
+pub fn unlink_call(pid: u32, call: &str, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Unlink {
+            call: sys(call),
+            dirfd: AT_FDCWD,
+            path: path.into(),
+            flags: 0,
+            ret: 0,
+        },
+    )
+}
+
+pub fn unlink(pid: u32, path: &str) -> Event {
+    unlink_call(pid, "unlink", path)
+}
+
+pub fn mkdir_call(pid: u32, call: &str, path: &str, mode: u32) -> Event {
+    ev(
+        pid,
+        EventKind::Mkdir {
+            call: sys(call),
+            dirfd: AT_FDCWD,
+            path: path.into(),
+            mode,
+            ret: 0,
+        },
+    )
+}
+
+pub fn mkdir(pid: u32, path: &str) -> Event {
+    mkdir_call(pid, "mkdir", path, 0o755)
+}
+
+pub fn chdir(pid: u32, path: &str) -> Event {
+    ev(
+        pid,
+        EventKind::Chdir {
+            path: path.into(),
+            ret: 0,
+        },
+    )
+}
+
+pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
+    ev(
+        pid,
+        EventKind::Exec {
+            filename: filename.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            stamp: None,
+        },
+    )
+}
+
+/// link(old, new): the file gets a second name.
+pub fn link(pid: u32, old: &str, new: &str) -> Event {
+    rename_full(pid, "link", old, new, AT_FDCWD, None)
+}
+
+/// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
+pub fn kill(from: u32, to: u32, sig: i32) -> Vec<Event> {
+    vec![signal(from, to, sig), killed(to, sig)]
+}
+
+/// open_new, write `bytes`: a new file written, still open on `fd`.
+pub fn write_new(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    vec![
+        open_new(pid, path, fd as i64, reg(ino)),
+        write(pid, fd, bytes),
+    ]
+}
+
+/// The same, closed: a new file whose data is not durable.
+pub fn create_unsynced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    trace![write_new(pid, path, fd, ino, bytes), close(pid, fd)]
+}
+
+/// The same with an fsync before the close: the data is durable, the
+/// new name is not until its directory is fsynced.
+pub fn create_synced(pid: u32, path: &str, fd: i32, ino: u64, bytes: u64) -> Vec<Event> {
+    trace![
+        write_new(pid, path, fd, ino, bytes),
+        fsync(pid, fd),
+        close(pid, fd),
+    ]
+}
+
+/// What [`trace!`] accepts: one event or a run of them.
+pub trait Steps {
+    fn append_to(self, events: &mut Vec<Event>);
+}
+
+impl Steps for Event {
+    fn append_to(self, events: &mut Vec<Event>) {
+        events.push(self);
+    }
+}
+
+impl Steps for Vec<Event> {
+    fn append_to(self, events: &mut Vec<Event>) {
+        events.extend(self);
+    }
+}
+
+/// One event sequence from single events and runs of them, in order, so a
+/// test reads as the trace it stands for:
+/// `trace![start(..), create_synced(..), rename(..), fsync_dir(..), exit(..)]`.
+macro_rules! trace {
+    ($($step:expr),* $(,)?) => {{
+        let mut events: Vec<$crate::Event> = Vec::new();
+        $($crate::test_support::Steps::append_to($step, &mut events);)*
+        events
+    }};
+}
+pub(crate) use trace;
 
 /// Gives events increasing seq numbers and 1 ms steps where no time was
 /// set, writes entering 100 µs before they return.
@@ -351,6 +479,17 @@ pub fn run_with(config: Config, events: Vec<Event>) -> (Analyzer, Vec<Finding>) 
     (a, findings)
 }
 
+/// Feeds the events to a default analyzer without finishing it; returns it
+/// and the findings raised along the way.
+pub fn process_all(events: Vec<Event>) -> (Analyzer, Vec<Finding>) {
+    let mut a = Analyzer::new(Config::default()).expect("valid config");
+    let mut raised = Vec::new();
+    for mut e in number(events) {
+        raised.extend(a.process(&mut e));
+    }
+    (a, raised)
+}
+
 /// Rule ids of `findings`, in order.
 pub fn rules(findings: &[Finding]) -> Vec<&str> {
     findings.iter().map(|f| f.rule.as_str()).collect()
@@ -366,6 +505,28 @@ pub fn one<'a>(findings: &'a [Finding], rule: &str) -> &'a Finding {
         rules(findings)
     );
     matching[0]
+}
+
+/// The only finding, which is of `rule` (fails with the full list otherwise).
+pub fn sole<'a>(findings: &'a [Finding], rule: &str) -> &'a Finding {
+    assert_eq!(rules(findings), vec![rule]);
+    &findings[0]
+}
+
+/// Fails, listing them, when any finding is of `rule`.
+pub fn assert_none_of(findings: &[Finding], rule: &str) {
+    assert!(
+        findings.iter().all(|f| f.rule != rule),
+        "expected no {rule}, got {findings:#?}"
+    );
+}
+
+/// `f` is about `path`, raised for `pid`, at `severity`.
+pub fn assert_finding(f: &Finding, path: &str, pid: u32, severity: Severity) {
+    assert_eq!(
+        (f.path.as_str(), f.process.pid, f.severity),
+        (path, pid, severity)
+    );
 }
 
 /// Fails, listing them, when there are any findings.
@@ -392,13 +553,9 @@ pub fn fsync_dir(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
 /// The canonical safe replace of `path` through `path.tmp` (dir inode 2).
 pub fn atomic_replace(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
     let tmp = format!("{path}.tmp");
-    let mut v = vec![
-        open_new(pid, &tmp, fd as i64, reg(ino)),
-        write(pid, fd, 4096),
-        fsync(pid, fd),
-        close(pid, fd),
+    trace![
+        create_synced(pid, &tmp, fd, ino, 4096),
         rename(pid, &tmp, path),
-    ];
-    v.extend(fsync_dir(pid, &crate::track::paths::parent(path), fd, 2));
-    v
+        fsync_dir(pid, &crate::track::paths::parent(path), fd, 2),
+    ]
 }

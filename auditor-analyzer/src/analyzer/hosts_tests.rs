@@ -16,16 +16,6 @@ fn chroot(pid: u32, path: &str) -> Event {
     )
 }
 
-fn chdir(pid: u32, path: &str) -> Event {
-    ev(
-        pid,
-        EventKind::Chdir {
-            path: path.into(),
-            ret: 0,
-        },
-    )
-}
-
 fn mount(pid: u32, source: &str, target: &str, flags: u64) -> Event {
     ev(
         pid,
@@ -61,20 +51,26 @@ fn view(pid: u32, mounts: &[(&str, Option<&str>)], container: Option<&str>) -> E
 
 /// A careless rename inside a chroot, the way `chroot JAIL sh -c 'mv'` does it.
 fn careless_rename(pid: u32) -> Vec<Event> {
-    vec![
-        open_new(pid, "etc/passwd.tmp", 3, reg(30)),
-        write(pid, 3, 100),
-        close(pid, 3),
+    trace![
+        create_unsynced(pid, "etc/passwd.tmp", 3, 30, 100),
         rename(pid, "/etc/passwd.tmp", "/etc/passwd"),
         exit(pid, 0),
     ]
 }
 
+/// Pid 100 in /srv chroots into `jail` and renames carelessly there.
+fn jailed_rename(jail: &str) -> Vec<Event> {
+    trace![
+        start(100, "/srv"),
+        chroot(100, jail),
+        chdir(100, "/"),
+        careless_rename(100),
+    ]
+}
+
 #[test]
 fn a_rename_inside_a_chroot_is_reported_where_it_is_on_the_host() {
-    let mut events = vec![start(100, "/srv"), chroot(100, "jail"), chdir(100, "/")];
-    events.extend(careless_rename(100));
-    let findings = run(events);
+    let findings = run(jailed_rename("jail"));
     let f = one(&findings, "rename-without-fsync");
     assert_eq!(f.path, "/srv/jail/etc/passwd");
     assert_eq!(f.path_in_process.as_deref(), Some("/etc/passwd"));
@@ -94,17 +90,10 @@ fn docker_untar_writes_land_in_the_layer_directory() {
     if let EventKind::ProcessStart { exe, .. } = &mut dockerd.kind {
         *exe = "/usr/sbin/dockerd".into();
     }
-    let events = vec![
+    let events = trace![
         dockerd,
         fork(10, 20),
-        ev(
-            20,
-            EventKind::Exec {
-                filename: "/proc/self/exe".into(),
-                argv: vec!["docker-untar".into(), "/".into(), diff.into()],
-                stamp: None,
-            },
-        ),
+        exec(20, "/proc/self/exe", &["docker-untar", "/", diff]),
         ev(
             20,
             EventKind::Unshare {
@@ -132,9 +121,7 @@ fn docker_untar_writes_land_in_the_layer_directory() {
             },
         ),
         chroot(20, "/"),
-        open_new(20, "/etc/motd", 8, reg(40)),
-        write(20, 8, 6),
-        close(20, 8),
+        create_unsynced(20, "/etc/motd", 8, 40, 6),
         exit(20, 0),
     ];
     let findings = run(events);
@@ -148,7 +135,7 @@ fn docker_untar_writes_land_in_the_layer_directory() {
 #[test]
 fn a_container_view_names_the_volume_and_the_container() {
     let upper = "/var/lib/docker/overlay2/abc/diff";
-    let mut events = vec![
+    let events = trace![
         start(100, "/"),
         view(
             100,
@@ -159,12 +146,10 @@ fn a_container_view_names_the_volume_and_the_container() {
             ],
             Some("c0ffee"),
         ),
-        open_new(100, "/data/db", 3, reg(50)),
-        write(100, 3, 10),
-        open_new(100, "/rootfile", 4, reg(51)),
-        write(100, 4, 10),
+        write_new(100, "/data/db", 3, 50, 10),
+        write_new(100, "/rootfile", 4, 51, 10),
+        exit(100, 0),
     ];
-    events.push(exit(100, 0));
     let findings = run(events);
     let mut paths: Vec<(&str, Option<&str>)> = findings
         .iter()
@@ -191,15 +176,13 @@ fn a_container_view_names_the_volume_and_the_container() {
 /// the reason, and never mixed up with the host file of that spelling.
 #[test]
 fn an_unknown_host_path_says_so_and_stays_apart_from_the_host() {
-    let events = vec![
+    let events = trace![
         start(1, "/"),
         open_existing(1, "/dev/shm/x", 3, reg(60)),
         close(1, 3),
         start(100, "/"),
         view(100, &[("/", Some("/up")), ("/dev/shm", None)], None),
-        open_new(100, "/dev/shm/x.tmp", 3, reg(61)),
-        write(100, 3, 10),
-        close(100, 3),
+        create_unsynced(100, "/dev/shm/x.tmp", 3, 61, 10),
         rename(100, "/dev/shm/x.tmp", "/dev/shm/x"),
         exit(100, 0),
         exit(1, 0),
@@ -220,15 +203,9 @@ fn an_unknown_host_path_says_so_and_stays_apart_from_the_host() {
 /// own beside them) replays to the same findings.
 #[test]
 fn translated_events_replay_to_the_same_findings() {
-    let mut events = vec![
-        start(100, "/srv"),
-        chroot(100, "/srv/jail"),
-        chdir(100, "/"),
-    ];
-    events.extend(careless_rename(100));
     let mut live = Analyzer::new(Config::default()).unwrap();
     let mut recorded = Vec::new();
-    for mut e in number(events) {
+    for mut e in number(jailed_rename("/srv/jail")) {
         live.process(&mut e);
         let line = serde_json::to_string(&e).unwrap();
         recorded.push(serde_json::from_str::<Event>(&line).unwrap());
@@ -256,24 +233,13 @@ fn translated_events_replay_to_the_same_findings() {
 #[test]
 fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
     use auditor_common::linux::ns::MS_BIND;
-    let events = vec![
+    let events = trace![
         start(10, "/"),
-        ev(
-            10,
-            EventKind::Fork {
-                child_pid: 20,
-                child_tid: 20,
-                thread: false,
-                shares_files: false,
-                new_mount_ns: true,
-            },
-        ),
+        clone_process(10, 20, false, true),
         mount(20, "/srv/data", "/mnt", MS_BIND),
-        open_new(20, "/mnt/a", 3, reg(80)),
-        write(20, 3, 1),
+        write_new(20, "/mnt/a", 3, 80, 1),
         exit(20, 0),
-        open_new(10, "/mnt/b", 3, reg(81)),
-        write(10, 3, 1),
+        write_new(10, "/mnt/b", 3, 81, 1),
         exit(10, 0),
     ];
     let findings = run(events);
@@ -286,19 +252,12 @@ fn a_bind_mount_in_a_cloned_namespace_moves_only_the_childs_paths() {
 /// made there later carries no path of the jail's.
 #[test]
 fn a_name_renamed_away_forgets_how_the_jail_named_it() {
-    let mut events = vec![
-        start(100, "/srv"),
-        chroot(100, "/srv/jail"),
-        chdir(100, "/"),
-    ];
-    events.extend(careless_rename(100));
-    events.extend([
+    let findings = run(trace![
+        jailed_rename("/srv/jail"),
         start(200, "/"),
-        open_new(200, "/srv/jail/etc/passwd.tmp", 3, reg(90)),
-        write(200, 3, 5),
+        write_new(200, "/srv/jail/etc/passwd.tmp", 3, 90, 5),
         exit(200, 0),
     ]);
-    let findings = run(events);
     let f = findings
         .iter()
         .find(|f| f.process.pid == 200)
@@ -312,9 +271,11 @@ fn a_name_renamed_away_forgets_how_the_jail_named_it() {
 /// passed off as host paths.
 #[test]
 fn an_empty_private_table_leaves_paths_unknown() {
-    let mut events = vec![start(100, "/"), view(100, &[], None)];
-    events.extend(careless_rename(100));
-    let findings = run(events);
+    let findings = run(trace![
+        start(100, "/"),
+        view(100, &[], None),
+        careless_rename(100),
+    ]);
     let f = one(&findings, "rename-without-fsync");
     assert_eq!(f.path, "/etc/passwd");
     assert!(f.host_path_unknown.is_some(), "{f:#?}");

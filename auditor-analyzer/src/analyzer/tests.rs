@@ -45,15 +45,18 @@ fn thread_exit(pid: u32, tid: u32) -> crate::Event {
     )
 }
 
-fn exec(pid: u32) -> crate::Event {
-    ev(
-        pid,
-        EventKind::Exec {
-            filename: "/usr/bin/next".into(),
-            argv: vec!["next".into()],
-            stamp: None,
-        },
-    )
+/// An exec of /usr/bin/next.
+fn exec_next(pid: u32) -> crate::Event {
+    exec(pid, "/usr/bin/next", &["next"])
+}
+
+/// A RENAME_EXCHANGE of `a` and `b`; `file` is what `b` was.
+fn exchange(a: &str, b: &str, file: FileInfo) -> crate::Event {
+    let mut e = rename_full(100, "renameat2", a, b, AT_FDCWD, Some(file));
+    if let EventKind::Rename { flags, .. } = &mut e.kind {
+        *flags = 2;
+    }
+    e
 }
 
 #[test]
@@ -77,27 +80,25 @@ fn fd_reuse_does_not_confuse_files() {
 
 #[test]
 fn fsync_through_a_dup_is_clean() {
-    let mut events = wrote(100);
-    events.extend([
+    assert_clean(&run(trace![
+        wrote(100),
         dup(100, "dup", 3, None, 4),
         close(100, 3),
         fsync(100, 4),
         exit(100, 0),
-    ]);
-    assert_clean(&run(events));
+    ]));
 }
 
 #[test]
 fn dup2_onto_an_open_fd_closes_it_first() {
-    let mut events = wrote(100);
-    events.extend([
+    let findings = run(trace![
+        wrote(100),
         open_existing(100, "/d/other", 4, reg(30)),
         write(100, 4, 10),
         dup(100, "dup2", 3, Some(4), 4),
         fsync(100, 4),
         exit(100, 0),
     ]);
-    let findings = run(events);
     assert_eq!(one(&findings, "unsynced-at-exit").path, "/d/other");
 }
 
@@ -120,16 +121,7 @@ fn clone_files_shares_the_table_and_fork_copies_it() {
     let child_opens = |shares_files: bool| {
         vec![
             start(100, "/d"),
-            ev(
-                100,
-                EventKind::Fork {
-                    child_pid: 200,
-                    child_tid: 200,
-                    thread: false,
-                    shares_files,
-                    new_mount_ns: false,
-                },
-            ),
+            clone_process(100, 200, shares_files, false),
             open_existing(200, "/d/f", 5, reg(11)),
             write(200, 5, 10),
             fsync(100, 5),
@@ -154,7 +146,7 @@ fn exec_closes_cloexec_fds_only() {
             start(100, "/d"),
             open_with(100, "/d/f", AT_FDCWD, O_WRONLY | fl, 3, Some(reg(11))),
             write(100, 3, 10),
-            exec(100),
+            exec_next(100),
             fsync(100, 3),
             exit(100, 0),
         ]
@@ -181,9 +173,16 @@ fn f_setfd_and_close_range_cloexec_mark_fds() {
             file: None,
         },
     );
-    let mut events = wrote(100);
-    events.extend([fcntl, exec(100), fsync(100, 3), exit(100, 0)]);
-    one(&run(events), "unsynced-at-exit");
+    one(
+        &run(trace![
+            wrote(100),
+            fcntl,
+            exec_next(100),
+            fsync(100, 3),
+            exit(100, 0)
+        ]),
+        "unsynced-at-exit",
+    );
     let range = ev(
         100,
         EventKind::CloseRange {
@@ -193,15 +192,13 @@ fn f_setfd_and_close_range_cloexec_mark_fds() {
             ret: 0,
         },
     );
-    let mut events = wrote(100);
-    events.extend([range, fsync(100, 3), exit(100, 0)]);
-    assert_clean(&run(events));
+    assert_clean(&run(trace![wrote(100), range, fsync(100, 3), exit(100, 0)]));
 }
 
 #[test]
 fn o_sync_writes_are_durable_at_once() {
     let fl = O_WRONLY | O_SYNC;
-    let mut events = vec![
+    assert_clean(&run(trace![
         start(100, "/d"),
         open_with(
             100,
@@ -217,26 +214,25 @@ fn o_sync_writes_are_durable_at_once() {
         ),
         write(100, 3, 10),
         close(100, 3),
-    ];
-    events.extend(fsync_dir(100, "/d", 4, 2));
-    events.push(exit(100, 0));
-    assert_clean(&run(events));
+        fsync_dir(100, "/d", 4, 2),
+        exit(100, 0),
+    ]));
 }
 
 #[test]
 fn syncfs_and_sync_make_everything_durable() {
-    let mut events = wrote(100);
-    events.extend([sync_call(100, "syncfs", Some(3), 0, None), exit(100, 0)]);
-    assert_clean(&run(events));
-    let mut events = wrote(100);
-    events.extend([
-        open_new(100, "/d/n.tmp", 4, reg(12)),
-        write(100, 4, 10),
+    assert_clean(&run(trace![
+        wrote(100),
+        sync_call(100, "syncfs", Some(3), 0, None),
+        exit(100, 0),
+    ]));
+    let findings = run(trace![
+        wrote(100),
+        write_new(100, "/d/n.tmp", 4, 12, 10),
         rename(100, "/d/n.tmp", "/d/n"),
         sync_call(100, "sync", None, 0, None),
         exit(100, 0),
     ]);
-    let findings = run(events);
     assert_eq!(
         rules(&findings),
         vec!["rename-without-fsync"],
@@ -246,24 +242,24 @@ fn syncfs_and_sync_make_everything_durable() {
 
 #[test]
 fn syncfs_of_another_filesystem_does_not_help() {
-    let mut events = wrote(100);
     let other = FileInfo {
         id: crate::FileId { dev: 7, ino: 1 },
         ..reg(1)
     };
-    events.extend([
+    let events = trace![
+        wrote(100),
         open_existing(100, "/mnt/x", 4, other),
         sync_call(100, "syncfs", Some(4), 0, None),
         exit(100, 0),
-    ]);
+    ];
     one(&run(events), "unsynced-at-exit");
 }
 
 #[test]
 fn msync_ms_sync_of_a_mapping_is_durable() {
     let mapped = |flags: u32| {
-        let mut events = wrote(100);
-        events.extend([
+        trace![
+            wrote(100),
             ev(
                 100,
                 EventKind::Mmap {
@@ -278,8 +274,7 @@ fn msync_ms_sync_of_a_mapping_is_durable() {
             ),
             sync_call(100, "msync", None, 0, Some((0x7000_1000, 4096, flags))),
             exit(100, 0),
-        ]);
-        events
+        ]
     };
     assert_clean(&run(mapped(4)));
     one(&run(mapped(1)), "unsynced-at-exit");
@@ -315,9 +310,10 @@ fn volatile_files_pipes_and_devices_are_not_judged() {
 
 #[test]
 fn lost_events_make_older_verdicts_inconclusive() {
-    let mut events = wrote(100);
-    events.extend([lost(12), exit(100, 0)]);
-    let (a, findings) = run_with(Config::default(), events);
+    let (a, findings) = run_with(
+        Config::default(),
+        trace![wrote(100), lost(12), exit(100, 0)],
+    );
     let f = one(&findings, "unsynced-at-exit");
     assert!(f.inconclusive);
     assert!(
@@ -331,11 +327,10 @@ fn lost_events_make_older_verdicts_inconclusive() {
 
 #[test]
 fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
         lost(3),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
     ];
     let findings = run(events);
@@ -345,28 +340,26 @@ fn state_that_began_after_a_loss_stays_conclusive_until_the_end() {
     let f = one(&findings, "rename-without-dir-fsync");
     assert!(!f.inconclusive, "{f:#?}");
     // A loss after the rename could have hidden the directory's fsync.
-    let mut events = vec![
+    let findings = run(trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
         lost(2),
-    ];
-    events.push(exit(100, 0));
-    let findings = run(events);
+        exit(100, 0),
+    ]);
     assert!(one(&findings, "rename-without-dir-fsync").inconclusive);
 }
 
 #[test]
 fn pid_reuse_starts_a_fresh_process() {
-    let mut events = wrote(100);
-    events.extend([
+    let events = trace![
+        wrote(100),
         exit(100, 0),
         start(1, "/"),
         fork(1, 100),
         fsync(100, 3),
         exit(100, 0),
-    ]);
+    ];
     let (a, findings) = run_with(Config::default(), events);
     assert_eq!(one(&findings, "unsynced-at-exit").process.pid, 100);
     assert_eq!(
@@ -377,55 +370,47 @@ fn pid_reuse_starts_a_fresh_process() {
     assert_eq!(a.stats().processes, 3);
 }
 
-#[test]
-fn relative_paths_resolve_against_cwd_and_dirfd_in_place() {
+/// Feeds the events to a default analyzer; returns it and the events as
+/// it left them, their paths resolved in place.
+fn resolved(events: Vec<crate::Event>) -> (Analyzer, Vec<crate::Event>) {
     let mut a = Analyzer::new(Config::default()).unwrap();
-    let mut events = number(vec![
-        start(100, "/home/u"),
-        open_with(
-            100,
-            "data/../db/a.tmp",
-            AT_FDCWD,
-            O_WRONLY | O_CREAT,
-            3,
-            Some(FileInfo {
-                created: true,
-                ..reg(10)
-            }),
-        ),
-        open_dir(100, "/srv/db", 5, dir(3)),
-        open_with(
-            100,
-            "x.tmp",
-            5,
-            O_WRONLY | O_CREAT,
-            6,
-            Some(FileInfo {
-                created: true,
-                ..reg(11)
-            }),
-        ),
-        rename_full(100, "renameat", "x.tmp", "x", 5, None),
-        ev(
-            100,
-            EventKind::Chdir {
-                path: "../v".into(),
-                ret: 0,
-            },
-        ),
-        ev(100, EventKind::Fchdir { fd: 5, ret: 0 }),
-    ]);
+    let mut events = number(events);
     for e in &mut events {
         a.process(e);
     }
-    let path_of = |e: &crate::Event| match &e.kind {
+    (a, events)
+}
+
+/// The path (or the two of a rename) an event names.
+fn path_of(e: &crate::Event) -> String {
+    match &e.kind {
         EventKind::Open { path, .. } => path.clone(),
         EventKind::Rename {
             old_path, new_path, ..
         } => format!("{old_path} -> {new_path}"),
         EventKind::Chdir { path, .. } => path.clone(),
         _ => String::new(),
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_cwd_and_dirfd_in_place() {
+    let create = |path: &str, dirfd: i32, fd: i64, ino: u64| {
+        let info = FileInfo {
+            created: true,
+            ..reg(ino)
+        };
+        open_with(100, path, dirfd, O_WRONLY | O_CREAT, fd, Some(info))
     };
+    let (a, events) = resolved(vec![
+        start(100, "/home/u"),
+        create("data/../db/a.tmp", AT_FDCWD, 3, 10),
+        open_dir(100, "/srv/db", 5, dir(3)),
+        create("x.tmp", 5, 6, 11),
+        rename_full(100, "renameat", "x.tmp", "x", 5, None),
+        chdir(100, "../v"),
+        ev(100, EventKind::Fchdir { fd: 5, ret: 0 }),
+    ]);
     assert_eq!(path_of(&events[1]), "/home/u/db/a.tmp");
     assert_eq!(path_of(&events[3]), "/srv/db/x.tmp");
     assert_eq!(path_of(&events[4]), "/srv/db/x.tmp -> /srv/db/x");
@@ -440,20 +425,10 @@ fn relative_paths_resolve_against_cwd_and_dirfd_in_place() {
 
 #[test]
 fn unlinked_temp_files_do_not_matter() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/scratch", 3, reg(10)),
-        write(100, 3, 10),
-        ev(
-            100,
-            EventKind::Unlink {
-                call: sys("unlinkat"),
-                dirfd: AT_FDCWD,
-                path: "scratch".into(),
-                flags: 0,
-                ret: 0,
-            },
-        ),
+        write_new(100, "/d/scratch", 3, 10, 10),
+        unlink_call(100, "unlinkat", "scratch"),
         write(100, 3, 10),
         exit(100, 0),
     ];
@@ -464,10 +439,9 @@ fn unlinked_temp_files_do_not_matter() {
 fn process_streams_findings_as_they_are_raised_and_finish_once() {
     let mut a = Analyzer::new(Config::default()).unwrap();
     let mut out = Vec::new();
-    for mut e in number(vec![
+    for mut e in number(trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 1),
+        write_new(100, "/d/a.tmp", 3, 10, 1),
         rename(100, "/d/a.tmp", "/d/a"),
     ]) {
         out.push(a.process(&mut e).len());
@@ -487,14 +461,12 @@ fn process_streams_findings_as_they_are_raised_and_finish_once() {
 #[test]
 fn ignore_globs_and_rule_selection() {
     let events = || {
-        let mut v = wrote(100);
-        v.extend([
-            open_new(100, "/d/a.tmp", 4, reg(10)),
-            write(100, 4, 1),
+        trace![
+            wrote(100),
+            write_new(100, "/d/a.tmp", 4, 10, 1),
             rename(100, "/d/a.tmp", "/d/a"),
             exit(100, 0),
-        ]);
-        v
+        ]
     };
     let all = run(events());
     assert_eq!(
@@ -543,69 +515,36 @@ fn ignore_globs_and_rule_selection() {
 
 #[test]
 fn unlinking_one_of_two_names_keeps_the_data_relevant() {
-    let unlink = |path: &str| {
-        ev(
-            100,
-            EventKind::Unlink {
-                call: sys("unlink"),
-                dirfd: AT_FDCWD,
-                path: path.into(),
-                flags: 0,
-                ret: 0,
-            },
-        )
-    };
-    let mut events = wrote(100);
-    events.extend([
+    let findings = run(trace![
+        wrote(100),
         rename_full(100, "link", "/d/f", "/d/g", AT_FDCWD, Some(reg(11))),
-        unlink("/d/f"),
+        unlink(100, "/d/f"),
         exit(100, 0),
     ]);
-    let findings = run(events);
     assert_eq!(one(&findings, "rename-without-fsync").path, "/d/g");
-    assert!(
-        findings.iter().all(|f| f.rule != "unsynced-at-exit"),
-        "already reported at the link"
-    );
-    let mut events = wrote(100);
-    events.extend([unlink("/d/f"), exit(100, 0)]);
-    assert_clean(&run(events));
+    // Already reported at the link.
+    assert_none_of(&findings, "unsynced-at-exit");
+    assert_clean(&run(trace![wrote(100), unlink(100, "/d/f"), exit(100, 0)]));
 }
 
 #[test]
 fn rename_exchange_swaps_names() {
-    let mut events = vec![
+    let events = trace![
         start(100, "/d"),
         open_existing(100, "/d/b", 4, reg(12)),
         fsync(100, 4),
         close(100, 4),
+        wrote(100).into_iter().skip(1).collect::<Vec<_>>(),
+        exchange("/d/f", "/d/b", reg(11)),
+        sync_call(100, "fdatasync", Some(3), 0, None),
+        fsync_dir(100, "/d", 5, 2),
     ];
-    events.extend(wrote(100).into_iter().skip(1));
-    let mut exchange = rename_full(100, "renameat2", "/d/f", "/d/b", AT_FDCWD, Some(reg(11)));
-    if let EventKind::Rename { flags, .. } = &mut exchange.kind {
-        *flags = 2;
-    }
-    events.extend([exchange, sync_call(100, "fdatasync", Some(3), 0, None)]);
-    events.extend(fsync_dir(100, "/d", 5, 2));
-    let mut a = Analyzer::new(Config::default()).unwrap();
-    let mut all = Vec::new();
-    for mut e in number(events) {
-        all.extend(a.process(&mut e));
-    }
+    let (mut a, all) = process_all(events);
     let f = one(&all, "rename-without-fsync");
     assert_eq!(f.path, "/d/b");
     assert_eq!(f.evidence["destination_existed"], true);
     // The other inode now answers to the old name.
-    let mut unlink = ev(
-        100,
-        EventKind::Unlink {
-            call: sys("unlink"),
-            dirfd: AT_FDCWD,
-            path: "/d/f".into(),
-            flags: 0,
-            ret: 0,
-        },
-    );
+    let mut unlink = unlink(100, "/d/f");
     unlink.seq = 100;
     a.process(&mut unlink);
     let mut done = exit(100, 0);
@@ -661,32 +600,22 @@ fn long_runs_stay_bounded() {
 /// place (moby's layer write-set): fsyncing the directory by its new name
 /// makes the names created inside it durable.
 fn write_set_renamed(fsync_files: bool) -> Vec<crate::Event> {
-    let mut events = vec![
+    let mut events = trace![
         start(100, "/d"),
-        ev(
-            100,
-            EventKind::Mkdir {
-                call: sys("mkdir"),
-                dirfd: AT_FDCWD,
-                path: "/d/ws".into(),
-                mode: 0o755,
-                ret: 0,
-            },
-        ),
-        open_new(100, "/d/ws/diff", 3, reg(21)),
-        write(100, 3, 71),
+        mkdir(100, "/d/ws"),
+        write_new(100, "/d/ws/diff", 3, 21, 71),
     ];
     if fsync_files {
         events.push(fsync(100, 3));
     }
-    events.extend([
+    trace![
+        events,
         close(100, 3),
-        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
-    ]);
-    events.extend(fsync_dir(100, "/d/final", 4, 20));
-    events.extend(fsync_dir(100, "/d", 4, 2));
-    events.push(exit(100, 0));
-    events
+        rename_known(100, "/d/ws", "/d/final", dir(20)),
+        fsync_dir(100, "/d/final", 4, 20),
+        fsync_dir(100, "/d", 4, 2),
+        exit(100, 0),
+    ]
 }
 
 #[test]
@@ -704,28 +633,14 @@ fn names_inside_a_renamed_directory_follow_it() {
 /// where the directory is now.
 #[test]
 fn relative_paths_follow_a_renamed_directory() {
-    let mut a = Analyzer::new(Config::default()).unwrap();
-    let mut events = number(vec![
+    let (a, events) = resolved(vec![
         start(100, "/d"),
         open_dir(100, "/d/ws", 5, dir(20)),
-        ev(
-            100,
-            EventKind::Chdir {
-                path: "ws/sub".into(),
-                ret: 0,
-            },
-        ),
-        rename_full(100, "rename", "/d/ws", "/d/final", AT_FDCWD, Some(dir(20))),
+        chdir(100, "ws/sub"),
+        rename_known(100, "/d/ws", "/d/final", dir(20)),
         open_with(100, "x", 5, O_WRONLY | O_CREAT, 6, Some(reg(21))),
         open_with(100, "y", AT_FDCWD, O_WRONLY | O_CREAT, 7, Some(reg(22))),
     ]);
-    for e in &mut events {
-        a.process(e);
-    }
-    let path_of = |e: &crate::Event| match &e.kind {
-        EventKind::Open { path, .. } => path.clone(),
-        _ => String::new(),
-    };
     assert_eq!(path_of(&events[4]), "/d/final/x");
     assert_eq!(path_of(&events[5]), "/d/final/sub/y");
     assert_eq!(a.cwd_of(100).as_deref(), Some("/d/final/sub"));
@@ -734,23 +649,15 @@ fn relative_paths_follow_a_renamed_directory() {
 /// RENAME_EXCHANGE of two directories swaps what is under them.
 #[test]
 fn exchanged_directories_swap_the_names_under_them() {
-    let mut exchange = rename_full(100, "renameat2", "/d/a", "/d/b", AT_FDCWD, Some(dir(31)));
-    if let EventKind::Rename { flags, .. } = &mut exchange.kind {
-        *flags = 2;
-    }
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
         open_dir(100, "/d/a", 4, dir(30)),
         close(100, 4),
         open_dir(100, "/d/b", 4, dir(31)),
         close(100, 4),
-        open_new(100, "/d/a/one", 3, reg(40)),
-        write(100, 3, 10),
-        close(100, 3),
-        open_new(100, "/d/b/two", 3, reg(41)),
-        write(100, 3, 10),
-        close(100, 3),
-        exchange,
+        create_unsynced(100, "/d/a/one", 3, 40, 10),
+        create_unsynced(100, "/d/b/two", 3, 41, 10),
+        exchange("/d/a", "/d/b", dir(31)),
         exit(100, 0),
     ];
     let findings = run(events);
@@ -768,37 +675,15 @@ fn exchanged_directories_swap_the_names_under_them() {
 /// source wins, so each unsynced save is judged on its own data.
 #[test]
 fn rename_trusts_the_traced_source_over_a_late_lookup() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/s1.tmp", 3, reg(10)),
-        write(100, 3, 100),
-        close(100, 3),
-        rename_full(
-            100,
-            "rename",
-            "/d/s1.tmp",
-            "/d/state",
-            AT_FDCWD,
-            Some(reg(10)),
-        ),
-        open_new(100, "/d/s2.tmp", 3, reg(11)),
-        write(100, 3, 200),
-        close(100, 3),
+        create_unsynced(100, "/d/s1.tmp", 3, 10, 100),
+        rename_known(100, "/d/s1.tmp", "/d/state", reg(10)),
+        create_unsynced(100, "/d/s2.tmp", 3, 11, 200),
         // Looked up after a third save had already put inode 12 there.
-        rename_full(
-            100,
-            "rename",
-            "/d/s2.tmp",
-            "/d/state",
-            AT_FDCWD,
-            Some(reg(12)),
-        ),
+        rename_known(100, "/d/s2.tmp", "/d/state", reg(12)),
     ];
-    let mut a = Analyzer::new(Config::default()).unwrap();
-    let mut at_risk = Vec::new();
-    for mut e in number(events) {
-        at_risk.extend(a.process(&mut e));
-    }
+    let (mut a, at_risk) = process_all(events);
     let renames = |findings: &[crate::Finding]| -> Vec<(u64, u64)> {
         findings
             .iter()
@@ -823,18 +708,14 @@ fn rename_trusts_the_traced_source_over_a_late_lookup() {
 /// "fsynced file whose directory entry was not".
 #[test]
 fn a_created_file_starts_fresh_on_a_reused_inode_number() {
-    let mut events = vec![start(100, "/d")];
-    events.extend(atomic_replace(100, "/d/index", 3, 10));
-    events.extend(atomic_replace(100, "/d/index", 3, 11));
-    events.extend([
-        open_new(100, "/d/COMMIT_EDITMSG", 3, reg(10)),
-        write(100, 3, 6),
-        close(100, 3),
+    let findings = run(trace![
+        start(100, "/d"),
+        atomic_replace(100, "/d/index", 3, 10),
+        atomic_replace(100, "/d/index", 3, 11),
+        create_unsynced(100, "/d/COMMIT_EDITMSG", 3, 10, 6),
         exit(100, 0),
     ]);
-    let findings = run(events);
-    assert_eq!(rules(&findings), vec!["unsynced-at-exit"]);
-    let f = one(&findings, "unsynced-at-exit");
+    let f = sole(&findings, "unsynced-at-exit");
     assert_eq!(f.path, "/d/COMMIT_EDITMSG");
     assert_eq!(f.evidence["unsynced_bytes"], 6);
     assert!(f.evidence["last_successful_fsync"].is_null(), "{f:?}");
@@ -872,9 +753,7 @@ fn output_the_caller_redirected_is_counted_not_judged() {
         write(101, 1, 5),
         exit(101, 0),
     ];
-    let mut events = inherited.clone();
-    events.push(exit(100, 0));
-    let (a, findings) = run_with(Config::default(), events);
+    let (a, findings) = run_with(Config::default(), trace![inherited.clone(), exit(100, 0)]);
     assert_clean(&findings);
     let c = a.stats().caller_files;
     assert_eq!(
@@ -882,15 +761,13 @@ fn output_the_caller_redirected_is_counted_not_judged() {
         (1, 12, vec!["/d/out.log".to_string()])
     );
 
-    let mut events = inherited;
-    events.extend([
+    let findings = run(trace![
+        inherited,
         open_existing(100, "/d/out.log", 3, reg(50)),
         write(100, 3, 6),
         exit(100, 0),
     ]);
-    let findings = run(events);
-    assert_eq!(rules(&findings), vec!["unsynced-at-exit"]);
-    let f = one(&findings, "unsynced-at-exit");
+    let f = sole(&findings, "unsynced-at-exit");
     assert_eq!(f.path, "/d/out.log");
     assert_eq!(
         f.evidence["unsynced_bytes"], 6,
@@ -904,44 +781,17 @@ fn output_the_caller_redirected_is_counted_not_judged() {
 /// a directory's.
 #[test]
 fn a_directory_reusing_a_files_inode_number_is_a_directory() {
-    let unlink = |path: &str| {
-        ev(
-            100,
-            EventKind::Unlink {
-                call: sys("unlinkat"),
-                dirfd: AT_FDCWD,
-                path: path.into(),
-                flags: 0,
-                ret: 0,
-            },
-        )
-    };
-    let mut events = vec![
+    assert_clean(&run(trace![
         start(100, "/d"),
         open_new(100, "/d/.touch", 3, reg(30)),
         close(100, 3),
-        unlink("/d/.touch"),
-        ev(
-            100,
-            EventKind::Mkdir {
-                call: sys("mkdirat"),
-                dirfd: AT_FDCWD,
-                path: "/d/m".into(),
-                mode: 0o700,
-                ret: 0,
-            },
-        ),
-    ];
-    events.extend(fsync_dir(100, "/d", 4, 2));
-    events.extend([
-        open_new(100, "/d/m/f", 3, reg(40)),
-        write(100, 3, 10),
-        fsync(100, 3),
-        close(100, 3),
-    ]);
-    events.extend(fsync_dir(100, "/d/m", 4, 30));
-    events.push(exit(100, 0));
-    assert_clean(&run(events));
+        unlink_call(100, "unlinkat", "/d/.touch"),
+        mkdir_call(100, "mkdirat", "/d/m", 0o700),
+        fsync_dir(100, "/d", 4, 2),
+        create_synced(100, "/d/m/f", 3, 40, 10),
+        fsync_dir(100, "/d/m", 4, 30),
+        exit(100, 0),
+    ]));
 }
 
 /// Python writes its bytecode cache with a temp file and a rename, no
@@ -949,11 +799,9 @@ fn a_directory_reusing_a_files_inode_number_is_a_directory() {
 /// counted and left out unless caches are asked for.
 #[test]
 fn findings_on_caches_are_counted_not_reported_unless_asked() {
-    let events = vec![
+    let events = trace![
         start(100, "/app"),
-        open_new(100, "/app/__pycache__/m.cpython-311.pyc.140", 3, reg(60)),
-        write(100, 3, 300),
-        close(100, 3),
+        create_unsynced(100, "/app/__pycache__/m.cpython-311.pyc.140", 3, 60, 300),
         rename(
             100,
             "/app/__pycache__/m.cpython-311.pyc.140",

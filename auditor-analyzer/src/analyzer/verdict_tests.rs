@@ -2,36 +2,9 @@
 //! process (or a sync), made moot by a deletion or a move, followed through
 //! link()+unlink(), and names judged on what every process did.
 
-use crate::event::EventKind;
 use crate::test_support::*;
 use crate::track::paths::AT_FDCWD;
 use crate::{Config, Severity};
-
-fn unlink(pid: u32, path: &str) -> crate::Event {
-    ev(
-        pid,
-        EventKind::Unlink {
-            call: sys("unlink"),
-            dirfd: AT_FDCWD,
-            path: path.into(),
-            flags: 0,
-            ret: 0,
-        },
-    )
-}
-
-fn mkdir(pid: u32, path: &str) -> crate::Event {
-    ev(
-        pid,
-        EventKind::Mkdir {
-            call: sys("mkdir"),
-            dirfd: AT_FDCWD,
-            path: path.into(),
-            mode: 0o755,
-            ret: 0,
-        },
-    )
-}
 
 /// A helper (pid 200, forked by 100) writes /d/out/f{0,1} and renames a
 /// temporary into /d/out/manifest, all without fsync, and exits.
@@ -43,20 +16,14 @@ fn helper_writes() -> Vec<crate::Event> {
         fork(100, 200),
     ];
     for (i, ino) in [(0, 20), (1, 21)] {
-        v.extend([
-            open_new(200, &format!("/d/out/f{i}"), 3, reg(ino)),
-            write(200, 3, 100),
-            close(200, 3),
-        ]);
+        v.extend(create_unsynced(200, &format!("/d/out/f{i}"), 3, ino, 100));
     }
-    v.extend([
-        open_new(200, "/d/out/manifest.tmp", 3, reg(22)),
-        write(200, 3, 10),
-        close(200, 3),
+    trace![
+        v,
+        create_unsynced(200, "/d/out/manifest.tmp", 3, 22, 10),
         rename(200, "/d/out/manifest.tmp", "/d/out/manifest"),
         exit(200, 0),
-    ]);
-    v
+    ]
 }
 
 #[test]
@@ -100,9 +67,7 @@ fn a_parent_that_syncs_what_its_helper_wrote_closes_every_exposure() {
 
 #[test]
 fn without_the_parent_the_helpers_exposures_stay_open() {
-    let mut events = helper_writes();
-    events.push(exit(100, 0));
-    let findings = run(events);
+    let findings = run(trace![helper_writes(), exit(100, 0)]);
     assert_eq!(
         findings
             .iter()
@@ -135,13 +100,13 @@ fn sync_after_the_command_closes_data_and_names() {
 
 #[test]
 fn temporary_files_removed_before_the_end_are_moot() {
-    let mut events = helper_writes();
-    events.extend([
+    let events = trace![
+        helper_writes(),
         unlink(100, "/d/out/f0"),
         unlink(100, "/d/out/f1"),
         unlink(100, "/d/out/manifest"),
         exit(100, 0),
-    ]);
+    ];
     let (a, findings) = run_with(Config::default(), events);
     assert_clean(&findings);
     let moot = a.stats().moot;
@@ -151,12 +116,9 @@ fn temporary_files_removed_before_the_end_are_moot() {
 
 #[test]
 fn a_name_renamed_again_is_judged_where_it_ends() {
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/.tmp-1-pack", 3, reg(30)),
-        write(100, 3, 100),
-        fsync(100, 3),
-        close(100, 3),
+        create_synced(100, "/d/.tmp-1-pack", 3, 30, 100),
         rename(100, "/d/.tmp-1-pack", "/d/.tmp-pack-x"),
         rename(100, "/d/.tmp-pack-x", "/d/pack-x.pack"),
         exit(100, 0),
@@ -172,19 +134,10 @@ fn a_name_renamed_again_is_judged_where_it_ends() {
 fn a_move_done_by_link_and_unlink_is_followed() {
     // git's batch fsync mode: an object written under a temporary name
     // (unsynced), linked to its name, the temporary name removed.
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/objects/tmp_obj_1", 3, reg(40)),
-        write(100, 3, 100),
-        close(100, 3),
-        rename_full(
-            100,
-            "link",
-            "/d/objects/tmp_obj_1",
-            "/d/objects/ab/cdef",
-            AT_FDCWD,
-            None,
-        ),
+        create_unsynced(100, "/d/objects/tmp_obj_1", 3, 40, 100),
+        link(100, "/d/objects/tmp_obj_1", "/d/objects/ab/cdef"),
         unlink(100, "/d/objects/tmp_obj_1"),
         exit(100, 0),
     ];
@@ -220,25 +173,19 @@ fn a_directory_one_process_made_and_another_fsynced_is_judged_on_both() {
 
 #[test]
 fn rename_then_fsync_by_the_same_process_is_low_in_a_successful_run() {
-    let mut events = vec![
+    let events = trace![
         start(100, "/d"),
-        open_new(100, "/d/a.tmp", 3, reg(10)),
-        write(100, 3, 10),
+        write_new(100, "/d/a.tmp", 3, 10, 10),
         rename(100, "/d/a.tmp", "/d/a"),
         fsync(100, 3),
+        fsync_dir(100, "/d", 4, 2),
     ];
-    events.extend(fsync_dir(100, "/d", 4, 2));
-    let ok = {
-        let mut e = events.clone();
-        e.push(exit(100, 0));
-        run(e)
-    };
+    let ok = run(trace![events.clone(), exit(100, 0)]);
     let f = one(&ok, "rename-without-fsync");
     assert_eq!(f.severity, Severity::Low);
     assert_eq!(f.evidence["exposed_for_ns"], 1_000_000);
     // A failed command: the window is the rule's severity.
-    events.push(exit(100, 1));
-    let failed = run(events);
+    let failed = run(trace![events, exit(100, 1)]);
     assert_eq!(
         one(&failed, "rename-without-fsync").severity,
         Severity::High
@@ -249,14 +196,13 @@ fn rename_then_fsync_by_the_same_process_is_low_in_a_successful_run() {
 fn a_kill_then_sync_shows_the_fix_working() {
     // Seed 000: the daemon is killed with unsynced data; a `sync` after it
     // (the fix) makes the data durable.
-    let events = vec![
+    let events = trace![
         start(1, "/"),
         fork(1, 50),
         start(100, "/var/lib/bk"),
         open_existing(100, "/var/lib/bk/meta.db", 3, sized(reg(40), 4096)),
         write(100, 3, 8192),
-        signal(50, 100, SIGKILL),
-        killed(100, SIGKILL),
+        kill(50, 100, SIGKILL),
         sync_call(50, "sync", None, 0, None),
         exit(1, 0),
     ];
@@ -288,10 +234,7 @@ fn content_replaced_by_another_process_is_moot() {
         exit(300, 0),
     ];
     let (a, findings) = run_with(Config::default(), events);
-    assert!(
-        findings.iter().all(|f| f.rule != "unsynced-at-exit"),
-        "{findings:#?}"
-    );
+    assert_none_of(&findings, "unsynced-at-exit");
     assert_eq!(a.stats().moot.replaced, 1);
 }
 
@@ -300,13 +243,11 @@ fn the_last_words_of_a_killed_process_do_not_bring_it_back_to_life() {
     // A killed worker's SIGCHLD to its parent comes after its exit record:
     // a process record made for it then holds nothing, and does not make
     // the kill's verdict "still running".
-    let events = vec![
+    let events = trace![
         start(100, "/d"),
         fork(100, 200),
-        open_new(200, "/d/worker.db", 3, reg(70)),
-        write(200, 3, 8192),
-        signal(100, 200, SIGKILL),
-        killed(200, SIGKILL),
+        write_new(200, "/d/worker.db", 3, 70, 8192),
+        kill(100, 200, SIGKILL),
         signal(200, 100, 17),
         exit(100, 0),
     ];
@@ -319,21 +260,16 @@ fn the_last_words_of_a_killed_process_do_not_bring_it_back_to_life() {
 fn writes_after_the_rename_are_their_writers_own_at_exit() {
     // PostgreSQL's WAL segment: zero-filled under a temporary name, renamed
     // into place unsynced, then written to before the process exits.
-    let mut events = vec![
+    let placed = trace![
         start(100, "/d"),
-        open_new(100, "/d/xlogtemp", 3, reg(80)),
-        write(100, 3, 4096),
+        write_new(100, "/d/xlogtemp", 3, 80, 4096),
         rename(100, "/d/xlogtemp", "/d/000001"),
+        fsync_dir(100, "/d", 4, 2),
     ];
-    events.extend(fsync_dir(100, "/d", 4, 2));
-    let before = events.clone();
-    events.extend([write(100, 3, 100), exit(100, 0)]);
-    let findings = run(events);
+    let findings = run(trace![placed.clone(), write(100, 3, 100), exit(100, 0)]);
     one(&findings, "rename-without-fsync");
     let f = one(&findings, "unsynced-at-exit");
     assert_eq!(f.path, "/d/000001");
     // Without the later write, the end adds nothing to the rename.
-    let mut events = before;
-    events.push(exit(100, 0));
-    assert_eq!(rules(&run(events)), vec!["rename-without-fsync"]);
+    sole(&run(trace![placed, exit(100, 0)]), "rename-without-fsync");
 }

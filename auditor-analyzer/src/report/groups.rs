@@ -346,12 +346,16 @@ mod tests {
 
     #[test]
     fn what_varies_from_file_to_file_is_generalized() {
-        assert_eq!(generalize("61"), "*");
-        assert_eq!(generalize("a8"), "*");
-        assert_eq!(generalize("file12.txt"), "file*.txt");
-        assert_eq!(generalize("tmp_obj_3f2a9c"), "tmp_obj_*");
-        assert_eq!(generalize("cafe"), "cafe");
-        assert_eq!(generalize("state.json"), "state.json");
+        for (name, pattern) in [
+            ("61", "*"),
+            ("a8", "*"),
+            ("file12.txt", "file*.txt"),
+            ("tmp_obj_3f2a9c", "tmp_obj_*"),
+            ("cafe", "cafe"),
+            ("state.json", "state.json"),
+        ] {
+            assert_eq!(generalize(name), pattern, "{name}");
+        }
     }
 
     #[test]
@@ -387,11 +391,15 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_a_terminal_raw() {
-        assert_eq!(escape("plain/path é"), "plain/path é");
-        assert_eq!(escape("a\x1b[2Jb\x07"), "a\\x1b[2Jb\\x07");
-        assert_eq!(escape("x\ny"), "x\\ny");
-        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
-        assert_eq!(escape("\u{9b}"), "\\x9b", "C1 control");
+        for (raw, shown) in [
+            ("plain/path é", "plain/path é"),
+            ("a\x1b[2Jb\x07", "a\\x1b[2Jb\\x07"),
+            ("x\ny", "x\\ny"),
+            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
+            ("\u{9b}", "\\x9b"), // a C1 control
+        ] {
+            assert_eq!(escape(raw), shown, "{raw:?}");
+        }
     }
 
     #[test]

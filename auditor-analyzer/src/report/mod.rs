@@ -319,26 +319,21 @@ impl Report {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::Config;
     use crate::test_support::*;
-    use crate::{Analyzer, Config};
 
     /// A small analyzed run with one high and one medium finding.
     pub(crate) fn sample_report() -> Report {
-        let mut a = Analyzer::new(Config::default()).unwrap();
-        let events = vec![
-            start(100, "/d"),
-            open_new(100, "a.tmp", 3, reg(10)),
-            write(100, 3, 4096),
-            close(100, 3),
-            rename(100, "a.tmp", "a"),
-            open_new(100, "/d/log", 4, reg(11)),
-            write(100, 4, 10),
-            exit(100, 0),
-        ];
-        for mut e in number(events) {
-            a.process(&mut e);
-        }
-        a.finish();
+        let (a, _) = run_with(
+            Config::default(),
+            trace![
+                start(100, "/d"),
+                create_unsynced(100, "a.tmp", 3, 10, 4096),
+                rename(100, "a.tmp", "a"),
+                write_new(100, "/d/log", 4, 11, 10),
+                exit(100, 0),
+            ],
+        );
         Report::new(
             &a,
             RunInfo {

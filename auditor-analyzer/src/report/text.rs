@@ -548,10 +548,14 @@ mod tests {
         }
     }
 
+    /// The sample report rendered with `o`.
+    fn sample_text(o: TextOptions) -> String {
+        sample_report().render_text(&o)
+    }
+
     #[test]
     fn verbose_text_groups_by_file_worst_first_with_calls() {
-        let r = sample_report();
-        let text = r.render_text(&verbose());
+        let text = sample_text(verbose());
         assert!(!text.contains('\x1b'), "no colour unless asked");
         let a = text.find("/d/a  (dev 8:1 ino 10, ext4)").expect(&text);
         let log = text.find("/d/log  (").expect(&text);
@@ -574,13 +578,12 @@ mod tests {
             color: true,
             ..verbose()
         };
-        assert!(r.render_text(&colored).contains("\x1b[1;31mHIGH"));
+        assert!(sample_text(colored).contains("\x1b[1;31mHIGH"));
     }
 
     #[test]
     fn terse_text_is_one_entry_per_group_with_its_fix() {
-        let r = sample_report();
-        let text = r.render_text(&TextOptions::default());
+        let text = sample_text(TextOptions::default());
         assert!(
             text.contains("HIGH   rename-without-fsync  a  by app (pid 100)"),
             "{text}"
@@ -598,8 +601,7 @@ mod tests {
 
     #[test]
     fn at_most_max_findings_entries_and_a_word_about_the_rest() {
-        let r = sample_report();
-        let text = r.render_text(&TextOptions {
+        let text = sample_text(TextOptions {
             max_findings: Some(1),
             ..TextOptions::default()
         });
@@ -609,8 +611,7 @@ mod tests {
 
     #[test]
     fn lines_fit_the_width() {
-        let r = sample_report();
-        let text = r.render_text(&TextOptions {
+        let text = sample_text(TextOptions {
             width: Some(80),
             ..TextOptions::default()
         });

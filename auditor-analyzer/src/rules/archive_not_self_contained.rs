@@ -729,7 +729,7 @@ fn fix(format: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use crate::event::{Event, EventKind, FileId, FileInfo, FileType};
-    use crate::finding::{Finding, Severity};
+    use crate::finding::Severity;
     use crate::image::{DepState, Dependency, ImageInfo, Naming, Role};
     use crate::test_support::*;
     use crate::track::paths::AT_FDCWD;
@@ -765,12 +765,12 @@ mod tests {
         qcow2(vec![need("/d/base.raw", BASE, 1, "/d/overlay.qcow2")])
     }
 
-    /// `pid` opens the thin overlay (on fd 3) and reads it whole.
-    fn read_overlay(pid: u32) -> Event {
+    /// `pid` opens the thin overlay (on `fd`) and reads it whole.
+    fn read_overlay(pid: u32, fd: i64) -> Event {
         read(
             pid,
             "/d/overlay.qcow2",
-            3,
+            fd,
             OVERLAY,
             196_616,
             Some(overlay()),
@@ -806,37 +806,21 @@ mod tests {
 
     /// `tar -cf /d/a.tar` of the given reads, as pid 101 under a shell.
     fn tar(reads: Vec<Event>) -> Vec<Event> {
-        let mut v = vec![start(100, "/d"), fork(100, 101)];
-        v.extend(reads);
-        v.extend([
-            open_new(101, "/d/a.tar", 5, reg(20)),
-            write(101, 5, 204_800),
-            close(101, 5),
+        trace![
+            start(100, "/d"),
+            fork(100, 101),
+            reads,
+            create_unsynced(101, "/d/a.tar", 5, 20, 204_800),
             exit(101, 0),
             exit(100, 0),
-        ]);
-        v
-    }
-
-    fn mine(findings: &[Finding]) -> Vec<&Finding> {
-        findings.iter().filter(|f| f.rule == ID).collect()
+        ]
     }
 
     #[test]
     fn an_overlay_archived_alone_names_its_backing_file() {
-        let found = run(tar(vec![read(
-            101,
-            "/d/overlay.qcow2",
-            4,
-            OVERLAY,
-            196_616,
-            Some(overlay()),
-        )]));
+        let found = run(tar(vec![read_overlay(101, 4)]));
         let f = one(&found, ID);
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/overlay.qcow2", 101, Severity::Medium)
-        );
+        assert_finding(f, "/d/overlay.qcow2", 101, Severity::Medium);
         let ev = &f.evidence;
         assert_eq!(ev["backing_file"], "/d/base.raw");
         assert_eq!(ev["backing_naming"], "absolute");
@@ -862,16 +846,9 @@ mod tests {
     fn an_overlay_archived_with_its_backing_file_is_fine() {
         let found = run(tar(vec![
             read(101, "/d/base.raw", 3, BASE, 1 << 20, None),
-            read(
-                101,
-                "/d/overlay.qcow2",
-                4,
-                OVERLAY,
-                196_616,
-                Some(overlay()),
-            ),
+            read_overlay(101, 4),
         ]));
-        assert!(mine(&found).is_empty(), "{found:#?}");
+        assert_none_of(&found, ID);
     }
 
     #[test]
@@ -884,7 +861,7 @@ mod tests {
             1 << 20,
             Some(qcow2(vec![])),
         )]));
-        assert!(mine(&found).is_empty());
+        assert_none_of(&found, ID);
     }
 
     #[test]
@@ -892,25 +869,23 @@ mod tests {
         // sha256sum overlay.qcow2 | ...: 80 bytes out of a 192 KiB image.
         let events = vec![
             start(100, "/d"),
-            read_overlay(100),
+            read_overlay(100, 3),
             pipe_write(100, 1, 80),
             exit(100, 0),
         ];
-        assert!(mine(&run(events)).is_empty());
+        assert_none_of(&run(events), ID);
     }
 
     #[test]
     fn the_author_of_an_image_is_not_its_copier() {
         // qemu-img reopens the overlay it writes, read-only.
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
-            open_new(100, "/d/overlay.qcow2", 3, reg(OVERLAY)),
-            write(100, 3, 196_616),
-            close(100, 3),
-            read_overlay(100),
+            create_unsynced(100, "/d/overlay.qcow2", 3, OVERLAY, 196_616),
+            read_overlay(100, 3),
             exit(100, 0),
         ];
-        assert!(mine(&run(events)).is_empty());
+        assert_none_of(&run(events), ID);
     }
 
     #[test]
@@ -951,15 +926,14 @@ mod tests {
     #[test]
     fn a_pipeline_writes_to_a_pipe() {
         // sh -c 'tar -c overlay.qcow2 | gzip > a.tgz'
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
             fork(100, 101),
             fork(100, 102),
-            read_overlay(101),
+            read_overlay(101, 3),
             pipe_write(101, 1, 204_800),
             exit(101, 0),
-            open_new(102, "/d/a.tgz", 1, reg(20)),
-            write(102, 1, 400),
+            write_new(102, "/d/a.tgz", 1, 20, 400),
             exit(102, 0),
             exit(100, 0),
         ];
@@ -976,13 +950,13 @@ mod tests {
         let events = vec![
             start(100, "/d"),
             fork(100, 101),
-            read_overlay(101),
+            read_overlay(101, 3),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
             read(100, "/d/base.raw", 3, BASE, 1 << 20, None),
             exit(100, 0),
         ];
-        assert!(mine(&run(events)).is_empty());
+        assert_none_of(&run(events), ID);
         // A sibling's read is not the same archive: qemu-img read the base
         // to create the overlay, and tar archived the overlay alone.
         let found = run(vec![
@@ -991,7 +965,7 @@ mod tests {
             read(102, "/d/base.raw", 3, BASE, 1 << 20, None),
             exit(102, 0),
             fork(100, 101),
-            read_overlay(101),
+            read_overlay(101, 3),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
             exit(100, 0),
@@ -1004,13 +978,13 @@ mod tests {
         let child = vec![
             start(100, "/d"),
             fork(100, 101),
-            read_overlay(101),
+            read_overlay(101, 3),
             pipe_write(101, 1, 196_616),
             exit(101, 0),
         ];
         let mut shipped = child.clone();
         shipped.push(read(100, "/d/base.raw", 3, BASE, 1 << 20, None));
-        assert!(mine(&run(shipped)).is_empty());
+        assert_none_of(&run(shipped), ID);
         let found = run(child);
         let f = one(&found, ID);
         assert_eq!(f.process.pid, 101);
@@ -1025,12 +999,11 @@ mod tests {
     #[test]
     fn a_copy_that_finds_its_backing_where_it_landed_took_it_along() {
         let copy = qcow2(vec![need("/d/b/base.raw", 22, 1, "/d/b/overlay.qcow2")]);
-        let cp = vec![
+        let cp = trace![
             start(100, "/d"),
             fork(100, 101),
-            read_overlay(101),
-            open_new(101, "/d/b/overlay.qcow2", 4, reg(21)),
-            write(101, 4, 196_616),
+            read_overlay(101, 3),
+            write_new(101, "/d/b/overlay.qcow2", 4, 21, 196_616),
             exit(101, 0),
         ];
         let mut alone = cp.clone();
@@ -1050,14 +1023,14 @@ mod tests {
             exit(102, 0),
             exit(100, 0),
         ]);
-        assert!(mine(&run(archived)).is_empty());
+        assert_none_of(&run(archived), ID);
     }
 
     #[test]
     fn still_running_at_the_end_it_may_yet_ship_the_rest() {
         let events = vec![
             start(100, "/d"),
-            read_overlay(100),
+            read_overlay(100, 3),
             pipe_write(100, 1, 196_616),
         ];
         let found = run(events);
@@ -1068,39 +1041,15 @@ mod tests {
 
     #[test]
     fn an_archive_deleted_before_the_end_leaves_nothing() {
-        let mut events = tar(vec![read(
-            101,
-            "/d/overlay.qcow2",
-            4,
-            OVERLAY,
-            196_616,
-            Some(overlay()),
-        )]);
+        let mut events = tar(vec![read_overlay(101, 4)]);
         let end = events.pop().unwrap();
-        events.push(ev(
-            100,
-            EventKind::Unlink {
-                call: sys("unlink"),
-                dirfd: AT_FDCWD,
-                path: "/d/a.tar".into(),
-                flags: 0,
-                ret: 0,
-            },
-        ));
-        events.push(end);
-        assert!(mine(&run(events)).is_empty());
+        events.extend([unlink(100, "/d/a.tar"), end]);
+        assert_none_of(&run(events), ID);
     }
 
     #[test]
     fn the_image_header_travels_in_recordings() {
-        let e = read(
-            101,
-            "/d/overlay.qcow2",
-            4,
-            OVERLAY,
-            196_616,
-            Some(overlay()),
-        );
+        let e = read_overlay(101, 4);
         let line = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
         // Older recordings have no `image`; plain opens write none.

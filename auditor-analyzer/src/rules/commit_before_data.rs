@@ -336,47 +336,40 @@ mod tests {
     use super::common_dir;
     use crate::event::Event;
     use crate::test_support::*;
-    use crate::track::paths::AT_FDCWD;
 
     /// A helper child writes the layer; the parent writes the metadata
     /// with fsync into a write-set directory and renames it into place.
     fn load(helper_syncs: bool) -> Vec<Event> {
-        let mut v = vec![
+        let mut v = trace![
             start(10, "/d"),
             fork(10, 20),
-            open_new(20, "/d/layers/abc/diff/etc/motd", 3, reg(40)),
-            write(20, 3, 6),
-            open_new(20, "/d/layers/abc/diff/bin/blob", 4, reg(41)),
-            write(20, 4, 100),
+            write_new(20, "/d/layers/abc/diff/etc/motd", 3, 40, 6),
+            write_new(20, "/d/layers/abc/diff/bin/blob", 4, 41, 100),
         ];
         if helper_syncs {
             v.extend([fsync(20, 3), fsync(20, 4)]);
         }
-        v.extend([
+        trace![
+            v,
             exit(20, 0),
-            open_new(10, "/d/layerdb/tmp/ws/diff", 5, reg(50)),
-            write(10, 5, 71),
-            fsync(10, 5),
-            close(10, 5),
+            create_synced(10, "/d/layerdb/tmp/ws/diff", 5, 50, 71),
             // The inode the live side finds at the new name.
-            rename_full(
-                10,
-                "rename",
-                "/d/layerdb/tmp/ws",
-                "/d/layerdb/sha256/abc",
-                AT_FDCWD,
-                Some(dir(55)),
-            ),
-        ]);
-        v
+            rename_known(10, "/d/layerdb/tmp/ws", "/d/layerdb/sha256/abc", dir(55)),
+        ]
+    }
+
+    /// Where the helper's exit stands in `v`.
+    fn helper_exit(v: &[Event]) -> usize {
+        v.iter()
+            .position(|e| matches!(e.kind, crate::EventKind::Exit { .. }))
+            .unwrap()
     }
 
     #[test]
     fn a_record_made_durable_before_its_layer_data_is_flagged() {
         let findings = run(load(false));
         let f = one(&findings, "commit-before-data");
-        assert_eq!(f.path, "/d/layerdb/sha256/abc");
-        assert_eq!((f.process.pid, f.severity), (10, crate::Severity::Medium));
+        assert_finding(f, "/d/layerdb/sha256/abc", 10, crate::Severity::Medium);
         assert_eq!(f.evidence["data_files"], 2);
         assert_eq!(f.evidence["data_directory"], "/d/layers/abc/diff");
         assert_eq!(f.evidence["unsynced_bytes"], 106);
@@ -389,31 +382,22 @@ mod tests {
 
     #[test]
     fn careful_twin_and_unrelated_files_stay_quiet() {
-        assert!(
-            run(load(true))
-                .iter()
-                .all(|f| f.rule != "commit-before-data"),
-            "the helper fsynced its data"
-        );
+        // The helper fsynced its data.
+        assert_none_of(&run(load(true)), "commit-before-data");
         // A file of its own written before its previous commit, and one
         // written after the commit, are not the commit's.
-        let mut v = vec![
+        let v = trace![
             start(10, "/d"),
-            open_new(10, "/d/log", 7, reg(60)),
+            write_new(10, "/d/log", 7, 60, 5),
+            atomic_replace(10, "/d/state", 8, 61),
+            atomic_replace(10, "/d/state2", 8, 62),
             write(10, 7, 5),
         ];
-        v.extend(atomic_replace(10, "/d/state", 8, 61));
-        v.extend(atomic_replace(10, "/d/state2", 8, 62));
-        v.push(write(10, 7, 5));
-        let findings = run(v);
-        assert!(
-            findings.iter().all(|f| f.rule != "commit-before-data"),
-            "{findings:#?}"
-        );
+        assert_none_of(&run(v), "commit-before-data");
         // A record renamed without its own fsync is another rule's.
         let mut v = load(false);
         v.retain(|e| !matches!(e.kind, crate::EventKind::Sync { .. }));
-        assert!(run(v).iter().all(|f| f.rule != "commit-before-data"));
+        assert_none_of(&run(v), "commit-before-data");
     }
 
     /// git with core.fsync=all: the ref is fsynced and renamed while the
@@ -421,18 +405,12 @@ mod tests {
     /// not stand for them.
     #[test]
     fn its_own_side_files_are_not_the_records_data() {
-        let mut v = vec![
+        let v = trace![
             start(10, "/d"),
-            open_new(10, "/d/COMMIT_EDITMSG", 3, reg(70)),
-            write(10, 3, 10),
-            close(10, 3),
+            create_unsynced(10, "/d/COMMIT_EDITMSG", 3, 70, 10),
+            atomic_replace(10, "/d/refs/heads/main", 4, 71),
         ];
-        v.extend(atomic_replace(10, "/d/refs/heads/main", 4, 71));
-        let findings = run(v);
-        assert!(
-            findings.iter().all(|f| f.rule != "commit-before-data"),
-            "{findings:#?}"
-        );
+        assert_none_of(&run(v), "commit-before-data");
     }
 
     /// git gc: its repack helper writes `info/refs` to a temp name and
@@ -441,14 +419,9 @@ mod tests {
     #[test]
     fn a_file_its_helper_placed_itself_is_not_the_records() {
         let mut v = load(false);
-        let exit_at = v
-            .iter()
-            .position(|e| matches!(e.kind, crate::EventKind::Exit { .. }))
-            .unwrap();
-        let placed = [
-            open_new(20, "/d/info/refs_x", 6, reg(42)),
-            write(20, 6, 9),
-            close(20, 6),
+        let exit_at = helper_exit(&v);
+        let placed = trace![
+            create_unsynced(20, "/d/info/refs_x", 6, 42, 9),
             rename(20, "/d/info/refs_x", "/d/info/refs"),
         ];
         // Without the layer files, only the placed file is left.
@@ -457,10 +430,7 @@ mod tests {
             v.insert(exit_at - 4 + i, e);
         }
         let findings = run(v);
-        assert!(
-            findings.iter().all(|f| f.rule != "commit-before-data"),
-            "{findings:#?}"
-        );
+        assert_none_of(&findings, "commit-before-data");
         assert!(
             findings.iter().any(|f| f.rule == "rename-without-fsync"),
             "the helper's own rename is still flagged: {findings:#?}"
@@ -472,13 +442,9 @@ mod tests {
     #[test]
     fn a_helper_still_writing_is_not_the_records() {
         let mut v = load(false);
-        let exit_at = v
-            .iter()
-            .position(|e| matches!(e.kind, crate::EventKind::Exit { .. }))
-            .unwrap();
-        let exit = v.remove(exit_at);
+        let exit = v.remove(helper_exit(&v));
         v.push(exit);
-        assert!(run(v).iter().all(|f| f.rule != "commit-before-data"));
+        assert_none_of(&run(v), "commit-before-data");
     }
 
     #[test]

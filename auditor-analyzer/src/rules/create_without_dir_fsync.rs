@@ -60,34 +60,23 @@ mod tests {
     use crate::test_support::*;
 
     fn created_and_synced() -> Vec<crate::Event> {
-        vec![
-            start(100, "/d"),
-            open_new(100, "/d/new", 3, reg(12)),
-            write(100, 3, 10),
-            fsync(100, 3),
-            close(100, 3),
-        ]
+        trace![start(100, "/d"), create_synced(100, "/d/new", 3, 12, 10)]
     }
 
     #[test]
     fn fsynced_file_in_unsynced_directory() {
-        let mut events = created_and_synced();
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["create-without-dir-fsync"]);
-        let f = &findings[0];
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/new", 100, crate::Severity::Low)
-        );
+        let findings = run(trace![created_and_synced(), exit(100, 0)]);
+        let f = sole(&findings, "create-without-dir-fsync");
+        assert_finding(f, "/d/new", 100, crate::Severity::Low);
         assert_eq!(f.evidence["directory"], "/d");
     }
 
     #[test]
     fn directory_fsynced_too_is_clean() {
-        let mut events = created_and_synced();
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![
+            created_and_synced(),
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 }

@@ -149,23 +149,19 @@ fn finding(
 
 #[cfg(test)]
 mod tests {
-    use crate::event::EventKind;
     use crate::test_support::*;
 
     fn failed_fsync() -> Vec<crate::Event> {
-        vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             fsync_ret(100, 3, -5),
         ]
     }
 
     #[test]
     fn rename_after_failed_fsync() {
-        let mut events = failed_fsync();
-        events.push(rename(100, "/d/a.tmp", "/d/a"));
-        let findings = run(events);
+        let findings = run(trace![failed_fsync(), rename(100, "/d/a.tmp", "/d/a")]);
         let f = one(&findings, "fsync-error-ignored");
         assert_eq!((f.path.as_str(), f.process.pid), ("/d/a", 100));
         assert_eq!(f.evidence["errno"], "EIO");
@@ -176,45 +172,29 @@ mod tests {
         );
     }
 
+    /// What the finding names as the call that followed the failure.
+    fn follow_up(next: crate::Event) -> serde_json::Value {
+        let findings = run(trace![failed_fsync(), next]);
+        one(&findings, "fsync-error-ignored").evidence["follow_up"].clone()
+    }
+
     #[test]
     fn retry_after_failed_fsync() {
-        let mut events = failed_fsync();
-        events.push(fsync(100, 3));
-        let findings = run(events);
-        assert_eq!(
-            one(&findings, "fsync-error-ignored").evidence["follow_up"],
-            "fsync retry"
-        );
+        assert_eq!(follow_up(fsync(100, 3)), "fsync retry");
     }
 
     #[test]
     fn writing_on_after_failed_fsync() {
-        let mut events = failed_fsync();
-        events.push(write(100, 3, 10));
-        let findings = run(events);
-        assert_eq!(
-            one(&findings, "fsync-error-ignored").evidence["follow_up"],
-            "write"
-        );
+        assert_eq!(follow_up(write(100, 3, 10)), "write");
     }
 
     #[test]
     fn giving_up_on_the_file_is_clean() {
-        let mut events = failed_fsync();
-        events.extend([
+        assert_clean(&run(trace![
+            failed_fsync(),
             close(100, 3),
-            ev(
-                100,
-                EventKind::Unlink {
-                    call: sys("unlink"),
-                    dirfd: -100,
-                    path: "/d/a.tmp".into(),
-                    flags: 0,
-                    ret: 0,
-                },
-            ),
+            unlink(100, "/d/a.tmp"),
             exit(100, 1),
-        ]);
-        assert_clean(&run(events));
+        ]));
     }
 }

@@ -287,15 +287,9 @@ mod tests {
 
     #[test]
     fn threads_taking_turns_on_an_append_only_file() {
-        let mut events = threads_appending(&[101, 102, 101]);
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["interleaved-writers"]);
-        let f = &findings[0];
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/meta", 100, crate::Severity::Medium)
-        );
+        let findings = run(trace![threads_appending(&[101, 102, 101]), exit(100, 0)]);
+        let f = sole(&findings, "interleaved-writers");
+        assert_finding(f, "/d/meta", 100, crate::Severity::Medium);
         let tids: Vec<u64> = f.evidence["writers"]
             .as_array()
             .unwrap()
@@ -307,9 +301,10 @@ mod tests {
 
     #[test]
     fn killed_appender_raises_it_to_high() {
-        let mut events = threads_appending(&[101, 102, 101, 102]);
-        events.push(killed(100, SIGKILL));
-        let findings = run(events);
+        let findings = run(trace![
+            threads_appending(&[101, 102, 101, 102]),
+            killed(100, SIGKILL),
+        ]);
         let f = one(&findings, "interleaved-writers");
         assert_eq!(f.severity, crate::Severity::High);
         assert_eq!(f.evidence["killed_writer"]["signal"], "SIGKILL");
@@ -317,30 +312,31 @@ mod tests {
 
     #[test]
     fn a_single_appender_is_clean() {
-        let mut events = threads_appending(&[101, 101, 101]);
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![
+            threads_appending(&[101, 101, 101]),
+            exit(100, 0),
+        ]));
     }
 
     #[test]
     fn writers_that_never_hold_the_file_together_are_clean() {
         // A shell appends, a child appends and exits, the shell appends again.
-        let events = vec![
+        let append = |pid: u32, fd: i32| {
+            vec![
+                open_append(pid, fd as i64),
+                write(pid, fd, 10),
+                fsync(pid, fd),
+            ]
+        };
+        assert_clean(&run(trace![
             start(100, "/d"),
-            open_append(100, 3),
-            write(100, 3, 10),
-            fsync(100, 3),
+            append(100, 3),
             close(100, 3),
             fork(100, 200),
-            open_append(200, 1),
-            write(200, 1, 10),
-            fsync(200, 1),
+            append(200, 1),
             exit(200, 0),
-            open_append(100, 3),
-            write(100, 3, 10),
-            fsync(100, 3),
+            append(100, 3),
             exit(100, 0),
-        ];
-        assert_clean(&run(events));
+        ]));
     }
 }

@@ -174,13 +174,11 @@ mod tests {
 
     #[test]
     fn short_write_never_completed_before_death() {
-        let mut events = setup();
-        events.extend([
+        let findings = run(trace![
+            setup(),
             write_full(100, 3, 4096, 1000, None, None),
-            signal(50, 100, SIGKILL),
-            killed(100, SIGKILL),
+            kill(50, 100, SIGKILL),
         ]);
-        let findings = run(events);
         let f = one(&findings, "killed-mid-write");
         assert_eq!(f.evidence["kind"], "short_write");
         assert_eq!(f.evidence["requested"], 4096);
@@ -188,14 +186,12 @@ mod tests {
 
     #[test]
     fn completed_and_synced_writes_are_clean() {
-        let mut events = setup();
-        events.extend([
+        assert_clean(&run(trace![
+            setup(),
             write_full(100, 3, 4096, 1000, None, None),
             write_full(100, 3, 3096, 3096, None, None),
             fsync(100, 3),
-            signal(50, 100, SIGKILL),
-            killed(100, SIGKILL),
-        ]);
-        assert_clean(&run(events));
+            kill(50, 100, SIGKILL),
+        ]));
     }
 }

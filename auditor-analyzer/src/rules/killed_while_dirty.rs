@@ -287,16 +287,9 @@ mod tests {
             killed(100, SIGKILL),
         ]);
         let findings = run(events);
-        assert_eq!(
-            rules(&findings),
-            vec!["killed-while-dirty"],
-            "no unsynced-at-exit for the same file"
-        );
-        let f = &findings[0];
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/var/lib/bk/meta.db", 100, crate::Severity::High)
-        );
+        // No unsynced-at-exit for the same file.
+        let f = sole(&findings, "killed-while-dirty");
+        assert_finding(f, "/var/lib/bk/meta.db", 100, crate::Severity::High);
         assert_eq!(f.evidence["signal"], "SIGKILL");
         assert_eq!(f.evidence["sender"]["pid"], 50);
         assert_eq!(f.evidence["sender"]["parent_pid"], 1);
@@ -317,13 +310,11 @@ mod tests {
 
     #[test]
     fn killed_after_fsync_is_clean() {
-        let mut events = daemon_writes();
-        events.extend([
+        assert_clean(&run(trace![
+            daemon_writes(),
             fsync(100, 3),
-            signal(50, 100, SIGKILL),
-            killed(100, SIGKILL),
-        ]);
-        assert_clean(&run(events));
+            kill(50, 100, SIGKILL),
+        ]));
     }
 
     /// A daemon attached mid-life: its database fd was open for writing
@@ -348,9 +339,7 @@ mod tests {
 
     #[test]
     fn kill_with_a_file_open_for_writing_before_the_trace_is_inconclusive() {
-        let mut events = attached_daemon();
-        events.extend([signal(50, 100, SIGKILL), killed(100, SIGKILL)]);
-        let findings = run(events);
+        let findings = run(trace![attached_daemon(), kill(50, 100, SIGKILL)]);
         let f = one(&findings, "killed-while-dirty");
         assert_eq!(f.path, "/var/lib/bk/meta.db");
         assert!(f.inconclusive, "{f:?}");
@@ -369,35 +358,28 @@ mod tests {
 
     #[test]
     fn fsync_after_the_attach_makes_the_state_known() {
-        let mut events = attached_daemon();
-        events.extend([
+        assert_clean(&run(trace![
+            attached_daemon(),
             fsync(100, 3),
-            signal(50, 100, SIGKILL),
-            killed(100, SIGKILL),
-        ]);
-        assert_clean(&run(events));
+            kill(50, 100, SIGKILL),
+        ]));
     }
 
     #[test]
     fn writes_seen_after_the_attach_give_the_certain_verdict_once() {
-        let mut events = attached_daemon();
-        events.extend([
+        let findings = run(trace![
+            attached_daemon(),
             write(100, 3, 100),
-            signal(50, 100, SIGKILL),
-            killed(100, SIGKILL),
+            kill(50, 100, SIGKILL),
         ]);
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["killed-while-dirty"]);
-        let f = one(&findings, "killed-while-dirty");
+        let f = sole(&findings, "killed-while-dirty");
         assert!(!f.inconclusive, "{f:?}");
         assert_eq!(f.evidence["unsynced_bytes"], 100);
     }
 
     #[test]
     fn normal_exit_with_a_file_open_before_the_trace_is_not_judged() {
-        let mut events = attached_daemon();
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![attached_daemon(), exit(100, 0)]));
     }
 
     #[test]
@@ -406,7 +388,6 @@ mod tests {
         if let EventKind::FdAtStart { file: Some(f), .. } = &mut events[3].kind {
             f.flags = 0;
         }
-        events.extend([signal(50, 100, SIGKILL), killed(100, SIGKILL)]);
-        assert_clean(&run(events));
+        assert_clean(&run(trace![events, kill(50, 100, SIGKILL)]));
     }
 }

@@ -57,27 +57,18 @@ mod tests {
     use crate::test_support::*;
 
     fn replaced_without_dir_fsync() -> Vec<crate::Event> {
-        vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
-            fsync(100, 3),
-            close(100, 3),
+            create_synced(100, "/d/a.tmp", 3, 10, 10),
             rename(100, "/d/a.tmp", "/d/a"),
         ]
     }
 
     #[test]
     fn rename_never_followed_by_dir_fsync() {
-        let mut events = replaced_without_dir_fsync();
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["rename-without-dir-fsync"]);
-        let f = &findings[0];
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/a", 100, crate::Severity::Medium)
-        );
+        let findings = run(trace![replaced_without_dir_fsync(), exit(100, 0)]);
+        let f = sole(&findings, "rename-without-dir-fsync");
+        assert_finding(f, "/d/a", 100, crate::Severity::Medium);
         assert_eq!(f.evidence["directory"], "/d");
         assert_eq!(f.evidence["source"], "/d/a.tmp");
         assert_eq!(f.evidence["data_synced"], true);
@@ -95,9 +86,10 @@ mod tests {
 
     #[test]
     fn dir_fsync_after_rename_is_clean() {
-        let mut events = replaced_without_dir_fsync();
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![
+            replaced_without_dir_fsync(),
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 }

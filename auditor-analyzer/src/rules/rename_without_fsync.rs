@@ -107,25 +107,26 @@ mod tests {
     use crate::event::EventKind;
     use crate::test_support::*;
 
-    #[test]
-    fn rename_of_unsynced_tmp_is_flagged_with_evidence() {
-        let mut events = vec![
+    /// /d/a.tmp (inode 10) written by `first` and a 96-byte write,
+    /// renamed to /d/a unsynced, its directory fsynced, and the exit.
+    fn renamed_unsynced(first: crate::Event) -> Vec<crate::Event> {
+        trace![
             start(100, "/d"),
             open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 4000),
+            first,
             write(100, 3, 96),
             close(100, 3),
             rename(100, "/d/a.tmp", "/d/a"),
-        ];
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(
-            rules(&findings),
-            vec!["rename-without-fsync"],
-            "the exit adds nothing for the same data"
-        );
-        let f = &findings[0];
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]
+    }
+
+    #[test]
+    fn rename_of_unsynced_tmp_is_flagged_with_evidence() {
+        let findings = run(renamed_unsynced(write(100, 3, 4000)));
+        // The exit adds nothing for the same data.
+        let f = sole(&findings, "rename-without-fsync");
         assert_eq!(f.severity, crate::Severity::High);
         assert_eq!(f.path, "/d/a");
         assert_eq!(f.process.pid, 100);
@@ -155,19 +156,8 @@ mod tests {
         if let EventKind::Write { calls, .. } = &mut run_of_40.kind {
             *calls = 40;
         }
-        let mut events = vec![
-            start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            run_of_40,
-            write(100, 3, 96),
-            close(100, 3),
-            rename(100, "/d/a.tmp", "/d/a"),
-        ];
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["rename-without-fsync"]);
-        let f = &findings[0];
+        let findings = run(renamed_unsynced(run_of_40));
+        let f = sole(&findings, "rename-without-fsync");
         assert_eq!(f.evidence["unsynced_bytes"], 4096);
         assert_eq!(f.evidence["writes"], 41, "40 calls in one event, then one");
         assert_eq!(
@@ -176,26 +166,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn atomic_replace_done_right_is_clean() {
-        let mut events = vec![
+    /// /d/a already holds 100 bytes (inode 9), opened and closed.
+    fn existing() -> Vec<crate::Event> {
+        vec![
             start(100, "/d"),
             open_existing(100, "/d/a", 5, sized(reg(9), 100)),
             close(100, 5),
-        ];
-        events.extend(atomic_replace(100, "/d/a", 3, 10));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        ]
+    }
+
+    #[test]
+    fn atomic_replace_done_right_is_clean() {
+        assert_clean(&run(trace![
+            existing(),
+            atomic_replace(100, "/d/a", 3, 10),
+            exit(100, 0),
+        ]));
     }
 
     #[test]
     fn replacing_an_existing_file_says_so() {
-        let events = vec![
-            start(100, "/d"),
-            open_existing(100, "/d/a", 5, sized(reg(9), 100)),
-            close(100, 5),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+        let events = trace![
+            existing(),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             rename(100, "/d/a.tmp", "/d/a"),
         ];
         let findings = run(events);
@@ -236,46 +229,40 @@ mod tests {
 
     #[test]
     fn file_known_only_by_kernel_identity_is_matched_by_inode() {
-        let events = vec![
-            start(100, "/d"),
-            write_full(100, 7, 100, 100, None, Some(reg(10))),
-            rename_full(
+        // A write through fd 7, never opened in the trace, then a rename
+        // of the file it names; `synced` puts an fsync between them.
+        let adopted = |synced: bool| {
+            let mut v = vec![
+                start(100, "/d"),
+                write_full(100, 7, 100, 100, None, Some(reg(10))),
+            ];
+            if synced {
+                v.push(fsync(100, 7));
+            }
+            v.push(rename_full(
                 100,
                 "renameat",
                 "/d/a.tmp",
                 "/d/a",
                 crate::track::paths::AT_FDCWD,
                 Some(reg(10)),
-            ),
-        ];
-        let (a, findings) = run_with(crate::Config::default(), events);
+            ));
+            v
+        };
+        let (a, findings) = run_with(crate::Config::default(), adopted(false));
         let f = one(&findings, "rename-without-fsync");
         assert_eq!(f.path, "/d/a");
         assert_eq!(f.inode.unwrap().ino, 10);
         assert_eq!(a.stats().adopted_fds, 1);
         // The same with the fsync through the adopted fd: clean.
-        let events = vec![
-            start(100, "/d"),
-            write_full(100, 7, 100, 100, None, Some(reg(10))),
-            fsync(100, 7),
-            rename_full(
-                100,
-                "renameat",
-                "/d/a.tmp",
-                "/d/a",
-                crate::track::paths::AT_FDCWD,
-                Some(reg(10)),
-            ),
-        ];
-        assert!(run(events).iter().all(|f| f.rule != "rename-without-fsync"));
+        assert_none_of(&run(adopted(true)), "rename-without-fsync");
     }
 
     #[test]
     fn link_of_unsynced_data_is_flagged() {
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 10),
+            write_new(100, "/d/a.tmp", 3, 10, 10),
             rename_full(
                 100,
                 "linkat",

@@ -102,33 +102,25 @@ mod tests {
     use crate::test_support::*;
 
     fn written() -> Vec<crate::Event> {
-        vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/a.tmp", 3, reg(10)),
-            write(100, 3, 4096),
+            write_new(100, "/d/a.tmp", 3, 10, 4096),
             sync_call(100, "sync_file_range", Some(3), 0, Some((0, 4096, 2))),
         ]
     }
 
     #[test]
     fn sync_file_range_is_not_durability() {
-        let mut events = written();
-        events.push(rename(100, "/d/a.tmp", "/d/a"));
-        let findings = run(events);
+        let findings = run(trace![written(), rename(100, "/d/a.tmp", "/d/a")]);
         let f = one(&findings, "sync-file-range-only");
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/a", 100, crate::Severity::Low)
-        );
+        assert_finding(f, "/d/a", 100, crate::Severity::Low);
         assert_eq!(f.evidence["moment"], "rename");
         one(&findings, "rename-without-fsync");
     }
 
     #[test]
     fn at_exit_too() {
-        let mut events = written();
-        events.push(exit(100, 0));
-        let findings = run(events);
+        let findings = run(trace![written(), exit(100, 0)]);
         assert_eq!(
             one(&findings, "sync-file-range-only").evidence["moment"],
             "exit"
@@ -138,14 +130,13 @@ mod tests {
 
     #[test]
     fn followed_by_fdatasync_is_clean() {
-        let mut events = written();
-        events.extend([
+        assert_clean(&run(trace![
+            written(),
             sync_call(100, "fdatasync", Some(3), 0, None),
             close(100, 3),
             rename(100, "/d/a.tmp", "/d/a"),
-        ]);
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 }

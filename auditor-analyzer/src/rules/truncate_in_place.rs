@@ -104,37 +104,34 @@ fn finding(inode: &InodeState, trunc: &Truncation, write: &Call, process: Proces
 
 #[cfg(test)]
 mod tests {
+    use crate::Severity;
     use crate::event::EventKind;
     use crate::test_support::*;
     use crate::track::fds::flags::O_TRUNC;
     use crate::track::paths::AT_FDCWD;
 
+    /// open(path, O_WRONLY|O_TRUNC) of an existing file by pid 100.
+    fn open_trunc(path: &str, fd: i64, ino: u64) -> crate::Event {
+        open_with(100, path, AT_FDCWD, O_WRONLY | O_TRUNC, fd, Some(reg(ino)))
+    }
+
+    /// /etc/app/state.json truncated as it is opened, then rewritten.
+    fn rewritten() -> Vec<crate::Event> {
+        vec![
+            start(100, "/etc/app"),
+            open_trunc("state.json", 3, 30),
+            write(100, 3, 200),
+        ]
+    }
+
     #[test]
     fn o_trunc_of_an_existing_file_then_rewrite() {
-        let events = vec![
-            start(100, "/etc/app"),
-            open_with(
-                100,
-                "state.json",
-                AT_FDCWD,
-                O_WRONLY | O_TRUNC,
-                3,
-                Some(reg(30)),
-            ),
-            write(100, 3, 200),
-            fsync(100, 3),
-            close(100, 3),
-            exit(100, 0),
-        ];
+        let events = trace![rewritten(), fsync(100, 3), close(100, 3), exit(100, 0)];
         let findings = run(events.clone());
-        assert_eq!(rules(&findings), vec!["truncate-in-place"]);
-        let f = &findings[0];
+        let f = sole(&findings, "truncate-in-place");
         // The launched command fsynced the rewrite before it ended well:
         // the window closed, low, and the verdict says for how long.
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/etc/app/state.json", 100, crate::Severity::Low)
-        );
+        assert_finding(f, "/etc/app/state.json", 100, Severity::Low);
         assert_eq!(f.evidence["size_before"], "unknown");
         assert_eq!(f.evidence["rewrite"], "write(fd=3, 200) = 200");
         assert_eq!(f.evidence["closed_by"]["call"], "fsync(fd=3) = 0");
@@ -146,28 +143,15 @@ mod tests {
             *launched = false;
         }
         let f = one(&run(attached), "truncate-in-place").clone();
-        assert_eq!(f.severity, crate::Severity::High);
+        assert_eq!(f.severity, Severity::High);
         assert_eq!(f.evidence["exposed_for"], "1.0ms");
     }
 
     #[test]
     fn never_made_durable_it_stays_high() {
-        let events = vec![
-            start(100, "/etc/app"),
-            open_with(
-                100,
-                "state.json",
-                AT_FDCWD,
-                O_WRONLY | O_TRUNC,
-                3,
-                Some(reg(30)),
-            ),
-            write(100, 3, 200),
-            close(100, 3),
-            exit(100, 0),
-        ];
+        let events = trace![rewritten(), close(100, 3), exit(100, 0)];
         let f = one(&run(events), "truncate-in-place").clone();
-        assert_eq!(f.severity, crate::Severity::High);
+        assert_eq!(f.severity, Severity::High);
         assert!(f.evidence.get("closed_by").is_none());
     }
 
@@ -199,41 +183,27 @@ mod tests {
 
     #[test]
     fn created_or_known_empty_files_are_not_truncate_in_place() {
-        let mut events = vec![
+        assert_clean(&run(trace![
             start(100, "/d"),
-            open_new(100, "/d/new", 3, reg(31)),
-            write(100, 3, 10),
-            fsync(100, 3),
-            close(100, 3),
-        ];
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.extend([
+            create_synced(100, "/d/new", 3, 31, 10),
+            fsync_dir(100, "/d", 4, 2),
             open_existing(100, "/d/empty", 5, sized(reg(32), 0)),
             close(100, 5),
-            open_with(
-                100,
-                "/d/empty",
-                AT_FDCWD,
-                O_WRONLY | O_TRUNC,
-                5,
-                Some(reg(32)),
-            ),
+            open_trunc("/d/empty", 5, 32),
             write(100, 5, 10),
             fsync(100, 5),
             exit(100, 0),
-        ]);
-        assert_clean(&run(events));
+        ]));
     }
 
     #[test]
     fn write_aside_and_rename_is_clean() {
-        let mut events = vec![
+        assert_clean(&run(trace![
             start(100, "/d"),
             open_existing(100, "/d/state", 5, sized(reg(30), 500)),
             close(100, 5),
-        ];
-        events.extend(atomic_replace(100, "/d/state", 3, 33));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+            atomic_replace(100, "/d/state", 3, 33),
+            exit(100, 0),
+        ]));
     }
 }

@@ -49,89 +49,57 @@ fn check(p: &PendingName) -> Option<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use crate::event::EventKind;
     use crate::test_support::*;
-
-    fn unlink(pid: u32, path: &str) -> crate::Event {
-        ev(
-            pid,
-            EventKind::Unlink {
-                call: sys("unlink"),
-                dirfd: -100,
-                path: path.into(),
-                flags: 0,
-                ret: 0,
-            },
-        )
-    }
 
     /// A journal written, made durable, then deleted to commit.
     fn journal_committed() -> Vec<crate::Event> {
-        let mut events = vec![
+        trace![
             start(100, "/d"),
-            open_new(100, "/d/db-journal", 3, reg(12)),
-            write(100, 3, 512),
-            fsync(100, 3),
-            close(100, 3),
-        ];
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(unlink(100, "/d/db-journal"));
-        events
+            create_synced(100, "/d/db-journal", 3, 12, 512),
+            fsync_dir(100, "/d", 4, 2),
+            unlink(100, "/d/db-journal"),
+        ]
     }
 
     #[test]
     fn a_durable_journal_deleted_without_a_directory_fsync_is_flagged() {
-        let mut events = journal_committed();
-        events.push(exit(100, 0));
-        let findings = run(events);
-        let f = one(&findings, "unlink-without-dir-fsync");
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/db-journal", 100, crate::Severity::Low)
-        );
+        let findings = run(trace![journal_committed(), exit(100, 0)]);
+        let f = sole(&findings, "unlink-without-dir-fsync");
+        assert_finding(f, "/d/db-journal", 100, crate::Severity::Low);
         assert_eq!(f.evidence["directory"], "/d");
-        assert_eq!(rules(&findings), vec!["unlink-without-dir-fsync"]);
     }
 
     #[test]
     fn the_directory_fsynced_after_the_removal_is_clean() {
-        let mut events = journal_committed();
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![
+            journal_committed(),
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 
     #[test]
     fn temporary_files_never_made_durable_are_not_flagged() {
-        let events = vec![
+        assert_clean(&run(trace![
             start(100, "/d"),
-            open_new(100, "/d/scratch", 3, reg(12)),
-            write(100, 3, 512),
-            close(100, 3),
+            create_unsynced(100, "/d/scratch", 3, 12, 512),
             unlink(100, "/d/scratch"),
             exit(100, 0),
-        ];
-        assert_clean(&run(events));
+        ]));
     }
 
     #[test]
     fn a_name_removed_after_a_link_moved_the_file_is_not_flagged() {
         // git's batch mode: write a temporary object, fsync it, link it to
         // its name, remove the temporary name. The data keeps a name.
-        let mut events = vec![
+        assert_clean(&run(trace![
             start(100, "/d"),
-            open_new(100, "/d/tmp_obj", 3, reg(12)),
-            write(100, 3, 512),
-            fsync(100, 3),
-            close(100, 3),
-        ];
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.extend([
-            rename_full(100, "link", "/d/tmp_obj", "/d/obj", -100, None),
+            create_synced(100, "/d/tmp_obj", 3, 12, 512),
+            fsync_dir(100, "/d", 4, 2),
+            link(100, "/d/tmp_obj", "/d/obj"),
             unlink(100, "/d/tmp_obj"),
-        ]);
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 }

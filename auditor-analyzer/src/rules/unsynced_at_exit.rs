@@ -149,24 +149,14 @@ mod tests {
     use crate::test_support::*;
 
     fn created_and_written(pid: u32) -> Vec<crate::Event> {
-        vec![
-            start(pid, "/d"),
-            open_new(pid, "/d/log", 3, reg(11)),
-            write(pid, 3, 10),
-        ]
+        trace![start(pid, "/d"), write_new(pid, "/d/log", 3, 11, 10),]
     }
 
     #[test]
     fn exit_with_unsynced_data_is_flagged() {
-        let mut events = created_and_written(100);
-        events.push(exit(100, 0));
-        let findings = run(events);
-        assert_eq!(rules(&findings), vec!["unsynced-at-exit"]);
-        let f = &findings[0];
-        assert_eq!(
-            (f.path.as_str(), f.process.pid, f.severity),
-            ("/d/log", 100, crate::Severity::Medium)
-        );
+        let findings = run(trace![created_and_written(100), exit(100, 0)]);
+        let f = sole(&findings, "unsynced-at-exit");
+        assert_finding(f, "/d/log", 100, crate::Severity::Medium);
         assert_eq!(f.evidence["unsynced_bytes"], 10);
         assert_eq!(f.evidence["exit_code"], 0);
         assert_eq!(f.calls.last().unwrap().call, "exit_group(0)");
@@ -174,11 +164,13 @@ mod tests {
 
     #[test]
     fn fsync_file_and_dir_before_exit_is_clean() {
-        let mut events = created_and_written(100);
-        events.extend([fsync(100, 3), close(100, 3)]);
-        events.extend(fsync_dir(100, "/d", 4, 2));
-        events.push(exit(100, 0));
-        assert_clean(&run(events));
+        assert_clean(&run(trace![
+            created_and_written(100),
+            fsync(100, 3),
+            close(100, 3),
+            fsync_dir(100, "/d", 4, 2),
+            exit(100, 0),
+        ]));
     }
 
     #[test]
@@ -192,11 +184,9 @@ mod tests {
             write(200, 3, 10),
             exit(200, 0),
         ];
-        let mut events = base.clone();
-        events.extend([fsync(100, 3), exit(100, 0)]);
-        let findings = run(events);
+        let findings = run(trace![base.clone(), fsync(100, 3), exit(100, 0)]);
         let f = one(&findings, "unsynced-at-exit");
-        assert_eq!((f.process.pid, f.severity), (200, crate::Severity::Low));
+        assert_finding(f, "/d/log", 200, crate::Severity::Low);
         assert_eq!(f.evidence["closed_by"]["pid"], 100);
         assert_eq!(f.evidence["closed_by"]["call"], "fsync(fd=3) = 0");
         assert!(
@@ -205,9 +195,7 @@ mod tests {
             f.summary
         );
         // The parent exits without fsync: the child's data is still at risk.
-        let mut events = base;
-        events.push(exit(100, 0));
-        let findings = run(events);
+        let findings = run(trace![base, exit(100, 0)]);
         let f = one(&findings, "unsynced-at-exit");
         assert_eq!(f.process.pid, 200, "attributed to the writer");
         assert_eq!(f.calls.last().unwrap().pid, 200);

@@ -595,12 +595,18 @@ mod eviction_tests {
     use super::*;
     use crate::test_support::reg;
 
-    #[test]
-    fn only_idle_closed_inodes_are_evicted() {
+    /// States for inodes 1 to `last`, clean and closed.
+    fn observed(last: u64) -> Inodes {
         let mut inodes = Inodes::default();
-        for ino in 1..=3 {
+        for ino in 1..=last {
             inodes.observe(&reg(ino));
         }
+        inodes
+    }
+
+    #[test]
+    fn only_idle_closed_inodes_are_evicted() {
+        let mut inodes = observed(3);
         dirty(&mut inodes, 1);
         let open = BTreeSet::from([reg(2).id]);
         assert_eq!(inodes.evict(&open, usize::MAX, |_| false).total, 1);
@@ -665,10 +671,7 @@ mod eviction_tests {
 
     #[test]
     fn idle_closed_states_go_first_then_open_and_dirty_ones_by_age() {
-        let mut inodes = Inodes::default();
-        for ino in 1..=5 {
-            inodes.observe(&reg(ino));
-        }
+        let mut inodes = observed(5);
         dirty(&mut inodes, 1);
         dirty(&mut inodes, 2);
         let open = BTreeSet::from([reg(3).id, reg(4).id]);

@@ -311,6 +311,12 @@ mod tests {
         }
     }
 
+    /// The view of a table of `(mount point, host directory)`.
+    fn table(mounts: &[(&str, &str)], private: bool) -> View {
+        let mounts = mounts.iter().map(|&(at, host)| m(at, Some(host)));
+        View::from_mounts(mounts.collect(), private, None)
+    }
+
     /// dockerd's docker-untar: a private namespace, the layer directory
     /// bound on itself, pivot_root into it, the old root unmounted.
     #[test]
@@ -384,11 +390,7 @@ mod tests {
 
     #[test]
     fn a_table_without_its_root_and_malformed_points() {
-        let v = View::from_mounts(
-            vec![m("/data", Some("/vol")), m("relative", Some("/x"))],
-            true,
-            None,
-        );
+        let v = table(&[("/data", "/vol"), ("relative", "/x")], true);
         assert!(matches!(v.translate("/etc"), Host::Unknown(_)));
         assert_eq!(v.translate("/data/f"), at("/vol/f"));
         assert!(matches!(
@@ -399,15 +401,7 @@ mod tests {
 
     #[test]
     fn a_move_takes_the_mounts_under_it() {
-        let v = View::from_mounts(
-            vec![
-                m("/", Some("/r")),
-                m("/a", Some("/A")),
-                m("/a/b", Some("/B")),
-            ],
-            true,
-            None,
-        );
+        let v = table(&[("/", "/r"), ("/a", "/A"), ("/a/b", "/B")], true);
         let moved = v.bind("/a", "/z", false, true);
         assert_eq!(moved.translate("/z/b/f"), at("/B/f"));
         assert_eq!(moved.translate("/z/f"), at("/A/f"));
