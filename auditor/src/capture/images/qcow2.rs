@@ -226,11 +226,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..Default::default()
-        })]
+        #![proptest_config(crate::test_support::fuzz_config())]
 
         #[test]
         fn no_bytes_make_it_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
