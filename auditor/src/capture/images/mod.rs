@@ -226,7 +226,7 @@ fn read_header(f: &Found) -> Option<Header> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use auditor_analyzer::image::{Naming, Role};
 
@@ -244,6 +244,16 @@ mod tests {
     /// The image at `p` as a process that closed it already would be seen.
     fn examine(p: &Path) -> Option<ImageInfo> {
         ImageReader::default().examine(std::process::id(), -1, p.to_str().unwrap(), id(p))
+    }
+
+    /// A qcow2 image `o.qcow2` backed by `base.raw`, in a scratch directory
+    /// of their own: (the directory, the image).
+    fn thin_image(name: &str) -> (PathBuf, PathBuf) {
+        let d = scratch(name);
+        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
+        let p = d.join("o.qcow2");
+        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        (d, p)
     }
 
     fn paths(info: &ImageInfo) -> Vec<(u32, Option<&str>, DepState)> {
@@ -338,10 +348,7 @@ mod tests {
 
     #[test]
     fn a_header_is_read_again_only_once_the_file_changed() {
-        let d = scratch("images-cache");
-        let p = d.join("o.qcow2");
-        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
-        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        let (d, p) = thin_image("images-cache");
         let mut r = ImageReader::default();
         let pid = std::process::id();
         let at = p.to_str().unwrap();
@@ -357,10 +364,7 @@ mod tests {
 
     #[test]
     fn only_read_only_opens_of_regular_files_are_examined() {
-        let d = scratch("images-enrich");
-        let p = d.join("o.qcow2");
-        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
-        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        let (d, p) = thin_image("images-enrich");
         let open = |flags: u32| Event {
             seq: 1,
             ts_ns: 1,

@@ -154,11 +154,11 @@ mod tests {
         assert_eq!(h.format, "qcow2");
         assert_eq!(
             h.refs,
-            [Ref {
-                role: Role::BackingFile,
-                name: Ok(b"/data/firecracker/images/default.ext4".to_vec()),
-                format: Some("raw".into()),
-            }]
+            [Ref::named(
+                Role::BackingFile,
+                b"/data/firecracker/images/default.ext4",
+                "raw"
+            )]
         );
     }
 

@@ -135,11 +135,7 @@ mod tests {
         let h = parse_descriptor(FLAT.as_bytes());
         assert_eq!(
             h.refs,
-            [Ref {
-                role: Role::Extent,
-                name: Ok(b"disk-flat.vmdk".to_vec()),
-                format: Some("flat".into()),
-            }]
+            [Ref::named(Role::Extent, b"disk-flat.vmdk", "flat")]
         );
     }
 
