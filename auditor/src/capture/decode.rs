@@ -359,6 +359,21 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             calls: r.calls.max(1),
         }
     };
+    let dup = |new_fd: Option<i32>, cloexec: bool, file: Option<FileInfo>| EventKind::Dup {
+        call,
+        old_fd: fd(0),
+        new_fd,
+        cloexec,
+        ret,
+        file,
+    };
+    // An *at call of one name is its plain form with a directory fd put in
+    // front: `after_dir` are the arguments that follow it, the plain form's
+    // own. (The renames, of two names, take two.)
+    let (dirfd, after_dir) = match r.nr {
+        UNLINKAT | MKDIRAT | OPENAT | OPENAT2 => (fd(0), &a[1..]),
+        _ => (AT_FDCWD, &a[..]),
+    };
     Some(match r.nr {
         WRITE => write(call, a[2], None, file),
         PWRITE64 => write(call, a[2], Some(a[3] as i64), file),
@@ -475,50 +490,31 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             ret,
             file: None,
         },
-        UNLINK => EventKind::Unlink {
+        UNLINK | UNLINKAT => EventKind::Unlink {
             call,
-            dirfd: AT_FDCWD,
+            dirfd,
             path,
-            flags: 0,
+            // unlink(2) takes no flags.
+            flags: if r.nr == UNLINK {
+                0
+            } else {
+                after_dir[1] as u32
+            },
             ret,
         },
-        UNLINKAT => EventKind::Unlink {
+        MKDIR | MKDIRAT => EventKind::Mkdir {
             call,
-            dirfd: fd(0),
+            dirfd,
             path,
-            flags: a[2] as u32,
+            mode: after_dir[1] as u32,
             ret,
         },
-        MKDIR => EventKind::Mkdir {
-            call,
-            dirfd: AT_FDCWD,
-            path,
-            mode: a[1] as u32,
-            ret,
-        },
-        MKDIRAT => EventKind::Mkdir {
-            call,
-            dirfd: fd(0),
-            path,
-            mode: a[2] as u32,
-            ret,
-        },
-        OPEN => EventKind::Open {
+        OPEN | OPENAT | OPENAT2 => EventKind::Open {
             call,
             path,
-            dirfd: AT_FDCWD,
-            flags: a[1] as u32,
-            mode: a[2] as u32,
-            ret,
-            file,
-            image: None,
-        },
-        OPENAT | OPENAT2 => EventKind::Open {
-            call,
-            path,
-            dirfd: fd(0),
-            flags: a[2] as u32,
-            mode: a[3] as u32,
+            dirfd,
+            flags: after_dir[1] as u32,
+            mode: after_dir[2] as u32,
             ret,
             file,
             image: None,
@@ -526,7 +522,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         CREAT => EventKind::Open {
             call,
             path,
-            dirfd: AT_FDCWD,
+            dirfd,
             flags: O_CREAT | O_WRONLY | O_TRUNC,
             mode: a[1] as u32,
             ret,
@@ -557,38 +553,12 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             flags: a[2] as u32,
             ret,
         },
-        DUP => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: None,
-            cloexec: false,
-            ret,
-            file,
-        },
-        DUP2 => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(1)),
-            cloexec: false,
-            ret,
-            file,
-        },
-        DUP3 => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(1)),
-            cloexec: a[2] & u64::from(O_CLOEXEC) != 0,
-            ret,
-            file,
-        },
-        FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(2)),
-            cloexec: a[1] == F_DUPFD_CLOEXEC,
-            ret,
-            file,
-        },
+        DUP => dup(None, false, file),
+        DUP2 => dup(Some(fd(1)), false, file),
+        DUP3 => dup(Some(fd(1)), a[2] & u64::from(O_CLOEXEC) != 0, file),
+        FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => {
+            dup(Some(fd(2)), a[1] == F_DUPFD_CLOEXEC, file)
+        }
         FCNTL => EventKind::Fcntl {
             fd: fd(0),
             cmd: a[1] as i32,
