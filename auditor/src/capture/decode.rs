@@ -628,6 +628,17 @@ mod tests {
         unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
     }
 
+    /// A path record of `kind` around `sys`, its names still empty.
+    fn path_record(kind: Kind, sys: SyscallRecord) -> PathRecord {
+        let mut rec = PathRecord {
+            sys,
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(kind, size_of::<PathRecord>(), 1);
+        rec
+    }
+
     fn sys(nr: u32, args: [u64; 6], ret: i64, seq: u64) -> SyscallRecord {
         SyscallRecord {
             header: header(Kind::Syscall, size_of::<SyscallRecord>(), seq),
@@ -725,12 +736,10 @@ mod tests {
 
     #[test]
     fn decodes_rename_paths() {
-        let mut rec = PathRecord {
-            sys: sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
-            path: [0; auditor_common::PATH_MAX],
-            path2: [0; auditor_common::PATH_MAX],
-        };
-        rec.sys.header = header(Kind::Path, size_of::<PathRecord>(), 1);
+        let mut rec = path_record(
+            Kind::Path,
+            sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
+        );
         rec.sys.header.flags = FLAG_PATH_TRUNCATED;
         rec.path[..5].copy_from_slice(b"a.tmp");
         rec.path2[..1].copy_from_slice(b"a");
@@ -754,12 +763,7 @@ mod tests {
 
     #[test]
     fn decodes_an_exec_with_its_arguments_and_stand() {
-        let mut rec = PathRecord {
-            sys: sys(0, [7, 0, 0, 0, 0, 0], 0, 1),
-            path: [0; auditor_common::PATH_MAX],
-            path2: [0; auditor_common::PATH_MAX],
-        };
-        rec.sys.header = header(Kind::Exec, size_of::<PathRecord>(), 1);
+        let mut rec = path_record(Kind::Exec, sys(0, [7, 0, 0, 0, 0, 0], 0, 1));
         rec.path[..14].copy_from_slice(b"/proc/self/exe");
         let args = b"docker-untar\0/\0/var/lib/docker/overlay2/x/diff\0";
         rec.path2[..args.len()].copy_from_slice(args);
