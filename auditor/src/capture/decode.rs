@@ -628,6 +628,13 @@ mod tests {
         unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
     }
 
+    /// The events a new decoder makes of one record.
+    fn decoded<T>(rec: &T) -> Vec<Event> {
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(rec), &mut out);
+        out
+    }
+
     /// A path record of `kind` around `sys`, its names still empty.
     fn path_record(kind: Kind, sys: SyscallRecord) -> PathRecord {
         let mut rec = PathRecord {
@@ -743,9 +750,7 @@ mod tests {
         rec.sys.header.flags = FLAG_PATH_TRUNCATED;
         rec.path[..5].copy_from_slice(b"a.tmp");
         rec.path2[..1].copy_from_slice(b"a");
-        let mut out = Vec::new();
-        Decoder::default().decode(&bytes(&rec), &mut out);
-        match &out[0].kind {
+        match &decoded(&rec)[0].kind {
             EventKind::Rename {
                 old_path,
                 new_path,
@@ -769,9 +774,7 @@ mod tests {
         rec.path2[..args.len()].copy_from_slice(args);
         rec.sys.args[1] = args.len() as u64;
         rec.sys.file2.ino = 4026531832;
-        let mut out = Vec::new();
-        Decoder::default().decode(&bytes(&rec), &mut out);
-        match &out[0].kind {
+        match &decoded(&rec)[0].kind {
             EventKind::Exec {
                 filename,
                 argv,
@@ -789,9 +792,9 @@ mod tests {
         // A length past the buffer is cut to it, never trusted.
         rec.sys.args[1] = u64::MAX;
         rec.sys.file.ino = 0;
-        Decoder::default().decode(&bytes(&rec), &mut out);
+        let cut = decoded(&rec);
         assert!(
-            matches!(&out[1].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
+            matches!(&cut[0].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
         );
     }
 
@@ -847,12 +850,7 @@ mod tests {
 
     #[test]
     fn pwritev2_dsync_counts_as_durable_write() {
-        let mut out = Vec::new();
-        Decoder::default().decode(
-            &bytes(&sys(PWRITEV2, [3, 0, 1, u64::MAX, 0, RWF_DSYNC], 100, 1)),
-            &mut out,
-        );
-        match &out[0].kind {
+        match &decoded(&sys(PWRITEV2, [3, 0, 1, u64::MAX, 0, RWF_DSYNC], 100, 1))[0].kind {
             EventKind::Write {
                 file: Some(f),
                 offset,
