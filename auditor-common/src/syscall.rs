@@ -3,121 +3,86 @@
 
 use crate::nr;
 
-/// One of the syscalls the probes report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum Syscall {
-    Write,
-    Pwrite64,
-    Writev,
-    Pwritev,
-    Pwritev2,
-    CopyFileRange,
-    Sendfile,
-    Truncate,
-    Ftruncate,
-    Fallocate,
-    Fsync,
-    Fdatasync,
-    SyncFileRange,
-    Syncfs,
-    Sync,
-    Msync,
-    Rename,
-    Renameat,
-    Renameat2,
-    Link,
-    Linkat,
-    Unlink,
-    Unlinkat,
-    Mkdir,
-    Mkdirat,
-    Open,
-    Openat,
-    Openat2,
-    Creat,
-    Close,
-    CloseRange,
-    Dup,
-    Dup2,
-    Dup3,
-    /// Recordings made before the call was typed named fcntl's dups by
-    /// their command.
-    #[cfg_attr(
-        feature = "serde",
-        serde(alias = "fcntl(F_DUPFD)", alias = "fcntl(F_DUPFD_CLOEXEC)")
-    )]
-    Fcntl,
-    Mmap,
-    Chdir,
-    Fchdir,
-    Chroot,
-    PivotRoot,
-    Mount,
-    Umount2,
-    Unshare,
-    Setns,
+/// Declares the traced syscalls from one line each (variant, x86_64
+/// number, name): the enum, and the table its conversions look in.
+macro_rules! syscalls {
+    (
+        $(#[$meta:meta])*
+        pub enum Syscall {
+            $($(#[$attr:meta])* $call:ident => $nr:ident, $name:literal;)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum Syscall {
+            $($(#[$attr])* $call,)*
+        }
+
+        /// Every traced syscall with its x86_64 number and its name.
+        const TABLE: &[(Syscall, u32, &str)] = &[$((Syscall::$call, nr::$nr, $name)),*];
+    };
 }
 
-/// Every traced syscall with its x86_64 number and its name.
-const TABLE: &[(Syscall, u32, &str)] = &[
-    (Syscall::Write, nr::WRITE, "write"),
-    (Syscall::Pwrite64, nr::PWRITE64, "pwrite64"),
-    (Syscall::Writev, nr::WRITEV, "writev"),
-    (Syscall::Pwritev, nr::PWRITEV, "pwritev"),
-    (Syscall::Pwritev2, nr::PWRITEV2, "pwritev2"),
-    (
-        Syscall::CopyFileRange,
-        nr::COPY_FILE_RANGE,
-        "copy_file_range",
-    ),
-    (Syscall::Sendfile, nr::SENDFILE, "sendfile"),
-    (Syscall::Truncate, nr::TRUNCATE, "truncate"),
-    (Syscall::Ftruncate, nr::FTRUNCATE, "ftruncate"),
-    (Syscall::Fallocate, nr::FALLOCATE, "fallocate"),
-    (Syscall::Fsync, nr::FSYNC, "fsync"),
-    (Syscall::Fdatasync, nr::FDATASYNC, "fdatasync"),
-    (
-        Syscall::SyncFileRange,
-        nr::SYNC_FILE_RANGE,
-        "sync_file_range",
-    ),
-    (Syscall::Syncfs, nr::SYNCFS, "syncfs"),
-    (Syscall::Sync, nr::SYNC, "sync"),
-    (Syscall::Msync, nr::MSYNC, "msync"),
-    (Syscall::Rename, nr::RENAME, "rename"),
-    (Syscall::Renameat, nr::RENAMEAT, "renameat"),
-    (Syscall::Renameat2, nr::RENAMEAT2, "renameat2"),
-    (Syscall::Link, nr::LINK, "link"),
-    (Syscall::Linkat, nr::LINKAT, "linkat"),
-    (Syscall::Unlink, nr::UNLINK, "unlink"),
-    (Syscall::Unlinkat, nr::UNLINKAT, "unlinkat"),
-    (Syscall::Mkdir, nr::MKDIR, "mkdir"),
-    (Syscall::Mkdirat, nr::MKDIRAT, "mkdirat"),
-    (Syscall::Open, nr::OPEN, "open"),
-    (Syscall::Openat, nr::OPENAT, "openat"),
-    (Syscall::Openat2, nr::OPENAT2, "openat2"),
-    (Syscall::Creat, nr::CREAT, "creat"),
-    (Syscall::Close, nr::CLOSE, "close"),
-    (Syscall::CloseRange, nr::CLOSE_RANGE, "close_range"),
-    (Syscall::Dup, nr::DUP, "dup"),
-    (Syscall::Dup2, nr::DUP2, "dup2"),
-    (Syscall::Dup3, nr::DUP3, "dup3"),
-    (Syscall::Fcntl, nr::FCNTL, "fcntl"),
-    (Syscall::Mmap, nr::MMAP, "mmap"),
-    (Syscall::Chdir, nr::CHDIR, "chdir"),
-    (Syscall::Fchdir, nr::FCHDIR, "fchdir"),
-    (Syscall::Chroot, nr::CHROOT, "chroot"),
-    (Syscall::PivotRoot, nr::PIVOT_ROOT, "pivot_root"),
-    (Syscall::Mount, nr::MOUNT, "mount"),
-    (Syscall::Umount2, nr::UMOUNT2, "umount2"),
-    (Syscall::Unshare, nr::UNSHARE, "unshare"),
-    (Syscall::Setns, nr::SETNS, "setns"),
-];
+syscalls! {
+    /// One of the syscalls the probes report.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    #[cfg_attr(
+        feature = "serde",
+        derive(serde::Serialize, serde::Deserialize),
+        serde(rename_all = "snake_case")
+    )]
+    pub enum Syscall {
+        Write => WRITE, "write";
+        Pwrite64 => PWRITE64, "pwrite64";
+        Writev => WRITEV, "writev";
+        Pwritev => PWRITEV, "pwritev";
+        Pwritev2 => PWRITEV2, "pwritev2";
+        CopyFileRange => COPY_FILE_RANGE, "copy_file_range";
+        Sendfile => SENDFILE, "sendfile";
+        Truncate => TRUNCATE, "truncate";
+        Ftruncate => FTRUNCATE, "ftruncate";
+        Fallocate => FALLOCATE, "fallocate";
+        Fsync => FSYNC, "fsync";
+        Fdatasync => FDATASYNC, "fdatasync";
+        SyncFileRange => SYNC_FILE_RANGE, "sync_file_range";
+        Syncfs => SYNCFS, "syncfs";
+        Sync => SYNC, "sync";
+        Msync => MSYNC, "msync";
+        Rename => RENAME, "rename";
+        Renameat => RENAMEAT, "renameat";
+        Renameat2 => RENAMEAT2, "renameat2";
+        Link => LINK, "link";
+        Linkat => LINKAT, "linkat";
+        Unlink => UNLINK, "unlink";
+        Unlinkat => UNLINKAT, "unlinkat";
+        Mkdir => MKDIR, "mkdir";
+        Mkdirat => MKDIRAT, "mkdirat";
+        Open => OPEN, "open";
+        Openat => OPENAT, "openat";
+        Openat2 => OPENAT2, "openat2";
+        Creat => CREAT, "creat";
+        Close => CLOSE, "close";
+        CloseRange => CLOSE_RANGE, "close_range";
+        Dup => DUP, "dup";
+        Dup2 => DUP2, "dup2";
+        Dup3 => DUP3, "dup3";
+        /// Recordings made before the call was typed named fcntl's dups by
+        /// their command.
+        #[cfg_attr(
+            feature = "serde",
+            serde(alias = "fcntl(F_DUPFD)", alias = "fcntl(F_DUPFD_CLOEXEC)")
+        )]
+        Fcntl => FCNTL, "fcntl";
+        Mmap => MMAP, "mmap";
+        Chdir => CHDIR, "chdir";
+        Fchdir => FCHDIR, "fchdir";
+        Chroot => CHROOT, "chroot";
+        PivotRoot => PIVOT_ROOT, "pivot_root";
+        Mount => MOUNT, "mount";
+        Umount2 => UMOUNT2, "umount2";
+        Unshare => UNSHARE, "unshare";
+        Setns => SETNS, "setns";
+    }
+}
 
 impl Syscall {
     /// The call behind an x86_64 syscall number, if the probes trace it.

@@ -20,11 +20,23 @@ use crate::{
     thread::{IDLE, bump_fd_generation, release, slot_of},
 };
 
-/// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
-#[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
-    let _ = try_fork(&ctx);
-    0
+/// A raw tracepoint program `$name` on `$tracepoint` that runs `$body`: a
+/// body stops at its first failed kernel read (`?`), with nothing to
+/// report, and the program returns 0 either way.
+macro_rules! raw_probe {
+    ($(#[$doc:meta])* $name:ident: $tracepoint:literal => $body:ident) => {
+        $(#[$doc])*
+        #[raw_tracepoint(tracepoint = $tracepoint)]
+        pub fn $name(ctx: RawTracePointContext) -> i32 {
+            let _ = $body(&ctx);
+            0
+        }
+    };
+}
+
+raw_probe! {
+    /// raw `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
+    sched_process_fork: "sched_process_fork" => try_fork
 }
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -70,14 +82,12 @@ fn mount_ns(task: *const u8) -> u64 {
     }
 }
 
-/// raw `sched_process_exec(struct task_struct *p, pid_t old_pid,
-/// struct linux_binprm *bprm)`. Raw, like every probe here: a perf
-/// tracepoint's detach waits for an RCU grace period, which was most of
-/// the time a run took to end.
-#[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
-    let _ = try_exec(&ctx);
-    0
+raw_probe! {
+    /// raw `sched_process_exec(struct task_struct *p, pid_t old_pid,
+    /// struct linux_binprm *bprm)`. Raw, like every probe here: a perf
+    /// tracepoint's detach waits for an RCU grace period, which was most of
+    /// the time a run took to end.
+    sched_process_exec: "sched_process_exec" => try_exec
 }
 
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -181,12 +191,10 @@ fn exec_image() -> Image {
     image
 }
 
-/// raw `sched_process_exit(struct task_struct *p, bool group_dead)`
-/// (`group_dead` since Linux 6.16).
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_exit(&ctx);
-    0
+raw_probe! {
+    /// raw `sched_process_exit(struct task_struct *p, bool group_dead)`
+    /// (`group_dead` since Linux 6.16).
+    sched_process_exit: "sched_process_exit" => try_exit
 }
 
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -241,12 +249,10 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// raw `signal_generate(int sig, struct kernel_siginfo *info,
-/// struct task_struct *task, int group, int result)`.
-#[raw_tracepoint(tracepoint = "signal_generate")]
-pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
-    let _ = try_signal_generate(&ctx);
-    0
+raw_probe! {
+    /// raw `signal_generate(int sig, struct kernel_siginfo *info,
+    /// struct task_struct *task, int group, int result)`.
+    signal_generate: "signal_generate" => try_signal_generate
 }
 
 fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -294,12 +300,10 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// raw `signal_deliver(int sig, struct kernel_siginfo *info,
-/// struct k_sigaction *ka)`.
-#[raw_tracepoint(tracepoint = "signal_deliver")]
-pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
-    let _ = try_signal_deliver(&ctx);
-    0
+raw_probe! {
+    /// raw `signal_deliver(int sig, struct kernel_siginfo *info,
+    /// struct k_sigaction *ka)`.
+    signal_deliver: "signal_deliver" => try_signal_deliver
 }
 
 fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), i64> {

@@ -13,6 +13,8 @@ mod output;
 mod parse;
 mod pipeline;
 mod private;
+#[cfg(test)]
+mod test_support;
 mod timings;
 mod tui;
 

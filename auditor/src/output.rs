@@ -475,17 +475,11 @@ mod temp_files {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("auditor-output-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::test_support::scratch;
 
     #[test]
     fn file_appears_only_on_commit() {
-        let d = scratch("commit");
+        let d = scratch("output-commit");
         let target = d.join("report.json");
         let mut out = Output::open(Some(&target)).unwrap();
         out.write_chunk(b"{}").unwrap();
@@ -501,7 +495,7 @@ mod tests {
 
     #[test]
     fn abandoned_output_leaves_nothing() {
-        let d = scratch("abandon");
+        let d = scratch("output-abandon");
         let target = d.join("report.json");
         std::fs::write(&target, b"old").unwrap();
         let mut out = Output::open(Some(&target)).unwrap();
@@ -513,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_log_is_readable_line_by_line_before_commit() {
-        let d = scratch("log");
+        let d = scratch("output-log");
         let target = d.join("findings.jsonl");
         let mut out = Output::open_log(&target).unwrap();
         out.write_chunk(b"{\"a\":1}\n").unwrap();
@@ -526,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_stale_temp_file_never_blocks_a_later_run() {
-        let d = scratch("stale");
+        let d = scratch("output-stale");
         let target = d.join("report.json");
         // What a killed run with our pid left under the old fixed name.
         let stale = d.join(format!(".report.json.{}.tmp", std::process::id()));
@@ -544,7 +538,7 @@ mod tests {
 
     #[test]
     fn temp_names_are_not_predictable() {
-        let d = scratch("names");
+        let d = scratch("output-names");
         let target = d.join("report.json");
         let a = AtomicFile::create(&target).unwrap();
         let b = AtomicFile::create(&target).unwrap();
@@ -558,7 +552,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         // SAFETY: umask has no preconditions; 022 is the usual default.
         unsafe { libc::umask(0o022) };
-        let d = scratch("mode");
+        let d = scratch("output-mode");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let report = d.join("report.json");
         std::fs::write(&report, b"old, world-readable").unwrap();
@@ -580,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_symlink_is_followed_once_and_its_target_replaced() {
-        let d = scratch("symlink");
+        let d = scratch("output-symlink");
         let real = d.join("real.json");
         std::fs::write(&real, b"old").unwrap();
         let link = d.join("latest.json");
@@ -588,12 +582,7 @@ mod tests {
         let mut out = Output::open(Some(&link)).unwrap();
         out.write_chunk(b"new").unwrap();
         out.commit().unwrap();
-        assert!(
-            std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(link.is_symlink());
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
         // A link to a name that does not exist yet creates that name.
         let dangling = d.join("next.json");
@@ -601,18 +590,13 @@ mod tests {
         let out = Output::open(Some(&dangling)).unwrap();
         out.commit().unwrap();
         assert!(d.join("sub-less-target.json").is_file());
-        assert!(
-            std::fs::symlink_metadata(&dangling)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(dangling.is_symlink());
     }
 
     #[test]
     fn a_fifo_is_streamed_into_not_replaced() {
         use std::os::unix::fs::FileTypeExt;
-        let d = scratch("fifo");
+        let d = scratch("output-fifo");
         let fifo = d.join("pipe");
         let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: valid C string.
@@ -672,7 +656,7 @@ mod tests {
             err.to_string()
                 .contains("cannot write --output /nonexistent-dir/x.json")
         );
-        let d = scratch("isdir");
+        let d = scratch("output-isdir");
         let err = Output::open(Some(&d)).err().unwrap();
         assert!(err.to_string().contains("is a directory"));
     }

@@ -78,6 +78,7 @@ pub fn create_unique(dir: &Path, prefix: &str, suffix: &str) -> io::Result<(Path
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -85,9 +86,7 @@ mod tests {
         let a = random_hex().unwrap();
         assert_eq!(a.len(), 16);
         assert_ne!(a, random_hex().unwrap());
-        let d = std::env::temp_dir().join(format!("auditor-private-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = scratch("private");
         let (p, _) = create_unique(&d, ".x.", ".tmp").unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

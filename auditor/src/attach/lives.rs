@@ -422,6 +422,20 @@ mod tests {
         )
     }
 
+    /// `parent` starts process `child` (not a thread), sharing nothing.
+    fn fork(parent: u32, child: u32) -> Event {
+        ev(
+            parent,
+            EventKind::Fork {
+                child_pid: child,
+                child_tid: child,
+                thread: false,
+                shares_files: false,
+                new_mount_ns: false,
+            },
+        )
+    }
+
     /// A pid that ends and comes back is two lives; the second one is
     /// introduced to the analyzer again.
     #[test]
@@ -480,16 +494,7 @@ mod tests {
                 launched: false,
             },
         ));
-        lives.observe(&ev(
-            10,
-            EventKind::Fork {
-                child_pid: 20,
-                child_tid: 20,
-                thread: false,
-                shares_files: false,
-                new_mount_ns: false,
-            },
-        ));
+        lives.observe(&fork(10, 20));
         let exec = ev(
             20,
             EventKind::Exec {
@@ -521,16 +526,7 @@ mod tests {
         });
         for child in 0..(MAX_LIVES as u32 + 5) {
             let pid = 100 + child;
-            lives.observe(&ev(
-                10,
-                EventKind::Fork {
-                    child_pid: pid,
-                    child_tid: pid,
-                    thread: false,
-                    shares_files: false,
-                    new_mount_ns: false,
-                },
-            ));
+            lives.observe(&fork(10, pid));
             lives.observe(&exit(pid, 0));
         }
         assert_eq!(lives.all.len(), MAX_LIVES);

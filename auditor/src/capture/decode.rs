@@ -359,6 +359,21 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             calls: r.calls.max(1),
         }
     };
+    let dup = |new_fd: Option<i32>, cloexec: bool, file: Option<FileInfo>| EventKind::Dup {
+        call,
+        old_fd: fd(0),
+        new_fd,
+        cloexec,
+        ret,
+        file,
+    };
+    // An *at call of one name is its plain form with a directory fd put in
+    // front: `after_dir` are the arguments that follow it, the plain form's
+    // own. (The renames, of two names, take two.)
+    let (dirfd, after_dir) = match r.nr {
+        UNLINKAT | MKDIRAT | OPENAT | OPENAT2 => (fd(0), &a[1..]),
+        _ => (AT_FDCWD, &a[..]),
+    };
     Some(match r.nr {
         WRITE => write(call, a[2], None, file),
         PWRITE64 => write(call, a[2], Some(a[3] as i64), file),
@@ -475,50 +490,31 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             ret,
             file: None,
         },
-        UNLINK => EventKind::Unlink {
+        UNLINK | UNLINKAT => EventKind::Unlink {
             call,
-            dirfd: AT_FDCWD,
+            dirfd,
             path,
-            flags: 0,
+            // unlink(2) takes no flags.
+            flags: if r.nr == UNLINK {
+                0
+            } else {
+                after_dir[1] as u32
+            },
             ret,
         },
-        UNLINKAT => EventKind::Unlink {
+        MKDIR | MKDIRAT => EventKind::Mkdir {
             call,
-            dirfd: fd(0),
+            dirfd,
             path,
-            flags: a[2] as u32,
+            mode: after_dir[1] as u32,
             ret,
         },
-        MKDIR => EventKind::Mkdir {
-            call,
-            dirfd: AT_FDCWD,
-            path,
-            mode: a[1] as u32,
-            ret,
-        },
-        MKDIRAT => EventKind::Mkdir {
-            call,
-            dirfd: fd(0),
-            path,
-            mode: a[2] as u32,
-            ret,
-        },
-        OPEN => EventKind::Open {
+        OPEN | OPENAT | OPENAT2 => EventKind::Open {
             call,
             path,
-            dirfd: AT_FDCWD,
-            flags: a[1] as u32,
-            mode: a[2] as u32,
-            ret,
-            file,
-            image: None,
-        },
-        OPENAT | OPENAT2 => EventKind::Open {
-            call,
-            path,
-            dirfd: fd(0),
-            flags: a[2] as u32,
-            mode: a[3] as u32,
+            dirfd,
+            flags: after_dir[1] as u32,
+            mode: after_dir[2] as u32,
             ret,
             file,
             image: None,
@@ -526,7 +522,7 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
         CREAT => EventKind::Open {
             call,
             path,
-            dirfd: AT_FDCWD,
+            dirfd,
             flags: O_CREAT | O_WRONLY | O_TRUNC,
             mode: a[1] as u32,
             ret,
@@ -557,38 +553,12 @@ fn syscall(r: &SyscallRecord, path: Option<String>, path2: Option<String>) -> Op
             flags: a[2] as u32,
             ret,
         },
-        DUP => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: None,
-            cloexec: false,
-            ret,
-            file,
-        },
-        DUP2 => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(1)),
-            cloexec: false,
-            ret,
-            file,
-        },
-        DUP3 => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(1)),
-            cloexec: a[2] & u64::from(O_CLOEXEC) != 0,
-            ret,
-            file,
-        },
-        FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => EventKind::Dup {
-            call,
-            old_fd: fd(0),
-            new_fd: Some(fd(2)),
-            cloexec: a[1] == F_DUPFD_CLOEXEC,
-            ret,
-            file,
-        },
+        DUP => dup(None, false, file),
+        DUP2 => dup(Some(fd(1)), false, file),
+        DUP3 => dup(Some(fd(1)), a[2] & u64::from(O_CLOEXEC) != 0, file),
+        FCNTL if a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC => {
+            dup(Some(fd(2)), a[1] == F_DUPFD_CLOEXEC, file)
+        }
         FCNTL => EventKind::Fcntl {
             fd: fd(0),
             cmd: a[1] as i32,
@@ -656,6 +626,24 @@ mod tests {
     fn bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: test records are plain data.
         unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    /// The events a new decoder makes of one record.
+    fn decoded<T>(rec: &T) -> Vec<Event> {
+        let mut out = Vec::new();
+        Decoder::default().decode(&bytes(rec), &mut out);
+        out
+    }
+
+    /// A path record of `kind` around `sys`, its names still empty.
+    fn path_record(kind: Kind, sys: SyscallRecord) -> PathRecord {
+        let mut rec = PathRecord {
+            sys,
+            path: [0; auditor_common::PATH_MAX],
+            path2: [0; auditor_common::PATH_MAX],
+        };
+        rec.sys.header = header(kind, size_of::<PathRecord>(), 1);
+        rec
     }
 
     fn sys(nr: u32, args: [u64; 6], ret: i64, seq: u64) -> SyscallRecord {
@@ -755,18 +743,14 @@ mod tests {
 
     #[test]
     fn decodes_rename_paths() {
-        let mut rec = PathRecord {
-            sys: sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
-            path: [0; auditor_common::PATH_MAX],
-            path2: [0; auditor_common::PATH_MAX],
-        };
-        rec.sys.header = header(Kind::Path, size_of::<PathRecord>(), 1);
+        let mut rec = path_record(
+            Kind::Path,
+            sys(RENAMEAT2, [AT_FDCWD as u64, 0, 5, 0, 1, 0], 0, 1),
+        );
         rec.sys.header.flags = FLAG_PATH_TRUNCATED;
         rec.path[..5].copy_from_slice(b"a.tmp");
         rec.path2[..1].copy_from_slice(b"a");
-        let mut out = Vec::new();
-        Decoder::default().decode(&bytes(&rec), &mut out);
-        match &out[0].kind {
+        match &decoded(&rec)[0].kind {
             EventKind::Rename {
                 old_path,
                 new_path,
@@ -784,20 +768,13 @@ mod tests {
 
     #[test]
     fn decodes_an_exec_with_its_arguments_and_stand() {
-        let mut rec = PathRecord {
-            sys: sys(0, [7, 0, 0, 0, 0, 0], 0, 1),
-            path: [0; auditor_common::PATH_MAX],
-            path2: [0; auditor_common::PATH_MAX],
-        };
-        rec.sys.header = header(Kind::Exec, size_of::<PathRecord>(), 1);
+        let mut rec = path_record(Kind::Exec, sys(0, [7, 0, 0, 0, 0, 0], 0, 1));
         rec.path[..14].copy_from_slice(b"/proc/self/exe");
         let args = b"docker-untar\0/\0/var/lib/docker/overlay2/x/diff\0";
         rec.path2[..args.len()].copy_from_slice(args);
         rec.sys.args[1] = args.len() as u64;
         rec.sys.file2.ino = 4026531832;
-        let mut out = Vec::new();
-        Decoder::default().decode(&bytes(&rec), &mut out);
-        match &out[0].kind {
+        match &decoded(&rec)[0].kind {
             EventKind::Exec {
                 filename,
                 argv,
@@ -815,9 +792,9 @@ mod tests {
         // A length past the buffer is cut to it, never trusted.
         rec.sys.args[1] = u64::MAX;
         rec.sys.file.ino = 0;
-        Decoder::default().decode(&bytes(&rec), &mut out);
+        let cut = decoded(&rec);
         assert!(
-            matches!(&out[1].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
+            matches!(&cut[0].kind, EventKind::Exec { argv, stamp: None, .. } if argv.len() == 3)
         );
     }
 
@@ -873,12 +850,7 @@ mod tests {
 
     #[test]
     fn pwritev2_dsync_counts_as_durable_write() {
-        let mut out = Vec::new();
-        Decoder::default().decode(
-            &bytes(&sys(PWRITEV2, [3, 0, 1, u64::MAX, 0, RWF_DSYNC], 100, 1)),
-            &mut out,
-        );
-        match &out[0].kind {
+        match &decoded(&sys(PWRITEV2, [3, 0, 1, u64::MAX, 0, RWF_DSYNC], 100, 1))[0].kind {
             EventKind::Write {
                 file: Some(f),
                 offset,

@@ -10,14 +10,7 @@ use auditor_common::{ExitRecord, ForkRecord, Header, PathRecord, SignalRecord, S
 use proptest::prelude::*;
 
 use super::decode::Decoder;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 2000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::test_support::fuzz_config;
 
 /// A record of `len` bytes: arbitrary contents under a header that says
 /// `kind`, `flags` and the true size, so decoding gets past the checks.
@@ -41,7 +34,7 @@ fn record() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz_config())]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {

@@ -165,6 +165,7 @@ pub fn recovered(path: &Path) -> Option<FileState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::scratch;
 
     fn st(size: u64, hash: &str) -> FileState {
         FileState {
@@ -188,9 +189,8 @@ mod tests {
 
     #[test]
     fn snapshot_reads_sizes_and_tells_contents_apart() {
-        let d = std::env::temp_dir().join(format!("auditor-crash-files-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("sub")).unwrap();
+        let d = scratch("crash-files");
+        std::fs::create_dir(d.join("sub")).unwrap();
         std::fs::write(d.join("a"), b"hello").unwrap();
         std::fs::write(d.join("sub/b"), b"hellp").unwrap();
         let s = snapshot(&d);

@@ -35,23 +35,7 @@ impl Guardian {
     /// Forks the guardian. Call before any thread exists: the child of a
     /// threaded process may only call async-signal-safe functions.
     pub fn start() -> Result<Guardian> {
-        let mut fds = [0; 2];
-        // SAFETY: valid out array; both ends close on exec, so neither the
-        // traced command nor a tool we run holds them.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("starting the cleanup guardian");
-        }
-        // SAFETY: fresh fds we own.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (ours, theirs) = socket_pair().context("starting the cleanup guardian")?;
         // SAFETY: single-threaded here (documented precondition).
         match unsafe { libc::fork() } {
             -1 => Err(std::io::Error::last_os_error()).context("starting the cleanup guardian"),
@@ -97,6 +81,26 @@ impl Drop for Guardian {
     fn drop(&mut self) {
         let _ = send(self.sock.as_raw_fd(), &[DISMISS], None);
     }
+}
+
+/// Both ends of a new message socket. They close on exec, so neither the
+/// traced command nor a tool we run holds them.
+fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: valid out array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The guardian's life: collect what to watch until dismissed, or clean up
@@ -222,19 +226,7 @@ mod tests {
 
     #[test]
     fn messages_and_fds_pass_through_the_socket() {
-        let mut fds = [0; 2];
-        // SAFETY: valid out array.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: fresh fds.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = socket_pair().unwrap();
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         send(a.as_raw_fd(), b"Dx/tmp", None).unwrap();
         send(a.as_raw_fd(), &[MAP], Some(file.as_raw_fd())).unwrap();

@@ -85,12 +85,15 @@ pub fn middle(path: &str, width: usize) -> String {
 
 /// Widths the table gives its columns in `area` (as [`table`] lays them
 /// out: one column of spacing, one for the selection mark).
-fn column_widths(area: Rect, widths: &[Constraint]) -> Vec<usize> {
+/// A column of a pane's table: its header and its width.
+type Column = (&'static str, Constraint);
+
+fn column_widths(area: Rect, columns: &[Column]) -> Vec<usize> {
     let inner = Rect {
         width: area.width.saturating_sub(1),
         ..area
     };
-    Layout::horizontal(widths.to_vec())
+    Layout::horizontal(columns.iter().map(|c| c.1))
         .spacing(1)
         .split(inner)
         .iter()
@@ -211,22 +214,25 @@ fn render_tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn header_row(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.iter().copied()).style(Style::new().bold().underlined())
-}
-
-fn table<'a>(rows: Vec<Row<'a>>, widths: &[Constraint], head: &[&'static str]) -> Table<'a> {
-    Table::new(rows, widths.to_vec())
-        .header(header_row(head))
+/// A pane's rows under its columns' headers, the `selected` one
+/// highlighted; while there are none, `empty` says so under the headers.
+fn render_table(
+    f: &mut Frame,
+    area: Rect,
+    columns: &[Column],
+    rows: Vec<Row>,
+    selected: usize,
+    empty: &str,
+) {
+    let none = rows.is_empty();
+    let t = Table::new(rows, columns.iter().map(|c| c.1))
+        .header(Row::new(columns.iter().map(|c| c.0)).style(Style::new().bold().underlined()))
         .column_spacing(1)
         .row_highlight_style(Style::new().reversed())
-        .highlight_symbol(">")
-}
-
-fn render_rows(f: &mut Frame, area: Rect, t: Table, selected: usize, empty: &str) {
+        .highlight_symbol(">");
     let mut state = TableState::default().with_selected(Some(selected));
     f.render_stateful_widget(t, area, &mut state);
-    if !empty.is_empty() && area.height > 2 {
+    if none && area.height > 2 {
         let msg = Rect {
             y: area.y + 2,
             height: 1,
@@ -237,13 +243,13 @@ fn render_rows(f: &mut Frame, area: Rect, t: Table, selected: usize, empty: &str
 }
 
 fn render_findings(f: &mut Frame, area: Rect, app: &App) {
-    let widths = [
-        Constraint::Length(4),
-        Constraint::Length(25),
-        Constraint::Fill(1),
-        Constraint::Length(16),
+    let columns = [
+        ("SEV", Constraint::Length(4)),
+        ("RULE", Constraint::Length(25)),
+        ("PATH", Constraint::Fill(1)),
+        ("PROCESS", Constraint::Length(16)),
     ];
-    let path_width = column_widths(area, &widths)[2];
+    let path_width = column_widths(area, &columns)[2];
     let rows: Vec<Row> = app
         .findings()
         .into_iter()
@@ -261,13 +267,8 @@ fn render_findings(f: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    let empty = if rows.is_empty() {
-        "no findings yet"
-    } else {
-        ""
-    };
-    let t = table(rows, &widths, &["SEV", "RULE", "PATH", "PROCESS"]);
-    render_rows(f, area, t, app.selected(Tab::Findings), empty);
+    let selected = app.selected(Tab::Findings);
+    render_table(f, area, &columns, rows, selected, "no findings yet");
 }
 
 /// The calls that led to the finding (times relative to the first), then
@@ -378,15 +379,15 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn render_files(f: &mut Frame, area: Rect, app: &App) {
-    let widths = [
-        Constraint::Fill(3),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(12),
-        Constraint::Fill(2),
+    let columns = [
+        ("PATH", Constraint::Fill(3)),
+        ("UNSYNCED", Constraint::Length(9)),
+        ("AGE", Constraint::Length(7)),
+        ("FSYNCS", Constraint::Length(6)),
+        ("WRITERS", Constraint::Length(12)),
+        ("LAST OP", Constraint::Fill(2)),
     ];
-    let path_width = column_widths(area, &widths)[0];
+    let path_width = column_widths(area, &columns)[0];
     let rows: Vec<Row> = app
         .files()
         .into_iter()
@@ -412,20 +413,18 @@ fn render_files(f: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    let empty = if rows.is_empty() {
-        "no files written yet"
-    } else {
-        ""
-    };
-    let t = table(
-        rows,
-        &widths,
-        &["PATH", "UNSYNCED", "AGE", "FSYNCS", "WRITERS", "LAST OP"],
-    );
-    render_rows(f, area, t, app.selected(Tab::Files), empty);
+    let selected = app.selected(Tab::Files);
+    render_table(f, area, &columns, rows, selected, "no files written yet");
 }
 
 fn render_processes(f: &mut Frame, area: Rect, app: &App) {
+    let columns = [
+        ("PID", Constraint::Length(7)),
+        ("COMM", Constraint::Length(15)),
+        ("FILES", Constraint::Length(5)),
+        ("UNSYNCED", Constraint::Length(9)),
+        ("STATE", Constraint::Fill(1)),
+    ];
     let rows: Vec<Row> = app
         .processes()
         .into_iter()
@@ -444,23 +443,8 @@ fn render_processes(f: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    let empty = if rows.is_empty() {
-        "no process traced yet"
-    } else {
-        ""
-    };
-    let t = table(
-        rows,
-        &[
-            Constraint::Length(7),
-            Constraint::Length(15),
-            Constraint::Length(5),
-            Constraint::Length(9),
-            Constraint::Fill(1),
-        ],
-        &["PID", "COMM", "FILES", "UNSYNCED", "STATE"],
-    );
-    render_rows(f, area, t, app.selected(Tab::Processes), empty);
+    let selected = app.selected(Tab::Processes);
+    render_table(f, area, &columns, rows, selected, "no process traced yet");
 }
 
 fn render_sparkline(f: &mut Frame, area: Rect, app: &App) {
@@ -500,6 +484,13 @@ fn render_sparkline(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn render_signals(f: &mut Frame, area: Rect, app: &App) {
+    let columns = [
+        ("WHEN", Constraint::Length(12)),
+        ("FROM", Constraint::Fill(1)),
+        ("SIGNAL", Constraint::Length(9)),
+        ("TO", Constraint::Fill(1)),
+        ("RESULT", Constraint::Length(15)),
+    ];
     let now = app.snapshot.now_ns;
     let rows: Vec<Row> = app
         .signals()
@@ -523,23 +514,15 @@ fn render_signals(f: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    let empty = if rows.is_empty() {
-        "no signals sent by traced processes"
-    } else {
-        ""
-    };
-    let t = table(
+    let selected = app.selected(Tab::Signals);
+    render_table(
+        f,
+        area,
+        &columns,
         rows,
-        &[
-            Constraint::Length(12),
-            Constraint::Fill(1),
-            Constraint::Length(9),
-            Constraint::Fill(1),
-            Constraint::Length(15),
-        ],
-        &["WHEN", "FROM", "SIGNAL", "TO", "RESULT"],
+        selected,
+        "no signals sent by traced processes",
     );
-    render_rows(f, area, t, app.selected(Tab::Signals), empty);
 }
 
 fn render_footer(f: &mut Frame, area: Rect, app: &App) {

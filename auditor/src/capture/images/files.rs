@@ -189,17 +189,11 @@ fn is_host_root(root: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("auditor-files-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::test_support::scratch;
 
     #[test]
     fn names_lead_to_files_links_and_nothing() {
-        let d = scratch("lookup");
+        let d = scratch("files-lookup");
         let f = d.join("f");
         std::fs::write(&f, b"0123456789").unwrap();
         std::os::unix::fs::symlink(&f, d.join("link")).unwrap();
@@ -222,7 +216,7 @@ mod tests {
 
     #[test]
     fn an_fd_is_taken_only_while_it_is_the_same_file() {
-        let d = scratch("fd");
+        let d = scratch("files-fd");
         let f = d.join("f");
         std::fs::write(&f, b"x").unwrap();
         let held = File::open(&f).unwrap();

@@ -24,6 +24,18 @@ pub struct Ref {
     pub format: Option<String>,
 }
 
+#[cfg(test)]
+impl Ref {
+    /// A usable name, as a parser's tests expect it.
+    pub fn named(role: Role, name: &[u8], format: &str) -> Ref {
+        Ref {
+            role,
+            name: Ok(name.to_vec()),
+            format: Some(format.into()),
+        }
+    }
+}
+
 /// `len` bytes at `at` in `buf`, when they are all there.
 pub fn slice(buf: &[u8], at: u64, len: u64) -> Option<&[u8]> {
     let start = usize::try_from(at).ok()?;

@@ -231,13 +231,7 @@ mod tests {
     use auditor_analyzer::image::{Naming, Role};
 
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("auditor-images-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::test_support::scratch;
 
     fn id(p: &Path) -> FileId {
         let m = std::fs::metadata(p).unwrap();
@@ -252,6 +246,16 @@ mod tests {
         ImageReader::default().examine(std::process::id(), -1, p.to_str().unwrap(), id(p))
     }
 
+    /// A qcow2 image `o.qcow2` backed by `base.raw`, in a scratch directory
+    /// of their own: (the directory, the image).
+    fn thin_image(name: &str) -> (PathBuf, PathBuf) {
+        let d = scratch(name);
+        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
+        let p = d.join("o.qcow2");
+        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        (d, p)
+    }
+
     fn paths(info: &ImageInfo) -> Vec<(u32, Option<&str>, DepState)> {
         info.needs
             .iter()
@@ -261,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_chain_of_two_names_both_levels() {
-        let d = scratch("chain");
+        let d = scratch("images-chain");
         std::fs::write(d.join("base.raw"), vec![0u8; 4096]).unwrap();
         let base = d.join("base.raw");
         std::fs::write(
@@ -291,7 +295,7 @@ mod tests {
 
     #[test]
     fn missing_linked_and_looping_backing_files() {
-        let d = scratch("odd");
+        let d = scratch("images-odd");
         std::fs::write(d.join("a.qcow2"), qcow2::v3(b"gone.raw")).unwrap();
         let a = examine(&d.join("a.qcow2")).unwrap();
         assert_eq!(a.needs[0].state, DepState::Missing);
@@ -319,7 +323,7 @@ mod tests {
 
     #[test]
     fn vmdk_descriptors_and_sparse_files() {
-        let d = scratch("vmdk");
+        let d = scratch("images-vmdk");
         std::fs::write(d.join("disk-flat.vmdk"), vec![0u8; 1024]).unwrap();
         let text = "# Disk DescriptorFile\nversion=1\nparentCID=ffffffff\nRW 2 FLAT \"disk-flat.vmdk\" 0\nRW 2 FLAT \"/elsewhere/missing.vmdk\" 0\n";
         std::fs::write(d.join("disk.vmdk"), text).unwrap();
@@ -344,10 +348,7 @@ mod tests {
 
     #[test]
     fn a_header_is_read_again_only_once_the_file_changed() {
-        let d = scratch("cache");
-        let p = d.join("o.qcow2");
-        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
-        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        let (d, p) = thin_image("images-cache");
         let mut r = ImageReader::default();
         let pid = std::process::id();
         let at = p.to_str().unwrap();
@@ -363,10 +364,7 @@ mod tests {
 
     #[test]
     fn only_read_only_opens_of_regular_files_are_examined() {
-        let d = scratch("enrich");
-        let p = d.join("o.qcow2");
-        std::fs::write(d.join("base.raw"), vec![0u8; 512]).unwrap();
-        std::fs::write(&p, qcow2::v3(b"base.raw")).unwrap();
+        let (d, p) = thin_image("images-enrich");
         let open = |flags: u32| Event {
             seq: 1,
             ts_ns: 1,

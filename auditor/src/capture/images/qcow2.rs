@@ -154,11 +154,11 @@ mod tests {
         assert_eq!(h.format, "qcow2");
         assert_eq!(
             h.refs,
-            [Ref {
-                role: Role::BackingFile,
-                name: Ok(b"/data/firecracker/images/default.ext4".to_vec()),
-                format: Some("raw".into()),
-            }]
+            [Ref::named(
+                Role::BackingFile,
+                b"/data/firecracker/images/default.ext4",
+                "raw"
+            )]
         );
     }
 
@@ -226,11 +226,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..Default::default()
-        })]
+        #![proptest_config(crate::test_support::fuzz_config())]
 
         #[test]
         fn no_bytes_make_it_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {

@@ -135,11 +135,7 @@ mod tests {
         let h = parse_descriptor(FLAT.as_bytes());
         assert_eq!(
             h.refs,
-            [Ref {
-                role: Role::Extent,
-                name: Ok(b"disk-flat.vmdk".to_vec()),
-                format: Some("flat".into()),
-            }]
+            [Ref::named(Role::Extent, b"disk-flat.vmdk", "flat")]
         );
     }
 
@@ -183,11 +179,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..Default::default()
-        })]
+        #![proptest_config(crate::test_support::fuzz_config())]
 
         #[test]
         fn no_bytes_make_it_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
