@@ -282,6 +282,12 @@ impl Analyzer {
             },
             &mut raised,
         );
+        // The rules have said all they will, and the names still pending
+        // are verdicts now: what only they kept (per-file state of every
+        // file written) goes before the findings are built, so the end's
+        // peak is the findings, not the findings and all that as well.
+        self.rules = registry();
+        self.dirs = DirJournal::default();
         let verdicts = self.verdicts();
         self.verdicts = Some(verdicts);
     }

@@ -229,6 +229,14 @@ impl Exposures {
         self.open.remove(id);
     }
 
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Exposure> {
         self.all.iter()
     }

@@ -18,7 +18,7 @@ impl Analyzer {
     /// Every exposure's verdict, in the order they opened; counts the moot
     /// ones and those left out by `--ignore` or as caches.
     pub(super) fn verdicts(&mut self) -> Vec<Finding> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.exposures.len());
         let mut moot = self.stats.moot.clone();
         let mut suppressed = 0;
         let mut caches = 0;
