@@ -163,6 +163,13 @@ pub const STACK_PAGE: usize = 4096;
 /// Return addresses the kernel's own frame-pointer walk keeps.
 pub const STACK_FP_FRAMES: usize = 32;
 
+/// [`Header::flags`] of a [`StackRecord`] taken at a call no finding
+/// points at (the process's exit): unwound, for its signature and so that
+/// every call still has its stack, but not symbolized. Naming the frames
+/// of a program's exit would read the C library's debug information for
+/// every `true` run, and nobody is shown them.
+pub const STACK_UNSHOWN: u16 = 1;
+
 /// A user stack, taken at a call a finding can point at (a create, rename,
 /// the first write of a run, ...). Taken once per distinct stack: later
 /// calls from the same place only name its `id` (see [`StackSig`]).

@@ -13,7 +13,10 @@ use auditor_common::{
 };
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_stack},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf,
+        generated::bpf_get_stack,
+    },
     macros::map,
     maps::LruHashMap,
 };
@@ -44,7 +47,8 @@ const BPF_F_USER_STACK: u64 = 1 << 8;
 /// being its user registers): a known one when the signature for its place
 /// matches, else a new copy sent to userspace; 0 when none could be had.
 #[inline(always)]
-pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, pid_tgid: u64, ip: u64, sp: u64, bp: u64) -> u32 {
+/// `flags` go to a copy's header ([`auditor_common::STACK_UNSHOWN`]).
+pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags: u16) -> u32 {
     let key = StackKey {
         tgid,
         _pad: 0,
@@ -60,7 +64,7 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, pid_tgid: u64, ip: u64, sp: u64,
             return sig.id;
         }
     }
-    copy(ctx, pid_tgid, ip, sp, bp)
+    copy(ctx, ip, sp, bp, flags)
 }
 
 /// Whether the stack at `sp` holds the signature's words.
@@ -87,7 +91,9 @@ fn matches(sig: &StackSig, sp: u64) -> bool {
 /// Sends the top of the stack (whole pages from the one holding `sp`) and
 /// the kernel's frame-pointer walk; the new stack's id.
 #[inline(never)]
-fn copy<C: EbpfContext>(ctx: &C, pid_tgid: u64, ip: u64, sp: u64, bp: u64) -> u32 {
+/// (A subprogram takes five arguments at most: the thread is asked again.)
+fn copy<C: EbpfContext>(ctx: &C, ip: u64, sp: u64, bp: u64, flags: u16) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = reserve::<StackRecord>(Kind::Stack, pid_tgid) else {
         count(STAT_STACK_LOST);
         return 0;
@@ -99,6 +105,7 @@ fn copy<C: EbpfContext>(ctx: &C, pid_tgid: u64, ip: u64, sp: u64, bp: u64) -> u3
     };
     // SAFETY: a reservation of exactly one record, its header filled.
     let r = unsafe { &mut *entry.as_mut_ptr() };
+    r.header.flags = flags;
     r.id = id;
     r.ip = ip;
     r.sp = sp;

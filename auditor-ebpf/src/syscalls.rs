@@ -194,7 +194,12 @@ pub fn sys_enter_stack(ctx: RawTracePointContext) -> i32 {
     if sp == 0 {
         return 0;
     }
-    let id = stack::take(&ctx, (pid_tgid >> 32) as u32, pid_tgid, ip, sp, bp);
+    // SAFETY: this thread's own entry (see try_sys_enter).
+    let flags = match unsafe { (*p).nr } {
+        EXIT_GROUP => auditor_common::STACK_UNSHOWN,
+        _ => 0,
+    };
+    let id = stack::take(&ctx, (pid_tgid >> 32) as u32, ip, sp, bp, flags);
     // SAFETY: this thread's own entry (see try_sys_enter).
     unsafe { (*p).stack = id };
     0

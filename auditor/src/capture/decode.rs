@@ -155,7 +155,11 @@ impl Decoder {
                     match self.stacks.as_mut() {
                         Some(s) => Some(EventKind::Stack {
                             id: r.id,
-                            user_stack: s.resolve(h.tgid, &r),
+                            user_stack: s.resolve(
+                                h.tgid,
+                                &r,
+                                h.flags & auditor_common::STACK_UNSHOWN == 0,
+                            ),
                         }),
                         // Stacks were not asked for: nothing to say.
                         None => return,

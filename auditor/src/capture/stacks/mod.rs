@@ -169,9 +169,10 @@ impl Stacks {
         self.spaces.remove(&pid);
     }
 
-    /// Unwinds and symbolizes a stack the probes copied, and tells them
-    /// where to find it again.
-    pub fn resolve(&mut self, tgid: u32, rec: &StackRecord) -> Stack {
+    /// Unwinds a stack the probes copied, symbolizes it when it is `shown`
+    /// (else its frames name their object and offset only), and tells the
+    /// probes where to find it again.
+    pub fn resolve(&mut self, tgid: u32, rec: &StackRecord, shown: bool) -> Stack {
         if self.spaces.get(&tgid).is_none_or(|s| s.modules.is_empty())
             && let Some(s) = Space::from_proc(tgid, &mut self.objects)
         {
@@ -184,9 +185,10 @@ impl Stacks {
         let mut frames: Vec<Frame> = Vec::new();
         for &at in &u.frames {
             match space.module_at(at.lookup()) {
-                Some(m) => {
+                Some(m) if shown => {
                     frames.extend(self.symbols.frames(&m.object, m.bias, at).iter().cloned())
                 }
+                Some(m) => frames.push(symbols::Symbols::bare(&m.object, m.bias, at)),
                 None => frames.push(Frame {
                     address: at.address,
                     ..Frame::default()

@@ -53,6 +53,16 @@ impl Symbols {
         frames
     }
 
+    /// The frame of one address as its object and offset, unnamed.
+    pub fn bare(object: &Object, bias: u64, at: FrameAddr) -> Frame {
+        Frame {
+            address: at.address,
+            object: Some(object.name.clone()),
+            offset: Some(at.lookup().wrapping_sub(bias)),
+            ..Frame::default()
+        }
+    }
+
     fn lookup(&self, object: &Object, vaddr: u64, address: u64) -> Vec<Frame> {
         let bare = Frame {
             address,
