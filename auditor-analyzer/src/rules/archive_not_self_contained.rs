@@ -201,10 +201,6 @@ pub struct ArchiveNotSelfContained {
 }
 
 impl Rule for ArchiveNotSelfContained {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Opened {

@@ -74,10 +74,6 @@ pub struct CommitBeforeData {
 }
 
 impl Rule for CommitBeforeData {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Renamed {

@@ -33,10 +33,6 @@ pub struct FsyncErrorIgnored {
 }
 
 impl Rule for FsyncErrorIgnored {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         let (id, pid, call, follow_up) = match m {
             Moment::Synced { id, pid, call, .. } => (id, pid, call, "fsync retry"),

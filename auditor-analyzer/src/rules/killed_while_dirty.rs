@@ -15,7 +15,7 @@ use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
 use super::end_of_life::{EndOfLife, Ending};
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
@@ -24,67 +24,48 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::EndOfLife,
 };
 
-pub struct KilledWhileDirty;
-
-impl Rule for KilledWhileDirty {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
+/// At a kill: the files the process left dirty, and those it held open
+/// for writing since before the trace began.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    let Moment::Ended {
+        process,
+        signal: Some(sig),
+        core_dumped,
+        call,
+        ..
+    } = m
+    else {
+        return;
+    };
+    let kill = kill_context(process, *sig, call);
+    let mut context = kill.evidence;
+    context.insert("core_dumped".into(), (*core_dumped).into());
+    let ending = Ending::new(context.clone(), kill.calls.clone());
+    for id in cx.left_dirty(process) {
+        if cx.exposed_by_its_order(id, process) {
+            continue;
+        }
+        if let Some(draft) = cx
+            .inodes
+            .get(&id)
+            .and_then(|st| check(st, process.to_ref(), &ending))
+        {
+            cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
+        }
     }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        let Moment::Ended {
-            process,
-            signal: Some(sig),
-            core_dumped,
-            call,
-            ..
-        } = m
-        else {
-            return;
+    // Files held open for writing since before tracing began, not
+    // fsynced since and not dirtied under the trace's eyes (those got
+    // the certain verdict): an inconclusive verdict each.
+    for id in &process.held_at_start {
+        let Some(st) = cx.inodes.get(id) else {
+            continue;
         };
-        let kill = kill_context(process, *sig, call);
-        let mut context = kill.evidence;
-        context.insert("core_dumped".into(), (*core_dumped).into());
-        let ending = Ending::new(context.clone(), kill.calls.clone());
-        let key = process.key;
-        let dirty: Vec<_> = process
-            .written
-            .iter()
-            .filter(|id| {
-                cx.is_judged(id)
-                    && cx
-                        .inodes
-                        .get(id)
-                        .is_some_and(|s| s.dirty.as_ref().is_some_and(|d| d.written_by(key)))
-            })
-            .copied()
-            .collect();
-        for id in dirty {
-            if cx.exposed_by_its_order(id, process) {
-                continue;
-            }
-            if let Some(draft) = cx
-                .inodes
-                .get(&id)
-                .and_then(|st| check(st, process.to_ref(), &ending))
-            {
-                cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
-            }
+        let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(process.key));
+        if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
+            continue;
         }
-        // Files held open for writing since before tracing began, not
-        // fsynced since and not dirtied under the trace's eyes (those got
-        // the certain verdict): an inconclusive verdict each.
-        for id in &process.held_at_start {
-            let Some(st) = cx.inodes.get(id) else {
-                continue;
-            };
-            let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(key));
-            if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
-                continue;
-            }
-            let f = check_unknown_past(st, process.to_ref(), &context, &kill.calls);
-            cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
-        }
+        let f = check_unknown_past(st, process.to_ref(), &context, &kill.calls);
+        cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
     }
 }
 

@@ -2,8 +2,10 @@
 //! core tracks processes, fds, inodes and names, tells every rule what
 //! happened ([`Moment`]) and keeps the exposures the rules open ([`Cx`]);
 //! a rule decides whether a moment is a problem, says why, and keeps
-//! whatever it must remember between moments. Adding a rule touches its
-//! own file and [`registry`].
+//! whatever it must remember between moments (a rule that keeps nothing is
+//! just its module's `observe` function; a rule about pending names, its
+//! `check`). Adding a rule touches its own file, [`RULES`] and
+//! [`registry`].
 
 pub mod archive_not_self_contained;
 pub mod commit_before_data;
@@ -264,18 +266,6 @@ impl<'a> Cx<'a> {
         })
     }
 
-    /// Pids of live processes holding `id` open.
-    pub fn holders(&self, id: FileId) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|p| p.tables().any(|t| self.fds.holds(t, id)))
-            .map(|p| p.pid)
-            .collect();
-        pids.sort_unstable();
-        pids
-    }
-
     /// Whether the inode is judged (persistent, regular or directory) and
     /// still has a name.
     pub fn is_judged(&self, id: &FileId) -> bool {
@@ -283,12 +273,27 @@ impl<'a> Cx<'a> {
             .get(id)
             .is_some_and(|s| s.judged() && !s.unlinked)
     }
+
+    /// The judged files `process` wrote that still hold unsynced data it
+    /// wrote, by identity.
+    pub fn left_dirty(&self, process: &Process) -> Vec<FileId> {
+        process
+            .written
+            .iter()
+            .filter(|id| {
+                self.is_judged(id)
+                    && self.inodes.get(id).is_some_and(|s| {
+                        s.dirty.as_ref().is_some_and(|d| d.written_by(process.key))
+                    })
+            })
+            .copied()
+            .collect()
+    }
 }
 
-/// What every rule implements.
+/// What every rule implements. A rule's catalog entry is its module's
+/// `INFO`, named in [`RULES`]; the exposures it opens name it too.
 pub trait Rule: Send {
-    fn info(&self) -> &'static RuleInfo;
-
     /// Reacts to a moment: opens exposures through `cx`, keeps its state.
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>);
 
@@ -301,6 +306,15 @@ pub trait Rule: Send {
     /// The inode `id` is gone, or its state was dropped: what the rule
     /// kept about it no longer applies.
     fn forget(&mut self, _id: &FileId) {}
+}
+
+/// A rule that keeps nothing between moments: its module's `observe`.
+struct Stateless(fn(&Moment<'_>, &mut Cx<'_>));
+
+impl Rule for Stateless {
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        (self.0)(m, cx)
+    }
 }
 
 /// Every rule's catalog entry, in the order reports list their counts.
@@ -323,17 +337,26 @@ pub const RULES: &[RuleInfo] = &[
 /// A fresh instance of every rule.
 pub fn registry() -> Vec<Box<dyn Rule>> {
     vec![
-        Box::new(rename_without_fsync::RenameWithoutFsync),
-        Box::new(killed_while_dirty::KilledWhileDirty),
-        Box::new(killed_mid_write::KilledMidWrite),
+        Box::new(Stateless(rename_without_fsync::observe)),
+        Box::new(Stateless(killed_while_dirty::observe)),
+        Box::new(Stateless(killed_mid_write::observe)),
         Box::new(truncate_in_place::TruncateInPlace::default()),
         Box::new(fsync_error_ignored::FsyncErrorIgnored::default()),
-        Box::new(unsynced_at_exit::UnsyncedAtExit),
-        Box::new(rename_without_dir_fsync::RenameWithoutDirFsync),
+        Box::new(Stateless(unsynced_at_exit::observe)),
+        Box::new(Names(
+            &rename_without_dir_fsync::INFO,
+            rename_without_dir_fsync::check,
+        )),
         Box::new(interleaved_writers::InterleavedWriters::default()),
-        Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
-        Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
-        Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(Names(
+            &create_without_dir_fsync::INFO,
+            create_without_dir_fsync::check,
+        )),
+        Box::new(Names(
+            &unlink_without_dir_fsync::INFO,
+            unlink_without_dir_fsync::check,
+        )),
+        Box::new(Stateless(sync_file_range_only::observe)),
         Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
         Box::new(commit_before_data::CommitBeforeData::default()),
     ]
@@ -390,31 +413,33 @@ pub(crate) fn settle_name(
     cx.settle(info, f, p.closed.clone(), p.since_epoch);
 }
 
-/// How every rule about pending names follows the run: what a process
-/// leaves pending when it ends is at risk (for live views); at the end,
-/// each pending name `check` finds wanting gets its verdict.
-pub(crate) fn observe_names(
-    m: &Moment<'_>,
-    cx: &mut Cx<'_>,
-    info: &'static RuleInfo,
-    check: fn(&PendingName) -> Option<Finding>,
-) {
-    match m {
-        Moment::Ended { process, .. } => {
-            let left: Vec<Finding> = cx.dirs.of_process(process.key).filter_map(check).collect();
-            for f in left {
-                cx.at_risk(f);
-            }
-        }
-        Moment::End { .. } => {
-            let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
-            for p in &names {
-                if let Some(f) = check(p) {
-                    settle_name(cx, info, p, f);
+/// A rule about pending names: its catalog entry and the check that finds
+/// a pending name wanting (its module's `check`). Every such rule follows
+/// the run alike: what a process leaves pending when it ends is at risk
+/// (for live views); at the end, each name found wanting gets its verdict.
+struct Names(&'static RuleInfo, fn(&PendingName) -> Option<Finding>);
+
+impl Rule for Names {
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let Names(info, check) = *self;
+        match m {
+            Moment::Ended { process, .. } => {
+                let left: Vec<Finding> =
+                    cx.dirs.of_process(process.key).filter_map(check).collect();
+                for f in left {
+                    cx.at_risk(f);
                 }
             }
+            Moment::End { .. } => {
+                let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+                for p in &names {
+                    if let Some(f) = check(p) {
+                        settle_name(cx, info, p, f);
+                    }
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
 }
 

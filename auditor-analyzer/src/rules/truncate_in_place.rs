@@ -35,10 +35,6 @@ pub struct TruncateInPlace {
 }
 
 impl Rule for TruncateInPlace {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Truncated {
