@@ -280,15 +280,9 @@ fn finding(cx: &Cx<'_>, c: &Commit, files: &[FileId]) -> Option<(Finding, u32)> 
             })
         })
         .collect();
-    let f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        c.path.clone(),
-        Some(c.id),
-        c.process.clone(),
-        summary,
-    )
-    .with("record", c.path.clone())
+    let f = INFO
+        .finding(c.path.clone(), Some(c.id), c.process.clone(), summary)
+        .with("record", c.path.clone())
     .with("data_files", files.len())
     .with("data_directory", dir)
     .with("data", listed)

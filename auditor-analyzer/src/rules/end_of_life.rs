@@ -155,17 +155,15 @@ impl Draft for EndOfLife {
             .calls
             .last()
             .map_or(self.last_write_ns, |c| c.ts_ns);
-        let mut f = Finding::new(
-            self.info.id,
-            self.info.severity,
-            &*self.path,
-            Some(self.id),
-            self.process.clone(),
-            &*self.summary,
-        );
-        for (k, v) in &self.ending.context {
-            f = f.with(k, v.clone());
-        }
+        let f = self
+            .info
+            .finding(
+                &*self.path,
+                Some(self.id),
+                self.process.clone(),
+                &*self.summary,
+            )
+            .with_all(&self.ending.context);
         let mut all: Vec<CallRef> = self.history.iter().map(Call::to_ref).collect();
         all.extend(self.ending.calls.iter().cloned());
         let f = self

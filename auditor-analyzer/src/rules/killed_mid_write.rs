@@ -116,7 +116,7 @@ fn finding(
         w.path
     );
     let sender = p.signals.iter().rev().find(|s| s.signal == signal);
-    Finding::new(INFO.id, INFO.severity, w.path.clone(), w.file, p.to_ref(), summary)
+    INFO.finding(w.path.clone(), w.file, p.to_ref(), summary)
         .with("kind", kind)
         .with("tid", tid)
         .with("signal", signal_name(signal))

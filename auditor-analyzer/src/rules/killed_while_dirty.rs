@@ -15,7 +15,7 @@ use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
 use super::end_of_life::{EndOfLife, Ending};
-use super::{Cx, Kind, Moment, RuleInfo};
+use super::{Cx, Kind, Moment, RuleInfo, file_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
@@ -187,18 +187,8 @@ fn check_unknown_past(
         process.pid,
         inode.path(),
     );
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    );
-    for (k, v) in context {
-        f = f.with(k, v.clone());
-    }
-    let mut f = f
+    let mut f = file_finding(&INFO, inode, process, summary)
+        .with_all(context)
         .with(
             "state",
             "unknown: open for writing before tracing began, no fsync seen since",

@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::calls::Call;
 use crate::event::FileId;
 use crate::exposure::{Exposure, Exposures, State, Subject, Told};
-use crate::finding::{CallRef, Finding, Severity};
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::image::ImageInfo;
 use crate::track::dirs::{DirJournal, PendingName};
 use crate::track::fds::FdSpace;
@@ -167,19 +167,8 @@ impl<'a> Cx<'a> {
         finding: Finding,
         since_epoch: u32,
     ) {
-        let mut finding = finding;
-        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
-        let pid = finding.process.pid;
-        self.open(Exposure {
-            rule,
-            subject,
-            told: Told::Built(Box::new(finding)),
-            pid,
-            opened_ns,
-            since_epoch,
-            state: State::Open,
-        });
+        self.open_built(rule, subject, finding, opened_ns, since_epoch, State::Open);
     }
 
     /// Opens the exposure a process's end leaves on one dirty file, its
@@ -203,6 +192,30 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// Opens an exposure told by a finding built already, pointed at the
+    /// call it is about.
+    fn open_built(
+        &mut self,
+        rule: &'static RuleInfo,
+        subject: Subject,
+        mut finding: Finding,
+        opened_ns: u64,
+        since_epoch: u32,
+        state: State,
+    ) {
+        crate::locate::locate(&mut finding);
+        let pid = finding.process.pid;
+        self.open(Exposure {
+            rule,
+            subject,
+            told: Told::Built(Box::new(finding)),
+            pid,
+            opened_ns,
+            since_epoch,
+            state,
+        });
+    }
+
     fn open(&mut self, e: Exposure) {
         let told = self.exposures.open(e);
         if self.raise {
@@ -219,19 +232,16 @@ impl<'a> Cx<'a> {
         closed: Option<std::sync::Arc<crate::exposure::Closer>>,
         since_epoch: u32,
     ) {
-        let mut finding = finding;
-        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
-        let pid = finding.process.pid;
-        self.open(Exposure {
+        let state = closed.map_or(State::Open, State::Closed);
+        self.open_built(
             rule,
-            subject: Subject::Settled,
-            told: Told::Built(Box::new(finding)),
-            pid,
+            Subject::Settled,
+            finding,
             opened_ns,
             since_epoch,
-            state: closed.map_or(State::Open, State::Closed),
-        });
+            state,
+        );
     }
 
     /// A finding for live views only, judged again at the end (a name left
@@ -362,6 +372,17 @@ pub fn registry() -> Vec<Box<dyn Rule>> {
     ]
 }
 
+/// A finding of `info` about `inode`, named by its path and identity; the
+/// rule adds its facts.
+pub(crate) fn file_finding(
+    info: &RuleInfo,
+    inode: &InodeState,
+    process: ProcessRef,
+    summary: String,
+) -> Finding {
+    info.finding(inode.path(), Some(inode.id), process, summary)
+}
+
 /// Adds the facts every "data not durable" finding shows: bytes, ranges,
 /// writes, age, writers, filesystem.
 pub(crate) fn with_dirty_evidence(
@@ -381,19 +402,12 @@ pub(crate) fn name_finding(
     summary: String,
     fix: &'static str,
 ) -> Finding {
-    Finding::new(
-        info.id,
-        info.severity,
-        p.path.clone(),
-        p.file,
-        p.process.clone(),
-        summary,
-    )
-    .with("operation", p.op.as_str())
-    .with("directory", p.dir.clone())
-    .with("fs", p.fs.clone())
-    .with("fix", fix)
-    .with_calls(p.calls())
+    info.finding(p.path.clone(), p.file, p.process.clone(), summary)
+        .with("operation", p.op.as_str())
+        .with("directory", p.dir.clone())
+        .with("fs", p.fs.clone())
+        .with("fix", fix)
+        .with_calls(p.calls())
 }
 
 /// At the end, a pending name's verdict: given when `wanted`, closed when

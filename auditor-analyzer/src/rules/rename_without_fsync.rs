@@ -67,18 +67,12 @@ fn finding(
         human_duration(age),
         r.destination
     );
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        r.destination,
-        Some(inode.id),
-        process,
-        summary,
-    )
-    .with("operation", op)
-    .with("source", r.source)
-    .with("destination", r.destination)
-    .with("destination_existed", r.replaced.then_some(true));
+    let mut f = INFO
+        .finding(r.destination, Some(inode.id), process, summary)
+        .with("operation", op)
+        .with("source", r.source)
+        .with("destination", r.destination)
+        .with("destination_existed", r.replaced.then_some(true));
     f = with_dirty_evidence(f, inode, dirty, call.ts_ns);
     if inode.fs == "ext4" && r.replaced {
         f = f.with(

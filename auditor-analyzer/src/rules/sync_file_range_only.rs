@@ -7,7 +7,7 @@ use crate::exposure::Subject;
 use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{Cx, Kind, Moment, RuleInfo, with_dirty_evidence};
+use super::{Cx, Kind, Moment, RuleInfo, file_finding, with_dirty_evidence};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "sync-file-range-only",
@@ -57,16 +57,9 @@ fn check(inode: &InodeState, moment: &str, trigger: &Call, process: ProcessRef) 
         inode.path(),
         dirty.bytes
     );
-    let f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    )
-    .with("moment", moment)
-    .with("sync_file_range_seq", sfr.seq);
+    let f = file_finding(&INFO, inode, process, summary)
+        .with("moment", moment)
+        .with("sync_file_range_seq", sfr.seq);
     let mut calls = inode.calls();
     calls.push(sfr.to_ref());
     calls.push(trigger.to_ref());
