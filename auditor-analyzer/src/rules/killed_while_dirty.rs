@@ -40,7 +40,7 @@ pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
     let kill = kill_context(process, *sig, call);
     let mut context = kill.evidence;
     context.insert("core_dumped".into(), (*core_dumped).into());
-    let ending = Ending::new(context.clone(), kill.calls.clone());
+    let ending = Ending::new(&INFO, context, kill.calls, FIX);
     for id in cx.left_dirty(process) {
         if cx.exposed_by_its_order(id, process) {
             continue;
@@ -64,7 +64,7 @@ pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
         if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
             continue;
         }
-        let f = check_unknown_past(st, process.to_ref(), &context, &kill.calls);
+        let f = check_unknown_past(st, process.to_ref(), &ending);
         cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
     }
 }
@@ -174,28 +174,23 @@ fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
 /// started and no fsync was seen since: data written before the trace may
 /// have been lost, or not. Said as an inconclusive verdict, never a certain
 /// one, and never passed over in silence.
-fn check_unknown_past(
-    inode: &InodeState,
-    process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
-) -> Finding {
-    let (signal, by) = signal_and_sender(context);
+fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) -> Finding {
+    let (signal, by) = signal_and_sender(&ending.context);
     let summary = format!(
         "{} ({}) was killed by {signal}{by} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
         process.comm,
         process.pid,
         inode.path(),
     );
-    let mut f = file_finding(&INFO, inode, process, summary)
-        .with_all(context)
+    let mut f = file_finding(ending.info, inode, process, summary)
+        .with_all(&ending.context)
         .with(
             "state",
             "unknown: open for writing before tracing began, no fsync seen since",
         )
         .with("fs", inode.fs.clone())
-        .with("fix", FIX)
-        .with_calls(calls.to_vec());
+        .with("fix", ending.fix)
+        .with_calls(ending.calls.clone());
     f.inconclusive = true;
     f.inconclusive_reason = Some(
         "the file was open for writing before tracing began and was not fsynced since: data written earlier is invisible to the trace".into(),
@@ -215,13 +210,11 @@ fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Optio
         dirty.bytes
     );
     Some(EndOfLife::new(
-        &INFO,
         inode,
         dirty,
         process,
         summary,
         ending.clone(),
-        FIX,
         None,
     ))
 }

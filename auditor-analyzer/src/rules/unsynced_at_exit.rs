@@ -37,7 +37,7 @@ pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
         } => {
             let mut context = Map::new();
             context.insert("exit_code".into(), (*code).into());
-            let ending = Ending::new(context, vec![(*call).clone()]);
+            let ending = Ending::new(&INFO, context, vec![(*call).clone()], FIX);
             for id in cx.left_dirty(process) {
                 if cx.exposed_by_its_order(id, process) {
                     continue;
@@ -54,7 +54,7 @@ pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
             let ending = |ended_by: &str| {
                 let mut context = Map::new();
                 context.insert("ended_by".into(), ended_by.into());
-                Ending::new(context, calls.clone())
+                Ending::new(&INFO, context, calls.clone(), FIX)
             };
             let [gone, alive] = [ending("exit not seen"), ending("end of trace")];
             let ids = cx
@@ -79,6 +79,8 @@ pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
         _ => {}
     }
 }
+
+const FIX: &str = "fsync (or fdatasync) the file before exiting";
 
 /// Opens the exposure of `process`'s unsynced data in `id`; `live` when
 /// that process still runs (it may yet fsync: the verdict is lowered).
@@ -115,13 +117,11 @@ fn check(
         process.pid
     );
     Some(EndOfLife::new(
-        &INFO,
         inode,
         dirty,
         process,
         summary,
         ending.clone(),
-        "fsync (or fdatasync) the file before exiting",
         live,
     ))
 }
