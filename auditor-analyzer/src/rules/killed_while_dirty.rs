@@ -150,13 +150,13 @@ fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
     }
 }
 
-/// "SIGKILL" and " sent by supervisor (42)" from a kill context.
-fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
+/// How every verdict of a kill begins: "app (100) was killed by SIGKILL
+/// sent by supervisor (42)", from the kill context.
+fn killed(process: &ProcessRef, context: &Map<String, Value>) -> String {
     let signal = context
         .get("signal")
         .and_then(Value::as_str)
-        .unwrap_or("a signal")
-        .to_owned();
+        .unwrap_or("a signal");
     let by = context
         .get("sender")
         .and_then(|s| {
@@ -167,7 +167,10 @@ fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
             ))
         })
         .unwrap_or_default();
-    (signal, by)
+    format!(
+        "{} ({}) was killed by {signal}{by}",
+        process.comm, process.pid
+    )
 }
 
 /// A killed process held `inode` open for writing since before tracing
@@ -175,11 +178,9 @@ fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
 /// have been lost, or not. Said as an inconclusive verdict, never a certain
 /// one, and never passed over in silence.
 fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) -> Finding {
-    let (signal, by) = signal_and_sender(&ending.context);
     let summary = format!(
-        "{} ({}) was killed by {signal}{by} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
-        process.comm,
-        process.pid,
+        "{} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
+        killed(&process, &ending.context),
         inode.path(),
     );
     let mut f = file_finding(ending.info, inode, process, summary)
@@ -201,11 +202,9 @@ fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) 
 /// The verdict for one dirty file of a killed process.
 fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Option<EndOfLife> {
     let dirty = inode.dirty.as_ref()?;
-    let (signal, by) = signal_and_sender(&ending.context);
     let summary = format!(
-        "{} ({}) was killed by {signal}{by} while {:?} held {} unsynced bytes",
-        process.comm,
-        process.pid,
+        "{} while {:?} held {} unsynced bytes",
+        killed(&process, &ending.context),
         inode.path(),
         dirty.bytes
     );
