@@ -116,15 +116,10 @@ pub fn describe(ev: &Event) -> String {
         } => {
             format!("{call}({path:?}, {}){}", open_flags(*flags), ret_str(*ret))
         }
-        EventKind::Write {
-            call,
-            fd,
-            requested,
-            ret,
-            offset,
-            calls,
-            ..
-        } => write_text(*call, *fd, *requested, *ret, *offset, *calls),
+        // Rendered from the arguments a kept call holds, so both read alike.
+        EventKind::Write { .. } | EventKind::Sync { .. } | EventKind::Close { .. } => {
+            What::of(ev).text()
+        }
         EventKind::Truncate {
             call,
             fd,
@@ -151,13 +146,6 @@ pub fn describe(ev: &Event) -> String {
                 ret_str(*ret)
             )
         }
-        EventKind::Sync {
-            call,
-            fd,
-            ret,
-            range,
-            ..
-        } => sync_text(*call, *fd, *ret, *range),
         EventKind::Rename {
             call,
             old_path,
@@ -183,13 +171,6 @@ pub fn describe(ev: &Event) -> String {
             ret,
             ..
         } => format!("{call}({path:?}, {mode:#o}){}", ret_str(*ret)),
-        EventKind::Close {
-            fd,
-            ret,
-            calls,
-            reopens,
-            ..
-        } => close_text(*fd, *ret, *calls, reopens.map_or(0, |r| r.count)),
         EventKind::CloseRange {
             first,
             last,
@@ -391,20 +372,11 @@ enum What {
     },
 }
 
-impl Call {
-    /// How many system calls this one stands for (a reported run of writes
-    /// stands for several).
-    pub fn calls(&self) -> u32 {
-        match self.what {
-            What::Write { calls, .. } => calls.max(1),
-            What::Close { calls, reopens, .. } => calls.max(1).saturating_add(reopens),
-            _ => 1,
-        }
-    }
-
-    /// Keeps `ev` as a call; `comm` is the event's comm, shared.
-    pub fn new(ev: &Event, comm: Arc<str>) -> Call {
-        let what = match &ev.kind {
+impl What {
+    /// What a call keeps of `ev`: the arguments of a write, sync or close
+    /// (the frequent ones, rendered when needed), the text of any other.
+    fn of(ev: &Event) -> What {
+        match &ev.kind {
             EventKind::Write {
                 call,
                 fd,
@@ -413,60 +385,45 @@ impl Call {
                 offset,
                 calls,
                 ..
-            } => Some(What::Write {
+            } => What::Write {
                 name: *call,
                 fd: *fd,
                 requested: *requested,
                 ret: *ret,
                 offset: *offset,
                 calls: *calls,
-            }),
+            },
             EventKind::Sync {
                 call,
                 fd,
                 ret,
                 range,
                 ..
-            } => Some(What::Sync {
+            } => What::Sync {
                 name: *call,
                 fd: *fd,
                 ret: *ret,
                 range: *range,
-            }),
+            },
             EventKind::Close {
                 fd,
                 ret,
                 calls,
                 reopens,
                 ..
-            } => Some(What::Close {
+            } => What::Close {
                 fd: *fd,
                 ret: *ret,
                 calls: *calls,
                 reopens: reopens.map_or(0, |r| r.count),
-            }),
-            _ => None,
-        };
-        Call {
-            seq: ev.seq,
-            ts_ns: ev.ts_ns,
-            pid: ev.pid,
-            tid: ev.tid,
-            comm,
-            what: what.unwrap_or_else(|| What::Text(describe(ev).into())),
-            stack: None,
+            },
+            _ => What::Text(describe(ev).into()),
         }
     }
 
-    /// The call with the stack it was made from.
-    pub fn with_stack(mut self, stack: Option<Arc<Stack>>) -> Call {
-        self.stack = stack;
-        self
-    }
-
-    /// The human form (`write(fd=3, 4096) = 4096`).
-    pub fn text(&self) -> String {
-        match &self.what {
+    /// The call as people read it.
+    fn text(&self) -> String {
+        match self {
             What::Text(t) => t.to_string(),
             What::Write {
                 name,
@@ -489,6 +446,42 @@ impl Call {
                 reopens,
             } => close_text(*fd, *ret, *calls, *reopens),
         }
+    }
+}
+
+impl Call {
+    /// How many system calls this one stands for (a reported run of writes
+    /// stands for several).
+    pub fn calls(&self) -> u32 {
+        match self.what {
+            What::Write { calls, .. } => calls.max(1),
+            What::Close { calls, reopens, .. } => calls.max(1).saturating_add(reopens),
+            _ => 1,
+        }
+    }
+
+    /// Keeps `ev` as a call; `comm` is the event's comm, shared.
+    pub fn new(ev: &Event, comm: Arc<str>) -> Call {
+        Call {
+            seq: ev.seq,
+            ts_ns: ev.ts_ns,
+            pid: ev.pid,
+            tid: ev.tid,
+            comm,
+            what: What::of(ev),
+            stack: None,
+        }
+    }
+
+    /// The call with the stack it was made from.
+    pub fn with_stack(mut self, stack: Option<Arc<Stack>>) -> Call {
+        self.stack = stack;
+        self
+    }
+
+    /// The human form (`write(fd=3, 4096) = 4096`).
+    pub fn text(&self) -> String {
+        self.what.text()
     }
 
     /// The rendered reference findings carry.

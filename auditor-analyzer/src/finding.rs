@@ -198,6 +198,12 @@ impl Finding {
         self
     }
 
+    /// Adds every entry of `evidence` (facts shared by several findings).
+    pub fn with_all(mut self, evidence: &Map<String, Value>) -> Finding {
+        self.evidence.extend(evidence.clone());
+        self
+    }
+
     /// Sets the call chain, keeping the first and last calls when too long.
     pub fn with_calls(mut self, calls: Vec<CallRef>) -> Finding {
         self.calls = bound_calls(calls);

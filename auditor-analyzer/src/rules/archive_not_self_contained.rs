@@ -201,10 +201,6 @@ pub struct ArchiveNotSelfContained {
 }
 
 impl Rule for ArchiveNotSelfContained {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Opened {
@@ -608,51 +604,44 @@ fn finding(c: &Check) -> Finding {
     let mut calls = vec![img.call.to_ref()];
     calls.extend(c.out.first.as_ref().map(Call::to_ref));
     calls.push(c.end.clone());
-    Finding::new(
-        INFO.id,
-        INFO.severity,
-        img.path.clone(),
-        Some(img.id),
-        c.process.clone(),
-        summary,
-    )
-    .with("image", img.path.clone())
-    .with("format", img.info.format.clone())
-    .with("backing_file", backing.map(shown))
-    .with(
-        "backing_naming",
-        backing.map(|n| Value::from(naming_str(n.naming))),
-    )
-    .with(
-        "backing_state",
-        backing.map(|n| Value::from(state_str(n.state))),
-    )
-    .with(
-        "not_shipped",
-        left.iter().map(|n| shown(n)).collect::<Vec<_>>(),
-    )
-    .with(
-        "needs",
-        img.info
-            .needs
-            .iter()
-            .zip(&img.shipped)
-            .map(|(n, s)| need_json(n, *s))
-            .collect::<Vec<_>>(),
-    )
-    .with("needs_cut", img.info.cut)
-    .with("destination", c.out.describe())
-    .with(
-        "destinations",
-        c.out
-            .to
-            .iter()
-            .map(|d| json!({"kind": d.kind, "path": d.path, "bytes": d.bytes}))
-            .collect::<Vec<_>>(),
-    )
-    .with("bytes_written", c.out.bytes)
-    .with("fix", fix(&img.info.format))
-    .with_calls(calls)
+    INFO.finding(img.path.clone(), Some(img.id), c.process.clone(), summary)
+        .with("image", img.path.clone())
+        .with("format", img.info.format.clone())
+        .with("backing_file", backing.map(shown))
+        .with(
+            "backing_naming",
+            backing.map(|n| Value::from(naming_str(n.naming))),
+        )
+        .with(
+            "backing_state",
+            backing.map(|n| Value::from(state_str(n.state))),
+        )
+        .with(
+            "not_shipped",
+            left.iter().map(|n| shown(n)).collect::<Vec<_>>(),
+        )
+        .with(
+            "needs",
+            img.info
+                .needs
+                .iter()
+                .zip(&img.shipped)
+                .map(|(n, s)| need_json(n, *s))
+                .collect::<Vec<_>>(),
+        )
+        .with("needs_cut", img.info.cut)
+        .with("destination", c.out.describe())
+        .with(
+            "destinations",
+            c.out
+                .to
+                .iter()
+                .map(|d| json!({"kind": d.kind, "path": d.path, "bytes": d.bytes}))
+                .collect::<Vec<_>>(),
+        )
+        .with("bytes_written", c.out.bytes)
+        .with("fix", fix(&img.info.format))
+        .with_calls(calls)
 }
 
 /// The path a dependency resolves to, else its name.

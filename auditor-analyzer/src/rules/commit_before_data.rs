@@ -74,10 +74,6 @@ pub struct CommitBeforeData {
 }
 
 impl Rule for CommitBeforeData {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Renamed {
@@ -284,15 +280,9 @@ fn finding(cx: &Cx<'_>, c: &Commit, files: &[FileId]) -> Option<(Finding, u32)> 
             })
         })
         .collect();
-    let f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        c.path.clone(),
-        Some(c.id),
-        c.process.clone(),
-        summary,
-    )
-    .with("record", c.path.clone())
+    let f = INFO
+        .finding(c.path.clone(), Some(c.id), c.process.clone(), summary)
+        .with("record", c.path.clone())
     .with("data_files", files.len())
     .with("data_directory", dir)
     .with("data", listed)

@@ -6,7 +6,7 @@
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, observe_names};
+use super::{Kind, RuleInfo, name_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "create-without-dir-fsync",
@@ -15,22 +15,10 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::Name,
 };
 
-pub struct CreateWithoutDirFsync;
-
-impl Rule for CreateWithoutDirFsync {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        observe_names(m, cx, &INFO, check);
-    }
-}
-
 /// The verdict for a pending create or mkdir whose data was made durable
 /// and whose directory never was (a directory fsynced by anyone later made
 /// the name durable too: nothing is left to say).
-fn check(p: &PendingName) -> Option<Finding> {
+pub fn check(p: &PendingName) -> Option<Finding> {
     if !matches!(p.op, NameOp::Create | NameOp::Mkdir)
         || !p.data_synced
         || p.closed.is_some()

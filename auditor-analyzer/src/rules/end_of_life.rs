@@ -18,17 +18,30 @@ use crate::track::inodes::{Dirty, InodeState};
 
 use super::{RuleInfo, still_running};
 
-/// What an end shares across every file it left dirty: the exit or kill
-/// facts and the calls that ended the process.
+/// What an end shares across every file it left dirty: the rule that
+/// tells it, the exit or kill facts, the calls that ended the process, and
+/// the fix.
 #[derive(Debug)]
 pub(crate) struct Ending {
+    pub info: &'static RuleInfo,
     pub context: Map<String, Value>,
     pub calls: Vec<CallRef>,
+    pub fix: &'static str,
 }
 
 impl Ending {
-    pub(crate) fn new(context: Map<String, Value>, calls: Vec<CallRef>) -> Arc<Ending> {
-        Arc::new(Ending { context, calls })
+    pub(crate) fn new(
+        info: &'static RuleInfo,
+        context: Map<String, Value>,
+        calls: Vec<CallRef>,
+        fix: &'static str,
+    ) -> Arc<Ending> {
+        Arc::new(Ending {
+            info,
+            context,
+            calls,
+            fix,
+        })
     }
 }
 
@@ -88,7 +101,6 @@ impl DirtyFacts {
 /// The finding of one file a process left dirty at its end, as facts.
 #[derive(Debug)]
 pub(crate) struct EndOfLife {
-    info: &'static RuleInfo,
     id: FileId,
     path: Box<str>,
     process: ProcessRef,
@@ -98,28 +110,23 @@ pub(crate) struct EndOfLife {
     history: Box<[Call]>,
     last_write_ns: u64,
     ending: Arc<Ending>,
-    fix: &'static str,
     /// The writer still runs (it may yet fsync): the verdict is lowered.
     live: Option<u32>,
 }
 
 impl EndOfLife {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        info: &'static RuleInfo,
         inode: &InodeState,
         dirty: &Dirty,
         process: ProcessRef,
         summary: String,
         ending: Arc<Ending>,
-        fix: &'static str,
         live: Option<u32>,
     ) -> EndOfLife {
         let history: Vec<Call> = std::iter::once(dirty.first_write.clone())
             .chain(inode.history.iter().cloned())
             .collect();
         EndOfLife {
-            info,
             id: inode.id,
             path: inode.path().into(),
             process,
@@ -128,7 +135,6 @@ impl EndOfLife {
             history: history.into(),
             last_write_ns: dirty.last_write_ns,
             ending,
-            fix,
             live,
         }
     }
@@ -155,23 +161,22 @@ impl Draft for EndOfLife {
             .calls
             .last()
             .map_or(self.last_write_ns, |c| c.ts_ns);
-        let mut f = Finding::new(
-            self.info.id,
-            self.info.severity,
-            &*self.path,
-            Some(self.id),
-            self.process.clone(),
-            &*self.summary,
-        );
-        for (k, v) in &self.ending.context {
-            f = f.with(k, v.clone());
-        }
+        let f = self
+            .ending
+            .info
+            .finding(
+                &*self.path,
+                Some(self.id),
+                self.process.clone(),
+                &*self.summary,
+            )
+            .with_all(&self.ending.context);
         let mut all: Vec<CallRef> = self.history.iter().map(Call::to_ref).collect();
         all.extend(self.ending.calls.iter().cloned());
         let f = self
             .facts
             .add_to(f, end)
-            .with("fix", self.fix)
+            .with("fix", self.ending.fix)
             .with_calls(all);
         match self.live {
             Some(pid) => still_running(f, &[pid]),

@@ -10,7 +10,7 @@ use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 use crate::track::processes::{ProcKey, Process};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, Rule, RuleInfo, file_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "fsync-error-ignored",
@@ -33,10 +33,6 @@ pub struct FsyncErrorIgnored {
 }
 
 impl Rule for FsyncErrorIgnored {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         let (id, pid, call, follow_up) = match m {
             Moment::Synced { id, pid, call, .. } => (id, pid, call, "fsync retry"),
@@ -126,25 +122,18 @@ fn finding(
     let mut calls = inode.calls();
     calls.push(failed.call.to_ref());
     calls.push(call.to_ref());
-    Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    )
-    .with("errno", errno)
-    .with("failed_call", failed.call.text())
-    .with("failed_seq", failed.call.seq)
-    .with("follow_up", follow_up)
-    .with("follow_up_call", call.text())
-    .with("fs", inode.fs.clone())
-    .with(
-        "fix",
-        "treat an fsync error as data loss: rewrite the data from a safe copy or stop",
-    )
-    .with_calls(calls)
+    file_finding(&INFO, inode, process, summary)
+        .with("errno", errno)
+        .with("failed_call", failed.call.text())
+        .with("failed_seq", failed.call.seq)
+        .with("follow_up", follow_up)
+        .with("follow_up_call", call.text())
+        .with("fs", inode.fs.clone())
+        .with(
+            "fix",
+            "treat an fsync error as data loss: rewrite the data from a safe copy or stop",
+        )
+        .with_calls(calls)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What the catalog says of a rule, apart from the rules themselves, so the
 //! exposures they open can name their rule without depending on them.
 
-use crate::finding::Severity;
+use crate::event::FileId;
+use crate::finding::{Finding, ProcessRef, Severity};
 
 /// How a rule's exposures are judged at the end of the observation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,4 +34,18 @@ pub struct RuleInfo {
     /// One line on what it catches.
     pub title: &'static str,
     pub kind: Kind,
+}
+
+impl RuleInfo {
+    /// A finding of this rule at its default severity, with no evidence
+    /// yet; the rule adds its facts.
+    pub fn finding(
+        &self,
+        path: impl Into<String>,
+        inode: Option<FileId>,
+        process: ProcessRef,
+        summary: impl Into<String>,
+    ) -> Finding {
+        Finding::new(self.id, self.severity, path, inode, process, summary)
+    }
 }

@@ -49,10 +49,6 @@ pub struct InterleavedWriters {
 }
 
 impl Rule for InterleavedWriters {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Wrote {

@@ -8,7 +8,7 @@ use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, Severity};
 use crate::track::processes::{Process, WriteRec};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-mid-write",
@@ -17,29 +17,22 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::Lasting,
 };
 
-pub struct KilledMidWrite;
-
-impl Rule for KilledMidWrite {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        let Moment::Ended {
-            process,
-            signal: Some(sig),
-            call,
-            ..
-        } = m
-        else {
-            return;
-        };
-        let torn = check(process, *sig, call, |w| {
-            w.file.is_some_and(|id| cx.is_judged(&id))
-        });
-        for (file, f) in torn {
-            cx.expose_since(&INFO, Subject::Lasting(file), f, process.since_epoch);
-        }
+/// At a kill: the records its threads left torn.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    let Moment::Ended {
+        process,
+        signal: Some(sig),
+        call,
+        ..
+    } = m
+    else {
+        return;
+    };
+    let torn = check(process, *sig, call, |w| {
+        w.file.is_some_and(|id| cx.is_judged(&id))
+    });
+    for (file, f) in torn {
+        cx.expose_since(&INFO, Subject::Lasting(file), f, process.since_epoch);
     }
 }
 
@@ -123,7 +116,7 @@ fn finding(
         w.path
     );
     let sender = p.signals.iter().rev().find(|s| s.signal == signal);
-    Finding::new(INFO.id, INFO.severity, w.path.clone(), w.file, p.to_ref(), summary)
+    INFO.finding(w.path.clone(), w.file, p.to_ref(), summary)
         .with("kind", kind)
         .with("tid", tid)
         .with("signal", signal_name(signal))

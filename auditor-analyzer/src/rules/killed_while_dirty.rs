@@ -15,7 +15,7 @@ use crate::track::inodes::InodeState;
 use crate::track::processes::Process;
 
 use super::end_of_life::{EndOfLife, Ending};
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, RuleInfo, file_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "killed-while-dirty",
@@ -24,67 +24,48 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::EndOfLife,
 };
 
-pub struct KilledWhileDirty;
-
-impl Rule for KilledWhileDirty {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
+/// At a kill: the files the process left dirty, and those it held open
+/// for writing since before the trace began.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    let Moment::Ended {
+        process,
+        signal: Some(sig),
+        core_dumped,
+        call,
+        ..
+    } = m
+    else {
+        return;
+    };
+    let kill = kill_context(process, *sig, call);
+    let mut context = kill.evidence;
+    context.insert("core_dumped".into(), (*core_dumped).into());
+    let ending = Ending::new(&INFO, context, kill.calls, FIX);
+    for id in cx.left_dirty(process) {
+        if cx.exposed_by_its_order(id, process) {
+            continue;
+        }
+        if let Some(draft) = cx
+            .inodes
+            .get(&id)
+            .and_then(|st| check(st, process.to_ref(), &ending))
+        {
+            cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
+        }
     }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        let Moment::Ended {
-            process,
-            signal: Some(sig),
-            core_dumped,
-            call,
-            ..
-        } = m
-        else {
-            return;
+    // Files held open for writing since before tracing began, not
+    // fsynced since and not dirtied under the trace's eyes (those got
+    // the certain verdict): an inconclusive verdict each.
+    for id in &process.held_at_start {
+        let Some(st) = cx.inodes.get(id) else {
+            continue;
         };
-        let kill = kill_context(process, *sig, call);
-        let mut context = kill.evidence;
-        context.insert("core_dumped".into(), (*core_dumped).into());
-        let ending = Ending::new(context.clone(), kill.calls.clone());
-        let key = process.key;
-        let dirty: Vec<_> = process
-            .written
-            .iter()
-            .filter(|id| {
-                cx.is_judged(id)
-                    && cx
-                        .inodes
-                        .get(id)
-                        .is_some_and(|s| s.dirty.as_ref().is_some_and(|d| d.written_by(key)))
-            })
-            .copied()
-            .collect();
-        for id in dirty {
-            if cx.exposed_by_its_order(id, process) {
-                continue;
-            }
-            if let Some(draft) = cx
-                .inodes
-                .get(&id)
-                .and_then(|st| check(st, process.to_ref(), &ending))
-            {
-                cx.expose_end_of_life(&INFO, Subject::Data(id), draft);
-            }
+        let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(process.key));
+        if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
+            continue;
         }
-        // Files held open for writing since before tracing began, not
-        // fsynced since and not dirtied under the trace's eyes (those got
-        // the certain verdict): an inconclusive verdict each.
-        for id in &process.held_at_start {
-            let Some(st) = cx.inodes.get(id) else {
-                continue;
-            };
-            let seen_dirty = st.dirty.as_ref().is_some_and(|d| d.written_by(key));
-            if !st.unknown_past || st.unlinked || !st.judged() || seen_dirty {
-                continue;
-            }
-            let f = check_unknown_past(st, process.to_ref(), &context, &kill.calls);
-            cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
-        }
+        let f = check_unknown_past(st, process.to_ref(), &ending);
+        cx.expose_since(&INFO, Subject::Data(*id), f, process.since_epoch);
     }
 }
 
@@ -169,13 +150,13 @@ fn kill_context(p: &Process, signal: i32, exit_call: &CallRef) -> Kill {
     }
 }
 
-/// "SIGKILL" and " sent by supervisor (42)" from a kill context.
-fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
+/// How every verdict of a kill begins: "app (100) was killed by SIGKILL
+/// sent by supervisor (42)", from the kill context.
+fn killed(process: &ProcessRef, context: &Map<String, Value>) -> String {
     let signal = context
         .get("signal")
         .and_then(Value::as_str)
-        .unwrap_or("a signal")
-        .to_owned();
+        .unwrap_or("a signal");
     let by = context
         .get("sender")
         .and_then(|s| {
@@ -186,45 +167,31 @@ fn signal_and_sender(context: &Map<String, Value>) -> (String, String) {
             ))
         })
         .unwrap_or_default();
-    (signal, by)
+    format!(
+        "{} ({}) was killed by {signal}{by}",
+        process.comm, process.pid
+    )
 }
 
 /// A killed process held `inode` open for writing since before tracing
 /// started and no fsync was seen since: data written before the trace may
 /// have been lost, or not. Said as an inconclusive verdict, never a certain
 /// one, and never passed over in silence.
-fn check_unknown_past(
-    inode: &InodeState,
-    process: ProcessRef,
-    context: &Map<String, Value>,
-    calls: &[CallRef],
-) -> Finding {
-    let (signal, by) = signal_and_sender(context);
+fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) -> Finding {
     let summary = format!(
-        "{} ({}) was killed by {signal}{by} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
-        process.comm,
-        process.pid,
+        "{} while it held {:?} open for writing since before tracing began: whether it lost unsynced data is unknown",
+        killed(&process, &ending.context),
         inode.path(),
     );
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    );
-    for (k, v) in context {
-        f = f.with(k, v.clone());
-    }
-    let mut f = f
+    let mut f = file_finding(ending.info, inode, process, summary)
+        .with_all(&ending.context)
         .with(
             "state",
             "unknown: open for writing before tracing began, no fsync seen since",
         )
         .with("fs", inode.fs.clone())
-        .with("fix", FIX)
-        .with_calls(calls.to_vec());
+        .with("fix", ending.fix)
+        .with_calls(ending.calls.clone());
     f.inconclusive = true;
     f.inconclusive_reason = Some(
         "the file was open for writing before tracing began and was not fsynced since: data written earlier is invisible to the trace".into(),
@@ -235,22 +202,18 @@ fn check_unknown_past(
 /// The verdict for one dirty file of a killed process.
 fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Option<EndOfLife> {
     let dirty = inode.dirty.as_ref()?;
-    let (signal, by) = signal_and_sender(&ending.context);
     let summary = format!(
-        "{} ({}) was killed by {signal}{by} while {:?} held {} unsynced bytes",
-        process.comm,
-        process.pid,
+        "{} while {:?} held {} unsynced bytes",
+        killed(&process, &ending.context),
         inode.path(),
         dirty.bytes
     );
     Some(EndOfLife::new(
-        &INFO,
         inode,
         dirty,
         process,
         summary,
         ending.clone(),
-        FIX,
         None,
     ))
 }

@@ -2,8 +2,10 @@
 //! core tracks processes, fds, inodes and names, tells every rule what
 //! happened ([`Moment`]) and keeps the exposures the rules open ([`Cx`]);
 //! a rule decides whether a moment is a problem, says why, and keeps
-//! whatever it must remember between moments. Adding a rule touches its
-//! own file and [`registry`].
+//! whatever it must remember between moments (a rule that keeps nothing is
+//! just its module's `observe` function; a rule about pending names, its
+//! `check`). Adding a rule touches its own file, [`RULES`] and
+//! [`registry`].
 
 pub mod archive_not_self_contained;
 pub mod commit_before_data;
@@ -24,7 +26,7 @@ use serde_json::Value;
 use crate::calls::Call;
 use crate::event::FileId;
 use crate::exposure::{Exposure, Exposures, State, Subject, Told};
-use crate::finding::{CallRef, Finding, Severity};
+use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::image::ImageInfo;
 use crate::track::dirs::{DirJournal, PendingName};
 use crate::track::fds::FdSpace;
@@ -165,19 +167,8 @@ impl<'a> Cx<'a> {
         finding: Finding,
         since_epoch: u32,
     ) {
-        let mut finding = finding;
-        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.last().map_or(0, |c| c.ts_ns);
-        let pid = finding.process.pid;
-        self.open(Exposure {
-            rule,
-            subject,
-            told: Told::Built(Box::new(finding)),
-            pid,
-            opened_ns,
-            since_epoch,
-            state: State::Open,
-        });
+        self.open_built(rule, subject, finding, opened_ns, since_epoch, State::Open);
     }
 
     /// Opens the exposure a process's end leaves on one dirty file, its
@@ -201,6 +192,30 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// Opens an exposure told by a finding built already, pointed at the
+    /// call it is about.
+    fn open_built(
+        &mut self,
+        rule: &'static RuleInfo,
+        subject: Subject,
+        mut finding: Finding,
+        opened_ns: u64,
+        since_epoch: u32,
+        state: State,
+    ) {
+        crate::locate::locate(&mut finding);
+        let pid = finding.process.pid;
+        self.open(Exposure {
+            rule,
+            subject,
+            told: Told::Built(Box::new(finding)),
+            pid,
+            opened_ns,
+            since_epoch,
+            state,
+        });
+    }
+
     fn open(&mut self, e: Exposure) {
         let told = self.exposures.open(e);
         if self.raise {
@@ -217,19 +232,16 @@ impl<'a> Cx<'a> {
         closed: Option<std::sync::Arc<crate::exposure::Closer>>,
         since_epoch: u32,
     ) {
-        let mut finding = finding;
-        crate::locate::locate(&mut finding);
         let opened_ns = finding.calls.first().map_or(0, |c| c.ts_ns);
-        let pid = finding.process.pid;
-        self.open(Exposure {
+        let state = closed.map_or(State::Open, State::Closed);
+        self.open_built(
             rule,
-            subject: Subject::Settled,
-            told: Told::Built(Box::new(finding)),
-            pid,
+            Subject::Settled,
+            finding,
             opened_ns,
             since_epoch,
-            state: closed.map_or(State::Open, State::Closed),
-        });
+            state,
+        );
     }
 
     /// A finding for live views only, judged again at the end (a name left
@@ -264,18 +276,6 @@ impl<'a> Cx<'a> {
         })
     }
 
-    /// Pids of live processes holding `id` open.
-    pub fn holders(&self, id: FileId) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|p| p.tables().any(|t| self.fds.holds(t, id)))
-            .map(|p| p.pid)
-            .collect();
-        pids.sort_unstable();
-        pids
-    }
-
     /// Whether the inode is judged (persistent, regular or directory) and
     /// still has a name.
     pub fn is_judged(&self, id: &FileId) -> bool {
@@ -283,12 +283,27 @@ impl<'a> Cx<'a> {
             .get(id)
             .is_some_and(|s| s.judged() && !s.unlinked)
     }
+
+    /// The judged files `process` wrote that still hold unsynced data it
+    /// wrote, by identity.
+    pub fn left_dirty(&self, process: &Process) -> Vec<FileId> {
+        process
+            .written
+            .iter()
+            .filter(|id| {
+                self.is_judged(id)
+                    && self.inodes.get(id).is_some_and(|s| {
+                        s.dirty.as_ref().is_some_and(|d| d.written_by(process.key))
+                    })
+            })
+            .copied()
+            .collect()
+    }
 }
 
-/// What every rule implements.
+/// What every rule implements. A rule's catalog entry is its module's
+/// `INFO`, named in [`RULES`]; the exposures it opens name it too.
 pub trait Rule: Send {
-    fn info(&self) -> &'static RuleInfo;
-
     /// Reacts to a moment: opens exposures through `cx`, keeps its state.
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>);
 
@@ -301,6 +316,15 @@ pub trait Rule: Send {
     /// The inode `id` is gone, or its state was dropped: what the rule
     /// kept about it no longer applies.
     fn forget(&mut self, _id: &FileId) {}
+}
+
+/// A rule that keeps nothing between moments: its module's `observe`.
+struct Stateless(fn(&Moment<'_>, &mut Cx<'_>));
+
+impl Rule for Stateless {
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        (self.0)(m, cx)
+    }
 }
 
 /// Every rule's catalog entry, in the order reports list their counts.
@@ -323,20 +347,40 @@ pub const RULES: &[RuleInfo] = &[
 /// A fresh instance of every rule.
 pub fn registry() -> Vec<Box<dyn Rule>> {
     vec![
-        Box::new(rename_without_fsync::RenameWithoutFsync),
-        Box::new(killed_while_dirty::KilledWhileDirty),
-        Box::new(killed_mid_write::KilledMidWrite),
+        Box::new(Stateless(rename_without_fsync::observe)),
+        Box::new(Stateless(killed_while_dirty::observe)),
+        Box::new(Stateless(killed_mid_write::observe)),
         Box::new(truncate_in_place::TruncateInPlace::default()),
         Box::new(fsync_error_ignored::FsyncErrorIgnored::default()),
-        Box::new(unsynced_at_exit::UnsyncedAtExit),
-        Box::new(rename_without_dir_fsync::RenameWithoutDirFsync),
+        Box::new(Stateless(unsynced_at_exit::observe)),
+        Box::new(Names(
+            &rename_without_dir_fsync::INFO,
+            rename_without_dir_fsync::check,
+        )),
         Box::new(interleaved_writers::InterleavedWriters::default()),
-        Box::new(create_without_dir_fsync::CreateWithoutDirFsync),
-        Box::new(unlink_without_dir_fsync::UnlinkWithoutDirFsync),
-        Box::new(sync_file_range_only::SyncFileRangeOnly),
+        Box::new(Names(
+            &create_without_dir_fsync::INFO,
+            create_without_dir_fsync::check,
+        )),
+        Box::new(Names(
+            &unlink_without_dir_fsync::INFO,
+            unlink_without_dir_fsync::check,
+        )),
+        Box::new(Stateless(sync_file_range_only::observe)),
         Box::new(archive_not_self_contained::ArchiveNotSelfContained::default()),
         Box::new(commit_before_data::CommitBeforeData::default()),
     ]
+}
+
+/// A finding of `info` about `inode`, named by its path and identity; the
+/// rule adds its facts.
+pub(crate) fn file_finding(
+    info: &RuleInfo,
+    inode: &InodeState,
+    process: ProcessRef,
+    summary: String,
+) -> Finding {
+    info.finding(inode.path(), Some(inode.id), process, summary)
 }
 
 /// Adds the facts every "data not durable" finding shows: bytes, ranges,
@@ -358,19 +402,12 @@ pub(crate) fn name_finding(
     summary: String,
     fix: &'static str,
 ) -> Finding {
-    Finding::new(
-        info.id,
-        info.severity,
-        p.path.clone(),
-        p.file,
-        p.process.clone(),
-        summary,
-    )
-    .with("operation", p.op.as_str())
-    .with("directory", p.dir.clone())
-    .with("fs", p.fs.clone())
-    .with("fix", fix)
-    .with_calls(p.calls())
+    info.finding(p.path.clone(), p.file, p.process.clone(), summary)
+        .with("operation", p.op.as_str())
+        .with("directory", p.dir.clone())
+        .with("fs", p.fs.clone())
+        .with("fix", fix)
+        .with_calls(p.calls())
 }
 
 /// At the end, a pending name's verdict: given when `wanted`, closed when
@@ -390,31 +427,33 @@ pub(crate) fn settle_name(
     cx.settle(info, f, p.closed.clone(), p.since_epoch);
 }
 
-/// How every rule about pending names follows the run: what a process
-/// leaves pending when it ends is at risk (for live views); at the end,
-/// each pending name `check` finds wanting gets its verdict.
-pub(crate) fn observe_names(
-    m: &Moment<'_>,
-    cx: &mut Cx<'_>,
-    info: &'static RuleInfo,
-    check: fn(&PendingName) -> Option<Finding>,
-) {
-    match m {
-        Moment::Ended { process, .. } => {
-            let left: Vec<Finding> = cx.dirs.of_process(process.key).filter_map(check).collect();
-            for f in left {
-                cx.at_risk(f);
-            }
-        }
-        Moment::End { .. } => {
-            let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
-            for p in &names {
-                if let Some(f) = check(p) {
-                    settle_name(cx, info, p, f);
+/// A rule about pending names: its catalog entry and the check that finds
+/// a pending name wanting (its module's `check`). Every such rule follows
+/// the run alike: what a process leaves pending when it ends is at risk
+/// (for live views); at the end, each name found wanting gets its verdict.
+struct Names(&'static RuleInfo, fn(&PendingName) -> Option<Finding>);
+
+impl Rule for Names {
+    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
+        let Names(info, check) = *self;
+        match m {
+            Moment::Ended { process, .. } => {
+                let left: Vec<Finding> =
+                    cx.dirs.of_process(process.key).filter_map(check).collect();
+                for f in left {
+                    cx.at_risk(f);
                 }
             }
+            Moment::End { .. } => {
+                let names: Vec<PendingName> = cx.dirs.iter().cloned().collect();
+                for p in &names {
+                    if let Some(f) = check(p) {
+                        settle_name(cx, info, p, f);
+                    }
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, observe_names};
+use super::{Kind, RuleInfo, name_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "rename-without-dir-fsync",
@@ -16,20 +16,8 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::Name,
 };
 
-pub struct RenameWithoutDirFsync;
-
-impl Rule for RenameWithoutDirFsync {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        observe_names(m, cx, &INFO, check);
-    }
-}
-
 /// The verdict for a pending rename or link.
-fn check(p: &PendingName) -> Option<Finding> {
+pub fn check(p: &PendingName) -> Option<Finding> {
     if !matches!(p.op, NameOp::Rename | NameOp::Link) || !p.persistent() {
         return None;
     }

@@ -8,7 +8,7 @@ use crate::exposure::Subject;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::{Dirty, InodeState};
 
-use super::{Cx, Kind, Moment, Rename, Rule, RuleInfo, with_dirty_evidence};
+use super::{Cx, Kind, Moment, Rename, RuleInfo, with_dirty_evidence};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "rename-without-fsync",
@@ -17,37 +17,30 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::Ordering,
 };
 
-pub struct RenameWithoutFsync;
-
-impl Rule for RenameWithoutFsync {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
+/// At a rename or link of an inode holding unsynced data.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    let Moment::Renamed {
+        id,
+        rename,
+        pid,
+        call,
+    } = m
+    else {
+        return;
+    };
+    let Some((inode, process)) = cx.lookup(id, *pid) else {
+        return;
+    };
+    // Once per dirty spell: a second rename of the same unsynced data
+    // is the same exposure.
+    let Some(dirty) = inode.dirty.as_ref() else {
+        return;
+    };
+    if cx.is_open(inode.id, &INFO) {
+        return;
     }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        let Moment::Renamed {
-            id,
-            rename,
-            pid,
-            call,
-        } = m
-        else {
-            return;
-        };
-        let Some((inode, process)) = cx.lookup(id, *pid) else {
-            return;
-        };
-        // Once per dirty spell: a second rename of the same unsynced data
-        // is the same exposure.
-        let Some(dirty) = inode.dirty.as_ref() else {
-            return;
-        };
-        if cx.is_open(inode.id, &INFO) {
-            return;
-        }
-        let f = finding(inode, dirty, rename, &call.to_ref(), process.to_ref());
-        cx.expose(&INFO, Subject::Data(inode.id), f);
-    }
+    let f = finding(inode, dirty, rename, &call.to_ref(), process.to_ref());
+    cx.expose(&INFO, Subject::Data(inode.id), f);
 }
 
 /// The finding for a rename of an inode holding unsynced data.
@@ -74,18 +67,12 @@ fn finding(
         human_duration(age),
         r.destination
     );
-    let mut f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        r.destination,
-        Some(inode.id),
-        process,
-        summary,
-    )
-    .with("operation", op)
-    .with("source", r.source)
-    .with("destination", r.destination)
-    .with("destination_existed", r.replaced.then_some(true));
+    let mut f = INFO
+        .finding(r.destination, Some(inode.id), process, summary)
+        .with("operation", op)
+        .with("source", r.source)
+        .with("destination", r.destination)
+        .with("destination_existed", r.replaced.then_some(true));
     f = with_dirty_evidence(f, inode, dirty, call.ts_ns);
     if inode.fs == "ext4" && r.replaced {
         f = f.with(

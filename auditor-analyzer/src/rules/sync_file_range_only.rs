@@ -7,7 +7,7 @@ use crate::exposure::Subject;
 use crate::finding::{Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo, with_dirty_evidence};
+use super::{Cx, Kind, Moment, RuleInfo, file_finding, with_dirty_evidence};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "sync-file-range-only",
@@ -16,54 +16,34 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::EndOfLife,
 };
 
-pub struct SyncFileRangeOnly;
-
-impl Rule for SyncFileRangeOnly {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        match m {
-            Moment::Renamed { id, pid, call, .. } => {
-                if let Some((inode, process)) = cx.lookup(id, *pid) {
-                    self.judge(cx, inode, "rename", call, process.to_ref());
-                }
+/// At a rename, or the end of a writer, of data only sync_file_range'd.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    match m {
+        Moment::Renamed { id, pid, call, .. } => {
+            if let Some((inode, process)) = cx.lookup(id, *pid) {
+                judge(cx, inode, "rename", call, process.to_ref());
             }
-            Moment::Ended { process, call, .. } => {
-                let trigger = Call::from(*call);
-                let inodes = cx.inodes;
-                for id in &process.written {
-                    let Some(st) = inodes.get(id) else {
-                        continue;
-                    };
-                    let mine = st.dirty.as_ref().is_some_and(|d| d.written_by(process.key));
-                    if mine && cx.is_judged(id) {
-                        self.judge(cx, st, "exit", &trigger, process.to_ref());
-                    }
-                }
-            }
-            _ => {}
         }
+        Moment::Ended { process, call, .. } => {
+            let trigger = Call::from(*call);
+            let inodes = cx.inodes;
+            for id in cx.left_dirty(process) {
+                if let Some(st) = inodes.get(&id) {
+                    judge(cx, st, "exit", &trigger, process.to_ref());
+                }
+            }
+        }
+        _ => {}
     }
 }
 
-impl SyncFileRangeOnly {
-    /// Once per dirty spell.
-    fn judge(
-        &self,
-        cx: &mut Cx<'_>,
-        inode: &InodeState,
-        moment: &str,
-        trigger: &Call,
-        process: ProcessRef,
-    ) {
-        if cx.is_open(inode.id, &INFO) {
-            return;
-        }
-        if let Some(f) = check(inode, moment, trigger, process) {
-            cx.expose(&INFO, Subject::Data(inode.id), f);
-        }
+/// Once per dirty spell.
+fn judge(cx: &mut Cx<'_>, inode: &InodeState, moment: &str, trigger: &Call, process: ProcessRef) {
+    if cx.is_open(inode.id, &INFO) {
+        return;
+    }
+    if let Some(f) = check(inode, moment, trigger, process) {
+        cx.expose(&INFO, Subject::Data(inode.id), f);
     }
 }
 
@@ -77,16 +57,9 @@ fn check(inode: &InodeState, moment: &str, trigger: &Call, process: ProcessRef) 
         inode.path(),
         dirty.bytes
     );
-    let f = Finding::new(
-        INFO.id,
-        INFO.severity,
-        inode.path(),
-        Some(inode.id),
-        process,
-        summary,
-    )
-    .with("moment", moment)
-    .with("sync_file_range_seq", sfr.seq);
+    let f = file_finding(&INFO, inode, process, summary)
+        .with("moment", moment)
+        .with("sync_file_range_seq", sfr.seq);
     let mut calls = inode.calls();
     calls.push(sfr.to_ref());
     calls.push(trigger.to_ref());

@@ -13,7 +13,7 @@ use crate::fast_hash::FastMap;
 use crate::finding::{CallRef, Finding, ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, Rule, RuleInfo, file_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "truncate-in-place",
@@ -35,10 +35,6 @@ pub struct TruncateInPlace {
 }
 
 impl Rule for TruncateInPlace {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
     fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
         match m {
             Moment::Truncated {
@@ -93,7 +89,7 @@ fn finding(inode: &InodeState, trunc: &Truncation, write: &Call, process: Proces
     let mut calls: Vec<CallRef> = inode.history.iter().map(Call::to_ref).collect();
     calls.push(trunc.call.to_ref());
     calls.push(write.to_ref());
-    Finding::new(INFO.id, INFO.severity, inode.path(), Some(inode.id), process, summary)
+    file_finding(&INFO, inode, process, summary)
         .with("size_before", trunc.size_before.map_or(Value::from("unknown"), Value::from))
         .with("truncated_by", trunc.call.text())
         .with("rewrite", write.text())

@@ -9,7 +9,7 @@
 use crate::finding::{Finding, Severity};
 use crate::track::dirs::{NameOp, PendingName};
 
-use super::{Cx, Kind, Moment, Rule, RuleInfo, name_finding, observe_names};
+use super::{Kind, RuleInfo, name_finding};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unlink-without-dir-fsync",
@@ -18,20 +18,8 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::Name,
 };
 
-pub struct UnlinkWithoutDirFsync;
-
-impl Rule for UnlinkWithoutDirFsync {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        observe_names(m, cx, &INFO, check);
-    }
-}
-
 /// The verdict for a pending removal of a file that had been made durable.
-fn check(p: &PendingName) -> Option<Finding> {
+pub fn check(p: &PendingName) -> Option<Finding> {
     if p.op != NameOp::Unlink || !p.cared || !p.persistent() {
         return None;
     }

@@ -15,7 +15,7 @@ use crate::finding::{ProcessRef, Severity};
 use crate::track::inodes::InodeState;
 
 use super::end_of_life::{EndOfLife, Ending};
-use super::{Cx, Kind, Moment, Rule, RuleInfo};
+use super::{Cx, Kind, Moment, RuleInfo};
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "unsynced-at-exit",
@@ -24,79 +24,63 @@ pub const INFO: RuleInfo = RuleInfo {
     kind: Kind::EndOfLife,
 };
 
-pub struct UnsyncedAtExit;
-
-impl Rule for UnsyncedAtExit {
-    fn info(&self) -> &'static RuleInfo {
-        &INFO
-    }
-
-    fn observe(&mut self, m: &Moment<'_>, cx: &mut Cx<'_>) {
-        match m {
-            Moment::Ended {
-                process,
-                code,
-                signal: None,
-                call,
-                ..
-            } => {
-                let mut context = Map::new();
-                context.insert("exit_code".into(), (*code).into());
-                let ending = Ending::new(context, vec![(*call).clone()]);
-                let key = process.key;
-                let ids: Vec<_> = process
-                    .written
-                    .iter()
-                    .filter(|id| {
-                        cx.is_judged(id)
-                            && cx.inodes.get(id).is_some_and(|s| {
-                                s.dirty.as_ref().is_some_and(|d| d.written_by(key))
-                            })
-                    })
-                    .copied()
-                    .collect();
-                for id in ids {
-                    if cx.exposed_by_its_order(id, process) {
-                        continue;
-                    }
-                    expose(cx, id, process.to_ref(), &ending, None);
+/// At a normal exit: the files the process left dirty. At the end: the
+/// unsynced data of writers whose end was not seen.
+pub fn observe(m: &Moment<'_>, cx: &mut Cx<'_>) {
+    match m {
+        Moment::Ended {
+            process,
+            code,
+            signal: None,
+            call,
+            ..
+        } => {
+            let mut context = Map::new();
+            context.insert("exit_code".into(), (*code).into());
+            let ending = Ending::new(&INFO, context, vec![(*call).clone()], FIX);
+            for id in cx.left_dirty(process) {
+                if cx.exposed_by_its_order(id, process) {
+                    continue;
                 }
+                expose(cx, id, process.to_ref(), &ending, None);
             }
-            Moment::End { last } => {
-                // Writers whose end the trace did not see: still running
-                // (attach, or a daemon the command left behind) or gone
-                // unseen. Lowered at the end when they may still fsync.
-                let calls: Vec<_> = last.iter().map(|c| (*c).clone()).collect();
-                // Shared by every file of the writers alike.
-                let ending = |ended_by: &str| {
-                    let mut context = Map::new();
-                    context.insert("ended_by".into(), ended_by.into());
-                    Ending::new(context, calls.clone())
-                };
-                let [gone, alive] = [ending("exit not seen"), ending("end of trace")];
-                let ids = cx
-                    .inodes
-                    .ids_where(|s| s.judged() && !s.unlinked && s.dirty.is_some());
-                for id in ids {
-                    let Some(d) = cx.inodes.get(&id).and_then(|s| s.dirty.as_ref()) else {
-                        continue;
-                    };
-                    let unseen = d
-                        .writers
-                        .iter()
-                        .find(|w| !cx.exposures.any_open_where(id, |e| e.pid == w.process.pid));
-                    let Some(w) = unseen.cloned() else {
-                        continue;
-                    };
-                    let live = cx.procs.is_live(w.key).then_some(w.process.pid);
-                    let ending = if live.is_some() { &alive } else { &gone };
-                    expose(cx, id, w.process, ending, live);
-                }
-            }
-            _ => {}
         }
+        Moment::End { last } => {
+            // Writers whose end the trace did not see: still running
+            // (attach, or a daemon the command left behind) or gone
+            // unseen. Lowered at the end when they may still fsync.
+            let calls: Vec<_> = last.iter().map(|c| (*c).clone()).collect();
+            // Shared by every file of the writers alike.
+            let ending = |ended_by: &str| {
+                let mut context = Map::new();
+                context.insert("ended_by".into(), ended_by.into());
+                Ending::new(&INFO, context, calls.clone(), FIX)
+            };
+            let [gone, alive] = [ending("exit not seen"), ending("end of trace")];
+            let ids = cx
+                .inodes
+                .ids_where(|s| s.judged() && !s.unlinked && s.dirty.is_some());
+            for id in ids {
+                let Some(d) = cx.inodes.get(&id).and_then(|s| s.dirty.as_ref()) else {
+                    continue;
+                };
+                let unseen = d
+                    .writers
+                    .iter()
+                    .find(|w| !cx.exposures.any_open_where(id, |e| e.pid == w.process.pid));
+                let Some(w) = unseen.cloned() else {
+                    continue;
+                };
+                let live = cx.procs.is_live(w.key).then_some(w.process.pid);
+                let ending = if live.is_some() { &alive } else { &gone };
+                expose(cx, id, w.process, ending, live);
+            }
+        }
+        _ => {}
     }
 }
+
+const FIX: &str = "fsync (or fdatasync) the file before exiting";
 
 /// Opens the exposure of `process`'s unsynced data in `id`; `live` when
 /// that process still runs (it may yet fsync: the verdict is lowered).
@@ -133,13 +117,11 @@ fn check(
         process.pid
     );
     Some(EndOfLife::new(
-        &INFO,
         inode,
         dirty,
         process,
         summary,
         ending.clone(),
-        "fsync (or fdatasync) the file before exiting",
         live,
     ))
 }
