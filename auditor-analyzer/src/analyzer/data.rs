@@ -296,7 +296,7 @@ impl Analyzer {
                     if *ret >= 0
                         && let Some(d) = st.dirty.as_mut()
                     {
-                        d.sync_file_range = Some(call);
+                        d.sync_file_range = Some(Box::new(call));
                     }
                 }
             }

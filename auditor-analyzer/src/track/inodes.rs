@@ -150,7 +150,7 @@ pub struct Dirty {
     /// Lost-event epoch when the data became dirty.
     pub since_epoch: u32,
     /// sync_file_range was the only "sync" since the data became dirty.
-    pub sync_file_range: Option<Call>,
+    pub sync_file_range: Option<Box<Call>>,
     /// When each writing process (by record) last wrote (bounded like
     /// `writers`).
     pub last_write_by: Vec<(ProcKey, u64)>,

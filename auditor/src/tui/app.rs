@@ -641,7 +641,7 @@ pub(crate) mod tests {
         let mut app = App::new("run \x1b[2J", "log");
         app.update(Msg::Snapshot(Box::new(snapshot_with(vec![evil], 1))));
         let f = app.findings()[0].1;
-        for text in [&f.path, &f.summary, &f.process.comm, &app.target] {
+        for text in [&*f.path, &*f.summary, &*f.process.comm, &*app.target] {
             assert!(
                 !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
                 "{text:?}"
