@@ -107,23 +107,16 @@ fn check(
     ending: &Arc<Ending>,
     live: Option<u32>,
 ) -> Option<EndOfLife> {
-    let dirty = inode.dirty.as_ref()?;
-    let summary = format!(
-        "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
-        inode.path(),
-        dirty.bytes,
-        plural(dirty.writes, "write"),
-        process.comm,
-        process.pid
-    );
-    Some(EndOfLife::new(
-        inode,
-        dirty,
-        process,
-        summary,
-        ending.clone(),
-        live,
-    ))
+    EndOfLife::of_dirty(inode, process, ending, live, |dirty, process| {
+        format!(
+            "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
+            inode.path(),
+            dirty.bytes,
+            plural(dirty.writes, "write"),
+            process.comm,
+            process.pid
+        )
+    })
 }
 
 #[cfg(test)]

@@ -244,6 +244,19 @@ impl InodeState {
         judged(self.file_type, &self.fs).is_ok()
     }
 
+    /// What the trace knows of the file, as a call would report it: no
+    /// open flags, and not created by the call that names it now.
+    pub fn info(&self) -> FileInfo {
+        FileInfo {
+            id: self.id,
+            file_type: self.file_type,
+            fs: self.fs.clone(),
+            size: self.size.unwrap_or(0),
+            flags: 0,
+            created: false,
+        }
+    }
+
     /// The name people know it by now.
     pub fn path(&self) -> String {
         self.names
