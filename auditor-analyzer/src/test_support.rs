@@ -550,6 +550,32 @@ pub fn fsync_dir(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
     ]
 }
 
+/// The sole finding of a name rule once process 100 exits after `before`:
+/// it is about `path` in /d, at `severity`, and names /d as the directory
+/// to fsync. Returned for the rule's own evidence.
+pub fn name_flagged_at_exit(
+    before: Vec<Event>,
+    rule: &str,
+    path: &str,
+    severity: Severity,
+) -> Finding {
+    let findings = run(trace![before, exit(100, 0)]);
+    let f = sole(&findings, rule);
+    assert_finding(f, path, 100, severity);
+    assert_eq!(f.evidence["directory"], "/d");
+    f.clone()
+}
+
+/// What `before` did to names in /d is durable, and clean, once process
+/// 100 fsyncs /d before it exits.
+pub fn clean_once_dir_fsynced(before: Vec<Event>) {
+    assert_clean(&run(trace![
+        before,
+        fsync_dir(100, "/d", 4, 2),
+        exit(100, 0),
+    ]));
+}
+
 /// The canonical safe replace of `path` through `path.tmp` (dir inode 2).
 pub fn atomic_replace(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
     let tmp = format!("{path}.tmp");
