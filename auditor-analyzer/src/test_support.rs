@@ -379,7 +379,12 @@ pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
 
 /// link(old, new): the file gets a second name.
 pub fn link(pid: u32, old: &str, new: &str) -> Event {
-    rename_full(pid, "link", old, new, AT_FDCWD, None)
+    link_call(pid, "link", old, new)
+}
+
+/// A link by `call` (link, linkat) relative to the cwd.
+pub fn link_call(pid: u32, call: &str, old: &str, new: &str) -> Event {
+    rename_full(pid, call, old, new, AT_FDCWD, None)
 }
 
 /// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
