@@ -419,6 +419,14 @@ impl Analyzer {
         self.procs.get(ev.pid).map(|p| p.table_of(ev.tid))
     }
 
+    /// The fd table a call returning `ret` changed: none when it failed.
+    fn table_changed_by(&self, ev: &Event, ret: i64) -> Option<TableId> {
+        if ret < 0 {
+            return None;
+        }
+        self.table_of(ev)
+    }
+
     /// (key, ref) of the event's process.
     fn who(&self, ev: &Event) -> (ProcKey, ProcessRef) {
         match self.procs.get(ev.pid) {

@@ -305,6 +305,15 @@ mod tests {
         FileId { dev: 1, ino }
     }
 
+    /// Exposures opened in order, one for each (rule, subject).
+    fn opened(all: impl IntoIterator<Item = (&'static RuleInfo, Subject)>) -> Exposures {
+        let mut x = Exposures::default();
+        for (rule, subject) in all {
+            x.open(exposure(rule, subject));
+        }
+        x
+    }
+
     fn exposure(rule: &'static RuleInfo, subject: Subject) -> Exposure {
         let p = ProcessRef {
             pid: 1,
@@ -352,12 +361,10 @@ mod tests {
 
     #[test]
     fn durability_closes_data_not_lasting_damage() {
-        let mut x = Exposures::default();
-        x.open(exposure(&unsynced_at_exit::INFO, Subject::Data(id(1))));
-        x.open(exposure(
-            &killed_mid_write::INFO,
-            Subject::Lasting(Some(id(1))),
-        ));
+        let mut x = opened([
+            (&unsynced_at_exit::INFO, Subject::Data(id(1))),
+            (&killed_mid_write::INFO, Subject::Lasting(Some(id(1)))),
+        ]);
         x.close(id(1), &closer());
         let states: Vec<&State> = x.iter().map(|e| &e.state).collect();
         assert!(matches!(states[0], State::Closed(_)));
@@ -372,12 +379,13 @@ mod tests {
 
     #[test]
     fn sync_closes_one_device_or_all() {
-        let mut x = Exposures::default();
-        x.open(exposure(&unsynced_at_exit::INFO, Subject::Data(id(1))));
-        x.open(exposure(
-            &unsynced_at_exit::INFO,
-            Subject::Data(FileId { dev: 2, ino: 1 }),
-        ));
+        let mut x = opened([
+            (&unsynced_at_exit::INFO, Subject::Data(id(1))),
+            (
+                &unsynced_at_exit::INFO,
+                Subject::Data(FileId { dev: 2, ino: 1 }),
+            ),
+        ]);
         x.close_all(Some(2), &closer());
         assert!(x.is_open(id(1), unsynced_at_exit::INFO.id));
         x.close_all(None, &closer());
@@ -386,10 +394,7 @@ mod tests {
 
     #[test]
     fn the_bound_drops_closed_ones_first() {
-        let mut x = Exposures::default();
-        for ino in 1..=4 {
-            x.open(exposure(&unsynced_at_exit::INFO, Subject::Data(id(ino))));
-        }
+        let mut x = opened((1..=4).map(|ino| (&unsynced_at_exit::INFO, Subject::Data(id(ino)))));
         x.close(id(3), &closer());
         assert_eq!(x.bound(2), 2);
         let left: Vec<bool> = x.iter().map(|e| e.state == State::Open).collect();

@@ -379,7 +379,12 @@ pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
 
 /// link(old, new): the file gets a second name.
 pub fn link(pid: u32, old: &str, new: &str) -> Event {
-    rename_full(pid, "link", old, new, AT_FDCWD, None)
+    link_call(pid, "link", old, new)
+}
+
+/// A link by `call` (link, linkat) relative to the cwd.
+pub fn link_call(pid: u32, call: &str, old: &str, new: &str) -> Event {
+    rename_full(pid, call, old, new, AT_FDCWD, None)
 }
 
 /// `from` kills `to` with `sig`: the signal sent, then the exit it caused.
@@ -548,6 +553,32 @@ pub fn fsync_dir(pid: u32, path: &str, fd: i32, ino: u64) -> Vec<Event> {
         fsync(pid, fd),
         close(pid, fd),
     ]
+}
+
+/// The sole finding of a name rule once process 100 exits after `before`:
+/// it is about `path` in /d, at `severity`, and names /d as the directory
+/// to fsync. Returned for the rule's own evidence.
+pub fn name_flagged_at_exit(
+    before: Vec<Event>,
+    rule: &str,
+    path: &str,
+    severity: Severity,
+) -> Finding {
+    let findings = run(trace![before, exit(100, 0)]);
+    let f = sole(&findings, rule);
+    assert_finding(f, path, 100, severity);
+    assert_eq!(f.evidence["directory"], "/d");
+    f.clone()
+}
+
+/// What `before` did to names in /d is durable, and clean, once process
+/// 100 fsyncs /d before it exits.
+pub fn clean_once_dir_fsynced(before: Vec<Event>) {
+    assert_clean(&run(trace![
+        before,
+        fsync_dir(100, "/d", 4, 2),
+        exit(100, 0),
+    ]));
 }
 
 /// The canonical safe replace of `path` through `path.tmp` (dir inode 2).

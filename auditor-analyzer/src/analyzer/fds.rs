@@ -117,10 +117,7 @@ impl Analyzer {
         else {
             return;
         };
-        if *ret < 0 {
-            return;
-        }
-        let Some(table) = self.table_of(ev) else {
+        let Some(table) = self.table_changed_by(ev, *ret) else {
             return;
         };
         let fd = *ret as i32;
@@ -256,10 +253,7 @@ impl Analyzer {
     }
 
     pub(super) fn on_close_range(&mut self, ev: &Event, first: u32, last: u32, fl: u32, ret: i64) {
-        if ret < 0 {
-            return;
-        }
-        if let Some(table) = self.table_of(ev) {
+        if let Some(table) = self.table_changed_by(ev, ret) {
             self.fds
                 .close_range(table, first, last, fl & CLOSE_RANGE_CLOEXEC != 0);
         }
@@ -273,10 +267,7 @@ impl Analyzer {
         ret: i64,
         file: Option<&FileInfo>,
     ) {
-        if ret < 0 {
-            return;
-        }
-        let Some(table) = self.table_of(ev) else {
+        let Some(table) = self.table_changed_by(ev, ret) else {
             return;
         };
         if self.fds.get(table, old_fd).is_none() && file.is_some() {
@@ -294,10 +285,7 @@ impl Analyzer {
         else {
             return;
         };
-        if *ret < 0 {
-            return;
-        }
-        let Some(table) = self.table_of(ev) else {
+        let Some(table) = self.table_changed_by(ev, *ret) else {
             return;
         };
         // The dups (F_DUPFD, F_DUPFD_CLOEXEC) arrive as `Dup` events.

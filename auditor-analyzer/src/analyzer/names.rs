@@ -10,6 +10,7 @@ use crate::exposure::Moot;
 use crate::finding::{Finding, ProcessRef};
 use crate::rules::{Moment, Rename};
 use crate::track::dirs::{NameOp, PendingName};
+use crate::track::inodes::InodeState;
 use crate::track::paths::{AT_FDCWD, join, normalize, parent, rehome};
 use crate::track::processes::ProcKey;
 
@@ -253,14 +254,7 @@ impl Analyzer {
             } else {
                 NameOp::Rename
             };
-            let info = self.inodes.get(&id).map(|s| FileInfo {
-                id,
-                file_type: s.file_type,
-                fs: s.fs.clone(),
-                size: s.size.unwrap_or(0),
-                flags: 0,
-                created: false,
-            });
+            let info = self.inodes.get(&id).map(InodeState::info);
             self.record_name(
                 op,
                 new_path,
@@ -325,14 +319,7 @@ impl Analyzer {
         let Some(id) = self.names.remove(path) else {
             return;
         };
-        let info = self.inodes.get(&id).map(|s| FileInfo {
-            id,
-            file_type: s.file_type,
-            fs: s.fs.clone(),
-            size: s.size.unwrap_or(0),
-            flags: 0,
-            created: false,
-        });
+        let info = self.inodes.get(&id).map(InodeState::info);
         let judged = self.is_judged(&id);
         // Made durable and then removed (its last name): the removal is
         // what must reach the disk now.

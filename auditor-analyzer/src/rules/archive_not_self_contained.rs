@@ -793,6 +793,17 @@ mod tests {
         write_full(pid, fd, n, n as i64, None, Some(pipe))
     }
 
+    /// `cat overlay.qcow2 | ...`: `pid` reads the overlay and writes
+    /// `bytes` of it to its stdout, a pipe.
+    fn cats_overlay(pid: u32, bytes: u64) -> Vec<Event> {
+        vec![read_overlay(pid, 3), pipe_write(pid, 1, bytes)]
+    }
+
+    /// Process 100 runs `cat overlay.qcow2` (pid 101) into a pipe.
+    fn child_cats_overlay() -> Vec<Event> {
+        trace![fork(100, 101), cats_overlay(101, 196_616), exit(101, 0)]
+    }
+
     /// `tar -cf /d/a.tar` of the given reads, as pid 101 under a shell.
     fn tar(reads: Vec<Event>) -> Vec<Event> {
         trace![
@@ -856,12 +867,7 @@ mod tests {
     #[test]
     fn reading_without_writing_a_copy_is_not_archiving() {
         // sha256sum overlay.qcow2 | ...: 80 bytes out of a 192 KiB image.
-        let events = vec![
-            start(100, "/d"),
-            read_overlay(100, 3),
-            pipe_write(100, 1, 80),
-            exit(100, 0),
-        ];
+        let events = trace![start(100, "/d"), cats_overlay(100, 80), exit(100, 0)];
         assert_none_of(&run(events), ID);
     }
 
@@ -919,8 +925,7 @@ mod tests {
             start(100, "/d"),
             fork(100, 101),
             fork(100, 102),
-            read_overlay(101, 3),
-            pipe_write(101, 1, 204_800),
+            cats_overlay(101, 204_800),
             exit(101, 0),
             write_new(102, "/d/a.tgz", 1, 20, 400),
             exit(102, 0),
@@ -936,27 +941,21 @@ mod tests {
     fn a_parent_that_reads_the_rest_into_the_stream_ships_it() {
         // A program runs `cat overlay.qcow2` into its socket, then sends
         // the base image itself.
-        let events = vec![
+        let events = trace![
             start(100, "/d"),
-            fork(100, 101),
-            read_overlay(101, 3),
-            pipe_write(101, 1, 196_616),
-            exit(101, 0),
+            child_cats_overlay(),
             read(100, "/d/base.raw", 3, BASE, 1 << 20, None),
             exit(100, 0),
         ];
         assert_none_of(&run(events), ID);
         // A sibling's read is not the same archive: qemu-img read the base
         // to create the overlay, and tar archived the overlay alone.
-        let found = run(vec![
+        let found = run(trace![
             start(100, "/d"),
             fork(100, 102),
             read(102, "/d/base.raw", 3, BASE, 1 << 20, None),
             exit(102, 0),
-            fork(100, 101),
-            read_overlay(101, 3),
-            pipe_write(101, 1, 196_616),
-            exit(101, 0),
+            child_cats_overlay(),
             exit(100, 0),
         ]);
         assert_eq!(one(&found, ID).process.pid, 101);
@@ -964,13 +963,7 @@ mod tests {
 
     #[test]
     fn a_parent_still_running_is_judged_after_its_children() {
-        let child = vec![
-            start(100, "/d"),
-            fork(100, 101),
-            read_overlay(101, 3),
-            pipe_write(101, 1, 196_616),
-            exit(101, 0),
-        ];
+        let child = trace![start(100, "/d"), child_cats_overlay()];
         let mut shipped = child.clone();
         shipped.push(read(100, "/d/base.raw", 3, BASE, 1 << 20, None));
         assert_none_of(&run(shipped), ID);
@@ -1017,11 +1010,7 @@ mod tests {
 
     #[test]
     fn still_running_at_the_end_it_may_yet_ship_the_rest() {
-        let events = vec![
-            start(100, "/d"),
-            read_overlay(100, 3),
-            pipe_write(100, 1, 196_616),
-        ];
+        let events = trace![start(100, "/d"), cats_overlay(100, 196_616)];
         let found = run(events);
         let f = one(&found, ID);
         assert_eq!(f.severity, Severity::Low);

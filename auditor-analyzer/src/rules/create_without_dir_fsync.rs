@@ -53,18 +53,16 @@ mod tests {
 
     #[test]
     fn fsynced_file_in_unsynced_directory() {
-        let findings = run(trace![created_and_synced(), exit(100, 0)]);
-        let f = sole(&findings, "create-without-dir-fsync");
-        assert_finding(f, "/d/new", 100, crate::Severity::Low);
-        assert_eq!(f.evidence["directory"], "/d");
+        name_flagged_at_exit(
+            created_and_synced(),
+            "create-without-dir-fsync",
+            "/d/new",
+            crate::Severity::Low,
+        );
     }
 
     #[test]
     fn directory_fsynced_too_is_clean() {
-        assert_clean(&run(trace![
-            created_and_synced(),
-            fsync_dir(100, "/d", 4, 2),
-            exit(100, 0),
-        ]));
+        clean_once_dir_fsynced(created_and_synced());
     }
 }

@@ -115,18 +115,21 @@ pub(crate) struct EndOfLife {
 }
 
 impl EndOfLife {
-    pub(crate) fn new(
+    /// The draft for `inode` if it holds unsynced data (none if it does
+    /// not), its summary told from that data and the process.
+    pub(crate) fn of_dirty(
         inode: &InodeState,
-        dirty: &Dirty,
         process: ProcessRef,
-        summary: String,
-        ending: Arc<Ending>,
+        ending: &Arc<Ending>,
         live: Option<u32>,
-    ) -> EndOfLife {
+        summary: impl FnOnce(&Dirty, &ProcessRef) -> String,
+    ) -> Option<EndOfLife> {
+        let dirty = inode.dirty.as_ref()?;
+        let summary = summary(dirty, &process);
         let history: Vec<Call> = std::iter::once(dirty.first_write.clone())
             .chain(inode.history.iter().cloned())
             .collect();
-        EndOfLife {
+        Some(EndOfLife {
             id: inode.id,
             path: inode.path().into(),
             process,
@@ -134,9 +137,9 @@ impl EndOfLife {
             facts: DirtyFacts::of(inode, dirty),
             history: history.into(),
             last_write_ns: dirty.last_write_ns,
-            ending,
+            ending: ending.clone(),
             live,
-        }
+        })
     }
 
     /// The pid the finding is about.

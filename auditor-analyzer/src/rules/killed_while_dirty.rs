@@ -201,21 +201,14 @@ fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) 
 
 /// The verdict for one dirty file of a killed process.
 fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Option<EndOfLife> {
-    let dirty = inode.dirty.as_ref()?;
-    let summary = format!(
-        "{} while {:?} held {} unsynced bytes",
-        killed(&process, &ending.context),
-        inode.path(),
-        dirty.bytes
-    );
-    Some(EndOfLife::new(
-        inode,
-        dirty,
-        process,
-        summary,
-        ending.clone(),
-        None,
-    ))
+    EndOfLife::of_dirty(inode, process, ending, None, |dirty, process| {
+        format!(
+            "{} while {:?} held {} unsynced bytes",
+            killed(process, &ending.context),
+            inode.path(),
+            dirty.bytes
+        )
+    })
 }
 
 #[cfg(test)]

@@ -54,10 +54,12 @@ mod tests {
 
     #[test]
     fn rename_never_followed_by_dir_fsync() {
-        let findings = run(trace![replaced_without_dir_fsync(), exit(100, 0)]);
-        let f = sole(&findings, "rename-without-dir-fsync");
-        assert_finding(f, "/d/a", 100, crate::Severity::Medium);
-        assert_eq!(f.evidence["directory"], "/d");
+        let f = name_flagged_at_exit(
+            replaced_without_dir_fsync(),
+            "rename-without-dir-fsync",
+            "/d/a",
+            crate::Severity::Medium,
+        );
         assert_eq!(f.evidence["source"], "/d/a.tmp");
         assert_eq!(f.evidence["data_synced"], true);
     }
@@ -74,10 +76,6 @@ mod tests {
 
     #[test]
     fn dir_fsync_after_rename_is_clean() {
-        assert_clean(&run(trace![
-            replaced_without_dir_fsync(),
-            fsync_dir(100, "/d", 4, 2),
-            exit(100, 0),
-        ]));
+        clean_once_dir_fsynced(replaced_without_dir_fsync());
     }
 }

@@ -250,14 +250,7 @@ mod tests {
         let events = trace![
             start(100, "/d"),
             write_new(100, "/d/a.tmp", 3, 10, 10),
-            rename_full(
-                100,
-                "linkat",
-                "/d/a.tmp",
-                "/d/a",
-                crate::track::paths::AT_FDCWD,
-                None,
-            ),
+            link_call(100, "linkat", "/d/a.tmp", "/d/a"),
         ];
         let findings = run(events);
         assert_eq!(

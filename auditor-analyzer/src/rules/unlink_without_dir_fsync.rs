@@ -51,19 +51,17 @@ mod tests {
 
     #[test]
     fn a_durable_journal_deleted_without_a_directory_fsync_is_flagged() {
-        let findings = run(trace![journal_committed(), exit(100, 0)]);
-        let f = sole(&findings, "unlink-without-dir-fsync");
-        assert_finding(f, "/d/db-journal", 100, crate::Severity::Low);
-        assert_eq!(f.evidence["directory"], "/d");
+        name_flagged_at_exit(
+            journal_committed(),
+            "unlink-without-dir-fsync",
+            "/d/db-journal",
+            crate::Severity::Low,
+        );
     }
 
     #[test]
     fn the_directory_fsynced_after_the_removal_is_clean() {
-        assert_clean(&run(trace![
-            journal_committed(),
-            fsync_dir(100, "/d", 4, 2),
-            exit(100, 0),
-        ]));
+        clean_once_dir_fsynced(journal_committed());
     }
 
     #[test]
@@ -80,14 +78,12 @@ mod tests {
     fn a_name_removed_after_a_link_moved_the_file_is_not_flagged() {
         // git's batch mode: write a temporary object, fsync it, link it to
         // its name, remove the temporary name. The data keeps a name.
-        assert_clean(&run(trace![
+        clean_once_dir_fsynced(trace![
             start(100, "/d"),
             create_synced(100, "/d/tmp_obj", 3, 12, 512),
             fsync_dir(100, "/d", 4, 2),
             link(100, "/d/tmp_obj", "/d/obj"),
             unlink(100, "/d/tmp_obj"),
-            fsync_dir(100, "/d", 4, 2),
-            exit(100, 0),
-        ]));
+        ]);
     }
 }

@@ -244,6 +244,19 @@ impl InodeState {
         judged(self.file_type, &self.fs).is_ok()
     }
 
+    /// What the trace knows of the file, as a call would report it: no
+    /// open flags, and not created by the call that names it now.
+    pub fn info(&self) -> FileInfo {
+        FileInfo {
+            id: self.id,
+            file_type: self.file_type,
+            fs: self.fs.clone(),
+            size: self.size.unwrap_or(0),
+            flags: 0,
+            created: false,
+        }
+    }
+
     /// The name people know it by now.
     pub fn path(&self) -> String {
         self.names
@@ -604,6 +617,11 @@ mod eviction_tests {
         inodes
     }
 
+    /// The inode numbers still held, in order.
+    fn kept(inodes: &Inodes) -> Vec<u64> {
+        inodes.ids_where(|_| true).iter().map(|i| i.ino).collect()
+    }
+
     #[test]
     fn only_idle_closed_inodes_are_evicted() {
         let mut inodes = observed(3);
@@ -643,9 +661,8 @@ mod eviction_tests {
 
     #[test]
     fn past_the_cap_the_least_recently_used_go_first_even_dirty() {
-        let mut inodes = Inodes::default();
+        let mut inodes = observed(5);
         for ino in 1..=5 {
-            inodes.observe(&reg(ino));
             dirty(&mut inodes, ino);
         }
         for ino in [3, 1, 5, 2, 4] {
@@ -659,8 +676,7 @@ mod eviction_tests {
                 pending: 3
             }
         );
-        let kept: Vec<u64> = inodes.ids_where(|_| true).iter().map(|i| i.ino).collect();
-        assert_eq!(kept, vec![2, 4], "the two used last stay");
+        assert_eq!(kept(&inodes), vec![2, 4], "the two used last stay");
         // An evicted pending inode comes back marked; a fresh one does not.
         assert!(inodes.observe(&reg(5)).0.evicted);
         assert!(!inodes.observe(&reg(9)).0.evicted);
@@ -688,8 +704,7 @@ mod eviction_tests {
                 pending: 1
             }
         );
-        let kept: Vec<u64> = inodes.ids_where(|_| true).iter().map(|i| i.ino).collect();
-        assert_eq!(kept, vec![2, 3]);
+        assert_eq!(kept(&inodes), vec![2, 3]);
     }
 
     #[test]
