@@ -149,12 +149,10 @@ impl Report {
     }
 
     fn from_findings(mut findings: Vec<Finding>, stats: AnalyzerStats, run: RunInfo) -> Report {
-        // A stable sort keeps the order raised among equals.
-        findings.sort_by(|a, b| {
-            b.severity
-                .cmp(&a.severity)
-                .then_with(|| a.path.cmp(&b.path))
-        });
+        // A stable sort keeps the order raised among equals; by cached key,
+        // so 50,000 findings of some 400 bytes each are moved once, not at
+        // every step of a merge.
+        findings.sort_by_cached_key(|f| (std::cmp::Reverse(f.severity), f.path.clone()));
         let base = run.base.as_deref();
         let groups = groups::groups(&findings, base);
         for g in &groups {
