@@ -105,7 +105,7 @@ impl Analyzer {
                 process,
                 data_synced,
                 cared,
-                call: call.to_ref(),
+                call: call.clone(),
                 since_epoch: self.epoch,
                 ended: None,
                 closed: None,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::calls::Call;
 use crate::event::FileId;
 use crate::exposure::Closer;
 use crate::fast_hash::FastMap;
@@ -58,7 +59,9 @@ pub struct PendingName {
     /// last name (its program cared about it: a journal whose removal
     /// commits a transaction, say).
     pub cared: bool,
-    pub call: CallRef,
+    /// The call that made the name, kept unrendered (its text is shared
+    /// with the file's own history).
+    pub call: Call,
     pub since_epoch: u32,
     /// Its process ended (or the observation did) before the directory was
     /// fsynced: from then on the name is a verdict.
@@ -80,7 +83,7 @@ impl PendingName {
     /// The calls its verdict shows: the one that made the name, how its
     /// process ended, and what closed it later.
     pub fn calls(&self) -> Vec<CallRef> {
-        let mut calls = vec![self.call.clone()];
+        let mut calls = vec![self.call.to_ref()];
         calls.extend(self.ended.iter().map(|c| (**c).clone()));
         calls.extend(self.closed.iter().map(|c| c.call.clone()));
         bound_calls(calls)
@@ -96,9 +99,10 @@ impl PendingName {
 pub struct DirJournal {
     /// Path -> (recording number, name); the name boxed, so the tree's
     /// nodes stay small (a program creating 50,000 files leaves as many).
-    by_path: BTreeMap<String, (u64, Box<PendingName>)>,
+    /// The path is shared with `order`.
+    by_path: BTreeMap<Arc<str>, (u64, Box<PendingName>)>,
     /// Recording number -> path, oldest first.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Arc<str>>,
     /// File -> recording numbers of the names pointing to it: an fsync of
     /// a file finds its names without a walk over every pending one (a
     /// program that fsyncs each of 50,000 new files but never their
@@ -128,12 +132,10 @@ impl DirJournal {
     /// returned: their verdicts can no longer be given.
     pub fn record(&mut self, p: PendingName, cap: usize) -> Vec<PendingName> {
         self.next += 1;
-        self.order.insert(self.next, p.path.clone());
+        let key: Arc<str> = p.path.as_str().into();
+        self.order.insert(self.next, key.clone());
         index(&mut self.by_file, p.file, self.next);
-        if let Some((n, old)) = self
-            .by_path
-            .insert(p.path.clone(), (self.next, Box::new(p)))
-        {
+        if let Some((n, old)) = self.by_path.insert(key, (self.next, Box::new(p))) {
             self.order.remove(&n);
             unindex(&mut self.by_file, old.file, n);
         }
@@ -142,7 +144,7 @@ impl DirJournal {
             let Some((n, path)) = self.order.pop_first() else {
                 break;
             };
-            if let Some((_, p)) = self.by_path.remove(&path) {
+            if let Some((_, p)) = self.by_path.remove(&*path) {
                 unindex(&mut self.by_file, p.file, n);
                 dropped.push(*p);
             }
@@ -203,7 +205,7 @@ impl DirJournal {
     /// (the write-set-then-rename-the-directory pattern) makes them durable.
     pub fn dir_moved(&mut self, old: &str, new: &str) {
         let prefix = format!("{old}/");
-        let moved: Vec<String> = self
+        let moved: Vec<Arc<str>> = self
             .by_path
             .keys()
             .filter(|k| k.starts_with(&prefix))
@@ -211,7 +213,7 @@ impl DirJournal {
             .collect();
         let rehome = |s: &str| format!("{new}{}", &s[old.len()..]);
         for path in moved {
-            let Some((n, mut p)) = self.by_path.remove(&path) else {
+            let Some((n, mut p)) = self.by_path.remove(&*path) else {
                 continue;
             };
             p.path = rehome(&p.path);
@@ -219,8 +221,9 @@ impl DirJournal {
                 p.dir = rehome(&p.dir);
             }
             // Same age under its new path.
-            self.order.insert(n, p.path.clone());
-            if let Some((m, old)) = self.by_path.insert(p.path.clone(), (n, p)) {
+            let key: Arc<str> = p.path.as_str().into();
+            self.order.insert(n, key.clone());
+            if let Some((m, old)) = self.by_path.insert(key, (n, p)) {
                 self.order.remove(&m);
                 unindex(&mut self.by_file, old.file, m);
             }
@@ -245,12 +248,12 @@ impl DirJournal {
         let known = self.by_file.get(&file).cloned().unwrap_or_default();
         for n in known {
             let path = self.order.get(&n);
-            if let Some((_, p)) = path.and_then(|path| self.by_path.get_mut(path)) {
+            if let Some((_, p)) = path.and_then(|path| self.by_path.get_mut(&**path)) {
                 mark(p);
             }
         }
         for path in paths {
-            if let Some((n, p)) = self.by_path.get_mut(path)
+            if let Some((n, p)) = self.by_path.get_mut(path.as_str())
                 && p.file.is_none()
             {
                 mark(p);
@@ -317,7 +320,7 @@ mod tests {
             },
             data_synced: false,
             cared: false,
-            call: CallRef {
+            call: Call::from(&CallRef {
                 seq: 1,
                 ts_ns: 1,
                 pid: 1,
@@ -325,7 +328,7 @@ mod tests {
                 comm: "t".into(),
                 call: "openat(...) = 3".into(),
                 stack: None,
-            },
+            }),
             since_epoch: 0,
             ended: None,
             closed: None,
