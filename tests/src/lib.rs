@@ -373,6 +373,17 @@ pub fn the_only_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
     the_finding(report, rule)
 }
 
+/// Nothing found, so exit 0 (under `--fail-on low`, a full pass); `why`
+/// says what a clean run means for this program.
+pub fn assert_no_finding(run: &Run, why: &str) {
+    assert!(
+        all_findings(&run.report).is_empty(),
+        "{why}: {}",
+        serde_json::to_string_pretty(&run.report["findings"]).unwrap()
+    );
+    assert_eq!(run.code, 0, "no finding, exit 0");
+}
+
 /// The finding names this file, this severity and this process,
 /// conclusively, and the inode `stat` sees at `path`.
 pub fn assert_names(f: &Value, path: &Path, severity: &str, pid: u64) {
