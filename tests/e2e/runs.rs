@@ -325,6 +325,22 @@ fn run_is_one_event_with_its_calls_bytes_and_size_before() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 530);
 }
 
+/// The report's `unsynced-at-exit` finding: it names `path`, medium, and
+/// `pid`, and its evidence says `bytes` in `ranges` are unsynced, left by
+/// `writes` write calls (see [`assert_unsynced`]). Returns the evidence.
+fn unsynced_at_exit<'a>(
+    run: &'a Run,
+    path: &Path,
+    pid: u64,
+    (bytes, writes, ranges, why): (u64, u64, Value, &str),
+) -> &'a Value {
+    let f = the_finding(&run.report, "unsynced-at-exit");
+    assert_names(f, path, "medium", pid);
+    let ev = &f["evidence"];
+    assert_unsynced(ev, bytes, writes, ranges, why);
+    ev
+}
+
 #[test]
 fn run_left_unsynced_at_exit_counts_its_calls_as_writes() {
     let (dir, run) = audit("run_fsync_run", &[]);
@@ -335,15 +351,16 @@ fn run_left_unsynced_at_exit_counts_its_calls_as_writes() {
     );
     let path = dir.join("data.log");
     let pid = printed_pid(&run.stdout, "pid");
-    let f = the_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", pid);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        30,
-        3,
-        json!([[500, 530]]),
-        "one event of 3 calls is 3 writes",
+    let ev = unsynced_at_exit(
+        &run,
+        &path,
+        pid,
+        (
+            30,
+            3,
+            json!([[500, 530]]),
+            "one event of 3 calls is 3 writes",
+        ),
     );
     assert_eq!(ev["writer_pids"], json!([pid]));
     assert!(ev["last_successful_fsync"].is_object(), "{ev:#}");
@@ -440,15 +457,17 @@ fn writes_after_another_processs_fsync_are_a_second_run() {
 fn writes_after_another_processs_fsync_are_unsynced_at_exit() {
     let (dir, run) = audit("fsync_by_other_process", &["bug"]);
     let writer = printed_pid(&run.stdout, "writer");
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &dir.join("shared.dat"), "medium", writer);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        500,
-        50,
-        json!([[500, 1000]]),
-        "the 50 writes after the fsync, one event of 50 calls",
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    let ev = unsynced_at_exit(
+        &run,
+        &dir.join("shared.dat"),
+        writer,
+        (
+            500,
+            50,
+            json!([[500, 1000]]),
+            "the 50 writes after the fsync, one event of 50 calls",
+        ),
     );
     assert_eq!(ev["writer_pids"], json!([writer]));
     assert!(
@@ -708,16 +727,16 @@ fn threads_taking_turns_leave_every_turn_unsynced() {
     );
     let path = dir.join("app.log");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 80);
-    let pid = printed_pid(&run.stdout, "pid");
-    let f = the_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", pid);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        80,
-        8,
-        json!([[0, 80]]),
-        "4 events of 2 calls, appends that cover the whole 80-byte file",
+    unsynced_at_exit(
+        &run,
+        &path,
+        printed_pid(&run.stdout, "pid"),
+        (
+            80,
+            8,
+            json!([[0, 80]]),
+            "4 events of 2 calls, appends that cover the whole 80-byte file",
+        ),
     );
 }
 
@@ -757,20 +776,17 @@ fn positioned_writes_run_where_each_starts_at_the_last_ones_end() {
 #[test]
 fn a_run_of_positioned_writes_is_unsynced_where_it_landed() {
     let (dir, run) = audit("pwrites", &["nosync"]);
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(
-        f,
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    unsynced_at_exit(
+        &run,
         &dir.join("db.dat"),
-        "medium",
         printed_pid(&run.stdout, "pid"),
-    );
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        3000 + 200,
-        300 + 10,
-        json!([[4096, 7096], [10000, 10200]]),
-        "pwrite64 from 4096 and pwritev from 10000, each run where it landed",
+        (
+            3000 + 200,
+            300 + 10,
+            json!([[4096, 7096], [10000, 10200]]),
+            "pwrite64 from 4096 and pwritev from 10000, each run where it landed",
+        ),
     );
     let (_, run) = audit("pwrites", &["sync"]);
     assert!(
@@ -866,15 +882,17 @@ fn short_append_after_a_run_is_unsynced_where_it_landed() {
     let (dir, run) = audit("short_after_run", &[]);
     let path = dir.join("limited.dat");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 25);
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", printed_pid(&run.stdout, "pid"));
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        25,
-        3,
-        json!([[0, 25]]),
-        "the 25 bytes of the file, appended: 20 by the run, 5 by the short write",
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    unsynced_at_exit(
+        &run,
+        &path,
+        printed_pid(&run.stdout, "pid"),
+        (
+            25,
+            3,
+            json!([[0, 25]]),
+            "the 25 bytes of the file, appended: 20 by the run, 5 by the short write",
+        ),
     );
 }
 
