@@ -79,6 +79,22 @@ fn assert_at(frame: &Value, file_suffix: &str, line: u64) {
     assert_eq!(frame["line"], line, "{frame:#}");
 }
 
+/// The stack of the rename-without-fsync finding on `path`, and the index
+/// of its first frame in a function `pred` accepts: that frame must name
+/// the line of `source` marked RENAME-LINE.
+fn renamed_in<'a>(
+    report: &'a Value,
+    path: &Path,
+    source: &Path,
+    pred: impl Fn(&str) -> bool,
+) -> (&'a [Value], usize) {
+    let fr = frames(finding(report, "rename-without-fsync", path));
+    let at = frame_at(fr, pred);
+    let name = source.file_name().unwrap().to_str().unwrap();
+    assert_at(&fr[at], name, line_of(source, "RENAME-LINE"));
+    (fr, at)
+}
+
 /// The careless save, in a child that exits at once and in the process
 /// itself, names `save_state` and the rename's line, then its caller.
 fn c_names_function_and_line(name: &str, flags: &[&str]) {
@@ -91,10 +107,9 @@ fn c_names_function_and_line(name: &str, flags: &[&str]) {
         ("child.json", "CHILD-CALL-LINE"),
         ("state.json", "MAIN-CALL-LINE"),
     ] {
-        let f = finding(&run.report, "rename-without-fsync", &dir.join(file));
-        let fr = frames(f);
-        let at = frame_at(fr, |func| func == "save_state");
-        assert_at(&fr[at], "save.c", line_of(&source, "RENAME-LINE"));
+        let (fr, at) = renamed_in(&run.report, &dir.join(file), &source, |func| {
+            func == "save_state"
+        });
         assert_eq!(fr[at]["object"], exe.to_str().unwrap());
         let caller = frame_at(fr, |func| func == "main");
         assert!(caller > at, "main calls save_state: {fr:#?}");
@@ -181,9 +196,9 @@ fn rust_names_the_function_and_line() {
             .arg(&source),
     );
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
-    let f = finding(&run.report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func.ends_with("save_state"));
+    let (fr, at) = renamed_in(&run.report, &dir.join("state.json"), &source, |func| {
+        func.ends_with("save_state")
+    });
     assert!(
         fr[at]["function"]
             .as_str()
@@ -191,7 +206,6 @@ fn rust_names_the_function_and_line() {
             .contains("save::save_state"),
         "demangled: {fr:#?}"
     );
-    assert_at(&fr[at], "save.rs", line_of(&source, "RENAME-LINE"));
     let caller = frame_at(fr, |func| func.ends_with("save::main"));
     assert_at(&fr[caller], "save.rs", line_of(&source, "MAIN-CALL-LINE"));
 }
@@ -217,10 +231,9 @@ fn go_names_the_function_and_line() {
             .env("CGO_ENABLED", "0"),
     );
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
-    let f = finding(&run.report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "main.saveState");
-    assert_at(&fr[at], "save.go", line_of(&source, "RENAME-LINE"));
+    let (fr, _) = renamed_in(&run.report, &dir.join("state.json"), &source, |func| {
+        func == "main.saveState"
+    });
     let caller = frame_at(fr, |func| func == "main.main");
     assert_at(&fr[caller], "save.go", line_of(&source, "MAIN-CALL-LINE"));
 }
@@ -318,10 +331,9 @@ fn an_attached_process_names_the_function_and_line() {
     attach.wait().unwrap();
     let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
         .unwrap_or_else(|e| panic!("no report ({e}): {seen}{rest}"));
-    let f = finding(&doc, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "save_state");
-    assert_at(&fr[at], "later.c", line_of(&source, "RENAME-LINE"));
+    renamed_in(&doc, &dir.join("state.json"), &source, |func| {
+        func == "save_state"
+    });
 }
 
 /// A recording keeps the stacks as they were symbolized live: its report
@@ -335,8 +347,7 @@ fn a_recording_keeps_the_stacks() {
     record_run(&dir, &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     std::fs::remove_file(&exe).unwrap();
     let report = replay_run(&dir);
-    let f = finding(&report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "save_state");
-    assert_at(&fr[at], "save.c", line_of(&source, "RENAME-LINE"));
+    renamed_in(&report, &dir.join("state.json"), &source, |func| {
+        func == "save_state"
+    });
 }
