@@ -45,6 +45,16 @@ fn gcc(dir: &Path, source: &str, flags: &[&str]) -> PathBuf {
     exe
 }
 
+/// A fresh scratch directory `name` (this needs root) with the C fixture
+/// `source` built in it by gcc with `flags`: the directory, the binary and
+/// the source's path.
+fn built_c(name: &str, source: &str, flags: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    require_root();
+    let dir = scratch(name);
+    let exe = gcc(&dir, source, flags);
+    (dir, exe, fixture(&format!("stacks/{source}")))
+}
+
 /// The finding of `rule` on `path`.
 fn finding<'a>(report: &'a Value, rule: &str, path: &Path) -> &'a Value {
     findings(report, rule)
@@ -98,10 +108,7 @@ fn renamed_in<'a>(
 /// The careless save, in a child that exits at once and in the process
 /// itself, names `save_state` and the rename's line, then its caller.
 fn c_names_function_and_line(name: &str, flags: &[&str]) {
-    require_root();
-    let dir = scratch(name);
-    let exe = gcc(&dir, "save.c", flags);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c(name, "save.c", flags);
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     for (file, call) in [
         ("child.json", "CHILD-CALL-LINE"),
@@ -135,10 +142,7 @@ fn c_without_frame_pointers_names_the_function_and_line() {
 /// ends at once is symbolized from what its exec told.
 #[test]
 fn the_text_report_says_where_for_a_program_a_shell_started() {
-    require_root();
-    let dir = scratch("stacks_text");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c("stacks_text", "save.c", &["-g", "-O2"]);
     let script = format!("{} {}; true", exe.display(), dir.display());
     let out = auditor(&dir, &["run", "--", "/bin/sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -155,9 +159,7 @@ fn the_text_report_says_where_for_a_program_a_shell_started() {
 /// group, one call site.
 #[test]
 fn a_hot_loop_costs_one_stack_per_place() {
-    require_root();
-    let dir = scratch("stacks_hot");
-    let exe = gcc(&dir, "hot.c", &["-g", "-O2"]);
+    let (dir, exe, _) = built_c("stacks_hot", "hot.c", &["-g", "-O2"]);
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     let renames = findings(&run.report, "rename-without-fsync");
     assert_eq!(renames.len(), 200);
@@ -264,9 +266,7 @@ fn an_interpreted_program_names_its_interpreter_and_script() {
 /// `--no-stacks`: no stack is taken, and nothing else changes.
 #[test]
 fn no_stacks_takes_none() {
-    require_root();
-    let dir = scratch("stacks_off");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
+    let (dir, exe, _) = built_c("stacks_off", "save.c", &["-g", "-O2"]);
     let on = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     let off = run_report(
         &dir,
@@ -298,10 +298,7 @@ fn no_stacks_takes_none() {
 #[test]
 fn an_attached_process_names_the_function_and_line() {
     use std::time::{Duration, Instant};
-    require_root();
-    let dir = scratch("stacks_attach");
-    let exe = gcc(&dir, "later.c", &["-g", "-O2"]);
-    let source = fixture("stacks/later.c");
+    let (dir, exe, source) = built_c("stacks_attach", "later.c", &["-g", "-O2"]);
     let mut child = Command::new(&exe).arg(&dir).spawn().unwrap();
     let report = dir.join("report.json");
     let pid = child.id().to_string();
@@ -340,10 +337,7 @@ fn an_attached_process_names_the_function_and_line() {
 /// names the function even after the binary is gone.
 #[test]
 fn a_recording_keeps_the_stacks() {
-    require_root();
-    let dir = scratch("stacks_record");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c("stacks_record", "save.c", &["-g", "-O2"]);
     record_run(&dir, &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     std::fs::remove_file(&exe).unwrap();
     let report = replay_run(&dir);
