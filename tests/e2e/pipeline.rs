@@ -18,16 +18,11 @@ use serde_json::Value;
 /// The workload, built static in `dir`.
 fn build_workload(dir: &Path) -> PathBuf {
     let bin = dir.join("gated_workload");
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(fixture("pipeline/gated_workload.c"))
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(fixture("pipeline/gated_workload.c")),
     );
     bin
 }

@@ -240,13 +240,7 @@ fn assert_flagged(report: &Value) {
 }
 
 fn untraced(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("running an untraced helper");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&succeed(cmd).stdout).into_owned()
 }
 
 // ---------------------------------------------------------------- sqlite3

@@ -398,40 +398,37 @@ struct FailingDevice {
     mnt: PathBuf,
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl FailingDevice {
     fn new(dir: &Path) -> Self {
         let (back, mnt) = (dir.join("back"), dir.join("mnt"));
         std::fs::create_dir_all(&back).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
         let img = back.join("img");
-        sh(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-            .arg(&back));
+        succeed(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+                .arg(&back),
+        );
         let dev = FailingDevice { back, mnt };
-        sh(Command::new("truncate").args(["-s", "64M"]).arg(&img));
-        sh(Command::new("mkfs.ext4")
-            .args([
-                "-q",
-                "-F",
-                "-O",
-                "^has_journal",
-                "-E",
-                "lazy_itable_init=1,nodiscard",
-            ])
-            .arg(&img));
-        sh(Command::new("mount")
-            .args(["-o", "loop,errors=continue"])
-            .arg(&img)
-            .arg(&dev.mnt));
+        succeed(Command::new("truncate").args(["-s", "64M"]).arg(&img));
+        succeed(
+            Command::new("mkfs.ext4")
+                .args([
+                    "-q",
+                    "-F",
+                    "-O",
+                    "^has_journal",
+                    "-E",
+                    "lazy_itable_init=1,nodiscard",
+                ])
+                .arg(&img),
+        );
+        succeed(
+            Command::new("mount")
+                .args(["-o", "loop,errors=continue"])
+                .arg(&img)
+                .arg(&dev.mnt),
+        );
         dev
     }
 }

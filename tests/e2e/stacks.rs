@@ -21,21 +21,10 @@ fn line_of(source: &Path, marker: &str) -> u64 {
         + 1
 }
 
-/// Runs `cmd`, panicking with its output when it fails.
-fn build(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A C fixture compiled into `dir` with `flags`.
 fn gcc(dir: &Path, source: &str, flags: &[&str]) -> PathBuf {
     let exe = dir.join(source.trim_end_matches(".c"));
-    build(
+    succeed(
         Command::new("gcc")
             .args(flags)
             .arg("-o")
@@ -191,7 +180,7 @@ fn rust_names_the_function_and_line() {
     let dir = scratch("stacks_rust");
     let exe = dir.join("save");
     let source = fixture("stacks/save.rs");
-    build(
+    succeed(
         Command::new("rustc")
             .args(["-g", "-C", "opt-level=1", "--edition", "2021", "-o"])
             .arg(&exe)
@@ -221,7 +210,7 @@ fn go_names_the_function_and_line() {
     // A cache that outlives the scratch directory: the first build compiles
     // the runtime.
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-cache");
-    build(
+    succeed(
         Command::new("go")
             .args(["build", "-o"])
             .arg(&exe)

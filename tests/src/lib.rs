@@ -10,6 +10,19 @@ use serde_json::Value;
 
 pub mod tmux;
 
+/// Runs `cmd` (untraced) to its end: it must succeed, or the test fails
+/// with what it printed. Its output.
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The binary under test: `$AUDITOR_BIN`, else the release build.
 pub fn auditor_bin() -> PathBuf {
     let p = std::env::var_os("AUDITOR_BIN")
