@@ -26,8 +26,10 @@ fn audit(fixture: &str, mode: &str, args: &[&str], prepare: impl FnOnce(&Path)) 
     (dir, run)
 }
 
-fn bug(fixture: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Run) {
+/// The `bug` mode, flagged by exactly `rules` (in `rule_ids` order).
+fn bug(fixture: &str, prepare: impl FnOnce(&Path), rules: &[&str]) -> (PathBuf, Run) {
     let (dir, run) = audit(fixture, "bug", &[], prepare);
+    assert_eq!(rule_ids(&run.report), rules, "{:#}", run.report["findings"]);
     assert_eq!(run.code, 1, "findings make the exit code 1");
     (dir, run)
 }
@@ -50,9 +52,9 @@ fn flagged(
     rule: &str,
     (file, severity, by): (&str, &str, &str),
 ) -> Flagged {
-    let (dir, run) = bug(fixture, prepare);
+    let (dir, run) = bug(fixture, prepare, &[rule]);
     let pid = printed_pid(&run.stdout, by);
-    let finding = the_only_finding(&run.report, rule).clone();
+    let finding = the_finding(&run.report, rule).clone();
     assert_names(&finding, &dir.join(file), severity, pid);
     Flagged {
         dir,
@@ -247,11 +249,11 @@ fn killed_while_dirty_twin() {
 
 #[test]
 fn killed_mid_write() {
-    let (dir, run) = bug("killed_mid_write", nothing);
     // The torn write's first page is also data the kill left unsynced.
-    assert_eq!(
-        rule_ids(&run.report),
-        ["killed-mid-write", "killed-while-dirty"]
+    let (dir, run) = bug(
+        "killed_mid_write",
+        nothing,
+        &["killed-mid-write", "killed-while-dirty"],
     );
     let f = the_finding(&run.report, "killed-mid-write");
     let worker = printed_pid(&run.stdout, "worker");
@@ -361,10 +363,10 @@ fn truncate_in_place_twin() {
 
 #[test]
 fn sync_file_range_only() {
-    let (dir, run) = bug("sync_file_range_only", nothing);
-    assert_eq!(
-        rule_ids(&run.report),
-        ["sync-file-range-only", "unsynced-at-exit"]
+    let (dir, run) = bug(
+        "sync_file_range_only",
+        nothing,
+        &["sync-file-range-only", "unsynced-at-exit"],
     );
     let pid = printed_pid(&run.stdout, "pid");
     let path = dir.join("data.bin");
