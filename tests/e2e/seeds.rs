@@ -20,6 +20,15 @@ fn seed(fixture: &str, args: &[&str]) -> Vec<String> {
     cmd
 }
 
+/// The word the fixture printed as `name=word` (a digest, where
+/// `printed_pid` reads numbers).
+fn printed<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("fixture did not print {name}=...; stdout: {stdout:?}"))
+}
+
 fn path_of(f: &Value) -> &str {
     f["path"].as_str().unwrap()
 }
@@ -214,11 +223,7 @@ fn s003_docker_load() {
         run.report["findings"]
     );
     let pid = printed_pid(&run.stdout, "pid");
-    let image = run
-        .stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("image="))
-        .unwrap();
+    let image = printed(&run.stdout, "image");
     let config = dir.join("imagedb/content/sha256").join(image);
     let f = the_finding(&run.report, "rename-without-fsync");
     assert!(is(f, &config), "the final path: {f:#}");
@@ -231,11 +236,7 @@ fn s003_docker_load() {
     // The layer files moved with their directory: their data is reported
     // unsynced at exit (a directory rename is not a rename of the files),
     // named where they are now, in the layer's final directory.
-    let chain = run
-        .stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("chain="))
-        .unwrap();
+    let chain = printed(&run.stdout, "chain");
     let layer_dir = dir.join("layerdb/sha256").join(chain);
     let mut layer: Vec<&str> = findings(&run.report, "unsynced-at-exit")
         .iter()
@@ -307,11 +308,7 @@ fn s003_docker_load_metadata_before_layer_data() {
         run.report["findings"]
     );
     assert_layer_content(&dir, &run);
-    let chain = run
-        .stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("chain="))
-        .unwrap();
+    let chain = printed(&run.stdout, "chain");
     let f = the_finding(&run.report, "commit-before-data");
     assert!(is(f, &dir.join("layerdb/sha256").join(chain)), "{f:#}");
     assert_eq!(f["severity"], "medium");
