@@ -8,7 +8,7 @@ use std::{
     io::Write,
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,16 +18,11 @@ use serde_json::Value;
 /// The workload, built static in `dir`.
 fn build_workload(dir: &Path) -> PathBuf {
     let bin = dir.join("gated_workload");
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(fixture("pipeline/gated_workload.c"))
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(fixture("pipeline/gated_workload.c")),
     );
     bin
 }
@@ -77,16 +72,23 @@ fn numbers(report: &Value) -> (u64, u64, Vec<String>) {
     )
 }
 
-fn run_mode(bin: &Path) -> Value {
-    let (dir, fifo) = workdir("pipeline_run");
-    let cmd = format!(
-        "{} run --format json --output report.json -- {}",
-        auditor_bin().display(),
-        bin.display()
-    );
+/// `auditor ARGS -- bin` behind the gate in a fresh directory for one
+/// mode, the gate released at once: the directory, and how the auditor
+/// ended.
+fn gated_auditor(name: &str, args: &str, bin: &Path) -> (PathBuf, Output) {
+    let (dir, fifo) = workdir(name);
+    let cmd = format!("{} {args} -- {}", auditor_bin().display(), bin.display());
     let child = with_gate(&dir, &cmd).spawn().unwrap();
     release(&fifo);
-    let out = child.wait_with_output().unwrap();
+    (dir, child.wait_with_output().unwrap())
+}
+
+fn run_mode(bin: &Path) -> Value {
+    let (dir, out) = gated_auditor(
+        "pipeline_run",
+        "run --format json --output report.json",
+        bin,
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -97,15 +99,7 @@ fn run_mode(bin: &Path) -> Value {
 }
 
 fn record_mode(bin: &Path) -> Value {
-    let (dir, fifo) = workdir("pipeline_record");
-    let cmd = format!(
-        "{} record --output run.rec -- {}",
-        auditor_bin().display(),
-        bin.display()
-    );
-    let child = with_gate(&dir, &cmd).spawn().unwrap();
-    release(&fifo);
-    let out = child.wait_with_output().unwrap();
+    let (dir, out) = gated_auditor("pipeline_record", "record --output run.rec", bin);
     assert!(
         out.status.success(),
         "{}",

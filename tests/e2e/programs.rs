@@ -240,27 +240,28 @@ fn assert_flagged(report: &Value) {
 }
 
 fn untraced(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("running an untraced helper");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&succeed(cmd).stdout).into_owned()
 }
 
 // ---------------------------------------------------------------- sqlite3
 
-/// `sqlite3 test.db` with the pragmas, then the shared work.
-fn sqlite(name: &str, pragmas: &[&str]) -> (PathBuf, Run) {
+/// `sqlite3 test.db` with `PRAGMA journal_mode=<journal>` and
+/// `PRAGMA synchronous=<synchronous>`, then the shared work.
+fn sqlite(name: &str, journal: &str, synchronous: &str) -> (PathBuf, Run) {
     let dir = scratch(&format!("programs_{name}"));
     let work = fixture("programs/sqlite_work.sql");
     let read = format!(".read {}", work.to_str().unwrap());
-    let mut cmd = vec![SQLITE3];
-    for p in pragmas {
-        cmd.extend(["-cmd", p]);
-    }
-    cmd.extend(["test.db", &read]);
+    let journal = format!("PRAGMA journal_mode={journal}");
+    let synchronous = format!("PRAGMA synchronous={synchronous}");
+    let cmd = [
+        SQLITE3,
+        "-cmd",
+        &journal,
+        "-cmd",
+        &synchronous,
+        "test.db",
+        &read,
+    ];
     let run = run_report(&dir, &["--fail-on", "low"], &cmd);
     assert_eq!(run.report["exit_status"]["code"], 0, "{}", run.stderr);
     // The work really happened: 3 rows, doubled.
@@ -276,39 +277,27 @@ fn sqlite(name: &str, pragmas: &[&str]) -> (PathBuf, Run) {
 
 #[test]
 fn sqlite_delete_extra() {
-    let (_, run) = sqlite(
-        "sqlite_delete_extra",
-        &["PRAGMA journal_mode=DELETE", "PRAGMA synchronous=EXTRA"],
-    );
+    let (_, run) = sqlite("sqlite_delete_extra", "DELETE", "EXTRA");
     assert_eq!(run.code, 0);
 }
 
 #[test]
 fn sqlite_delete_full() {
-    let (_, run) = sqlite(
-        "sqlite_delete_full",
-        &["PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL"],
-    );
+    let (_, run) = sqlite("sqlite_delete_full", "DELETE", "FULL");
     // Its low unlink-without-dir-fsync fails under --fail-on low.
     assert_eq!(run.code, 1);
 }
 
 #[test]
 fn sqlite_wal_full() {
-    let (_, run) = sqlite(
-        "sqlite_wal_full",
-        &["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"],
-    );
+    let (_, run) = sqlite("sqlite_wal_full", "WAL", "FULL");
     // Its low unlink-without-dir-fsync fails under --fail-on low.
     assert_eq!(run.code, 1);
 }
 
 #[test]
 fn sqlite_off() {
-    let (dir, run) = sqlite(
-        "sqlite_off",
-        &["PRAGMA journal_mode=DELETE", "PRAGMA synchronous=OFF"],
-    );
+    let (dir, run) = sqlite("sqlite_off", "DELETE", "OFF");
     assert_flagged(&run.report);
     assert_eq!(run.code, 1);
     let f = the_finding(&run.report, "unsynced-at-exit");

@@ -26,25 +26,48 @@ fn audit(fixture: &str, mode: &str, args: &[&str], prepare: impl FnOnce(&Path)) 
     (dir, run)
 }
 
-fn bug(fixture: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Run) {
+/// The `bug` mode, flagged by exactly `rules` (in `rule_ids` order).
+fn bug(fixture: &str, prepare: impl FnOnce(&Path), rules: &[&str]) -> (PathBuf, Run) {
     let (dir, run) = audit(fixture, "bug", &[], prepare);
+    assert_eq!(rule_ids(&run.report), rules, "{:#}", run.report["findings"]);
     assert_eq!(run.code, 1, "findings make the exit code 1");
     (dir, run)
 }
 
-fn assert_clean(run: &Run) {
-    assert!(
-        all_findings(&run.report).is_empty(),
-        "the correct twin must be clean: {}",
-        serde_json::to_string_pretty(&run.report["findings"]).unwrap()
-    );
-    assert_eq!(run.code, 0, "no finding, exit 0");
-    assert_eq!(run.report["exit_status"]["code"], 0, "{}", run.stderr);
+/// What the `bug` mode of a fixture was flagged for.
+struct Flagged {
+    dir: PathBuf,
+    run: Run,
+    /// The process the finding names.
+    pid: u64,
+    finding: Value,
+}
+
+/// The `bug` mode's only finding, of `rule`: it names `file` in the
+/// scratch directory, `severity` and the process the fixture printed as
+/// `by`.
+fn flagged(
+    fixture: &str,
+    prepare: impl FnOnce(&Path),
+    rule: &str,
+    (file, severity, by): (&str, &str, &str),
+) -> Flagged {
+    let (dir, run) = bug(fixture, prepare, &[rule]);
+    let pid = printed_pid(&run.stdout, by);
+    let finding = the_finding(&run.report, rule).clone();
+    assert_names(&finding, &dir.join(file), severity, pid);
+    Flagged {
+        dir,
+        run,
+        pid,
+        finding,
+    }
 }
 
 fn ok(fixture: &str, prepare: impl FnOnce(&Path)) {
     let (_, run) = audit(fixture, "ok", &[], prepare);
-    assert_clean(&run);
+    assert_no_finding(&run, "the correct twin must be clean");
+    assert_eq!(run.report["exit_status"]["code"], 0, "{}", run.stderr);
 }
 
 fn nothing(_: &Path) {}
@@ -59,11 +82,15 @@ fn existing_settings(dir: &Path) {
 
 #[test]
 fn rename_without_fsync() {
-    let (dir, run) = bug("rename_without_fsync", nothing);
-    let f = the_only_finding(&run.report, "rename-without-fsync");
-    let pid = printed_pid(&run.stdout, "pid");
-    assert_names(f, &dir.join("state.json"), "high", pid);
-    let ev = &f["evidence"];
+    let Flagged {
+        dir, pid, finding, ..
+    } = flagged(
+        "rename_without_fsync",
+        nothing,
+        "rename-without-fsync",
+        ("state.json", "high", "pid"),
+    );
+    let ev = &finding["evidence"];
     assert_eq!(ev["unsynced_bytes"], 1800);
     assert_eq!(ev["unsynced_ranges"], serde_json::json!([[0, 1800]]));
     assert_eq!(ev["source"].as_str(), dir.join("state.json.tmp").to_str());
@@ -80,15 +107,13 @@ fn rename_without_fsync_twin() {
 
 #[test]
 fn rename_without_dir_fsync() {
-    let (dir, run) = bug("rename_without_dir_fsync", nothing);
-    let f = the_only_finding(&run.report, "rename-without-dir-fsync");
-    assert_names(
-        f,
-        &dir.join("config"),
-        "medium",
-        printed_pid(&run.stdout, "pid"),
+    let Flagged { dir, finding, .. } = flagged(
+        "rename_without_dir_fsync",
+        nothing,
+        "rename-without-dir-fsync",
+        ("config", "medium", "pid"),
     );
-    let ev = &f["evidence"];
+    let ev = &finding["evidence"];
     assert_eq!(ev["directory"].as_str(), dir.to_str());
     assert_eq!(ev["source"].as_str(), dir.join("config.tmp").to_str());
     assert_eq!(ev["data_synced"], true);
@@ -101,16 +126,14 @@ fn rename_without_dir_fsync_twin() {
 
 #[test]
 fn create_without_dir_fsync() {
-    let (dir, run) = bug("create_without_dir_fsync", nothing);
-    let f = the_only_finding(&run.report, "create-without-dir-fsync");
-    assert_names(
-        f,
-        &dir.join("segment-0001"),
-        "low",
-        printed_pid(&run.stdout, "pid"),
+    let Flagged { dir, finding, .. } = flagged(
+        "create_without_dir_fsync",
+        nothing,
+        "create-without-dir-fsync",
+        ("segment-0001", "low", "pid"),
     );
-    assert_eq!(f["evidence"]["operation"], "create");
-    assert_eq!(f["evidence"]["directory"].as_str(), dir.to_str());
+    assert_eq!(finding["evidence"]["operation"], "create");
+    assert_eq!(finding["evidence"]["directory"].as_str(), dir.to_str());
     // Low is below the default --fail-on medium.
     let mut cmd = py("rules/create_without_dir_fsync.py");
     cmd.push("bug".into());
@@ -126,15 +149,13 @@ fn create_without_dir_fsync_twin() {
 
 #[test]
 fn unsynced_at_exit() {
-    let (dir, run) = bug("unsynced_at_exit", existing_journal);
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(
-        f,
-        &dir.join("journal"),
-        "medium",
-        printed_pid(&run.stdout, "pid"),
+    let Flagged { finding, .. } = flagged(
+        "unsynced_at_exit",
+        existing_journal,
+        "unsynced-at-exit",
+        ("journal", "medium", "pid"),
     );
-    let ev = &f["evidence"];
+    let ev = &finding["evidence"];
     assert_unsynced(
         ev,
         36,
@@ -206,12 +227,14 @@ fn unsynced_at_exit_not_for_output_the_caller_redirected() {
 
 #[test]
 fn killed_while_dirty() {
-    let (dir, run) = bug("killed_while_dirty", nothing);
-    let f = the_only_finding(&run.report, "killed-while-dirty");
-    let worker = printed_pid(&run.stdout, "worker");
+    let Flagged { run, finding, .. } = flagged(
+        "killed_while_dirty",
+        nothing,
+        "killed-while-dirty",
+        ("worker.db", "high", "worker"),
+    );
     let supervisor = printed_pid(&run.stdout, "supervisor");
-    assert_names(f, &dir.join("worker.db"), "high", worker);
-    let ev = &f["evidence"];
+    let ev = &finding["evidence"];
     assert_eq!(ev["unsynced_bytes"], 8192);
     assert_eq!(ev["signal"], "SIGKILL");
     assert_eq!(ev["sender"]["pid"].as_u64(), Some(supervisor));
@@ -226,11 +249,11 @@ fn killed_while_dirty_twin() {
 
 #[test]
 fn killed_mid_write() {
-    let (dir, run) = bug("killed_mid_write", nothing);
     // The torn write's first page is also data the kill left unsynced.
-    assert_eq!(
-        rule_ids(&run.report),
-        ["killed-mid-write", "killed-while-dirty"]
+    let (dir, run) = bug(
+        "killed_mid_write",
+        nothing,
+        &["killed-mid-write", "killed-while-dirty"],
     );
     let f = the_finding(&run.report, "killed-mid-write");
     let worker = printed_pid(&run.stdout, "worker");
@@ -259,12 +282,19 @@ fn killed_mid_write_twin() {
 
 #[test]
 fn interleaved_writers() {
-    let (dir, run) = bug("interleaved_writers", nothing);
-    let f = the_only_finding(&run.report, "interleaved-writers");
-    let a = printed_pid(&run.stdout, "A");
+    let Flagged {
+        dir,
+        run,
+        pid: a,
+        finding,
+    } = flagged(
+        "interleaved_writers",
+        nothing,
+        "interleaved-writers",
+        ("app.log", "medium", "A"),
+    );
     let b = printed_pid(&run.stdout, "B");
-    assert_names(f, &dir.join("app.log"), "medium", a);
-    let writers: Vec<u64> = f["evidence"]["writers"]
+    let writers: Vec<u64> = finding["evidence"]["writers"]
         .as_array()
         .unwrap()
         .iter()
@@ -284,15 +314,13 @@ fn interleaved_writers_twin() {
 
 #[test]
 fn truncate_in_place() {
-    let (dir, run) = bug("truncate_in_place", existing_settings);
-    let f = the_only_finding(&run.report, "truncate-in-place");
-    assert_names(
-        f,
-        &dir.join("settings.ini"),
-        "high",
-        printed_pid(&run.stdout, "pid"),
+    let Flagged { finding, .. } = flagged(
+        "truncate_in_place",
+        existing_settings,
+        "truncate-in-place",
+        ("settings.ini", "high", "pid"),
     );
-    let ev = &f["evidence"];
+    let ev = &finding["evidence"];
     assert_eq!(ev["size_before"], 600);
     assert_eq!(ev["rewrite"], "write(fd=3, 600) = 600");
     assert!(
@@ -335,10 +363,10 @@ fn truncate_in_place_twin() {
 
 #[test]
 fn sync_file_range_only() {
-    let (dir, run) = bug("sync_file_range_only", nothing);
-    assert_eq!(
-        rule_ids(&run.report),
-        ["sync-file-range-only", "unsynced-at-exit"]
+    let (dir, run) = bug(
+        "sync_file_range_only",
+        nothing,
+        &["sync-file-range-only", "unsynced-at-exit"],
     );
     let pid = printed_pid(&run.stdout, "pid");
     let path = dir.join("data.bin");
@@ -372,40 +400,37 @@ struct FailingDevice {
     mnt: PathBuf,
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl FailingDevice {
     fn new(dir: &Path) -> Self {
         let (back, mnt) = (dir.join("back"), dir.join("mnt"));
         std::fs::create_dir_all(&back).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
         let img = back.join("img");
-        sh(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-            .arg(&back));
+        succeed(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+                .arg(&back),
+        );
         let dev = FailingDevice { back, mnt };
-        sh(Command::new("truncate").args(["-s", "64M"]).arg(&img));
-        sh(Command::new("mkfs.ext4")
-            .args([
-                "-q",
-                "-F",
-                "-O",
-                "^has_journal",
-                "-E",
-                "lazy_itable_init=1,nodiscard",
-            ])
-            .arg(&img));
-        sh(Command::new("mount")
-            .args(["-o", "loop,errors=continue"])
-            .arg(&img)
-            .arg(&dev.mnt));
+        succeed(Command::new("truncate").args(["-s", "64M"]).arg(&img));
+        succeed(
+            Command::new("mkfs.ext4")
+                .args([
+                    "-q",
+                    "-F",
+                    "-O",
+                    "^has_journal",
+                    "-E",
+                    "lazy_itable_init=1,nodiscard",
+                ])
+                .arg(&img),
+        );
+        succeed(
+            Command::new("mount")
+                .args(["-o", "loop,errors=continue"])
+                .arg(&img)
+                .arg(&dev.mnt),
+        );
         dev
     }
 }

@@ -107,15 +107,6 @@ fn audit(fixture: &str, args: &[&str]) -> (PathBuf, Run) {
     (dir, run)
 }
 
-fn assert_clean(run: &Run) {
-    assert!(
-        all_findings(&run.report).is_empty(),
-        "nothing is left undurable: {}",
-        serde_json::to_string_pretty(&run.report["findings"]).unwrap()
-    );
-    assert_eq!(run.code, 0, "no finding, exit 0");
-}
-
 /// A complete write to a regular file: what a run (or a part of one)
 /// looks like.
 fn is_run_part(e: &Value) -> bool {
@@ -334,6 +325,22 @@ fn run_is_one_event_with_its_calls_bytes_and_size_before() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 530);
 }
 
+/// The report's `unsynced-at-exit` finding: it names `path`, medium, and
+/// `pid`, and its evidence says `bytes` in `ranges` are unsynced, left by
+/// `writes` write calls (see [`assert_unsynced`]). Returns the evidence.
+fn unsynced_at_exit<'a>(
+    run: &'a Run,
+    path: &Path,
+    pid: u64,
+    (bytes, writes, ranges, why): (u64, u64, Value, &str),
+) -> &'a Value {
+    let f = the_finding(&run.report, "unsynced-at-exit");
+    assert_names(f, path, "medium", pid);
+    let ev = &f["evidence"];
+    assert_unsynced(ev, bytes, writes, ranges, why);
+    ev
+}
+
 #[test]
 fn run_left_unsynced_at_exit_counts_its_calls_as_writes() {
     let (dir, run) = audit("run_fsync_run", &[]);
@@ -344,39 +351,52 @@ fn run_left_unsynced_at_exit_counts_its_calls_as_writes() {
     );
     let path = dir.join("data.log");
     let pid = printed_pid(&run.stdout, "pid");
-    let f = the_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", pid);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        30,
-        3,
-        json!([[500, 530]]),
-        "one event of 3 calls is 3 writes",
+    let ev = unsynced_at_exit(
+        &run,
+        &path,
+        pid,
+        (
+            30,
+            3,
+            json!([[500, 530]]),
+            "one event of 3 calls is 3 writes",
+        ),
     );
     assert_eq!(ev["writer_pids"], json!([pid]));
     assert!(ev["last_successful_fsync"].is_object(), "{ev:#}");
 }
 
-#[test]
-fn run_is_reported_before_another_processs_fsync() {
-    let t = trace("fsync_by_other_process", &["ok"]);
+/// `fsync_by_other_process <mode>` traced: on `shared.dat` the writer
+/// opens, fsyncs and writes; the syncer it spawned opens, fsyncs and
+/// closes; the writer then does `then` and closes. Returns the trace and
+/// the writer's and the syncer's pids.
+fn another_process_fsyncs(mode: &str, then: &[&str], why: &str) -> (Trace, u64, u64) {
+    let t = trace("fsync_by_other_process", &[mode]);
     let writer = printed_pid(&t.stdout, "writer");
     let syncer = printed_pid(&t.stdout, "syncer");
+    let mut want = vec![
+        did(writer, "openat"),
+        did(writer, "fsync"),
+        did(writer, "write"),
+        did(syncer, "openat"),
+        did(syncer, "fsync"),
+        did(syncer, "close"),
+    ];
+    want.extend(then.iter().map(|what| did(writer, what)));
+    want.push(did(writer, "close"));
     let on = on_file(&t.events, &t.dir.join("shared.dat"));
-    assert_eq!(
-        who_did(&on),
-        [
-            did(writer, "openat"),
-            did(writer, "fsync"),
-            did(writer, "write"),
-            did(syncer, "openat"),
-            did(syncer, "fsync"),
-            did(syncer, "close"),
-            did(writer, "close")
-        ],
-        "the writer's run comes before the other process's fsync"
+    assert_eq!(who_did(&on), want, "{why}");
+    (t, writer, syncer)
+}
+
+#[test]
+fn run_is_reported_before_another_processs_fsync() {
+    let (t, writer, syncer) = another_process_fsyncs(
+        "ok",
+        &[],
+        "the writer's run comes before the other process's fsync",
     );
+    let on = on_file(&t.events, &t.dir.join("shared.dat"));
     let fd = opened_fd(&on, writer);
     let w = writes(&on);
     assert_eq!(
@@ -407,29 +427,17 @@ fn run_is_reported_before_another_processs_fsync() {
 #[test]
 fn fsync_by_another_process_after_the_run_leaves_nothing_unsynced() {
     let (_, run) = audit("fsync_by_other_process", &["ok"]);
-    assert_clean(&run);
+    assert_no_finding(&run, "nothing is left undurable");
 }
 
 #[test]
 fn writes_after_another_processs_fsync_are_a_second_run() {
-    let t = trace("fsync_by_other_process", &["bug"]);
-    let writer = printed_pid(&t.stdout, "writer");
-    let syncer = printed_pid(&t.stdout, "syncer");
-    let on = on_file(&t.events, &t.dir.join("shared.dat"));
-    assert_eq!(
-        who_did(&on),
-        [
-            did(writer, "openat"),
-            did(writer, "fsync"),
-            did(writer, "write"),
-            did(syncer, "openat"),
-            did(syncer, "fsync"),
-            did(syncer, "close"),
-            did(writer, "write"),
-            did(writer, "close")
-        ],
-        "50 writes, the other process's fsync, 50 writes"
+    let (t, writer, _) = another_process_fsyncs(
+        "bug",
+        &["write"],
+        "50 writes, the other process's fsync, 50 writes",
     );
+    let on = on_file(&t.events, &t.dir.join("shared.dat"));
     let fd = opened_fd(&on, writer);
     assert_eq!(
         shapes(&writes(&on)),
@@ -449,15 +457,17 @@ fn writes_after_another_processs_fsync_are_a_second_run() {
 fn writes_after_another_processs_fsync_are_unsynced_at_exit() {
     let (dir, run) = audit("fsync_by_other_process", &["bug"]);
     let writer = printed_pid(&run.stdout, "writer");
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &dir.join("shared.dat"), "medium", writer);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        500,
-        50,
-        json!([[500, 1000]]),
-        "the 50 writes after the fsync, one event of 50 calls",
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    let ev = unsynced_at_exit(
+        &run,
+        &dir.join("shared.dat"),
+        writer,
+        (
+            500,
+            50,
+            json!([[500, 1000]]),
+            "the 50 writes after the fsync, one event of 50 calls",
+        ),
     );
     assert_eq!(ev["writer_pids"], json!([writer]));
     assert!(
@@ -510,7 +520,29 @@ fn run_is_reported_before_another_threads_fsync() {
 #[test]
 fn fsync_by_another_thread_after_the_run_leaves_nothing_unsynced() {
     let (_, run) = audit("fsync_by_other_thread", &[]);
-    assert_clean(&run);
+    assert_no_finding(&run, "nothing is left undurable");
+}
+
+/// The two runs `fd_reuse` writes to regular files through one fd number:
+/// shaped `(pid, pid, fd, calls, requested, ret, 0)` each, the first
+/// `a.dat`'s and the second `b.dat`'s.
+fn runs_on_a_then_b<'a>(t: &'a Trace, shape: Shape, why: &str) -> Vec<&'a Value> {
+    let w: Vec<&Value> = t
+        .events
+        .iter()
+        .filter(|e| e["type"] == "write" && e["file"]["file_type"] == "regular")
+        .collect();
+    let w = writes(&w);
+    assert_eq!(shapes(&w), [shape, shape], "{why}");
+    assert_eq!(
+        (event_identity(w[0]), event_identity(w[1])),
+        (
+            identity(&t.dir.join("a.dat")),
+            identity(&t.dir.join("b.dat"))
+        ),
+        "the first run is a.dat's, the second b.dat's"
+    );
+    w
 }
 
 #[test]
@@ -523,25 +555,13 @@ fn fd_number_reused_after_close_starts_a_run_on_the_new_file() {
         fd,
         "b.dat got the fd number a.dat had"
     );
-    let (a, b) = (t.dir.join("a.dat"), t.dir.join("b.dat"));
-    let on_a = on_file(&t.events, &a);
-    let on_b = on_file(&t.events, &b);
+    let on_a = on_file(&t.events, &t.dir.join("a.dat"));
+    let on_b = on_file(&t.events, &t.dir.join("b.dat"));
     assert_eq!(opened_fd(&on_b, pid), fd);
-    let w: Vec<&Value> = t
-        .events
-        .iter()
-        .filter(|e| e["type"] == "write" && e["file"]["file_type"] == "regular")
-        .collect();
-    let w = writes(&w);
-    assert_eq!(
-        shapes(&w),
-        [(pid, pid, fd, 5, 50, 50, 0), (pid, pid, fd, 5, 50, 50, 0)],
-        "5 records to each new file through the same fd number"
-    );
-    assert_eq!(
-        (event_identity(w[0]), event_identity(w[1])),
-        (identity(&a), identity(&b)),
-        "the first run is a.dat's, the second b.dat's"
+    let w = runs_on_a_then_b(
+        &t,
+        (pid, pid, fd, 5, 50, 50, 0),
+        "5 records to each new file through the same fd number",
     );
     let close_a = on_a
         .iter()
@@ -556,22 +576,11 @@ fn fd_number_redirected_by_dup2_starts_a_run_on_the_new_file() {
     let pid = printed_pid(&t.stdout, "pid");
     let fda = printed_pid(&t.stdout, "fda") as i64;
     let fdb = printed_pid(&t.stdout, "fdb") as i64;
-    let (a, b) = (t.dir.join("a.dat"), t.dir.join("b.dat"));
-    let w: Vec<&Value> = t
-        .events
-        .iter()
-        .filter(|e| e["type"] == "write" && e["file"]["file_type"] == "regular")
-        .collect();
-    let w = writes(&w);
-    assert_eq!(
-        shapes(&w),
-        [(pid, pid, fda, 3, 30, 30, 0), (pid, pid, fda, 3, 30, 30, 0)],
-        "3 records through a.dat's fd number before dup2 and 3 after"
-    );
-    assert_eq!(
-        (event_identity(w[0]), event_identity(w[1])),
-        (identity(&a), identity(&b)),
-        "after dup2(b, a) the fd number writes b.dat"
+    // After dup2(b, a) the fd number writes b.dat.
+    let w = runs_on_a_then_b(
+        &t,
+        (pid, pid, fda, 3, 30, 30, 0),
+        "3 records through a.dat's fd number before dup2 and 3 after",
     );
     let dups = of_type(&t.events, "dup");
     assert_eq!(dups.len(), 1, "one dup2: {dups:#?}");
@@ -718,16 +727,16 @@ fn threads_taking_turns_leave_every_turn_unsynced() {
     );
     let path = dir.join("app.log");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 80);
-    let pid = printed_pid(&run.stdout, "pid");
-    let f = the_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", pid);
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        80,
-        8,
-        json!([[0, 80]]),
-        "4 events of 2 calls, appends that cover the whole 80-byte file",
+    unsynced_at_exit(
+        &run,
+        &path,
+        printed_pid(&run.stdout, "pid"),
+        (
+            80,
+            8,
+            json!([[0, 80]]),
+            "4 events of 2 calls, appends that cover the whole 80-byte file",
+        ),
     );
 }
 
@@ -767,20 +776,17 @@ fn positioned_writes_run_where_each_starts_at_the_last_ones_end() {
 #[test]
 fn a_run_of_positioned_writes_is_unsynced_where_it_landed() {
     let (dir, run) = audit("pwrites", &["nosync"]);
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(
-        f,
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    unsynced_at_exit(
+        &run,
         &dir.join("db.dat"),
-        "medium",
         printed_pid(&run.stdout, "pid"),
-    );
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        3000 + 200,
-        300 + 10,
-        json!([[4096, 7096], [10000, 10200]]),
-        "pwrite64 from 4096 and pwritev from 10000, each run where it landed",
+        (
+            3000 + 200,
+            300 + 10,
+            json!([[4096, 7096], [10000, 10200]]),
+            "pwrite64 from 4096 and pwritev from 10000, each run where it landed",
+        ),
     );
     let (_, run) = audit("pwrites", &["sync"]);
     assert!(
@@ -876,15 +882,17 @@ fn short_append_after_a_run_is_unsynced_where_it_landed() {
     let (dir, run) = audit("short_after_run", &[]);
     let path = dir.join("limited.dat");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 25);
-    let f = the_only_finding(&run.report, "unsynced-at-exit");
-    assert_names(f, &path, "medium", printed_pid(&run.stdout, "pid"));
-    let ev = &f["evidence"];
-    assert_unsynced(
-        ev,
-        25,
-        3,
-        json!([[0, 25]]),
-        "the 25 bytes of the file, appended: 20 by the run, 5 by the short write",
+    assert_eq!(rule_ids(&run.report), ["unsynced-at-exit"]);
+    unsynced_at_exit(
+        &run,
+        &path,
+        printed_pid(&run.stdout, "pid"),
+        (
+            25,
+            3,
+            json!([[0, 25]]),
+            "the 25 bytes of the file, appended: 20 by the run, 5 by the short write",
+        ),
     );
 }
 

@@ -21,21 +21,10 @@ fn line_of(source: &Path, marker: &str) -> u64 {
         + 1
 }
 
-/// Runs `cmd`, panicking with its output when it fails.
-fn build(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A C fixture compiled into `dir` with `flags`.
 fn gcc(dir: &Path, source: &str, flags: &[&str]) -> PathBuf {
     let exe = dir.join(source.trim_end_matches(".c"));
-    build(
+    succeed(
         Command::new("gcc")
             .args(flags)
             .arg("-o")
@@ -43,6 +32,16 @@ fn gcc(dir: &Path, source: &str, flags: &[&str]) -> PathBuf {
             .arg(fixture(&format!("stacks/{source}"))),
     );
     exe
+}
+
+/// A fresh scratch directory `name` (this needs root) with the C fixture
+/// `source` built in it by gcc with `flags`: the directory, the binary and
+/// the source's path.
+fn built_c(name: &str, source: &str, flags: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    require_root();
+    let dir = scratch(name);
+    let exe = gcc(&dir, source, flags);
+    (dir, exe, fixture(&format!("stacks/{source}")))
 }
 
 /// The finding of `rule` on `path`.
@@ -79,22 +78,34 @@ fn assert_at(frame: &Value, file_suffix: &str, line: u64) {
     assert_eq!(frame["line"], line, "{frame:#}");
 }
 
+/// The stack of the rename-without-fsync finding on `path`, and the index
+/// of its first frame in a function `pred` accepts: that frame must name
+/// the line of `source` marked RENAME-LINE.
+fn renamed_in<'a>(
+    report: &'a Value,
+    path: &Path,
+    source: &Path,
+    pred: impl Fn(&str) -> bool,
+) -> (&'a [Value], usize) {
+    let fr = frames(finding(report, "rename-without-fsync", path));
+    let at = frame_at(fr, pred);
+    let name = source.file_name().unwrap().to_str().unwrap();
+    assert_at(&fr[at], name, line_of(source, "RENAME-LINE"));
+    (fr, at)
+}
+
 /// The careless save, in a child that exits at once and in the process
 /// itself, names `save_state` and the rename's line, then its caller.
 fn c_names_function_and_line(name: &str, flags: &[&str]) {
-    require_root();
-    let dir = scratch(name);
-    let exe = gcc(&dir, "save.c", flags);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c(name, "save.c", flags);
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     for (file, call) in [
         ("child.json", "CHILD-CALL-LINE"),
         ("state.json", "MAIN-CALL-LINE"),
     ] {
-        let f = finding(&run.report, "rename-without-fsync", &dir.join(file));
-        let fr = frames(f);
-        let at = frame_at(fr, |func| func == "save_state");
-        assert_at(&fr[at], "save.c", line_of(&source, "RENAME-LINE"));
+        let (fr, at) = renamed_in(&run.report, &dir.join(file), &source, |func| {
+            func == "save_state"
+        });
         assert_eq!(fr[at]["object"], exe.to_str().unwrap());
         let caller = frame_at(fr, |func| func == "main");
         assert!(caller > at, "main calls save_state: {fr:#?}");
@@ -120,10 +131,7 @@ fn c_without_frame_pointers_names_the_function_and_line() {
 /// ends at once is symbolized from what its exec told.
 #[test]
 fn the_text_report_says_where_for_a_program_a_shell_started() {
-    require_root();
-    let dir = scratch("stacks_text");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c("stacks_text", "save.c", &["-g", "-O2"]);
     let script = format!("{} {}; true", exe.display(), dir.display());
     let out = auditor(&dir, &["run", "--", "/bin/sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -140,9 +148,7 @@ fn the_text_report_says_where_for_a_program_a_shell_started() {
 /// group, one call site.
 #[test]
 fn a_hot_loop_costs_one_stack_per_place() {
-    require_root();
-    let dir = scratch("stacks_hot");
-    let exe = gcc(&dir, "hot.c", &["-g", "-O2"]);
+    let (dir, exe, _) = built_c("stacks_hot", "hot.c", &["-g", "-O2"]);
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     let renames = findings(&run.report, "rename-without-fsync");
     assert_eq!(renames.len(), 200);
@@ -174,16 +180,16 @@ fn rust_names_the_function_and_line() {
     let dir = scratch("stacks_rust");
     let exe = dir.join("save");
     let source = fixture("stacks/save.rs");
-    build(
+    succeed(
         Command::new("rustc")
             .args(["-g", "-C", "opt-level=1", "--edition", "2021", "-o"])
             .arg(&exe)
             .arg(&source),
     );
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
-    let f = finding(&run.report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func.ends_with("save_state"));
+    let (fr, at) = renamed_in(&run.report, &dir.join("state.json"), &source, |func| {
+        func.ends_with("save_state")
+    });
     assert!(
         fr[at]["function"]
             .as_str()
@@ -191,7 +197,6 @@ fn rust_names_the_function_and_line() {
             .contains("save::save_state"),
         "demangled: {fr:#?}"
     );
-    assert_at(&fr[at], "save.rs", line_of(&source, "RENAME-LINE"));
     let caller = frame_at(fr, |func| func.ends_with("save::main"));
     assert_at(&fr[caller], "save.rs", line_of(&source, "MAIN-CALL-LINE"));
 }
@@ -205,7 +210,7 @@ fn go_names_the_function_and_line() {
     // A cache that outlives the scratch directory: the first build compiles
     // the runtime.
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-cache");
-    build(
+    succeed(
         Command::new("go")
             .args(["build", "-o"])
             .arg(&exe)
@@ -217,10 +222,9 @@ fn go_names_the_function_and_line() {
             .env("CGO_ENABLED", "0"),
     );
     let run = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
-    let f = finding(&run.report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "main.saveState");
-    assert_at(&fr[at], "save.go", line_of(&source, "RENAME-LINE"));
+    let (fr, _) = renamed_in(&run.report, &dir.join("state.json"), &source, |func| {
+        func == "main.saveState"
+    });
     let caller = frame_at(fr, |func| func == "main.main");
     assert_at(&fr[caller], "save.go", line_of(&source, "MAIN-CALL-LINE"));
 }
@@ -251,9 +255,7 @@ fn an_interpreted_program_names_its_interpreter_and_script() {
 /// `--no-stacks`: no stack is taken, and nothing else changes.
 #[test]
 fn no_stacks_takes_none() {
-    require_root();
-    let dir = scratch("stacks_off");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
+    let (dir, exe, _) = built_c("stacks_off", "save.c", &["-g", "-O2"]);
     let on = run_report(&dir, &[], &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     let off = run_report(
         &dir,
@@ -285,10 +287,7 @@ fn no_stacks_takes_none() {
 #[test]
 fn an_attached_process_names_the_function_and_line() {
     use std::time::{Duration, Instant};
-    require_root();
-    let dir = scratch("stacks_attach");
-    let exe = gcc(&dir, "later.c", &["-g", "-O2"]);
-    let source = fixture("stacks/later.c");
+    let (dir, exe, source) = built_c("stacks_attach", "later.c", &["-g", "-O2"]);
     let mut child = Command::new(&exe).arg(&dir).spawn().unwrap();
     let report = dir.join("report.json");
     let pid = child.id().to_string();
@@ -318,25 +317,20 @@ fn an_attached_process_names_the_function_and_line() {
     attach.wait().unwrap();
     let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
         .unwrap_or_else(|e| panic!("no report ({e}): {seen}{rest}"));
-    let f = finding(&doc, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "save_state");
-    assert_at(&fr[at], "later.c", line_of(&source, "RENAME-LINE"));
+    renamed_in(&doc, &dir.join("state.json"), &source, |func| {
+        func == "save_state"
+    });
 }
 
 /// A recording keeps the stacks as they were symbolized live: its report
 /// names the function even after the binary is gone.
 #[test]
 fn a_recording_keeps_the_stacks() {
-    require_root();
-    let dir = scratch("stacks_record");
-    let exe = gcc(&dir, "save.c", &["-g", "-O2"]);
-    let source = fixture("stacks/save.c");
+    let (dir, exe, source) = built_c("stacks_record", "save.c", &["-g", "-O2"]);
     record_run(&dir, &[exe.to_str().unwrap(), dir.to_str().unwrap()]);
     std::fs::remove_file(&exe).unwrap();
     let report = replay_run(&dir);
-    let f = finding(&report, "rename-without-fsync", &dir.join("state.json"));
-    let fr = frames(f);
-    let at = frame_at(fr, |func| func == "save_state");
-    assert_at(&fr[at], "save.c", line_of(&source, "RENAME-LINE"));
+    renamed_in(&report, &dir.join("state.json"), &source, |func| {
+        func == "save_state"
+    });
 }

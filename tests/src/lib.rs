@@ -10,6 +10,19 @@ use serde_json::Value;
 
 pub mod tmux;
 
+/// Runs `cmd` (untraced) to its end: it must succeed, or the test fails
+/// with what it printed. Its output.
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The binary under test: `$AUDITOR_BIN`, else the release build.
 pub fn auditor_bin() -> PathBuf {
     let p = std::env::var_os("AUDITOR_BIN")
@@ -371,6 +384,17 @@ pub fn the_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
 pub fn the_only_finding<'a>(report: &'a Value, rule: &str) -> &'a Value {
     assert_eq!(rule_ids(report), [rule], "want only a {rule} finding");
     the_finding(report, rule)
+}
+
+/// Nothing found, so exit 0 (under `--fail-on low`, a full pass); `why`
+/// says what a clean run means for this program.
+pub fn assert_no_finding(run: &Run, why: &str) {
+    assert!(
+        all_findings(&run.report).is_empty(),
+        "{why}: {}",
+        serde_json::to_string_pretty(&run.report["findings"]).unwrap()
+    );
+    assert_eq!(run.code, 0, "no finding, exit 0");
 }
 
 /// The finding names this file, this severity and this process,

@@ -20,27 +20,21 @@ impl Tmux {
         let tmux = Tmux {
             socket: format!("auditor-e2e-{}-{n}", std::process::id()),
         };
-        let out = tmux
-            .cmd()
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                "ui",
-                "-x",
-                "120",
-                "-y",
-                "40",
-                "-c",
-            ])
-            .arg(dir)
-            .arg(shell_cmd)
-            .output()
-            .expect("tmux runs");
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::succeed(
+            tmux.cmd()
+                .args([
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "ui",
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    "-c",
+                ])
+                .arg(dir)
+                .arg(shell_cmd),
         );
         tmux
     }

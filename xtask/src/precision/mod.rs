@@ -417,6 +417,38 @@ struct Item {
     why: String,
 }
 
+impl Item {
+    /// An item about the auditor's finding `f`.
+    fn finding(kind: &'static str, f: &Finding, root: &str, why: String) -> Self {
+        Item {
+            kind,
+            severity: f.severity.clone(),
+            rule: f.rule.clone(),
+            path: rel(root, &f.path).to_owned(),
+            who: f.comm.clone(),
+            why,
+        }
+    }
+
+    /// An item about the model's verdict `e`.
+    fn expected(
+        kind: &'static str,
+        e: &Expected,
+        root: &str,
+        severity: String,
+        why: String,
+    ) -> Self {
+        Item {
+            kind,
+            severity,
+            rule: e.rule.into(),
+            path: shown(root, e),
+            who: e.comm.clone(),
+            why,
+        }
+    }
+}
+
 /// What one run got wrong (and with `verbose`, everything else): one line
 /// each with `verbose`, otherwise alike lines folded into one with a count
 /// and an example, so a run with hundreds stays readable.
@@ -425,57 +457,25 @@ fn listing(j: &Judged, verbose: bool) -> Vec<String> {
     let root = j.root.as_str();
     let mut items = Vec::new();
     for (f, note) in &o.false_ {
-        items.push(Item {
-            kind: "false",
-            severity: f.severity.clone(),
-            rule: f.rule.clone(),
-            path: rel(root, &f.path).to_owned(),
-            who: f.comm.clone(),
-            why: note
-                .clone()
-                .unwrap_or_else(|| "no exposure in the trace".into()),
-        });
+        let why = note
+            .clone()
+            .unwrap_or_else(|| "no exposure in the trace".into());
+        items.push(Item::finding("false", f, root, why));
     }
     for e in &o.missed {
-        items.push(Item {
-            kind: "missed",
-            severity: e.severity.name().into(),
-            rule: e.rule.into(),
-            path: shown(root, e),
-            who: e.comm.clone(),
-            why: String::new(),
-        });
+        let severity = e.severity.name().into();
+        items.push(Item::expected("missed", e, root, severity, String::new()));
     }
     for (f, e) in &o.wrong_path {
-        items.push(Item {
-            kind: "wrong",
-            severity: f.severity.clone(),
-            rule: f.rule.clone(),
-            path: rel(root, &f.path).to_owned(),
-            who: f.comm.clone(),
-            why: format!("truth: {}", shown(root, e)),
-        });
+        let why = format!("truth: {}", shown(root, e));
+        items.push(Item::finding("wrong", f, root, why));
     }
     if verbose {
         for (f, _) in &o.true_ {
-            items.push(Item {
-                kind: "true",
-                severity: f.severity.clone(),
-                rule: f.rule.clone(),
-                path: rel(root, &f.path).to_owned(),
-                who: f.comm.clone(),
-                why: String::new(),
-            });
+            items.push(Item::finding("true", f, root, String::new()));
         }
         for e in &o.low {
-            items.push(Item {
-                kind: "low",
-                severity: String::new(),
-                rule: e.rule.into(),
-                path: shown(root, e),
-                who: e.comm.clone(),
-                why: e.why.clone(),
-            });
+            items.push(Item::expected("low", e, root, String::new(), e.why.clone()));
         }
         for u in &o.undecided {
             items.push(Item {
@@ -488,14 +488,8 @@ fn listing(j: &Judged, verbose: bool) -> Vec<String> {
             });
         }
         for f in &o.undecided_findings {
-            items.push(Item {
-                kind: "undecided",
-                severity: f.severity.clone(),
-                rule: f.rule.clone(),
-                path: rel(root, &f.path).to_owned(),
-                who: f.comm.clone(),
-                why: "an auditor finding on that undecided verdict".into(),
-            });
+            let why = "an auditor finding on that undecided verdict".into();
+            items.push(Item::finding("undecided", f, root, why));
         }
     }
     let line = |i: &Item, path: &str| {

@@ -243,6 +243,41 @@ struct FdTable {
     fds: BTreeMap<i64, Fd>,
 }
 
+/// The raw arguments of a rename or a link: `old` (under the directory fd
+/// `old_dir`, or the cwd) gets the name `new` (likewise), with `flags`.
+#[derive(Debug, Clone, Copy)]
+struct Names<'a> {
+    old_dir: Option<&'a str>,
+    old: Option<&'a str>,
+    new_dir: Option<&'a str>,
+    new: Option<&'a str>,
+    flags: Option<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    /// `rename(old, new)`, `link(old, new)`: both relative to the cwd.
+    fn cwd(old: Option<&'a str>, new: Option<&'a str>) -> Self {
+        Self::at(None, old, None, new, None)
+    }
+
+    /// The `*at` forms.
+    fn at(
+        old_dir: Option<&'a str>,
+        old: Option<&'a str>,
+        new_dir: Option<&'a str>,
+        new: Option<&'a str>,
+        flags: Option<&'a str>,
+    ) -> Self {
+        Names {
+            old_dir,
+            old,
+            new_dir,
+            new,
+            flags,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fate {
     Running,
@@ -1027,11 +1062,11 @@ impl<'a> Model<'a> {
                     self.set_size(n, tgid, len, c.line);
                 }
             }
-            "rename" if ok => self.rename(c, tgid, None, a(0), None, a(1), None),
-            "renameat" if ok => self.rename(c, tgid, a(0), a(1), a(2), a(3), None),
-            "renameat2" if ok => self.rename(c, tgid, a(0), a(1), a(2), a(3), a(4)),
-            "link" if ok => self.link(c, tgid, None, a(0), None, a(1), None),
-            "linkat" if ok => self.link(c, tgid, a(0), a(1), a(2), a(3), a(4)),
+            "rename" if ok => self.rename(c, tgid, Names::cwd(a(0), a(1))),
+            "renameat" if ok => self.rename(c, tgid, Names::at(a(0), a(1), a(2), a(3), None)),
+            "renameat2" if ok => self.rename(c, tgid, Names::at(a(0), a(1), a(2), a(3), a(4))),
+            "link" if ok => self.link(c, tgid, Names::cwd(a(0), a(1))),
+            "linkat" if ok => self.link(c, tgid, Names::at(a(0), a(1), a(2), a(3), a(4))),
             "symlink" if ok => self.make(c, tgid, None, a(1), Kind::Other),
             "symlinkat" if ok => self.make(c, tgid, a(1), a(2), Kind::Other),
             "mkdir" if ok => self.make(c, tgid, None, a(0), Kind::Dir),
@@ -1372,26 +1407,16 @@ impl<'a> Model<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn rename(
-        &mut self,
-        c: &Call,
-        tgid: u32,
-        old_dir: Option<&str>,
-        old: Option<&str>,
-        new_dir: Option<&str>,
-        new: Option<&str>,
-        fl: Option<&str>,
-    ) {
+    fn rename(&mut self, c: &Call, tgid: u32, args: Names) {
         let (Some(old), Some(new)) = (
-            old.and_then(strace::string_arg),
-            new.and_then(strace::string_arg),
+            args.old.and_then(strace::string_arg),
+            args.new.and_then(strace::string_arg),
         ) else {
             return;
         };
         let (Some(from), Some(to)) = (
-            self.resolve(tgid, old_dir, &old),
-            self.resolve(tgid, new_dir, &new),
+            self.resolve(tgid, args.old_dir, &old),
+            self.resolve(tgid, args.new_dir, &new),
         ) else {
             self.undecided(
                 None,
@@ -1403,7 +1428,9 @@ impl<'a> Model<'a> {
         if from == to {
             return;
         }
-        let exchange = fl.is_some_and(|f| strace::flags(f).contains(&"RENAME_EXCHANGE"));
+        let exchange = args
+            .flags
+            .is_some_and(|f| strace::flags(f).contains(&"RENAME_EXCHANGE"));
         let n = self.node_at(&from);
         if exchange {
             let m = self.node_at(&to);
@@ -1433,28 +1460,22 @@ impl<'a> Model<'a> {
         self.expose(n, tgid, c.line, "rename");
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn link(
-        &mut self,
-        c: &Call,
-        tgid: u32,
-        old_dir: Option<&str>,
-        old: Option<&str>,
-        new_dir: Option<&str>,
-        new: Option<&str>,
-        fl: Option<&str>,
-    ) {
-        let Some(to) = new
+    fn link(&mut self, c: &Call, tgid: u32, args: Names) {
+        let Some(to) = args
+            .new
             .and_then(strace::string_arg)
-            .and_then(|p| self.resolve(tgid, new_dir, &p))
+            .and_then(|p| self.resolve(tgid, args.new_dir, &p))
         else {
             return;
         };
-        let empty = fl.is_some_and(|f| strace::flags(f).contains(&"AT_EMPTY_PATH"));
-        let old = old.and_then(strace::string_arg).unwrap_or_default();
+        let empty = args
+            .flags
+            .is_some_and(|f| strace::flags(f).contains(&"AT_EMPTY_PATH"));
+        let old = args.old.and_then(strace::string_arg).unwrap_or_default();
         let n = if empty && old.is_empty() {
             // linkat(fd, "", ..., AT_EMPTY_PATH): the fd's own file (O_TMPFILE).
-            match old_dir
+            match args
+                .old_dir
                 .and_then(|x| self.file_of(tgid, x, c.line))
                 .map(|f| f.target)
             {
@@ -1462,7 +1483,7 @@ impl<'a> Model<'a> {
                 _ => return,
             }
         } else {
-            let Some(from) = self.resolve(tgid, old_dir, &old) else {
+            let Some(from) = self.resolve(tgid, args.old_dir, &old) else {
                 return;
             };
             self.node_at(&from)
