@@ -281,16 +281,6 @@ impl DirJournal {
             }
         }
     }
-
-    /// Removes and returns everything still pending (end of trace).
-    pub fn take_all(&mut self) -> Vec<PendingName> {
-        self.order.clear();
-        self.by_file.clear();
-        std::mem::take(&mut self.by_path)
-            .into_values()
-            .map(|(_, p)| *p)
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 
-use serde_json::Value;
-
 use crate::calls::Call;
 use crate::event::{FileId, FileInfo, FileType, is_volatile_fs};
 use crate::fast_hash::{FastMap, FastSet};
@@ -82,16 +80,6 @@ impl Ranges {
     pub fn as_slice(&self) -> &[(u64, u64)] {
         &self.0
     }
-
-    /// Evidence form: `[[start, end], ...]`.
-    pub fn to_json(&self) -> Value {
-        Value::Array(
-            self.0
-                .iter()
-                .map(|&(s, e)| Value::from(vec![s, e]))
-                .collect(),
-        )
-    }
 }
 
 /// The names an inode has now, in order: almost always one, so a sorted
@@ -126,10 +114,6 @@ impl NameSet {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, String> {
@@ -168,13 +152,6 @@ impl Dirty {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, ns)| *ns)
-    }
-
-    /// Writer pids for evidence.
-    pub fn writer_pids(&self) -> Value {
-        let mut pids: Vec<u32> = self.writers.iter().map(|w| w.process.pid).collect();
-        pids.dedup();
-        Value::from(pids)
     }
 }
 
