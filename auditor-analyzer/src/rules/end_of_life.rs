@@ -6,6 +6,7 @@
 //! draft holds only the facts, shares what every file of the exit has in
 //! common, and builds the very same finding when asked.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -54,7 +55,7 @@ pub(crate) struct DirtyFacts {
     ranges: Box<[(u64, u64)]>,
     first_write_ns: u64,
     writer_pids: Box<[u32]>,
-    fs: Box<str>,
+    fs: Arc<str>,
     /// (seq, ts_ns) of the inode's last successful fsync.
     last_sync: Option<(u64, u64)>,
 }
@@ -69,7 +70,7 @@ impl DirtyFacts {
             ranges: dirty.ranges.as_slice().into(),
             first_write_ns: dirty.first_write.ts_ns,
             writer_pids: writer_pids.into(),
-            fs: inode.fs.as_str().into(),
+            fs: inode.fs.clone(),
             last_sync: inode.last_sync.as_ref().map(|c| (c.seq, c.ts_ns)),
         }
     }
@@ -98,16 +99,30 @@ impl DirtyFacts {
     }
 }
 
+/// What a draft's summary is told from.
+pub(crate) struct Summary<'a> {
+    pub path: &'a str,
+    pub bytes: u64,
+    pub writes: u64,
+    pub process: &'a ProcessRef,
+    /// The end's facts (exit code, signal, sender).
+    pub context: &'a Map<String, Value>,
+}
+
 /// The finding of one file a process left dirty at its end, as facts.
 #[derive(Debug)]
 pub(crate) struct EndOfLife {
     id: FileId,
     path: Box<str>,
     process: ProcessRef,
-    summary: Box<str>,
+    /// Tells the summary from the facts when the finding is built (a
+    /// hundred bytes of text per file, kept for nobody, otherwise).
+    summary: fn(&Summary<'_>) -> String,
     facts: DirtyFacts,
-    /// The file's own calls: its first unsynced write and its history.
-    history: Box<[Call]>,
+    /// The file's own calls: its first unsynced write and its history
+    /// (shared with the file's state until the file sees another call).
+    first_write: Call,
+    history: Arc<VecDeque<Call>>,
     last_write_ns: u64,
     ending: Arc<Ending>,
     /// The writer still runs (it may yet fsync): the verdict is lowered.
@@ -122,20 +137,17 @@ impl EndOfLife {
         process: ProcessRef,
         ending: &Arc<Ending>,
         live: Option<u32>,
-        summary: impl FnOnce(&Dirty, &ProcessRef) -> String,
+        summary: fn(&Summary<'_>) -> String,
     ) -> Option<EndOfLife> {
         let dirty = inode.dirty.as_ref()?;
-        let summary = summary(dirty, &process);
-        let history: Vec<Call> = std::iter::once(dirty.first_write.clone())
-            .chain(inode.history.iter().cloned())
-            .collect();
         Some(EndOfLife {
             id: inode.id,
             path: inode.path().into(),
             process,
-            summary: summary.into(),
+            summary,
             facts: DirtyFacts::of(inode, dirty),
-            history: history.into(),
+            first_write: dirty.first_write.clone(),
+            history: inode.history.clone(),
             last_write_ns: dirty.last_write_ns,
             ending: ending.clone(),
             live,
@@ -147,11 +159,16 @@ impl EndOfLife {
         self.process.pid
     }
 
+    /// The file's own calls, its first unsynced write first.
+    fn calls(&self) -> impl Iterator<Item = &Call> {
+        std::iter::once(&self.first_write).chain(self.history.iter())
+    }
+
     /// When the exposure opened: the time of its finding's last call
     /// (calls are shown in trace order; the one that ended the process
     /// comes last).
     pub(crate) fn opened_ns(&self) -> u64 {
-        let history = self.history.iter().map(|c| (c.seq, c.ts_ns));
+        let history = self.calls().map(|c| (c.seq, c.ts_ns));
         let ending = self.ending.calls.iter().map(|c| (c.seq, c.ts_ns));
         history.chain(ending).max().map_or(0, |(_, ts)| ts)
     }
@@ -164,17 +181,19 @@ impl Draft for EndOfLife {
             .calls
             .last()
             .map_or(self.last_write_ns, |c| c.ts_ns);
+        let summary = (self.summary)(&Summary {
+            path: &self.path,
+            bytes: self.facts.bytes,
+            writes: self.facts.writes,
+            process: &self.process,
+            context: &self.ending.context,
+        });
         let f = self
             .ending
             .info
-            .finding(
-                &*self.path,
-                Some(self.id),
-                self.process.clone(),
-                &*self.summary,
-            )
+            .finding(&*self.path, Some(self.id), self.process.clone(), summary)
             .with_all(&self.ending.context);
-        let mut all: Vec<CallRef> = self.history.iter().map(Call::to_ref).collect();
+        let mut all: Vec<CallRef> = self.calls().map(Call::to_ref).collect();
         all.extend(self.ending.calls.iter().cloned());
         let f = self
             .facts

@@ -189,7 +189,7 @@ fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) 
             "state",
             "unknown: open for writing before tracing began, no fsync seen since",
         )
-        .with("fs", inode.fs.clone())
+        .with("fs", &*inode.fs)
         .with("fix", ending.fix)
         .with_calls(ending.calls.clone());
     f.inconclusive = true;
@@ -201,12 +201,12 @@ fn check_unknown_past(inode: &InodeState, process: ProcessRef, ending: &Ending) 
 
 /// The verdict for one dirty file of a killed process.
 fn check(inode: &InodeState, process: ProcessRef, ending: &Arc<Ending>) -> Option<EndOfLife> {
-    EndOfLife::of_dirty(inode, process, ending, None, |dirty, process| {
+    EndOfLife::of_dirty(inode, process, ending, None, |s| {
         format!(
             "{} while {:?} held {} unsynced bytes",
-            killed(process, &ending.context),
-            inode.path(),
-            dirty.bytes
+            killed(s.process, s.context),
+            s.path,
+            s.bytes
         )
     })
 }

@@ -107,14 +107,14 @@ fn check(
     ending: &Arc<Ending>,
     live: Option<u32>,
 ) -> Option<EndOfLife> {
-    EndOfLife::of_dirty(inode, process, ending, live, |dirty, process| {
+    EndOfLife::of_dirty(inode, process, ending, live, |s| {
         format!(
             "{:?} still held {} unsynced bytes ({}) when {} ({}) exited",
-            inode.path(),
-            dirty.bytes,
-            plural(dirty.writes, "write"),
-            process.comm,
-            process.pid
+            s.path,
+            s.bytes,
+            plural(s.writes, "write"),
+            s.process.comm,
+            s.process.pid
         )
     })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::calls::Call;
 use crate::event::{FileId, FileInfo, FileType, is_volatile_fs};
@@ -160,7 +161,8 @@ impl Dirty {
 pub struct InodeState {
     pub id: FileId,
     pub file_type: FileType,
-    pub fs: String,
+    /// Shared by every file on that filesystem (see [`Inodes`]).
+    pub fs: Arc<str>,
     /// Names it had, oldest first (bounded).
     pub names: VecDeque<String>,
     /// Names it has now, as far as the trace showed.
@@ -176,7 +178,10 @@ pub struct InodeState {
     pub last_sync: Option<Box<Call>>,
     /// Times the data was made durable (shown by live views).
     pub syncs: u64,
-    pub history: VecDeque<Call>,
+    /// Shared with the drafts of findings made from it (copied only when
+    /// the file sees another call after one): a process that exits with
+    /// 50,000 files dirty must not hold every file's calls twice.
+    pub history: Arc<VecDeque<Call>>,
     /// The trace saw it changed or opened to be: written, truncated,
     /// created, renamed, opened for writing (live views leave out files
     /// that were only read).
@@ -194,11 +199,11 @@ pub struct InodeState {
 }
 
 impl InodeState {
-    fn new(info: &FileInfo) -> InodeState {
+    fn new(info: &FileInfo, fs: Arc<str>) -> InodeState {
         InodeState {
             id: info.id,
             file_type: info.file_type,
-            fs: info.fs.clone(),
+            fs,
             names: VecDeque::new(),
             current_names: NameSet::default(),
             size: None,
@@ -207,7 +212,7 @@ impl InodeState {
             dirty: None,
             last_sync: None,
             syncs: 0,
-            history: VecDeque::new(),
+            history: Arc::default(),
             changed: false,
             last_use: 0,
             evicted: false,
@@ -227,7 +232,7 @@ impl InodeState {
         FileInfo {
             id: self.id,
             file_type: self.file_type,
-            fs: self.fs.clone(),
+            fs: self.fs.to_string(),
             size: self.size.unwrap_or(0),
             flags: 0,
             created: false,
@@ -269,13 +274,14 @@ impl InodeState {
 
     /// Remembers a relevant call (bounded ring).
     pub fn remember(&mut self, call: Call) {
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
+        let history = Arc::make_mut(&mut self.history);
+        if history.len() == HISTORY {
+            history.pop_front();
         }
         // Most files see one or two calls: room for one at first, not the
         // four a first push reserves (this state exists for every file).
-        self.history.reserve_exact(1);
-        self.history.push_back(call);
+        history.reserve_exact(1);
+        history.push_back(call);
     }
 
     /// The evidence chain: first unsynced write, then recent calls.
@@ -396,14 +402,24 @@ pub struct Inodes {
     marked: FastSet<FileId>,
     /// `marked` in eviction order, so the marks stay bounded too.
     marked_order: VecDeque<FileId>,
+    /// The filesystem names seen, each kept once.
+    fs_names: Vec<Arc<str>>,
 }
 
 impl Inodes {
     /// The state of `info.id`, created on first sight; kernel facts (type,
     /// fs, size) refresh it. Returns whether it is new.
     pub fn observe(&mut self, info: &FileInfo) -> (&mut InodeState, bool) {
+        let fs = match self.fs_names.iter().find(|f| ***f == *info.fs) {
+            Some(f) => f.clone(),
+            None => {
+                let f: Arc<str> = info.fs.as_str().into();
+                self.fs_names.push(f.clone());
+                f
+            }
+        };
         let fresh = |marked: &mut FastSet<FileId>| {
-            let mut st = Box::new(InodeState::new(info));
+            let mut st = Box::new(InodeState::new(info, fs.clone()));
             st.evicted = marked.remove(&info.id);
             st
         };
@@ -433,7 +449,7 @@ impl Inodes {
             st.file_type = info.file_type;
         }
         if st.fs.is_empty() {
-            st.fs = info.fs.clone();
+            st.fs = fs;
         }
         (st, new)
     }
