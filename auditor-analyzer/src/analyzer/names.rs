@@ -83,7 +83,7 @@ impl Analyzer {
     ) {
         let dir = parent(path);
         let dir_id = self.names.get(&dir);
-        let fs = file.map(|f| f.fs.clone()).or_else(|| {
+        let fs = file.map(|f| f.fs.as_str().into()).or_else(|| {
             dir_id
                 .and_then(|d| self.inodes.get(&d))
                 .map(|s| s.fs.clone())
@@ -95,9 +95,9 @@ impl Analyzer {
         let dropped = self.dirs.record(
             PendingName {
                 op,
-                path: path.to_string(),
+                path: path.into(),
                 old_path: old_path.map(str::to_string),
-                dir,
+                dir: dir.into(),
                 dir_id,
                 file: file.map(|f| f.id),
                 fs,

@@ -128,7 +128,7 @@ fn finding(
         .with("failed_seq", failed.call.seq)
         .with("follow_up", follow_up)
         .with("follow_up_call", call.text())
-        .with("fs", inode.fs.clone())
+        .with("fs", &*inode.fs)
         .with(
             "fix",
             "treat an fsync error as data loss: rewrite the data from a safe copy or stop",

@@ -402,10 +402,10 @@ pub(crate) fn name_finding(
     summary: String,
     fix: &'static str,
 ) -> Finding {
-    info.finding(p.path.clone(), p.file, p.process.clone(), summary)
+    info.finding(&*p.path, p.file, p.process.clone(), summary)
         .with("operation", p.op.as_str())
-        .with("directory", p.dir.clone())
-        .with("fs", p.fs.clone())
+        .with("directory", &*p.dir)
+        .with("fs", p.fs.as_deref())
         .with("fix", fix)
         .with_calls(p.calls())
 }

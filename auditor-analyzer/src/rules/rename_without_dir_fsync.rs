@@ -35,7 +35,7 @@ pub fn check(p: &PendingName) -> Option<Finding> {
             "open the directory and fsync it after the rename",
         )
         .with("source", p.old_path.clone())
-        .with("destination", p.path.clone())
+        .with("destination", &*p.path)
         .with("data_synced", p.data_synced),
     )
 }

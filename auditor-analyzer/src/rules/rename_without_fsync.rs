@@ -74,7 +74,7 @@ fn finding(
         .with("destination", r.destination)
         .with("destination_existed", r.replaced.then_some(true));
     f = with_dirty_evidence(f, inode, dirty, call.ts_ns);
-    if inode.fs == "ext4" && r.replaced {
+    if &*inode.fs == "ext4" && r.replaced {
         f = f.with(
             "fs_note",
             "ext4's auto_da_alloc flushes data on rename-over-existing and may hide this; XFS and btrfs do not",

@@ -93,7 +93,7 @@ fn finding(inode: &InodeState, trunc: &Truncation, write: &Call, process: Proces
         .with("size_before", trunc.size_before.map_or(Value::from("unknown"), Value::from))
         .with("truncated_by", trunc.call.text())
         .with("rewrite", write.text())
-        .with("fs", inode.fs.clone())
+        .with("fs", &*inode.fs)
         .with("fix", "write the new content to a temporary file, fsync it, rename it over the old one, fsync the directory")
         .with_calls(calls)
 }

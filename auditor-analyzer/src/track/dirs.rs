@@ -42,15 +42,17 @@ impl NameOp {
 #[derive(Clone, Debug)]
 pub struct PendingName {
     pub op: NameOp,
-    pub path: String,
+    /// Shared with the journal's indexes.
+    pub path: Arc<str>,
     /// Source of a rename or link.
     pub old_path: Option<String>,
-    pub dir: String,
+    /// Shared by the names of one directory recorded in a row.
+    pub dir: Arc<str>,
     pub dir_id: Option<FileId>,
     /// The inode the name points to, when known.
     pub file: Option<FileId>,
     /// Filesystem of the entry, when known (needed to judge it).
-    pub fs: Option<String>,
+    pub fs: Option<Arc<str>>,
     pub key: ProcKey,
     pub process: ProcessRef,
     /// The file's own data was made durable after the name appeared.
@@ -109,6 +111,8 @@ pub struct DirJournal {
     /// directory would otherwise walk 50,000 names 50,000 times).
     by_file: FastMap<FileId, Vec<u64>>,
     next: u64,
+    last_dir: Option<Arc<str>>,
+    last_fs: Option<Arc<str>>,
 }
 
 fn index(by_file: &mut FastMap<FileId, Vec<u64>>, file: Option<FileId>, n: u64) {
@@ -130,9 +134,20 @@ fn unindex(by_file: &mut FastMap<FileId, Vec<u64>>, file: Option<FileId>, n: u64
 impl DirJournal {
     /// Records a pending name. Past `cap` names the oldest are dropped and
     /// returned: their verdicts can no longer be given.
-    pub fn record(&mut self, p: PendingName, cap: usize) -> Vec<PendingName> {
+    pub fn record(&mut self, mut p: PendingName, cap: usize) -> Vec<PendingName> {
         self.next += 1;
-        let key: Arc<str> = p.path.as_str().into();
+        // A program creating many files does so in one directory and on
+        // one filesystem: their names share those strings.
+        match &self.last_dir {
+            Some(d) if *d == p.dir => p.dir = d.clone(),
+            _ => self.last_dir = Some(p.dir.clone()),
+        }
+        match (&self.last_fs, &p.fs) {
+            (Some(f), Some(mine)) if f == mine => p.fs = Some(f.clone()),
+            (_, Some(mine)) => self.last_fs = Some(mine.clone()),
+            _ => {}
+        }
+        let key = p.path.clone();
         self.order.insert(self.next, key.clone());
         index(&mut self.by_file, p.file, self.next);
         if let Some((n, old)) = self.by_path.insert(key, (self.next, Box::new(p))) {
@@ -216,12 +231,12 @@ impl DirJournal {
             let Some((n, mut p)) = self.by_path.remove(&*path) else {
                 continue;
             };
-            p.path = rehome(&p.path);
-            if p.dir == old || p.dir.starts_with(&prefix) {
-                p.dir = rehome(&p.dir);
+            p.path = rehome(&p.path).into();
+            if &*p.dir == old || p.dir.starts_with(&prefix) {
+                p.dir = rehome(&p.dir).into();
             }
             // Same age under its new path.
-            let key: Arc<str> = p.path.as_str().into();
+            let key = p.path.clone();
             self.order.insert(n, key.clone());
             if let Some((m, old)) = self.by_path.insert(key, (n, p)) {
                 self.order.remove(&m);
@@ -232,7 +247,9 @@ impl DirJournal {
 
     /// The directory (by identity or any of its names) was fsynced.
     pub fn dir_synced(&mut self, dir: FileId, dir_paths: &[String], by: &Arc<Closer>) {
-        self.made_durable(by, |p| p.dir_id == Some(dir) || dir_paths.contains(&p.dir));
+        self.made_durable(by, |p| {
+            p.dir_id == Some(dir) || dir_paths.iter().any(|d| **d == *p.dir)
+        });
     }
 
     /// A file's data became durable; names pointing to it remember that
@@ -242,7 +259,7 @@ impl DirJournal {
             p.data_synced = true;
             p.file = Some(file);
             if p.fs.is_none() {
-                p.fs = Some(fs.to_string());
+                p.fs = Some(fs.into());
             }
         };
         let known = self.by_file.get(&file).cloned().unwrap_or_default();
@@ -328,7 +345,7 @@ mod tests {
     fn synced(j: &DirJournal) -> Vec<&str> {
         j.iter()
             .filter(|p| p.data_synced)
-            .map(|p| p.path.as_str())
+            .map(|p| &*p.path)
             .collect()
     }
 
