@@ -222,7 +222,18 @@ pub struct StackSig {
     pub words: u32,
     pub offsets: [u32; STACK_SIG_WORDS],
     pub values: [u64; STACK_SIG_WORDS],
+    /// Set by the probe when it sends a copy from this place (no
+    /// signature yet, or one the stack did not match): when it did
+    /// (`bpf_ktime_get_ns`). Userspace's answer writes 0.
+    pub copied_ns: u64,
 }
+
+/// While a copy from a place is on its way to userspace (no signature for
+/// that stack back yet), the probe sends at most one copy from it per this many
+/// nanoseconds; the calls in between have no stack (counted as lost).
+/// Without it, a loop of creates sent a 12 KiB copy per call while the
+/// first one was being read, and filled the ring in milliseconds.
+pub const STACK_PENDING_GAP_NS: u64 = 1_000_000;
 
 /// A new task: thread or process.
 #[repr(C)]

@@ -4,17 +4,17 @@
 //! the binaries' unwind tables and sends back a signature: where the return
 //! addresses were found and what they were. Later calls from the same place
 //! compare those few words and, when they match, only name the stack: a hot
-//! loop costs one copy (a few, until the signature is back), then a handful
-//! of reads per call.
+//! loop costs one copy (a few, until the signature is back: at most one per
+//! millisecond meanwhile), then a handful of reads per call.
 
 use auditor_common::{
-    Kind, STACK_BYTES, STACK_FP_FRAMES, STACK_PAGE, STACK_SIG_WORDS, STAT_STACK_LOST,
-    STAT_STACK_REUSED, StackKey, StackRecord, StackSig,
+    Kind, STACK_BYTES, STACK_FP_FRAMES, STACK_PAGE, STACK_PENDING_GAP_NS, STACK_SIG_WORDS,
+    STAT_STACK_LOST, STAT_STACK_REUSED, StackKey, StackRecord, StackSig,
 };
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::bpf_get_stack,
     },
     macros::map,
@@ -55,17 +55,49 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
         ip,
         sp,
     };
-    if let Some(sig) = STACK_SIGS.get_ptr(key) {
-        // SAFETY: a live map value; userspace may rewrite it meanwhile,
-        // which at worst fails the comparison (and sends a fresh copy).
-        let sig = unsafe { &*sig };
-        if matches(sig, sp) {
-            count(STAT_STACK_REUSED);
-            return sig.id;
+    // SAFETY: a call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match STACK_SIGS.get_ptr_mut(key) {
+        Some(sig) => {
+            // SAFETY: a live map value; userspace may rewrite it meanwhile,
+            // which at worst fails the comparison (and sends a fresh copy).
+            let sig = unsafe { &mut *sig };
+            if matches(sig, sp) {
+                count(STAT_STACK_REUSED);
+                return sig.id;
+            }
+            // No signature for this stack yet: a copy from here may still
+            // be on its way (userspace clears `copied_ns` with the answer).
+            if sig.copied_ns != 0 && now.wrapping_sub(sig.copied_ns) < STACK_PENDING_GAP_NS {
+                count(STAT_STACK_LOST);
+                return 0;
+            }
+            sig.copied_ns = now;
+        }
+        None => {
+            // Marks the place as copied; never over a signature userspace
+            // wrote meanwhile.
+            if STACK_SIGS.insert(key, PENDING, BPF_NOEXIST).is_ok()
+                && let Some(sig) = STACK_SIGS.get_ptr_mut(key)
+            {
+                // SAFETY: the live value just inserted.
+                unsafe { (*sig).copied_ns = now };
+            }
         }
     }
     copy(ctx, ip, sp, bp, flags)
 }
+
+/// A place copied whose signature is not back (see [`take`]).
+static PENDING: StackSig = StackSig {
+    id: 0,
+    words: 0,
+    offsets: [0; STACK_SIG_WORDS],
+    values: [0; STACK_SIG_WORDS],
+    copied_ns: 0,
+};
+
+const BPF_NOEXIST: u64 = 1;
 
 /// Whether the stack at `sp` holds the signature's words.
 #[inline(always)]

@@ -98,7 +98,8 @@ pub struct RunInfo {
     #[serde(default)]
     pub truncated_at_byte: Option<u64>,
     /// Stacks the probes could not take (unreadable user stack, ring
-    /// full): the findings about those calls have no stack.
+    /// full) or passed over (a copy from the same place not yet
+    /// answered): the findings about those calls have no stack.
     #[serde(default)]
     pub stacks_lost: u64,
     /// Calls whose stack the probes knew already (named, not copied

@@ -181,6 +181,24 @@ impl Stacks {
         self.space(tgid);
         let space = self.spaces.entry(tgid).or_default();
         let u = unwind::unwind(space.unwinder(), &mut self.cache, rec);
+        // The signature goes back before the frames are named: naming the
+        // first frames in an object reads its symbols (and debug file),
+        // and until the probes have the signature, every call from this
+        // place sends another 12 KiB copy (a loop of creates filled the
+        // ring with them).
+        if let Some(fd) = self.sigs_fd {
+            let key = StackKey {
+                tgid,
+                _pad: 0,
+                ip: rec.ip,
+                sp: rec.sp,
+            };
+            let sig = unwind::signature(rec.id, rec.sp, &u);
+            if sig.words > 0 {
+                // A full map only means this place is copied again.
+                let _ = super::maps::update(fd, &key, &sig);
+            }
+        }
         let space = &self.spaces[&tgid];
         let mut frames: Vec<Frame> = Vec::new();
         for &at in &u.frames {
@@ -196,19 +214,6 @@ impl Stacks {
             }
         }
         let interpreter = interpreter(space);
-        if let Some(fd) = self.sigs_fd {
-            let key = StackKey {
-                tgid,
-                _pad: 0,
-                ip: rec.ip,
-                sp: rec.sp,
-            };
-            let sig = unwind::signature(rec.id, rec.sp, &u);
-            if sig.words > 0 {
-                // A full map only means this place is copied again.
-                let _ = super::maps::update(fd, &key, &sig);
-            }
-        }
         Stack {
             frames,
             unwind: if u.frame_pointers_agree {
