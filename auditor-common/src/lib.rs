@@ -229,11 +229,12 @@ pub struct StackSig {
 }
 
 /// While a copy from a place is on its way to userspace (no signature for
-/// that stack back yet), the probe sends at most one copy from it per this many
+/// that stack back yet) and more than half of the ring waits to be
+/// read, the probe sends at most one copy from it per this many
 /// nanoseconds; the calls in between have no stack (counted as lost).
 /// Without it, a loop of creates sent a 12 KiB copy per call while the
 /// first one was being read, and filled the ring in milliseconds.
-pub const STACK_PENDING_GAP_NS: u64 = 1_000_000;
+pub const STACK_PENDING_GAP_NS: u64 = 5_000_000;
 
 /// A new task: thread or process.
 #[repr(C)]

@@ -5,7 +5,8 @@
 //! addresses were found and what they were. Later calls from the same place
 //! compare those few words and, when they match, only name the stack: a hot
 //! loop costs one copy (a few, until the signature is back: at most one per
-//! millisecond meanwhile), then a handful of reads per call.
+//! 5 ms meanwhile once half the ring waits), then a handful of reads per
+//! call.
 
 use auditor_common::{
     Kind, STACK_BYTES, STACK_FP_FRAMES, STACK_PAGE, STACK_PENDING_GAP_NS, STACK_SIG_WORDS,
@@ -22,7 +23,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{COUNTERS, STACK_IDS, count},
+    maps::{COUNTERS, EVENTS, STACK_IDS, count},
     ring::{reserve, submit_now},
 };
 
@@ -68,7 +69,12 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
             }
             // No signature for this stack yet: a copy from here may still
             // be on its way (userspace clears `copied_ns` with the answer).
-            if sig.copied_ns != 0 && now.wrapping_sub(sig.copied_ns) < STACK_PENDING_GAP_NS {
+            // While the ring keeps up, every call is copied; once it backs
+            // up, one per gap, so copies cannot crowd out events.
+            if sig.copied_ns != 0
+                && now.wrapping_sub(sig.copied_ns) < STACK_PENDING_GAP_NS
+                && backed_up()
+            {
                 count(STAT_STACK_LOST);
                 return 0;
             }
@@ -86,6 +92,14 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
         }
     }
     copy(ctx, ip, sp, bp, flags)
+}
+
+/// Whether more than half of the ring waits to be read.
+#[inline(always)]
+fn backed_up() -> bool {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_RING_SIZE: u64 = 1;
+    EVENTS.query(BPF_RB_AVAIL_DATA) > EVENTS.query(BPF_RB_RING_SIZE) / 2
 }
 
 /// A place copied whose signature is not back (see [`take`]).

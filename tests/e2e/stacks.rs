@@ -177,10 +177,11 @@ fn a_hot_loop_costs_one_stack_per_place() {
 /// The same loop at some 7 saves a millisecond, on a tmpfs so the disk
 /// does not set the pace: while the first copies wait to be read (the
 /// first stack named reads its objects' symbols, tens of milliseconds),
-/// every call from a place used to send another 12 KiB copy (350 to 1,200
-/// of them here, and a full ring). Now a place whose answer is not back
-/// sends at most one a millisecond: few copies, no event lost, and the
-/// calls passed over are counted as stacks lost.
+/// every call from a place used to send another 12 KiB copy (1,233 of them
+/// in each of six runs, and a full ring: 400 to 1,500 events dropped).
+/// Now, once half the ring waits, a place whose answer is not back sends at
+/// most one per 5 ms: no event lost, and the calls passed over are counted
+/// as stacks lost.
 #[test]
 fn a_tight_loop_does_not_fill_the_ring_with_copies() {
     let (dir, exe, _) = built_c("stacks_tight", "hot.c", &["-g", "-O2"]);
@@ -198,7 +199,8 @@ fn a_tight_loop_does_not_fill_the_ring_with_copies() {
     let taken = stats["stacks"].as_u64().unwrap();
     let reused = stats["stacks_reused"].as_u64().unwrap();
     let lost = stats["stacks_lost"].as_u64().unwrap();
-    assert!(taken <= 200, "stacks copied: {stats:#}");
+    // Half the ring is some 680 copies.
+    assert!(taken <= 900, "stacks copied: {stats:#}");
     // open, first write and rename, 20,000 each, and the exit: each
     // call's stack is copied, named or counted lost.
     assert_eq!(taken + reused + lost, 3 * 20_000 + 1, "{stats:#}");
