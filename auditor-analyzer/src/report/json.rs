@@ -18,16 +18,16 @@ struct Doc<'a> {
     findings: &'a [Finding],
 }
 
-/// The findings as the document holds them: each one a value of its own
-/// (keys sorted, as in [`Report::to_json`]), made one at a time.
+/// The findings as the document holds them: keys sorted, as in
+/// [`Report::to_json`], written one at a time.
 struct Findings<'a>(&'a [Finding]);
 
 impl Serialize for Findings<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeSeq};
+        use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for f in self.0 {
-            seq.serialize_element(&serde_json::to_value(f).map_err(S::Error::custom)?)?;
+            seq.serialize_element(&super::sorted::Sorted::new(f))?;
         }
         seq.end()
     }

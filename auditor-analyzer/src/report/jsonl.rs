@@ -19,11 +19,11 @@ pub fn jsonl_at_risk_line(f: &Finding) -> String {
 }
 
 fn typed_line(f: &Finding, ty: &str) -> String {
-    let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
-    if let Some(map) = v.as_object_mut() {
-        map.insert("type".into(), ty.into());
-    }
-    v.to_string()
+    let line = super::sorted::Sorted {
+        finding: f,
+        kind: Some(ty),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|_| "null".into())
 }
 
 /// `{"type":"summary", ...}`: run facts, counts and stats, no findings.

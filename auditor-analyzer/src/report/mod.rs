@@ -8,6 +8,7 @@ pub mod jsonl;
 pub mod left_out;
 pub mod plural;
 pub mod sarif;
+mod sorted;
 pub mod text;
 
 pub use jsonl::{jsonl_at_risk_line, jsonl_finding_line, jsonl_summary_line};
