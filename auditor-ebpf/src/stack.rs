@@ -56,8 +56,11 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
         ip,
         sp,
     };
-    // SAFETY: a call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Read only past the hot path (a matching signature).
+    let now = || {
+        // SAFETY: a call without arguments.
+        unsafe { bpf_ktime_get_ns() }
+    };
     match STACK_SIGS.get_ptr_mut(key) {
         Some(sig) => {
             // SAFETY: a live map value; userspace may rewrite it meanwhile,
@@ -71,6 +74,7 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
             // be on its way (userspace clears `copied_ns` with the answer).
             // While the ring keeps up, every call is copied; once it backs
             // up, one per gap, so copies cannot crowd out events.
+            let now = now();
             if sig.copied_ns != 0
                 && now.wrapping_sub(sig.copied_ns) < STACK_PENDING_GAP_NS
                 && backed_up()
@@ -87,7 +91,7 @@ pub fn take<C: EbpfContext>(ctx: &C, tgid: u32, ip: u64, sp: u64, bp: u64, flags
                 && let Some(sig) = STACK_SIGS.get_ptr_mut(key)
             {
                 // SAFETY: the live value just inserted.
-                unsafe { (*sig).copied_ns = now };
+                unsafe { (*sig).copied_ns = now() };
             }
         }
     }

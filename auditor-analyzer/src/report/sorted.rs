@@ -28,7 +28,7 @@ impl Serialize for Sorted<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let f = self.finding;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("calls", &Calls(&f.calls))?;
+        m.serialize_entry("calls", &Seq(&f.calls, Call))?;
         if let Some(c) = &f.container {
             m.serialize_entry("container", c)?;
         }
@@ -79,13 +79,14 @@ impl Serialize for Process<'_> {
     }
 }
 
-struct Calls<'a>(&'a [CallRef]);
+/// A slice, each element written through `each` (one of the wrappers here).
+struct Seq<'a, T, W>(&'a [T], fn(&'a T) -> W);
 
-impl Serialize for Calls<'_> {
+impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for c in self.0 {
-            seq.serialize_element(&Call(c))?;
+        for x in self.0 {
+            seq.serialize_element(&(self.1)(x))?;
         }
         seq.end()
     }
@@ -114,7 +115,7 @@ impl Serialize for Frames<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let st = self.0;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("frames", &FrameList(&st.frames))?;
+        m.serialize_entry("frames", &Seq(&st.frames, OneFrame))?;
         if let Some(i) = &st.interpreter {
             m.serialize_entry("interpreter", &Interp(i))?;
         }
@@ -123,18 +124,6 @@ impl Serialize for Frames<'_> {
         }
         m.serialize_entry("unwind", &st.unwind)?;
         m.end()
-    }
-}
-
-struct FrameList<'a>(&'a [Frame]);
-
-impl Serialize for FrameList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for f in self.0 {
-            seq.serialize_element(&OneFrame(f))?;
-        }
-        seq.end()
     }
 }
 
