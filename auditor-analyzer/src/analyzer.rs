@@ -74,6 +74,9 @@ pub struct Analyzer {
     epoch: u32,
     /// The final verdicts, once the observation ended.
     verdicts: Option<Vec<Finding>>,
+    /// Files tracked when the observation ended, for a [`Analyzer::conclude_last`]
+    /// that let their states go since.
+    tracked_at_end: Option<u64>,
     stats: AnalyzerStats,
     ignored_seen: FastSet<FileId>,
     /// Files counted in `stats.caller_files`.
@@ -115,6 +118,7 @@ impl Analyzer {
             launched_cwd: None,
             epoch: 0,
             verdicts: None,
+            tracked_at_end: None,
             stats: AnalyzerStats::default(),
             ignored_seen: FastSet::default(),
             caller_seen: FastSet::default(),
@@ -263,6 +267,18 @@ impl Analyzer {
     /// verdicts here (see [`Analyzer::findings`]) instead of returning a
     /// copy: a run can end with a finding on each of 100,000 files.
     pub fn conclude(&mut self) {
+        self.conclude_with(false);
+    }
+
+    /// [`Analyzer::conclude`] for a caller that only takes the verdicts
+    /// afterwards (a report, not a view of the end): each file's state
+    /// goes as soon as its last verdict is built, so the end's peak is
+    /// the state at the end or the findings, not both.
+    pub fn conclude_last(&mut self) {
+        self.conclude_with(true);
+    }
+
+    fn conclude_with(&mut self, release: bool) {
         if self.verdicts.is_some() {
             return;
         }
@@ -288,7 +304,8 @@ impl Analyzer {
         // peak is the findings, not the findings and all that as well.
         self.rules = registry();
         self.dirs = DirJournal::default();
-        let verdicts = self.verdicts();
+        self.tracked_at_end = Some(self.inodes.len() as u64);
+        let verdicts = self.verdicts(release);
         self.verdicts = Some(verdicts);
     }
 
@@ -312,7 +329,7 @@ impl Analyzer {
     pub fn stats(&self) -> AnalyzerStats {
         let mut stats = self.stats.clone();
         stats.processes = self.procs.seen;
-        stats.tracked_inodes = self.inodes.len() as u64;
+        stats.tracked_inodes = self.tracked_at_end.unwrap_or(self.inodes.len() as u64);
         stats.max_files = self.config.max_files as u64;
         stats
     }

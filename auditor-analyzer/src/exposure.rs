@@ -30,7 +30,7 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn inode(&self) -> Option<FileId> {
+    pub(crate) fn inode(&self) -> Option<FileId> {
         match self {
             Subject::Data(id) | Subject::Lasting(Some(id)) => Some(*id),
             _ => None,

@@ -273,3 +273,40 @@ fn writes_after_the_rename_are_their_writers_own_at_exit() {
     // Without the later write, the end adds nothing to the rename.
     sole(&run(trace![placed, exit(100, 0)]), "rename-without-fsync");
 }
+
+#[test]
+fn letting_each_files_state_go_after_its_last_verdict_changes_no_verdict() {
+    // Several exposures on one inode (the manifest: its data, its rename,
+    // its directory entry), some closed later by another process, some
+    // left open.
+    let mut events = helper_writes();
+    events.extend([
+        open_existing(100, "/d/out/f0", 4, sized(reg(20), 100)),
+        fsync(100, 4),
+        close(100, 4),
+        exit(100, 0),
+    ]);
+    let judged = |last: bool| {
+        let mut a = crate::Analyzer::new(Config::default()).expect("valid config");
+        for mut e in number(events.clone()) {
+            a.process(&mut e);
+        }
+        if last {
+            a.conclude_last();
+        } else {
+            a.conclude();
+        }
+        let findings = serde_json::to_string(a.findings()).unwrap();
+        let held = a.inodes.len() as u64;
+        (findings, a.stats().tracked_inodes, a.findings().len(), held)
+    };
+    let (kept, tracked, n, held) = judged(false);
+    assert!(n >= 4, "{kept}");
+    assert_eq!(held, tracked);
+    let (released, tracked_last, n_last, held_last) = judged(true);
+    assert_eq!((released, tracked_last, n_last), (kept, tracked, n));
+    assert!(
+        held_last + 3 <= held,
+        "the judged files' states went: {held_last} of {held} left"
+    );
+}

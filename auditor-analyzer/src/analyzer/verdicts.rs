@@ -8,7 +8,9 @@
 use serde_json::json;
 
 use crate::calls::human_duration;
+use crate::event::FileId;
 use crate::exposure::{Closer, Exposure, Moot, State, Subject};
+use crate::fast_hash::FastMap;
 use crate::finding::{Finding, Severity, bound_calls};
 use crate::rules::{Kind, still_running};
 
@@ -16,8 +18,10 @@ use super::{Analyzer, Mode};
 
 impl Analyzer {
     /// Every exposure's verdict, in the order they opened; counts the moot
-    /// ones and those left out by `--ignore` or as caches.
-    pub(super) fn verdicts(&mut self) -> Vec<Finding> {
+    /// ones and those left out by `--ignore` or as caches. With `release`,
+    /// a file's state is dropped once its last exposure is judged (a
+    /// verdict reads only its own file's state).
+    pub(super) fn verdicts(&mut self, release: bool) -> Vec<Finding> {
         let mut out = Vec::with_capacity(self.exposures.len());
         let mut moot = self.stats.moot.clone();
         let mut suppressed = 0;
@@ -25,21 +29,36 @@ impl Analyzer {
         // The exposures end here: their findings are moved into the
         // verdicts, not copied.
         let mut exposures = std::mem::take(&mut self.exposures);
+        let mut left: FastMap<FileId, u32> = FastMap::default();
+        if release {
+            for id in exposures.iter().filter_map(|e| e.subject.inode()) {
+                *left.entry(id).or_default() += 1;
+            }
+        }
         for mut e in exposures.drain() {
             let f = match &e.state {
                 State::Moot(Moot::Deleted) => {
                     moot.deleted += 1;
-                    continue;
+                    None
                 }
                 State::Moot(Moot::Replaced) => {
                     moot.replaced += 1;
-                    continue;
+                    None
                 }
                 _ => {
                     let f = e.told.take();
-                    self.judge_finding(&e, f, true)
+                    Some(self.judge_finding(&e, f, true))
                 }
             };
+            if let Some(id) = e.subject.inode()
+                && let Some(n) = left.get_mut(&id)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.inodes.forget(&id);
+                }
+            }
+            let Some(f) = f else { continue };
             if !self.filter.rule_enabled(&f.rule) {
                 continue;
             }

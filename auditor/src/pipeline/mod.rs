@@ -20,7 +20,11 @@ use std::{
 };
 
 use anyhow::Result;
-use auditor_analyzer::{Analyzer, Config, Event, RunInfo, calls::plural, recording::Recording};
+use auditor_analyzer::{
+    Analyzer, Config, Event, RunInfo,
+    calls::plural,
+    recording::{RecordingReader, TruncatedAt},
+};
 
 use crate::{
     attach::{lives::Lives, release_freed_memory},
@@ -35,6 +39,7 @@ use crate::{
         views::Views,
     },
     cli::CaptureOptions,
+    error::UserError,
     timings,
 };
 use options::{rfc3339, ring_bytes, run_info};
@@ -57,7 +62,9 @@ pub enum Target {
     /// that start later).
     Attach(AttachPlan),
     /// Replay a recording made by `auditor record`.
-    Recording(Recording),
+    /// Read as it is analyzed: a recording of 50,000 files holds some
+    /// 150,000 events, which need not all be in memory at once.
+    Recording(Box<RecordingReader<std::io::BufReader<std::fs::File>>>),
 }
 
 /// What a finished run produced besides its findings: the run facts the
@@ -68,6 +75,8 @@ pub struct Outcome {
     /// A second interrupt ended the run before the launched command did:
     /// the report covers what was seen until then.
     pub left_running: bool,
+    /// Where a replayed recording was cut short, once it was read.
+    pub truncated_at: Option<TruncatedAt>,
 }
 
 /// The exit code of a run reported before its command ended (a second
@@ -178,6 +187,7 @@ impl Pipeline {
             run,
             lives: None,
             left_running,
+            truncated_at: None,
         })
     }
 
@@ -221,27 +231,38 @@ impl Pipeline {
             run,
             lives: feed.lives,
             left_running: false,
+            truncated_at: None,
         })
     }
 
-    fn replay_recording(&mut self, rec: Recording, sink: &mut dyn Sink) -> Result<Outcome> {
-        let mut run = run_info("report", &rec.header.command);
-        run.started_at = rec.header.started_at.clone();
-        run.truncated_at_byte = rec.truncated_at.as_ref().map(|t| t.byte_offset);
-        if let Some(tr) = &rec.trailer {
+    fn replay_recording(
+        &mut self,
+        mut rec: Box<RecordingReader<std::io::BufReader<std::fs::File>>>,
+        sink: &mut dyn Sink,
+    ) -> Result<Outcome> {
+        let mut run = run_info("report", &rec.header().command);
+        run.started_at = rec.header().started_at.clone();
+        let mut feed = Feed::new(&self.analyzer, sink, None, None);
+        while let Some(ev) = rec
+            .next_event()
+            .map_err(|e| UserError::new(format!("{e:#}")))?
+        {
+            feed.event(ev)?;
+        }
+        // Known once the reading reached the end.
+        let truncated_at = rec.truncated_at();
+        run.truncated_at_byte = truncated_at.map(|t| t.byte_offset);
+        if let Some(tr) = rec.trailer() {
             run.ended_at = tr.ended_at.clone();
             run.exit_status = tr.exit_status;
             run.dropped = tr.dropped;
             run.events = tr.events;
         }
-        let mut feed = Feed::new(&self.analyzer, sink, None, None);
-        for ev in rec.events {
-            feed.event(ev)?;
-        }
         Ok(Outcome {
             run,
             lives: None,
             left_running: false,
+            truncated_at,
         })
     }
 }

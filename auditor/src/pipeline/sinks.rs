@@ -301,7 +301,9 @@ pub fn conclude(
 ) -> Result<i32> {
     let t = std::time::Instant::now();
     let mut analyzer = super::lock(analyzer);
-    analyzer.conclude();
+    // Nothing views the analyzer after this (a live view that shows the
+    // end concluded it already).
+    analyzer.conclude_last();
     let t = crate::timings::since("verdicts", t);
     outcome.run.base = analyzer.launched_cwd().map(report_base);
     let mut report = Report::take(&mut analyzer, outcome.run);

@@ -131,6 +131,7 @@ pub fn run(
             run: run_info(&live.info, None, &shared),
             lives: None,
             left_running: true,
+            truncated_at: None,
         },
     };
     conclude(&shared, outcome, live.out, &live.report)
