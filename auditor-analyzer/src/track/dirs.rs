@@ -109,25 +109,72 @@ pub struct DirJournal {
     /// a file finds its names without a walk over every pending one (a
     /// program that fsyncs each of 50,000 new files but never their
     /// directory would otherwise walk 50,000 names 50,000 times).
-    by_file: FastMap<FileId, Vec<u64>>,
+    by_file: FastMap<FileId, Numbers>,
     next: u64,
     last_dir: Option<Arc<str>>,
     last_fs: Option<Arc<str>>,
 }
 
-fn index(by_file: &mut FastMap<FileId, Vec<u64>>, file: Option<FileId>, n: u64) {
-    if let Some(f) = file {
-        by_file.entry(f).or_default().push(n);
+/// The recording numbers of one file's names: nearly every file has one
+/// name, held inline rather than in a list of its own (50,000 new files
+/// would otherwise hold 50,000 one-element lists).
+#[derive(Debug)]
+enum Numbers {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Numbers {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Numbers::One(n) => std::slice::from_ref(n),
+            Numbers::Many(ns) => ns,
+        }
+    }
+
+    fn push(&mut self, n: u64) {
+        match self {
+            Numbers::One(m) => *self = Numbers::Many(vec![*m, n]),
+            Numbers::Many(ns) => ns.push(n),
+        }
+    }
+
+    /// Removes `n`; true when none are left.
+    fn remove(&mut self, n: u64) -> bool {
+        match self {
+            Numbers::One(m) => *m == n,
+            Numbers::Many(ns) => {
+                ns.retain(|&m| m != n);
+                match ns[..] {
+                    [] => true,
+                    [m] => {
+                        *self = Numbers::One(m);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
     }
 }
 
-fn unindex(by_file: &mut FastMap<FileId, Vec<u64>>, file: Option<FileId>, n: u64) {
-    let Some(f) = file else { return };
-    if let Some(ns) = by_file.get_mut(&f) {
-        ns.retain(|&m| m != n);
-        if ns.is_empty() {
-            by_file.remove(&f);
+fn index(by_file: &mut FastMap<FileId, Numbers>, file: Option<FileId>, n: u64) {
+    if let Some(f) = file {
+        match by_file.get_mut(&f) {
+            Some(ns) => ns.push(n),
+            None => {
+                by_file.insert(f, Numbers::One(n));
+            }
         }
+    }
+}
+
+fn unindex(by_file: &mut FastMap<FileId, Numbers>, file: Option<FileId>, n: u64) {
+    let Some(f) = file else { return };
+    if let Some(ns) = by_file.get_mut(&f)
+        && ns.remove(n)
+    {
+        by_file.remove(&f);
     }
 }
 
@@ -262,7 +309,11 @@ impl DirJournal {
                 p.fs = Some(fs.into());
             }
         };
-        let known = self.by_file.get(&file).cloned().unwrap_or_default();
+        let known: Vec<u64> = self
+            .by_file
+            .get(&file)
+            .map(|ns| ns.as_slice().to_vec())
+            .unwrap_or_default();
         for n in known {
             let path = self.order.get(&n);
             if let Some((_, p)) = path.and_then(|path| self.by_path.get_mut(&**path)) {
@@ -385,5 +436,20 @@ mod tests {
         assert_eq!(j.by_file.len(), 4);
         j.data_synced(id(9), "ext4", &[]);
         assert_eq!(synced(&j), vec!["/d/9"]);
+    }
+
+    #[test]
+    fn a_files_numbers_go_from_one_to_many_and_back() {
+        let mut ns = Numbers::One(1);
+        assert!(!ns.remove(2));
+        ns.push(2);
+        ns.push(3);
+        assert_eq!(ns.as_slice(), [1, 2, 3]);
+        assert!(!ns.remove(2));
+        assert!(!ns.remove(1));
+        assert!(matches!(ns, Numbers::One(3)));
+        assert!(ns.remove(3));
+        let mut many = Numbers::Many(vec![4]);
+        assert!(many.remove(4));
     }
 }
