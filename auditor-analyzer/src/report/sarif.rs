@@ -312,14 +312,20 @@ mod tests {
             "{} missing: run `cargo xtask setup`",
             python.display()
         );
-        let file = std::env::temp_dir().join(format!("auditor-sarif-{}.json", std::process::id()));
-        std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
-        let out = Command::new(python)
+        // Through a pipe: tests run in parallel threads of one process, and
+        // a file named for the process was removed under another's check.
+        let mut child = Command::new(python)
             .arg(root.join("tests/validate_sarif.py"))
-            .arg(&file)
-            .output()
+            .arg("/dev/stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        let _ = std::fs::remove_file(&file);
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, &serde_json::to_vec(doc).unwrap()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
         if out.status.success() {
             String::new()
         } else {
