@@ -107,9 +107,9 @@ impl Report {
     /// The document [`Report::to_json`] makes, with `extra` members (the
     /// process lives under attach), serialized to `w` as it goes: never
     /// built in memory, which for 50,000 findings was a tree of values
-    /// several times the size of the 80 MB of text it printed. Pretty,
-    /// keys in the same sorted order, byte for byte what printing
-    /// `to_json` gave.
+    /// several times the size of the 80 MB of text it printed. In the
+    /// report layout ([`super::layout`]), keys in the same sorted order,
+    /// byte for byte what laying out `to_json` gives.
     pub fn write_json(
         &self,
         w: &mut dyn std::io::Write,
@@ -121,7 +121,7 @@ impl Report {
             findings: &self.findings,
         };
         let mut buf = std::io::BufWriter::with_capacity(64 << 10, w);
-        serde_json::to_writer_pretty(&mut buf, &doc)?;
+        super::layout::to_writer(&mut buf, &doc)?;
         buf.write_all(b"\n")?;
         buf.flush()
     }
@@ -146,7 +146,7 @@ mod tests {
         let r = sample_report();
         let mut streamed = Vec::new();
         r.write_json(&mut streamed, serde_json::Map::new()).unwrap();
-        let mut printed = serde_json::to_vec_pretty(&r.to_json()).unwrap();
+        let mut printed = crate::report::layout::to_vec(&r.to_json()).unwrap();
         printed.push(b'\n');
         assert_eq!(
             String::from_utf8(streamed).unwrap(),

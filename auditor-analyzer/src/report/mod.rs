@@ -5,6 +5,7 @@ pub mod groups;
 pub mod help;
 pub mod json;
 pub mod jsonl;
+pub mod layout;
 pub mod left_out;
 pub mod plural;
 pub mod sarif;

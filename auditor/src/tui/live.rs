@@ -271,7 +271,7 @@ fn export(shared: &Shared, live: &Live, ended: Option<&RunInfo>) -> Result<PathB
         .unwrap_or(0);
     let path = dir.join(format!("auditor-export-{secs}.json"));
     let mut file = AtomicFile::create(&path)?;
-    let mut doc = serde_json::to_vec_pretty(&report.to_json())?;
+    let mut doc = auditor_analyzer::report::layout::to_vec(&report.to_json())?;
     doc.push(b'\n');
     std::io::Write::write_all(&mut file, &doc)?;
     file.commit()
