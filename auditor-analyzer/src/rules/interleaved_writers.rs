@@ -3,6 +3,7 @@
 //! writer's record after it: the Shake metadata corruption.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 
 use serde_json::json;
 
@@ -28,7 +29,8 @@ const APPEND_CALLS: usize = 6;
 /// Writers remembered per inode.
 const WRITERS: usize = 8;
 
-/// Appenders of an inode, in the order they alternated.
+/// Appenders of an inode, in the order they alternated (once a second
+/// writer came).
 #[derive(Default)]
 struct Appends {
     last_tid: Option<u32>,
@@ -43,9 +45,37 @@ struct Appends {
     since_epoch: u32,
 }
 
+/// The one writer of an inode so far, and its last append: all the
+/// evidence needs should another writer come (the pattern starts there).
+struct First {
+    since_epoch: u32,
+    writer: Writer,
+    last: Call,
+}
+
+/// What is followed of an inode. Most files ever have one writer: theirs
+/// is one allocation, not a table entry and two lists.
+enum Slot {
+    /// Written somewhere other than at its end: not append-only.
+    Ignored,
+    One(Box<First>),
+    Turns(Box<Appends>),
+}
+
+impl Slot {
+    /// The appends of an inode whose writers alternated and whose finding
+    /// is still to tell.
+    fn pending(&self) -> Option<&Appends> {
+        match self {
+            Slot::Turns(a) if a.interleaved.is_some() && !a.reported => Some(a),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct InterleavedWriters {
-    files: FastMap<FileId, Appends>,
+    files: FastMap<FileId, Slot>,
 }
 
 impl Rule for InterleavedWriters {
@@ -62,13 +92,16 @@ impl Rule for InterleavedWriters {
                     return;
                 };
                 let id = *id;
-                let a = self.files.entry(id).or_default();
                 let writer = || Writer {
                     key: process.key,
                     tid: *tid,
                     process: process.to_ref(),
                 };
-                if track(a, *at_end, call, *tid, cx.epoch, writer) {
+                let Some(a) = follow(&mut self.files, id, *at_end, call, *tid, cx.epoch, writer)
+                else {
+                    return;
+                };
+                if track(a, *at_end, call, *tid, writer) {
                     // Writers that take turns but never hold the file open
                     // together (a shell appending around a child) are not
                     // concurrent writers.
@@ -92,16 +125,15 @@ impl Rule for InterleavedWriters {
                 let ids: Vec<FileId> = self
                     .files
                     .iter()
-                    .filter(|(_, a)| {
-                        a.interleaved.is_some()
-                            && !a.reported
-                            && a.writers.iter().any(|w| w.key == key)
+                    .filter(|(_, s)| {
+                        s.pending()
+                            .is_some_and(|a| a.writers.iter().any(|w| w.key == key))
                     })
                     .map(|(id, _)| *id)
                     .collect();
                 let me = process.to_ref();
                 for id in ids {
-                    let Some(a) = self.files.get_mut(&id) else {
+                    let Some(Slot::Turns(a)) = self.files.get_mut(&id) else {
                         continue;
                     };
                     let all_gone = a.writers.iter().all(|w| !cx.procs.is_live(w.key));
@@ -118,12 +150,12 @@ impl Rule for InterleavedWriters {
                 let mut ids: Vec<FileId> = self
                     .files
                     .iter()
-                    .filter(|(_, a)| a.interleaved.is_some() && !a.reported)
+                    .filter(|(_, s)| s.pending().is_some())
                     .map(|(id, _)| *id)
                     .collect();
                 ids.sort_unstable();
                 for id in ids {
-                    let Some(a) = self.files.get_mut(&id) else {
+                    let Some(Slot::Turns(a)) = self.files.get_mut(&id) else {
                         continue;
                     };
                     a.reported = true;
@@ -137,9 +169,7 @@ impl Rule for InterleavedWriters {
     }
 
     fn holds(&self, id: &FileId) -> bool {
-        self.files
-            .get(id)
-            .is_some_and(|a| a.interleaved.is_some() && !a.reported)
+        self.files.get(id).is_some_and(|s| s.pending().is_some())
     }
 
     fn forget(&mut self, id: &FileId) {
@@ -154,6 +184,62 @@ fn holds(cx: &Cx<'_>, key: ProcKey, id: FileId) -> bool {
         .any(|p| p.key == key && p.tables().any(|t| cx.fds.holds(t, id)))
 }
 
+/// The appends to follow for this write once `id` has had two writers;
+/// until then the first writer and its last append are kept, and nothing
+/// is followed of a file written other than at its end.
+fn follow<'a>(
+    files: &'a mut FastMap<FileId, Slot>,
+    id: FileId,
+    at_end: bool,
+    call: &Call,
+    tid: u32,
+    epoch: u32,
+    writer: impl FnOnce() -> Writer,
+) -> Option<&'a mut Appends> {
+    let slot = match files.entry(id) {
+        Entry::Vacant(v) => {
+            v.insert(if at_end {
+                Slot::One(Box::new(First {
+                    since_epoch: epoch,
+                    writer: writer(),
+                    last: call.clone(),
+                }))
+            } else {
+                Slot::Ignored
+            });
+            return None;
+        }
+        Entry::Occupied(o) => o.into_mut(),
+    };
+    match slot {
+        Slot::Turns(a) => return Some(a),
+        Slot::Ignored => return None,
+        Slot::One(_) if !at_end => {
+            *slot = Slot::Ignored;
+            return None;
+        }
+        Slot::One(first) if first.writer.tid == tid => {
+            first.last = call.clone();
+            return None;
+        }
+        Slot::One(first) => {
+            let mut recent = VecDeque::with_capacity(APPEND_CALLS);
+            recent.push_back(first.last.clone());
+            *slot = Slot::Turns(Box::new(Appends {
+                last_tid: Some(first.writer.tid),
+                writers: vec![first.writer.clone()],
+                recent,
+                since_epoch: first.since_epoch,
+                ..Appends::default()
+            }));
+        }
+    }
+    match slot {
+        Slot::Turns(a) => Some(a),
+        _ => None,
+    }
+}
+
 /// Follows who appends, to spot A, B, A; true when this write made the
 /// pattern (a writer returning after another one).
 fn track(
@@ -161,7 +247,6 @@ fn track(
     at_end: bool,
     call: &Call,
     tid: u32,
-    epoch: u32,
     writer: impl FnOnce() -> Writer,
 ) -> bool {
     if !at_end {
@@ -170,21 +255,12 @@ fn track(
     if a.not_append_only || a.reported {
         return false;
     }
-    if a.writers.is_empty() {
-        a.since_epoch = epoch;
-    }
-    // Most files have one writer and few appends: room for one of each at
-    // first, not the four a first push reserves.
     if !a.writers.iter().any(|w| w.tid == tid) && a.writers.len() < WRITERS {
-        a.writers.reserve_exact(1);
         a.writers.push(writer());
     }
-    // Until a second writer comes, the last append is all the evidence
-    // needs (the pattern starts there): most files ever have one writer.
-    if a.recent.len() == APPEND_CALLS || (a.writers.len() == 1 && !a.recent.is_empty()) {
+    if a.recent.len() == APPEND_CALLS {
         a.recent.pop_front();
     }
-    a.recent.reserve_exact(1);
     a.recent.push_back(call.clone());
     if a.last_tid == Some(tid) {
         return false;
@@ -330,6 +406,34 @@ mod tests {
             threads_appending(&[101, 101, 101]),
             exit(100, 0),
         ]));
+    }
+
+    #[test]
+    fn a_file_once_written_in_place_is_never_followed() {
+        // One write inside the file, then turns of appends: not an
+        // append-only file, whoever writes to it afterwards.
+        let in_place = crate::test_support::write_full(100, 4, 10, 10, Some(0), None);
+        let mut events = vec![
+            start(100, "/d"),
+            open_with(
+                100,
+                "/d/meta",
+                AT_FDCWD,
+                O_WRONLY,
+                4,
+                Some(FileInfo {
+                    flags: O_WRONLY,
+                    ..sized(reg(20), 100)
+                }),
+            ),
+            on_tid(in_place, 101),
+            open_append(100, 3),
+            spawn_thread(100, 101),
+            spawn_thread(100, 102),
+        ];
+        events.extend([101, 102, 101, 102].map(|tid| on_tid(write(100, 3, 64), tid)));
+        events.push(fsync(100, 3));
+        assert_clean(&run(trace![events, exit(100, 0)]));
     }
 
     #[test]
