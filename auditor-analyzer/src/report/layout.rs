@@ -71,6 +71,20 @@ impl Layout {
         }
     }
 
+    fn open<W: ?Sized + Write>(&mut self, w: &mut W, inline: bool, start: &[u8]) -> io::Result<()> {
+        self.open.push(Open {
+            inline,
+            has_value: false,
+        });
+        w.write_all(start)
+    }
+
+    fn has_value(&mut self) {
+        if let Some(o) = self.open.last_mut() {
+            o.has_value = true;
+        }
+    }
+
     fn close<W: ?Sized + Write>(&mut self, w: &mut W, end: &[u8]) -> io::Result<()> {
         // An empty array was still waiting: `[]`.
         self.undecided = false;
@@ -138,12 +152,7 @@ impl Formatter for Layout {
 
     fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.value(w, false)?;
-        let inline = self.inline();
-        self.open.push(Open {
-            inline,
-            has_value: false,
-        });
-        w.write_all(b"[")
+        self.open(w, self.inline(), b"[")
     }
 
     fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -159,20 +168,14 @@ impl Formatter for Layout {
     }
 
     fn end_array_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
-        if let Some(o) = self.open.last_mut() {
-            o.has_value = true;
-        }
+        self.has_value();
         Ok(())
     }
 
     fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.value(w, true)?;
         let inline = self.inline() || self.open.len() + 1 >= RECORD_DEPTH;
-        self.open.push(Open {
-            inline,
-            has_value: false,
-        });
-        w.write_all(b"{")
+        self.open(w, inline, b"{")
     }
 
     fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -188,9 +191,7 @@ impl Formatter for Layout {
     }
 
     fn end_object_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
-        if let Some(o) = self.open.last_mut() {
-            o.has_value = true;
-        }
+        self.has_value();
         Ok(())
     }
 }
